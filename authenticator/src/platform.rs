@@ -1,0 +1,55 @@
+//! The seam between the authenticator core and the body it runs in.
+//!
+//! A runner (the Pico firmware, the USB/IP server, a test) implements [`Platform`] once. The core
+//! never touches a clock, a file, a socket or a pin except through it. Storage is the exception
+//! that proves the rule: the runner mounts a littlefs2 filesystem on its block device
+//! ([`Platform::Storage`]) and hands the mounted filesystem to the core.
+
+/// Answer to "has the user confirmed presence?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// No answer yet: ask again later (the core keeps the transport alive meanwhile).
+    Pending,
+    /// The user touched the key (or the runner approves automatically).
+    Granted,
+    /// The user, or the runner's policy, refused.
+    Denied,
+}
+
+/// What the key's indicator (LED, terminal line) should show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indicator {
+    /// Nothing is happening.
+    Idle,
+    /// A request waits for the user's touch.
+    WaitingForPresence,
+    /// CTAPHID WINK: make the key identifiable.
+    Wink,
+}
+
+/// Everything the core needs from the body it runs in.
+pub trait Platform {
+    /// A cryptographically secure RNG.
+    type Rng: rand_core::CryptoRng;
+    /// The block device under the littlefs2 filesystem the core stores its state in.
+    type Storage: littlefs2::driver::Storage;
+
+    /// The CSPRNG.
+    fn rng(&mut self) -> &mut Self::Rng;
+
+    /// Milliseconds on a monotonic clock whose origin is this power-up (or process start).
+    fn now_ms(&self) -> u64;
+
+    /// A request needs the user's presence: start asking (light the LED, print a prompt).
+    /// Called once per wait, before the first [`Platform::poll_presence`].
+    fn start_presence(&mut self);
+
+    /// Non-blocking: has the user answered the request started by [`Platform::start_presence`]?
+    fn poll_presence(&mut self) -> Presence;
+
+    /// The wait is over (answered, cancelled or timed out): stop asking.
+    fn stop_presence(&mut self);
+
+    /// Show something on the key's indicator.
+    fn indicate(&mut self, indicator: Indicator);
+}
