@@ -2,9 +2,14 @@
 
 use alloc::vec::Vec;
 use littlefs2::fs::Filesystem;
+use sha2::{Digest, Sha256};
 
+use crate::credential::Credential;
+use crate::ctap2::{Halt, PendingAssertions, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
-use crate::platform::Platform;
+use crate::platform::{Indicator, Platform};
+use crate::presence::{Presence, Refusal};
+use crate::store::Store;
 
 /// Fixed facts about this authenticator model.
 #[derive(Clone, Debug)]
@@ -17,33 +22,91 @@ pub struct Config {
 
 /// The authenticator core, generic over the body it runs in.
 pub struct Authenticator<'a, P: Platform> {
-    platform: P,
-    #[allow(dead_code)]
-    fs: Filesystem<'a, P::Storage>,
-    #[allow(dead_code)]
-    config: Config,
+    pub(crate) platform: P,
+    pub(crate) store: Store<'a, P::Storage>,
+    pub(crate) config: Config,
+    pub(crate) presence: Presence,
+    /// What getNextAssertion continues, if the last command was a getAssertion series.
+    pub(crate) pending_assertions: Option<PendingAssertions>,
+    /// Identifies the request being handled, so a touch approves only that request.
+    pub(crate) request_digest: [u8; 32],
 }
 
 impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
-        Self { platform, fs, config }
+        Self {
+            platform,
+            store: Store::new(fs),
+            config,
+            presence: Presence::default(),
+            pending_assertions: None,
+            request_digest: [0; 32],
+        }
     }
 
     /// The platform, for runners that need to reach it (e.g. to answer a presence prompt).
     pub fn platform(&mut self) -> &mut P {
         &mut self.platform
     }
+
+    /// CTAP2's presence check for the current request.
+    pub(crate) fn user_presence(&mut self) -> Step<()> {
+        self.presence_check().map_err(Halt::from)
+    }
+
+    /// The presence check for the current request, whatever the protocol.
+    pub(crate) fn presence_check(&mut self) -> Result<(), Refusal> {
+        let request = self.request_digest;
+        self.presence.check(&mut self.platform, &request)
+    }
+
+    /// Is `id` a live credential of ours for this RP? (A discoverable one must still be stored.)
+    pub(crate) fn credential_exists(
+        &self,
+        kwk: &[u8; 32],
+        rp_id_hash: &[u8; 32],
+        id: &[u8],
+    ) -> bool {
+        match Credential::open(kwk, rp_id_hash, id) {
+            Some(credential) if credential.discoverable => {
+                self.store.resident_exists(rp_id_hash, id)
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
 }
 
 impl<P: Platform> App for Authenticator<'_, P> {
-    fn call(&mut self, _transaction: Transaction, _request: &[u8], response: &mut Vec<u8>) -> Outcome {
-        response.push(0x01); // CTAP1_ERR_INVALID_COMMAND until the commands land
-        Outcome::Done
+    fn call(
+        &mut self,
+        transaction: Transaction,
+        request: &[u8],
+        response: &mut Vec<u8>,
+    ) -> Outcome {
+        let mut digest = Sha256::new();
+        digest.update([transaction as u8]);
+        digest.update(request);
+        self.request_digest = digest.finalize().into();
+        match transaction {
+            Transaction::Msg => {
+                crate::ctap1::handle(self, request, response);
+                Outcome::Done
+            }
+            Transaction::Cbor => crate::ctap2::handle(self, request, response),
+        }
     }
-    fn cancel(&mut self) {}
-    fn abort(&mut self) {}
+
+    fn cancel(&mut self) {
+        self.presence.cancel();
+    }
+
+    fn abort(&mut self) {
+        self.presence.end(&mut self.platform);
+    }
+
     fn wink(&mut self) {
-        self.platform.indicate(crate::platform::Indicator::Wink);
+        self.platform.indicate(Indicator::Wink);
     }
 }

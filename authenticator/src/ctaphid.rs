@@ -50,7 +50,8 @@ pub trait App {
     /// response payload (for CBOR: status byte, then CBOR; for MSG: data, then SW1 SW2). On
     /// [`Outcome::Waiting`], `response` is ignored and the same request is passed again on a
     /// later poll: an app must make no lasting change before its last wait.
-    fn call(&mut self, transaction: Transaction, request: &[u8], response: &mut Vec<u8>) -> Outcome;
+    fn call(&mut self, transaction: Transaction, request: &[u8], response: &mut Vec<u8>)
+        -> Outcome;
 
     /// The host sent CTAPHID_CANCEL for the waiting request: the next `call` must complete it
     /// (CTAP2_ERR_KEEPALIVE_CANCEL for CBOR).

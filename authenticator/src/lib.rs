@@ -1,16 +1,23 @@
 //! A FIDO2 (CTAP 2.1) and U2F (CTAP1) authenticator core.
 //!
 //! `no_std` with `alloc`; no I/O. A runner implements [`platform::Platform`], mounts a littlefs2
-//! filesystem, and drives [`ctaphid::Ctaphid`] with the HID reports of its USB bus.
+//! filesystem ([`store::mount`]), builds an [`Authenticator`], and drives [`ctaphid::Ctaphid`]
+//! with the HID reports of its USB bus ([`usb::FidoHid`]).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod credential;
 pub mod ctaphid;
 pub mod platform;
-pub mod usb;
 pub mod store;
+pub mod usb;
 
 mod authenticator;
+mod ctap1;
+mod ctap2;
+mod presence;
+
 pub use authenticator::{Authenticator, Config};
+pub use presence::TIMEOUT_MS as PRESENCE_TIMEOUT_MS;

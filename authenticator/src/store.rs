@@ -1,11 +1,277 @@
 //! The authenticator's state on a littlefs2 filesystem.
+//!
+//! Small files with one owner each. littlefs commits a file write atomically when the file is
+//! closed, so a power cut during any write leaves either the old or the new file:
+//!
+//! ```text
+//! /dev/kwk            key-wrapping key (32 bytes): seals every credential ID
+//! /dev/ctr            signature counter reservation (u32, big-endian)
+//! /rk/<rp>/<user>     one discoverable credential; <rp> and <user> are hex digests
+//! ```
+//!
+//! The signature counter is reserved ahead in steps of [`COUNTER_STEP`]: the file holds a value
+//! no signature has used yet, so after a crash the counter resumes above anything already
+//! signed, and flash is written once per step instead of once per assertion.
 
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+use ctap_types::webauthn::PublicKeyCredentialUserEntity;
 use littlefs2::fs::{Allocation, Filesystem};
+use littlefs2::io::Error as FsError;
+use littlefs2::path::PathBuf;
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+/// How far ahead the signature counter is reserved on storage.
+pub const COUNTER_STEP: u32 = 64;
+/// Free blocks kept back so that metadata updates, the counter and deletions always fit.
+const RESERVED_BLOCKS: usize = 8;
+/// The most a serialized discoverable credential takes.
+const MAX_RECORD_LEN: usize = 768;
 
 /// Mount the filesystem on `storage`, formatting it first if it holds none (first power-up).
 pub fn mount<'a, S: littlefs2::driver::Storage>(
     alloc: &'a mut Allocation<S>,
     storage: &'a mut S,
 ) -> littlefs2::io::Result<Filesystem<'a, S>> {
-    Filesystem::mount_or_else(alloc, storage, |_err, storage, _alloc| Filesystem::format(storage))
+    Filesystem::mount_or_else(alloc, storage, |_err, storage, _alloc| {
+        Filesystem::format(storage)
+    })
+}
+
+/// Why a store operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// No room left for what was asked.
+    Full,
+    /// The filesystem failed or holds something unreadable.
+    Io,
+}
+
+impl From<FsError> for StoreError {
+    fn from(error: FsError) -> Self {
+        if error == FsError::NO_SPACE {
+            StoreError::Full
+        } else {
+            StoreError::Io
+        }
+    }
+}
+
+pub type Result<T> = core::result::Result<T, StoreError>;
+
+/// A discoverable credential as stored: what getAssertion without an allow list must return.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentCredential {
+    #[serde(rename = "r")]
+    pub rp_id: heapless::String<256>,
+    #[serde(rename = "u")]
+    pub user: PublicKeyCredentialUserEntity,
+    /// The sealed credential (see [`crate::credential`]): the private key lives only in here.
+    #[serde(rename = "i")]
+    pub id: heapless_bytes::Bytes<{ crate::credential::MAX_ID_LEN }>,
+    /// Creation order: later credentials have larger values.
+    #[serde(rename = "c")]
+    pub created: u32,
+}
+
+struct Counter {
+    next: u32,
+    reserved: u32,
+}
+
+/// The authenticator's persistent state.
+pub struct Store<'a, S: littlefs2::driver::Storage> {
+    fs: Filesystem<'a, S>,
+    counter: Option<Counter>,
+    kwk: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
+    pub fn new(fs: Filesystem<'a, S>) -> Self {
+        Self {
+            fs,
+            counter: None,
+            kwk: None,
+        }
+    }
+
+    /// The key-wrapping key, made on first use.
+    pub fn kwk(&mut self, rng: &mut impl CryptoRng) -> Result<[u8; 32]> {
+        if let Some(kwk) = &self.kwk {
+            return Ok(**kwk);
+        }
+        let path = path("/dev/kwk");
+        let mut kwk = Zeroizing::new([0u8; 32]);
+        match self.fs.read::<32>(&path) {
+            Ok(mut bytes) if bytes.len() == 32 => {
+                kwk.copy_from_slice(&bytes);
+                bytes.as_mut_slice().zeroize();
+            }
+            Ok(_) => return Err(StoreError::Io),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {
+                rng.fill_bytes(&mut *kwk);
+                self.fs.create_dir_all(&crate::store::path("/dev"))?;
+                self.fs.write(&path, &*kwk)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let value = *kwk;
+        self.kwk = Some(kwk);
+        Ok(value)
+    }
+
+    /// The next signature counter value: strictly greater than every value handed out before,
+    /// across restarts and power cuts.
+    pub fn next_counter(&mut self) -> Result<u32> {
+        let path = path("/dev/ctr");
+        let counter = match self.counter.take() {
+            Some(counter) => counter,
+            None => {
+                let reserved = match self.fs.read::<4>(&path) {
+                    Ok(bytes) => {
+                        u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| StoreError::Io)?)
+                    }
+                    Err(e) if e == FsError::NO_SUCH_ENTRY => 1,
+                    Err(e) => return Err(e.into()),
+                };
+                // Nothing at or above `reserved` was used before this boot.
+                Counter {
+                    next: reserved,
+                    reserved,
+                }
+            }
+        };
+        let mut counter = counter;
+        if counter.next >= counter.reserved {
+            let reserved = counter
+                .next
+                .checked_add(COUNTER_STEP)
+                .ok_or(StoreError::Full)?;
+            self.fs.create_dir_all(&crate::store::path("/dev"))?;
+            self.fs.write(&path, &reserved.to_be_bytes())?;
+            counter.reserved = reserved;
+        }
+        let value = counter.next;
+        counter.next += 1;
+        self.counter = Some(counter);
+        Ok(value)
+    }
+
+    /// Store a discoverable credential, replacing the one of the same RP and user.id.
+    pub fn save_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let mut buffer = [0u8; MAX_RECORD_LEN];
+        let bytes =
+            cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        let replacing = self
+            .fs
+            .exists(&resident_path(&rp_id_hash, &credential.user.id));
+        if !replacing && self.remaining_resident_slots() == 0 {
+            return Err(StoreError::Full);
+        }
+        self.fs.create_dir_all(&rp_dir(&rp_id_hash))?;
+        self.fs
+            .write(&resident_path(&rp_id_hash, &credential.user.id), bytes)?;
+        Ok(())
+    }
+
+    /// Is there a discoverable credential with this ID for this RP?
+    pub fn resident_exists(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> bool {
+        self.residents(rp_id_hash)
+            .map(|all| all.iter().any(|c| c.id.as_slice() == id))
+            .unwrap_or(false)
+    }
+
+    /// Every discoverable credential of one RP, newest first.
+    pub fn residents(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
+        let dir = rp_dir(rp_id_hash);
+        let mut found = Vec::new();
+        let listing = self.fs.read_dir_and_then(&dir, |entries| {
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type().is_file() {
+                    names.push(PathBuf::from(entry.path()));
+                }
+            }
+            Ok(names)
+        });
+        let names = match listing {
+            Ok(names) => names,
+            Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(found),
+            Err(e) => return Err(e.into()),
+        };
+        for name in names {
+            let bytes = self.fs.read::<MAX_RECORD_LEN>(&name)?;
+            // A record that does not parse is skipped, not fatal: the others still work.
+            // Records of another RP whose hash shares the directory prefix are not this RP's.
+            match cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
+                Ok(c) if sha256(c.rp_id.as_bytes()) == *rp_id_hash => found.push(c),
+                _ => {}
+            }
+        }
+        found.sort_by_key(|c| core::cmp::Reverse(c.created));
+        Ok(found)
+    }
+
+    /// How many more discoverable credentials fit, estimated low from the free blocks.
+    pub fn remaining_resident_slots(&self) -> usize {
+        let free = self.fs.available_blocks().unwrap_or(0);
+        let per_block = (S::BLOCK_SIZE / 1024).max(1);
+        free.saturating_sub(RESERVED_BLOCKS) * per_block / 2
+    }
+
+    /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
+    /// unopenable). The signature counter is kept: it must never go back.
+    pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+        match self.fs.remove_dir_all(&path("/rk")) {
+            Ok(()) => {}
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut kwk = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut *kwk);
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path("/dev/kwk"), &*kwk)?;
+        self.kwk = Some(kwk);
+        Ok(())
+    }
+}
+
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn path(s: &str) -> PathBuf {
+    PathBuf::try_from(s).expect("static paths are valid")
+}
+
+fn hex_name(out: &mut heapless::String<64>, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+fn rp_dir(rp_id_hash: &[u8; 32]) -> PathBuf {
+    let mut s = heapless::String::<64>::new();
+    let _ = s.push_str("/rk/");
+    hex_name(&mut s, &rp_id_hash[..8]);
+    path(&s)
+}
+
+fn resident_path(rp_id_hash: &[u8; 32], user_id: &[u8]) -> PathBuf {
+    let mut hasher = Sha256::new();
+    hasher.update(rp_id_hash);
+    hasher.update(user_id);
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut s = heapless::String::<64>::new();
+    let _ = s.push_str("/rk/");
+    hex_name(&mut s, &rp_id_hash[..8]);
+    let _ = s.push('/');
+    hex_name(&mut s, &digest[..8]);
+    path(&s)
 }

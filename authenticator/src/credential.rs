@@ -1,0 +1,343 @@
+//! Credentials: the key pairs the authenticator makes for relying parties.
+//!
+//! A credential ID is the credential itself, sealed: XChaCha20-Poly1305 under the device's
+//! key-wrapping key, with the RP ID hash as associated data. So the key keeps no state per
+//! non-discoverable credential (one key serves any number of accounts), an ID made for one RP is
+//! useless for another, and a U2F key handle is just a credential ID whose "RP ID hash" is the
+//! U2F application parameter.
+//!
+//! ```text
+//! ID = version (1) || nonce (24) || seal(alg (1) || flags (1) || secret (32)) || tag (16)
+//! ```
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use heapless::Vec;
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// COSE algorithm identifiers we can make credentials for.
+pub const ES256: i32 = -7;
+pub const EDDSA: i32 = -8;
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const PLAIN_LEN: usize = 1 + 1 + 32;
+/// The length of every credential ID this authenticator makes.
+pub const ID_LEN: usize = 1 + NONCE_LEN + PLAIN_LEN + TAG_LEN;
+/// What getInfo advertises as maxCredentialIdLength (room for a future format).
+pub const MAX_ID_LEN: usize = 128;
+
+/// A credential ID.
+pub type CredentialId = Vec<u8, MAX_ID_LEN>;
+
+/// The signature algorithm of a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    Es256,
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The algorithm for a COSE identifier, if we support it.
+    pub fn from_cose(alg: i32) -> Option<Self> {
+        match alg {
+            ES256 => Some(Self::Es256),
+            EDDSA => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+
+    pub fn cose(self) -> i32 {
+        match self {
+            Self::Es256 => ES256,
+            Self::EdDsa => EDDSA,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Self::Es256 => 1,
+            Self::EdDsa => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Es256),
+            2 => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+/// credProtect levels (CTAP 2.1 §12.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CredProtect {
+    /// userVerificationOptional
+    Optional = 1,
+    /// userVerificationOptionalWithCredentialIDList
+    OptionalWithList = 2,
+    /// userVerificationRequired
+    Required = 3,
+}
+
+impl CredProtect {
+    pub fn from_level(level: u8) -> Option<Self> {
+        match level {
+            1 => Some(Self::Optional),
+            2 => Some(Self::OptionalWithList),
+            3 => Some(Self::Required),
+            _ => None,
+        }
+    }
+}
+
+/// A credential with its private key, as recovered from (or about to be sealed into) an ID.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Credential {
+    #[zeroize(skip)]
+    pub alg: Algorithm,
+    /// Stored on the key as well (a discoverable credential).
+    #[zeroize(skip)]
+    pub discoverable: bool,
+    #[zeroize(skip)]
+    pub cred_protect: CredProtect,
+    secret: [u8; 32],
+}
+
+/// A public key, COSE-encoded on demand.
+pub enum PublicKey {
+    Es256(p256::ecdsa::VerifyingKey),
+    EdDsa(ed25519_dalek::VerifyingKey),
+}
+
+/// A signature: DER for ES256 (as WebAuthn and U2F want), 64 raw bytes for EdDSA.
+pub type Signature = Vec<u8, 72>;
+
+impl Credential {
+    /// Make a new credential with a fresh private key.
+    pub fn generate(
+        rng: &mut impl CryptoRng,
+        alg: Algorithm,
+        discoverable: bool,
+        cred_protect: CredProtect,
+    ) -> Self {
+        let mut secret = [0u8; 32];
+        loop {
+            rng.fill_bytes(&mut secret);
+            // A P-256 scalar must be below the group order: retry the rare seed that is not.
+            if alg == Algorithm::EdDsa || p256::ecdsa::SigningKey::from_slice(&secret).is_ok() {
+                break;
+            }
+        }
+        Self {
+            alg,
+            discoverable,
+            cred_protect,
+            secret,
+        }
+    }
+
+    /// Seal this credential into an ID bound to `rp_id_hash`.
+    pub fn seal(
+        &self,
+        kwk: &[u8; 32],
+        rp_id_hash: &[u8; 32],
+        rng: &mut impl CryptoRng,
+    ) -> CredentialId {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let mut plain = [0u8; PLAIN_LEN];
+        plain[0] = self.alg.code();
+        plain[1] = u8::from(self.discoverable) | ((self.cred_protect as u8) << 1);
+        plain[2..].copy_from_slice(&self.secret);
+
+        let cipher = XChaCha20Poly1305::new(kwk.into());
+        let aad = associated_data(rp_id_hash);
+        let tag = cipher
+            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut plain[..]).into())
+            .expect("a 34-byte message is within XChaCha20-Poly1305's limits");
+
+        let mut id = CredentialId::new();
+        // The pieces add up to ID_LEN <= MAX_ID_LEN, so none of these pushes can fail.
+        let _ = id.push(VERSION);
+        let _ = id.extend_from_slice(&nonce);
+        let _ = id.extend_from_slice(&plain);
+        let _ = id.extend_from_slice(&tag);
+        plain.zeroize();
+        id
+    }
+
+    /// Open a credential ID; `None` if it is not one of ours for this RP.
+    pub fn open(kwk: &[u8; 32], rp_id_hash: &[u8; 32], id: &[u8]) -> Option<Self> {
+        if id.len() != ID_LEN || id[0] != VERSION {
+            return None;
+        }
+        let nonce = XNonce::try_from(&id[1..1 + NONCE_LEN]).ok()?;
+        let mut plain = [0u8; PLAIN_LEN];
+        plain.copy_from_slice(&id[1 + NONCE_LEN..1 + NONCE_LEN + PLAIN_LEN]);
+        let tag = chacha20poly1305::Tag::try_from(&id[ID_LEN - TAG_LEN..]).ok()?;
+
+        let cipher = XChaCha20Poly1305::new(kwk.into());
+        let aad = associated_data(rp_id_hash);
+        cipher
+            .decrypt_inout_detached(&nonce, &aad, (&mut plain[..]).into(), &tag)
+            .ok()?;
+        let credential = Self::from_plain(&plain);
+        plain.zeroize();
+        credential
+    }
+
+    fn from_plain(plain: &[u8; PLAIN_LEN]) -> Option<Self> {
+        let alg = Algorithm::from_code(plain[0])?;
+        let discoverable = plain[1] & 1 != 0;
+        let cred_protect = CredProtect::from_level((plain[1] >> 1) & 3)?;
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&plain[2..]);
+        Some(Self {
+            alg,
+            discoverable,
+            cred_protect,
+            secret,
+        })
+    }
+
+    /// The credential's public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self.alg {
+            Algorithm::Es256 => PublicKey::Es256(*self.p256_key().verifying_key()),
+            Algorithm::EdDsa => PublicKey::EdDsa(self.ed25519_key().verifying_key()),
+        }
+    }
+
+    /// Sign `message` (ECDSA with SHA-256, or Ed25519).
+    pub fn sign(&self, message: &[&[u8]]) -> Signature {
+        use p256::ecdsa::signature::MultipartSigner;
+        let mut out = Signature::new();
+        // Both encodings fit the 72-byte buffer (a DER P-256 signature is at most 72 bytes).
+        match self.alg {
+            Algorithm::Es256 => {
+                let signature: p256::ecdsa::Signature = self.p256_key().multipart_sign(message);
+                let _ = out.extend_from_slice(signature.to_der().as_bytes());
+            }
+            Algorithm::EdDsa => {
+                let signature = self.ed25519_key().multipart_sign(message);
+                let _ = out.extend_from_slice(&signature.to_bytes());
+            }
+        }
+        out
+    }
+
+    fn p256_key(&self) -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&self.secret).expect(
+            "generate() only keeps valid P-256 scalars and open() only opens what seal() made",
+        )
+    }
+
+    fn ed25519_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&self.secret)
+    }
+}
+
+fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
+    let mut aad = [0u8; 33];
+    aad[0] = VERSION;
+    aad[1..].copy_from_slice(rp_id_hash);
+    aad
+}
+
+impl PublicKey {
+    /// The COSE_Key encoding (RFC 9053) used in attested credential data.
+    pub fn to_cose(&self) -> Vec<u8, 128> {
+        let mut buffer = [0u8; 128];
+        let encoded = match self {
+            PublicKey::Es256(key) => {
+                let point = key.to_sec1_point(false);
+                let cose = cosey::P256PublicKey {
+                    x: heapless_bytes::Bytes::try_from(
+                        point.x().map(|x| x.as_slice()).unwrap_or(&[]),
+                    )
+                    .unwrap_or_default(),
+                    y: heapless_bytes::Bytes::try_from(
+                        point.y().map(|y| y.as_slice()).unwrap_or(&[]),
+                    )
+                    .unwrap_or_default(),
+                };
+                cbor_smol::cbor_serialize(&cose, &mut buffer).map(|s| s.len())
+            }
+            PublicKey::EdDsa(key) => {
+                let cose = cosey::Ed25519PublicKey {
+                    x: heapless_bytes::Bytes::try_from(key.as_bytes().as_slice())
+                        .unwrap_or_default(),
+                };
+                cbor_smol::cbor_serialize(&cose, &mut buffer).map(|s| s.len())
+            }
+        };
+        let len = encoded.unwrap_or(0);
+        Vec::from_slice(&buffer[..len]).unwrap_or_default()
+    }
+
+    /// The uncompressed SEC1 point of a P-256 key (U2F's raw public key format).
+    pub fn sec1_uncompressed(&self) -> Option<[u8; 65]> {
+        match self {
+            PublicKey::Es256(key) => key.to_sec1_point(false).as_bytes().try_into().ok(),
+            PublicKey::EdDsa(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn rng() -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn sealed_ids_open_only_for_their_rp() {
+        let mut rng = rng();
+        let kwk = [9u8; 32];
+        let rp = [1u8; 32];
+        let cred = Credential::generate(&mut rng, Algorithm::Es256, true, CredProtect::Required);
+        let id = cred.seal(&kwk, &rp, &mut rng);
+        assert_eq!(id.len(), ID_LEN);
+        assert!(id.len() <= MAX_ID_LEN);
+        let opened = Credential::open(&kwk, &rp, &id).expect("opens");
+        assert_eq!(opened.alg, Algorithm::Es256);
+        assert!(opened.discoverable);
+        assert_eq!(opened.cred_protect, CredProtect::Required);
+        assert!(Credential::open(&kwk, &[2u8; 32], &id).is_none());
+        assert!(Credential::open(&[8u8; 32], &rp, &id).is_none());
+        let mut tampered = id.clone();
+        tampered[30] ^= 1;
+        assert!(Credential::open(&kwk, &rp, &tampered).is_none());
+        assert!(Credential::open(&kwk, &rp, &id[..ID_LEN - 1]).is_none());
+    }
+
+    #[test]
+    fn signatures_verify() {
+        use p256::ecdsa::signature::Verifier;
+        let mut rng = rng();
+        let es = Credential::generate(&mut rng, Algorithm::Es256, false, CredProtect::Optional);
+        let sig = es.sign(&[b"hello ", b"world"]);
+        let PublicKey::Es256(key) = es.public_key() else {
+            panic!()
+        };
+        let sig = p256::ecdsa::Signature::from_der(&sig).unwrap();
+        key.verify(b"hello world", &sig).unwrap();
+
+        let ed = Credential::generate(&mut rng, Algorithm::EdDsa, false, CredProtect::Optional);
+        let sig = ed.sign(&[b"hello ", b"world"]);
+        let PublicKey::EdDsa(key) = ed.public_key() else {
+            panic!()
+        };
+        let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+        key.verify(b"hello world", &sig).unwrap();
+        assert!(!ed.public_key().to_cose().is_empty());
+        assert!(!es.public_key().to_cose().is_empty());
+    }
+}

@@ -1,0 +1,312 @@
+//! CTAP1 / U2F raw messages (FIDO U2F Raw Message Formats v1.2), carried in CTAPHID_MSG.
+//!
+//! Key handles are credential IDs (see [`crate::credential`]) sealed to the application
+//! parameter, so a U2F registration can later be used through CTAP2 getAssertion by a client
+//! that sends the appId as rpId (WebAuthn's `appid` extension): how AWS's old U2F registrations
+//! keep working.
+
+use alloc::vec::Vec;
+
+use crate::credential::{Algorithm, CredProtect, Credential};
+use crate::platform::Platform;
+use crate::presence::Refusal;
+use crate::Authenticator;
+
+/// ISO 7816-4 status words.
+mod sw {
+    pub const NO_ERROR: u16 = 0x9000;
+    pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
+    pub const WRONG_DATA: u16 = 0x6A80;
+    pub const WRONG_LENGTH: u16 = 0x6700;
+    pub const INCORRECT_P1P2: u16 = 0x6A86;
+    pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
+    pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
+    pub const UNKNOWN: u16 = 0x6F00;
+}
+
+const REGISTER: u8 = 0x01;
+const AUTHENTICATE: u8 = 0x02;
+const VERSION: u8 = 0x03;
+
+/// AUTHENTICATE control bytes (P1).
+const ENFORCE_PRESENCE: u8 = 0x03;
+const CHECK_ONLY: u8 = 0x07;
+const DONT_ENFORCE_PRESENCE: u8 = 0x08;
+
+/// A command APDU: header and data, in short or extended length encoding.
+struct Apdu<'a> {
+    cla: u8,
+    ins: u8,
+    p1: u8,
+    data: &'a [u8],
+}
+
+impl<'a> Apdu<'a> {
+    /// Parse; `Err` carries the status word for a malformed APDU.
+    fn parse(bytes: &'a [u8]) -> Result<Self, u16> {
+        let (&[cla, ins, p1, _p2], body) =
+            bytes.split_first_chunk::<4>().ok_or(sw::WRONG_LENGTH)?;
+        let data = match body {
+            // Case 1 (no data, no Le) and case 2 short (Le only).
+            [] | [_] => &[][..],
+            // Extended: 0x00, then Lc as two bytes (or, with no data, Le as two bytes).
+            [0, rest @ ..] if rest.len() >= 2 => {
+                let declared = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let rest = &rest[2..];
+                if rest.is_empty() {
+                    &[][..] // case 2 extended: that was Le
+                } else if rest.len() == declared || rest.len() == declared + 2 {
+                    &rest[..declared] // case 3 or case 4 extended (trailing Le)
+                } else {
+                    return Err(sw::WRONG_LENGTH);
+                }
+            }
+            // Short: Lc in one byte, data, optional one-byte Le.
+            [lc, rest @ ..] => {
+                let declared = usize::from(*lc);
+                if declared != 0 && (rest.len() == declared || rest.len() == declared + 1) {
+                    &rest[..declared]
+                } else {
+                    return Err(sw::WRONG_LENGTH);
+                }
+            }
+        };
+        Ok(Self { cla, ins, p1, data })
+    }
+}
+
+/// Handle one U2F request and write the response (data, then the status word).
+pub(crate) fn handle<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &[u8],
+    response: &mut Vec<u8>,
+) {
+    let status = match Apdu::parse(request) {
+        Ok(apdu) => dispatch(auth, &apdu, response),
+        Err(status) => Err(status),
+    };
+    if let Err(status) = status {
+        response.clear();
+        response.extend_from_slice(&status.to_be_bytes());
+    } else {
+        response.extend_from_slice(&sw::NO_ERROR.to_be_bytes());
+    }
+}
+
+fn dispatch<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    apdu: &Apdu<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), u16> {
+    if apdu.cla != 0 {
+        return Err(sw::CLA_NOT_SUPPORTED);
+    }
+    match apdu.ins {
+        REGISTER => register(auth, apdu.data, out),
+        AUTHENTICATE => authenticate(auth, apdu.p1, apdu.data, out),
+        VERSION if apdu.data.is_empty() => {
+            out.extend_from_slice(b"U2F_V2");
+            Ok(())
+        }
+        VERSION => Err(sw::WRONG_LENGTH),
+        _ => Err(sw::INS_NOT_SUPPORTED),
+    }
+}
+
+/// U2F has no keepalive: until the user touches, answer "conditions not satisfied" and let the
+/// host repeat the request (the wait continues across repeats of the same request).
+fn presence<P: Platform>(auth: &mut Authenticator<'_, P>) -> Result<(), u16> {
+    match auth.presence_check() {
+        Ok(()) => Ok(()),
+        Err(Refusal::Pending | Refusal::Denied | Refusal::Cancelled | Refusal::TimedOut) => {
+            Err(sw::CONDITIONS_NOT_SATISFIED)
+        }
+    }
+}
+
+fn register<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), u16> {
+    let (challenge, application) = data
+        .split_first_chunk::<32>()
+        .and_then(|(challenge, rest)| Some((challenge, <&[u8; 32]>::try_from(rest).ok()?)))
+        .ok_or(sw::WRONG_LENGTH)?;
+    presence(auth)?;
+
+    let kwk = auth
+        .store
+        .kwk(auth.platform.rng())
+        .map_err(|_| sw::UNKNOWN)?;
+    let credential = Credential::generate(
+        auth.platform.rng(),
+        Algorithm::Es256,
+        false,
+        CredProtect::Optional,
+    );
+    let key_handle = credential.seal(&kwk, application, auth.platform.rng());
+    let public_key = credential
+        .public_key()
+        .sec1_uncompressed()
+        .ok_or(sw::UNKNOWN)?;
+    let certificate = self_signed_certificate(&credential, &public_key);
+
+    // The key handle is at most 128 bytes, so its length fits the one-byte field.
+    let signature = credential.sign(&[&[0x00], application, challenge, &key_handle, &public_key]);
+    out.push(0x05);
+    out.extend_from_slice(&public_key);
+    out.push(key_handle.len() as u8);
+    out.extend_from_slice(&key_handle);
+    out.extend_from_slice(&certificate);
+    out.extend_from_slice(&signature);
+    Ok(())
+}
+
+fn authenticate<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    control: u8,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), u16> {
+    if data.len() < 65 {
+        return Err(sw::WRONG_LENGTH);
+    }
+    let challenge = &data[..32];
+    let application: &[u8; 32] = data[32..64].try_into().map_err(|_| sw::WRONG_LENGTH)?;
+    let handle_len = usize::from(data[64]);
+    let key_handle = data
+        .get(65..65 + handle_len)
+        .filter(|_| data.len() == 65 + handle_len)
+        .ok_or(sw::WRONG_LENGTH)?;
+
+    let kwk = auth
+        .store
+        .kwk(auth.platform.rng())
+        .map_err(|_| sw::UNKNOWN)?;
+    let credential = Credential::open(&kwk, application, key_handle)
+        .filter(|c| c.alg == Algorithm::Es256 && c.cred_protect != CredProtect::Required)
+        .filter(|c| !c.discoverable || auth.store.resident_exists(application, key_handle))
+        .ok_or(sw::WRONG_DATA)?;
+
+    let user_present = match control {
+        // "Check only": the handle is ours, which U2F reports as this status.
+        CHECK_ONLY => return Err(sw::CONDITIONS_NOT_SATISFIED),
+        ENFORCE_PRESENCE => {
+            presence(auth)?;
+            true
+        }
+        DONT_ENFORCE_PRESENCE => false,
+        _ => return Err(sw::INCORRECT_P1P2),
+    };
+
+    let counter = auth
+        .store
+        .next_counter()
+        .map_err(|_| sw::UNKNOWN)?
+        .to_be_bytes();
+    let flags = [u8::from(user_present)];
+    let signature = credential.sign(&[application, &flags, &counter, challenge]);
+    out.extend_from_slice(&flags);
+    out.extend_from_slice(&counter);
+    out.extend_from_slice(&signature);
+    Ok(())
+}
+
+/// U2F requires an attestation certificate. Until a batch certificate is provisioned, each
+/// registration carries a certificate self-signed by the credential's own key, which proves
+/// possession and reveals nothing that links registrations together.
+fn self_signed_certificate(credential: &Credential, public_key: &[u8; 65]) -> Vec<u8> {
+    use der::*;
+    const ECDSA_WITH_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
+    const EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+    let algorithm = tlv(SEQUENCE, &tlv(OID, ECDSA_WITH_SHA256));
+    let name = tlv(
+        SEQUENCE,
+        &tlv(
+            SET,
+            &tlv(
+                SEQUENCE,
+                &[
+                    tlv(OID, COMMON_NAME),
+                    tlv(UTF8_STRING, b"U2F self attestation"),
+                ]
+                .concat(),
+            ),
+        ),
+    );
+    let validity = tlv(
+        SEQUENCE,
+        &[
+            tlv(UTC_TIME, b"200101000000Z"),
+            tlv(GENERALIZED_TIME, b"99991231235959Z"),
+        ]
+        .concat(),
+    );
+    let key_algorithm = tlv(
+        SEQUENCE,
+        &[tlv(OID, EC_PUBLIC_KEY), tlv(OID, PRIME256V1)].concat(),
+    );
+    let spki = tlv(
+        SEQUENCE,
+        &[
+            key_algorithm,
+            tlv(BIT_STRING, &[&[0u8][..], public_key].concat()),
+        ]
+        .concat(),
+    );
+    let tbs = tlv(
+        SEQUENCE,
+        &[
+            tlv(CONTEXT_0, &tlv(INTEGER, &[2])), // v3
+            tlv(INTEGER, &[1]),
+            algorithm.clone(),
+            name.clone(),
+            validity,
+            name,
+            spki,
+        ]
+        .concat(),
+    );
+    let signature = credential.sign(&[&tbs]);
+    tlv(
+        SEQUENCE,
+        &[
+            tbs,
+            algorithm,
+            tlv(BIT_STRING, &[&[0u8][..], &signature].concat()),
+        ]
+        .concat(),
+    )
+}
+
+/// Just enough DER to write a certificate (not a parser).
+mod der {
+    use alloc::vec::Vec;
+
+    pub const INTEGER: u8 = 0x02;
+    pub const BIT_STRING: u8 = 0x03;
+    pub const OID: u8 = 0x06;
+    pub const UTF8_STRING: u8 = 0x0C;
+    pub const UTC_TIME: u8 = 0x17;
+    pub const GENERALIZED_TIME: u8 = 0x18;
+    pub const SEQUENCE: u8 = 0x30;
+    pub const SET: u8 = 0x31;
+    pub const CONTEXT_0: u8 = 0xA0;
+
+    /// Tag, definite length, value.
+    pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(value.len() + 4);
+        out.push(tag);
+        match value.len() {
+            len @ 0..=0x7F => out.push(len as u8),
+            len @ 0x80..=0xFF => out.extend_from_slice(&[0x81, len as u8]),
+            len => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(value);
+        out
+    }
+}

@@ -1,0 +1,209 @@
+//! authenticatorGetAssertion (§6.2) and authenticatorGetNextAssertion (§6.3).
+
+use alloc::vec::Vec;
+
+use ctap_types::ctap2::get_assertion::{AuthenticatorData, Request, Response, ResponseBuilder};
+use ctap_types::ctap2::AuthenticatorDataFlags;
+use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialUserEntity};
+use heapless_bytes::Bytes;
+
+use super::{check_pin_uv_auth, client_data_hash, Error, Step};
+use crate::credential::{CredProtect, Credential};
+use crate::platform::Platform;
+use crate::store::sha256;
+use crate::Authenticator;
+
+/// How long getNextAssertion may follow getAssertion.
+const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
+
+/// A credential chosen for an assertion: its ID, and the user entity if it is discoverable.
+struct Candidate {
+    id: crate::credential::CredentialId,
+    user_id: Option<Bytes<64>>,
+}
+
+/// The rest of a discoverable-credential series, for getNextAssertion.
+pub(crate) struct PendingAssertions {
+    rp_id_hash: [u8; 32],
+    client_data_hash: [u8; 32],
+    user_present: bool,
+    remaining: Vec<Candidate>,
+    expires_ms: u64,
+}
+
+pub(crate) fn get_assertion<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+) -> Step<Response> {
+    let client_data_hash = *client_data_hash(request.client_data_hash)?;
+    check_pin_uv_auth(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
+
+    let options = request.options.as_ref();
+    if options.and_then(|o| o.rk).is_some() {
+        return Err(Error::UnsupportedOption.into());
+    }
+    if options.and_then(|o| o.uv) == Some(true) {
+        return Err(Error::UnsupportedOption.into());
+    }
+    let user_present = options.and_then(|o| o.up).unwrap_or(true);
+
+    let rp_id_hash = sha256(request.rp_id.as_bytes());
+    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let mut candidates = match request.allow_list.as_ref().filter(|list| !list.is_empty()) {
+        Some(allow_list) => {
+            let ids = allow_list
+                .iter()
+                .filter(|d| d.key_type == "public-key")
+                .map(|d| &d.id[..]);
+            select_from_allow_list(auth, &kwk, &rp_id_hash, ids)?
+        }
+        None => discoverable_candidates(auth, &kwk, &rp_id_hash)?,
+    };
+    if candidates.is_empty() {
+        return Err(Error::NoCredentials.into());
+    }
+    if user_present {
+        auth.user_presence()?;
+    }
+
+    let count = candidates.len();
+    let first = candidates.remove(0);
+    let mut response = assert(
+        auth,
+        &kwk,
+        &rp_id_hash,
+        &client_data_hash,
+        user_present,
+        first,
+    )?;
+    if count > 1 {
+        response.number_of_credentials = Some(count as u32);
+        auth.pending_assertions = Some(PendingAssertions {
+            rp_id_hash,
+            client_data_hash,
+            user_present,
+            remaining: candidates,
+            expires_ms: auth.platform.now_ms() + NEXT_ASSERTION_WINDOW_MS,
+        });
+    }
+    Ok(response)
+}
+
+pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<Response> {
+    let now = auth.platform.now_ms();
+    let mut pending = auth.pending_assertions.take().ok_or(Error::NotAllowed)?;
+    if now > pending.expires_ms || pending.remaining.is_empty() {
+        return Err(Error::NotAllowed.into());
+    }
+    let next = pending.remaining.remove(0);
+    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let response = assert(
+        auth,
+        &kwk,
+        &pending.rp_id_hash,
+        &pending.client_data_hash,
+        pending.user_present,
+        next,
+    )?;
+    pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
+    auth.pending_assertions = Some(pending);
+    Ok(response)
+}
+
+/// The first credential of the allow list that is ours for this RP and usable without UV.
+fn select_from_allow_list<'r, P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    kwk: &[u8; 32],
+    rp_id_hash: &[u8; 32],
+    ids: impl Iterator<Item = &'r [u8]>,
+) -> Step<Vec<Candidate>> {
+    for id in ids {
+        let Some(credential) = Credential::open(kwk, rp_id_hash, id) else {
+            continue;
+        };
+        // Without user verification, credProtect level 3 hides the credential entirely.
+        if credential.cred_protect == CredProtect::Required {
+            continue;
+        }
+        let user_id = if credential.discoverable {
+            // A deleted discoverable credential must stop working, although its ID still opens.
+            let residents = auth.store.residents(rp_id_hash)?;
+            match residents.into_iter().find(|r| r.id.as_slice() == id) {
+                Some(resident) => Some(resident.user.id),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        let id = crate::credential::CredentialId::from_slice(id).map_err(|_| Error::Other)?;
+        return Ok(alloc::vec![Candidate { id, user_id }]);
+    }
+    Ok(Vec::new())
+}
+
+/// Discoverable credentials of this RP usable without UV, newest first.
+fn discoverable_candidates<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    kwk: &[u8; 32],
+    rp_id_hash: &[u8; 32],
+) -> Step<Vec<Candidate>> {
+    let residents = auth.store.residents(rp_id_hash)?;
+    let mut candidates = Vec::new();
+    for resident in residents {
+        let Some(credential) = Credential::open(kwk, rp_id_hash, &resident.id) else {
+            continue;
+        };
+        // credProtect levels 2 and 3 keep a credential out of discovery without UV.
+        if credential.cred_protect != CredProtect::Optional {
+            continue;
+        }
+        let id =
+            crate::credential::CredentialId::from_slice(&resident.id).map_err(|_| Error::Other)?;
+        candidates.push(Candidate {
+            id,
+            user_id: Some(resident.user.id),
+        });
+    }
+    Ok(candidates)
+}
+
+/// Sign one assertion.
+fn assert<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    kwk: &[u8; 32],
+    rp_id_hash: &[u8; 32],
+    client_data_hash: &[u8; 32],
+    user_present: bool,
+    candidate: Candidate,
+) -> Step<Response> {
+    let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
+    let counter = auth.store.next_counter()?;
+    let flags = if user_present {
+        AuthenticatorDataFlags::USER_PRESENCE
+    } else {
+        AuthenticatorDataFlags::empty()
+    };
+    let auth_data = AuthenticatorData {
+        rp_id_hash,
+        flags,
+        sign_count: counter,
+        attested_credential_data: None,
+        extensions: None,
+    }
+    .serialize()?;
+    let signature = credential.sign(&[&auth_data, client_data_hash]);
+
+    let descriptor = PublicKeyCredentialDescriptor {
+        id: Bytes::try_from(&candidate.id[..]).map_err(|_| Error::Other)?,
+        key_type: heapless::String::try_from("public-key").map_err(|_| Error::Other)?,
+    };
+    let mut response = ResponseBuilder {
+        credential: descriptor,
+        auth_data,
+        signature: Bytes::try_from(&signature[..]).map_err(|_| Error::Other)?,
+    }
+    .build();
+    // Without user verification only the user's id may be returned, never names (§6.2.2).
+    response.user = candidate.user_id.map(PublicKeyCredentialUserEntity::from);
+    Ok(response)
+}

@@ -1,0 +1,58 @@
+//! authenticatorGetInfo (§6.4).
+
+use ctap_types::ctap2::get_info::{
+    CtapOptions, Extension, Response, ResponseBuilder, Transport, Version,
+};
+use ctap_types::webauthn::{
+    FilteredPublicKeyCredentialParameters, KnownPublicKeyCredentialParameters,
+};
+use heapless::Vec;
+
+use crate::credential::{EDDSA, ES256, MAX_ID_LEN};
+use crate::ctaphid::MAX_MESSAGE_SIZE;
+use crate::platform::Platform;
+use crate::Authenticator;
+
+/// What getInfo advertises as maxCredentialCountInList: the allow list ctap-types parses.
+pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
+
+pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response {
+    let mut versions = Vec::new();
+    // Capacity 4 holds these three.
+    let _ = versions.push(Version::U2fV2);
+    let _ = versions.push(Version::Fido2_0);
+    let _ = versions.push(Version::Fido2_1);
+
+    let mut info = ResponseBuilder {
+        versions,
+        aaguid: heapless_bytes::Bytes::from(auth.config.aaguid),
+    }
+    .build();
+
+    let mut extensions = Vec::new();
+    let _ = extensions.push(Extension::CredProtect);
+    info.extensions = Some(extensions);
+
+    let mut options = CtapOptions::default();
+    options.rk = true;
+    options.up = true;
+    options.plat = Some(false);
+    info.options = Some(options);
+
+    info.max_msg_size = Some(MAX_MESSAGE_SIZE);
+    info.max_creds_in_list = Some(MAX_CREDENTIALS_IN_LIST);
+    info.max_cred_id_length = Some(MAX_ID_LEN);
+
+    let mut transports = Vec::new();
+    let _ = transports.push(Transport::Usb);
+    info.transports = Some(transports);
+
+    let mut algorithms = Vec::new();
+    let _ = algorithms.push(KnownPublicKeyCredentialParameters { alg: ES256 });
+    let _ = algorithms.push(KnownPublicKeyCredentialParameters { alg: EDDSA });
+    info.algorithms = Some(FilteredPublicKeyCredentialParameters(algorithms));
+
+    info.firmware_version = Some(auth.config.firmware_version as usize);
+    info.remaining_discoverable_credentials = Some(auth.store.remaining_resident_slots());
+    info
+}

@@ -1,0 +1,185 @@
+//! CTAP2: the CBOR commands (CTAP 2.1 §6).
+//!
+//! Each command parses its request with ctap-types, runs, and either answers or halts: with an
+//! error status, or to wait for the user ([`Halt::Wait`]), in which case CTAPHID calls it again
+//! with the same request later. Commands make no lasting change before their last wait.
+
+mod get_assertion;
+mod get_info;
+mod make_credential;
+
+use alloc::vec::Vec;
+
+pub use ctap_types::ctap2::Error;
+use serde::Serialize;
+
+use crate::ctaphid::{KeepaliveStatus, Outcome};
+use crate::platform::Platform;
+use crate::presence::Refusal;
+use crate::store::StoreError;
+use crate::Authenticator;
+
+pub(crate) use get_assertion::PendingAssertions;
+
+/// CTAP2 command bytes.
+mod command {
+    pub const MAKE_CREDENTIAL: u8 = 0x01;
+    pub const GET_ASSERTION: u8 = 0x02;
+    pub const GET_INFO: u8 = 0x04;
+    pub const RESET: u8 = 0x07;
+    pub const GET_NEXT_ASSERTION: u8 = 0x08;
+    pub const SELECTION: u8 = 0x0B;
+}
+
+/// The largest response body we produce (getInfo, an attestation object with a certificate).
+const MAX_RESPONSE: usize = 3072;
+
+/// Why a command stopped before answering successfully.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Halt {
+    /// Waiting: CTAPHID keeps the channel alive and calls again.
+    Wait(KeepaliveStatus),
+    /// Finished with an error status.
+    Fail(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(error: Error) -> Self {
+        Halt::Fail(error)
+    }
+}
+
+impl From<StoreError> for Halt {
+    fn from(error: StoreError) -> Self {
+        Halt::Fail(match error {
+            StoreError::Full => Error::KeyStoreFull,
+            StoreError::Io => Error::Other,
+        })
+    }
+}
+
+impl From<Refusal> for Halt {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
+            Refusal::Denied => Halt::Fail(Error::OperationDenied),
+            Refusal::Cancelled => Halt::Fail(Error::KeepaliveCancel),
+            Refusal::TimedOut => Halt::Fail(Error::UserActionTimeout),
+        }
+    }
+}
+
+pub(crate) type Step<T> = Result<T, Halt>;
+
+/// Run one CTAP2 request (command byte, then CBOR) and write the status byte and CBOR body.
+pub(crate) fn handle<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &[u8],
+    response: &mut Vec<u8>,
+) -> Outcome {
+    let Some((&command, payload)) = request.split_first() else {
+        response.push(Error::InvalidLength as u8);
+        return Outcome::Done;
+    };
+    // getNextAssertion must directly follow getAssertion: anything else ends the series.
+    if command != command::GET_NEXT_ASSERTION {
+        auth.pending_assertions = None;
+    }
+    let result = match command {
+        command::GET_INFO => encode(&get_info::get_info(auth)),
+        command::MAKE_CREDENTIAL => parse(payload)
+            .and_then(|r| make_credential::make_credential(auth, &r))
+            .and_then(|r| encode(&r)),
+        command::GET_ASSERTION => parse(payload)
+            .and_then(|r| get_assertion::get_assertion(auth, &r))
+            .and_then(|r| encode(&r)),
+        command::GET_NEXT_ASSERTION => {
+            get_assertion::get_next_assertion(auth).and_then(|r| encode(&r))
+        }
+        command::RESET => reset(auth).map(|()| Vec::new()),
+        command::SELECTION => auth.user_presence().map(|()| Vec::new()),
+        _ => Err(Halt::Fail(Error::InvalidCommand)),
+    };
+    match result {
+        Ok(body) => {
+            response.push(Error::Success as u8);
+            response.extend_from_slice(&body);
+        }
+        Err(Halt::Wait(status)) => return Outcome::Waiting(status),
+        Err(Halt::Fail(error)) => response.push(error as u8),
+    }
+    Outcome::Done
+}
+
+/// Decode a request, mapping CBOR problems to the spec's status codes.
+fn parse<'de, T: serde::Deserialize<'de>>(payload: &'de [u8]) -> Step<T> {
+    cbor_smol::cbor_deserialize(payload).map_err(|error| {
+        Halt::Fail(match error {
+            cbor_smol::Error::SerdeMissingField => Error::MissingParameter,
+            cbor_smol::Error::DeserializeBadMajor
+            | cbor_smol::Error::DeserializeBadBool
+            | cbor_smol::Error::DeserializeBadI8
+            | cbor_smol::Error::DeserializeBadI16
+            | cbor_smol::Error::DeserializeBadI32
+            | cbor_smol::Error::DeserializeBadI64
+            | cbor_smol::Error::DeserializeBadU8
+            | cbor_smol::Error::DeserializeBadU16
+            | cbor_smol::Error::DeserializeBadU32 => Error::CborUnexpectedType,
+            _ => Error::InvalidCbor,
+        })
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Step<Vec<u8>> {
+    let mut buffer = alloc::vec![0u8; MAX_RESPONSE];
+    let len = cbor_smol::cbor_serialize(value, &mut buffer)
+        .map_err(|_| Error::Other)?
+        .len();
+    buffer.truncate(len);
+    Ok(buffer)
+}
+
+/// authenticatorReset (§6.6): only within 10 s of power-up, and only with the user's touch.
+fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
+    const RESET_WINDOW_MS: u64 = 10_000;
+    let asked_at = auth
+        .presence
+        .started_ms(&auth.request_digest)
+        .unwrap_or_else(|| auth.platform.now_ms());
+    if asked_at > RESET_WINDOW_MS {
+        return Err(Error::NotAllowed.into());
+    }
+    auth.user_presence()?;
+    auth.store.reset(auth.platform.rng())?;
+    Ok(())
+}
+
+/// The checks makeCredential and getAssertion share for pinUvAuthParam (§6.1.2 steps 1-2).
+///
+/// This key has no PIN yet: an empty pinUvAuthParam is the platform's "touch to select"
+/// probe, answered after a touch; any other pinUvAuthParam cannot be valid.
+fn check_pin_uv_auth<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    pin_uv_auth_param: Option<&[u8]>,
+    protocol: Option<u32>,
+) -> Step<()> {
+    let Some(param) = pin_uv_auth_param else {
+        return Ok(());
+    };
+    if param.is_empty() {
+        auth.user_presence()?;
+        return Err(Error::PinNotSet.into());
+    }
+    match protocol {
+        None => Err(Error::MissingParameter.into()),
+        Some(1 | 2) => Err(Error::PinNotSet.into()),
+        Some(_) => Err(Error::InvalidParameter.into()),
+    }
+}
+
+/// A clientDataHash is a SHA-256 digest.
+fn client_data_hash(bytes: &[u8]) -> Step<&[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| Halt::Fail(Error::InvalidParameter))
+}
