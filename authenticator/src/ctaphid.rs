@@ -613,3 +613,30 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The allocator's wrap-around, which the public API cannot reach in reasonable time.
+    //! Everything else is tested through the public API in `tests/ctaphid.rs`.
+    use super::*;
+
+    #[test]
+    fn allocator_wraps_past_broadcast_and_skips_channels_in_use() {
+        let mut channels = ChannelAllocator {
+            next: BROADCAST_CID - 2,
+            wrapped: false,
+        };
+        assert!(!channels.is_allocated(BROADCAST_CID - 2));
+        assert_eq!(channels.allocate(&[None, None, None]), BROADCAST_CID - 2);
+        assert_eq!(channels.allocate(&[None, None, None]), BROADCAST_CID - 1);
+        // Next would be broadcast, then 1 and 2, which are busy: 3 is the first free one.
+        assert_eq!(channels.allocate(&[Some(1), Some(2), None]), 3);
+        assert!(channels.wrapped);
+        assert!(
+            channels.is_allocated(12345),
+            "after the wrap every ID counts as allocated"
+        );
+        assert!(!channels.is_allocated(0));
+        assert!(!channels.is_allocated(BROADCAST_CID));
+    }
+}
