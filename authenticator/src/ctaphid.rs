@@ -261,7 +261,7 @@ impl Ctaphid {
             self.rx = None;
             return self.out.error(cid, error::INVALID_SEQ);
         }
-        if self.is_busy_for(cid, now_ms) {
+        if self.is_busy_for(cid) {
             return self.out.error(cid, error::CHANNEL_BUSY);
         }
         if let Err(code) = check_length(start.cmd, start.len) {
@@ -321,11 +321,9 @@ impl Ctaphid {
 
     /// Whether a new request from `cid` must be refused with CHANNEL_BUSY. Only one
     /// transaction is handled at a time, and a lock reserves the device for its channel.
-    fn is_busy_for(&self, cid: u32, now_ms: u64) -> bool {
-        let locked_by_other = self
-            .lock
-            .as_ref()
-            .is_some_and(|lock| lock.cid != cid && now_ms < lock.until);
+    fn is_busy_for(&self, cid: u32) -> bool {
+        // An expired lock was already cleared by `expire_lock`.
+        let locked_by_other = self.lock.as_ref().is_some_and(|lock| lock.cid != cid);
         locked_by_other || self.rx.is_some() || self.job.is_some()
     }
 

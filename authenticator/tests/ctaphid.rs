@@ -497,6 +497,12 @@ fn wrong_sequence_number_abandons_the_message() {
         h.transact(cid, PING, &[0x22; 200]),
         vec![msg(cid, PING, &[0x22; 200])]
     );
+    // A repeated packet (seq 0 again where 1 is expected) is wrong too.
+    h.send_packet(&packets[0]);
+    h.send_packet(&packets[1]);
+    h.send_packet(&packets[1]);
+    assert_eq!(h.responses(), vec![error(cid, ERR_INVALID_SEQ)]);
+    assert!(!h.hid.is_busy());
 }
 
 #[test]
