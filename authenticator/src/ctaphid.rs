@@ -5,6 +5,17 @@
 //! yields. Requests are handed to an [`App`] (the authenticator); a request that has to wait
 //! (for the user's touch, say) answers [`Outcome::Waiting`] and is called again on later polls
 //! while this layer sends KEEPALIVEs.
+//!
+//! One transaction at a time: while a message is being received or a request processed, new
+//! requests get ERR_CHANNEL_BUSY. Where the spec leaves room, this layer chooses:
+//! - INIT is always answered (never busy, never locked out), so a host can always get a
+//!   channel or resynchronise its own; a broadcast INIT disturbs nobody.
+//! - CANCEL only acts on its own channel's waiting request (or partial message); any other
+//!   CANCEL is ignored silently, as CANCEL never gets a response.
+//! - A new request on a channel whose previous message is still incomplete is ERR_INVALID_SEQ
+//!   and drops both.
+//! - A waiting app is called again every 20 ms, not on every `poll`, so a runner may poll
+//!   as often as it likes.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
