@@ -4,8 +4,8 @@ use alloc::vec::Vec;
 use littlefs2::fs::Filesystem;
 use sha2::{Digest, Sha256};
 
-use crate::credential::Credential;
-use crate::ctap2::{Halt, PendingAssertions, Step};
+use crate::credential::{CredProtect, Credential};
+use crate::ctap2::{Halt, PendingAssertions, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform};
 use crate::presence::{Presence, Refusal};
@@ -30,6 +30,8 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) pending_assertions: Option<PendingAssertions>,
     /// Identifies the request being handled, so a touch approves only that request.
     pub(crate) request_digest: [u8; 32],
+    /// PIN/UV auth state that lasts until power-down (key agreement key, token, failures).
+    pub(crate) pin: PinRuntime,
 }
 
 impl<'a, P: Platform> Authenticator<'a, P> {
@@ -42,6 +44,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             presence: Presence::default(),
             pending_assertions: None,
             request_digest: [0; 32],
+            pin: PinRuntime::default(),
         }
     }
 
@@ -61,14 +64,17 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         self.presence.check(&mut self.platform, &request)
     }
 
-    /// Is `id` a live credential of ours for this RP? (A discoverable one must still be stored.)
+    /// Is `id` a live credential of ours for this RP that this request may see? A discoverable
+    /// one must still be stored; credProtect level 3 hides it from unverified requests.
     pub(crate) fn credential_exists(
         &self,
         kwk: &[u8; 32],
         rp_id_hash: &[u8; 32],
         id: &[u8],
+        uv: bool,
     ) -> bool {
         match Credential::open(kwk, rp_id_hash, id) {
+            Some(credential) if credential.cred_protect == CredProtect::Required && !uv => false,
             Some(credential) if credential.discoverable => {
                 self.store.resident_exists(rp_id_hash, id)
             }

@@ -16,6 +16,7 @@ use crate::Authenticator;
 mod sw {
     pub const NO_ERROR: u16 = 0x9000;
     pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
+    pub const COMMAND_NOT_ALLOWED: u16 = 0x6986;
     pub const WRONG_DATA: u16 = 0x6A80;
     pub const WRONG_LENGTH: u16 = 0x6700;
     pub const INCORRECT_P1P2: u16 = 0x6A86;
@@ -100,6 +101,10 @@ fn dispatch<P: Platform>(
 ) -> Result<(), u16> {
     if apdu.cla != 0 {
         return Err(sw::CLA_NOT_SUPPORTED);
+    }
+    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1).
+    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) {
+        return Err(sw::COMMAND_NOT_ALLOWED);
     }
     match apdu.ins {
         REGISTER => register(auth, apdu.data, out),

@@ -17,6 +17,7 @@ pub mod usb;
 mod authenticator;
 mod ctap1;
 mod ctap2;
+pub mod pin_protocol;
 mod presence;
 
 pub use authenticator::{Authenticator, Config};

@@ -6,6 +6,8 @@
 //! ```text
 //! /dev/kwk            key-wrapping key (32 bytes): seals every credential ID
 //! /dev/ctr            signature counter reservation (u32, big-endian)
+//! /dev/pin            PIN hash and retries left
+//! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
 //! /rk/<rp>/<user>     one discoverable credential; <rp> and <user> are hex digests
 //! ```
 //!
@@ -78,6 +80,59 @@ pub struct ResidentCredential {
     pub created: u32,
 }
 
+/// PIN retries a new PIN starts with (§6.5.2).
+pub const PIN_RETRIES: u8 = 8;
+/// The default minimum PIN length, in code points.
+pub const DEFAULT_MIN_PIN_LENGTH: u8 = 4;
+/// How many RP IDs setMinPINLength may list (maxRPIDsForSetMinPINLength).
+pub const MAX_MIN_PIN_LENGTH_RP_IDS: usize = 4;
+
+/// The PIN: LEFT(SHA-256(PIN), 16) as CTAP defines it, and the retries left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinState {
+    #[serde(rename = "h")]
+    pub hash: Option<heapless_bytes::Bytes<16>>,
+    #[serde(rename = "r")]
+    pub retries: u8,
+    /// Length of the current PIN in code points: a raised minimum may force a change.
+    #[serde(rename = "l")]
+    pub code_points: u8,
+}
+
+impl Default for PinState {
+    fn default() -> Self {
+        Self {
+            hash: None,
+            retries: PIN_RETRIES,
+            code_points: 0,
+        }
+    }
+}
+
+/// authenticatorConfig's persistent settings (§6.11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(rename = "u")]
+    pub always_uv: bool,
+    #[serde(rename = "m")]
+    pub min_pin_length: u8,
+    #[serde(rename = "r")]
+    pub min_pin_length_rp_ids: heapless::Vec<heapless::String<256>, MAX_MIN_PIN_LENGTH_RP_IDS>,
+    #[serde(rename = "f")]
+    pub force_pin_change: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            always_uv: false,
+            min_pin_length: DEFAULT_MIN_PIN_LENGTH,
+            min_pin_length_rp_ids: heapless::Vec::new(),
+            force_pin_change: false,
+        }
+    }
+}
+
 struct Counter {
     next: u32,
     reserved: u32,
@@ -88,6 +143,8 @@ pub struct Store<'a, S: littlefs2::driver::Storage> {
     fs: Filesystem<'a, S>,
     counter: Option<Counter>,
     kwk: Option<Zeroizing<[u8; 32]>>,
+    pin: Option<PinState>,
+    settings: Option<Settings>,
 }
 
 impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
@@ -96,6 +153,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             fs,
             counter: None,
             kwk: None,
+            pin: None,
+            settings: None,
         }
     }
 
@@ -159,6 +218,58 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         counter.next += 1;
         self.counter = Some(counter);
         Ok(value)
+    }
+
+    /// The PIN state (no PIN and full retries until one is set).
+    pub fn pin(&mut self) -> Result<PinState> {
+        if self.pin.is_none() {
+            self.pin = Some(self.load("/dev/pin")?.unwrap_or_default());
+        }
+        Ok(self.pin.clone().unwrap_or_default())
+    }
+
+    /// Write the PIN state; it is on storage when this returns.
+    pub fn save_pin(&mut self, pin: &PinState) -> Result<()> {
+        self.save("/dev/pin", pin)?;
+        self.pin = Some(pin.clone());
+        Ok(())
+    }
+
+    /// Is a PIN set? (Storage errors count as "set": fail closed.)
+    pub fn pin_is_set(&mut self) -> bool {
+        self.pin().map(|p| p.hash.is_some()).unwrap_or(true)
+    }
+
+    /// authenticatorConfig's settings.
+    pub fn settings(&mut self) -> Result<Settings> {
+        if self.settings.is_none() {
+            self.settings = Some(self.load("/dev/cfg")?.unwrap_or_default());
+        }
+        Ok(self.settings.clone().unwrap_or_default())
+    }
+
+    pub fn save_settings(&mut self, settings: &Settings) -> Result<()> {
+        self.save("/dev/cfg", settings)?;
+        self.settings = Some(settings.clone());
+        Ok(())
+    }
+
+    fn load<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.fs.read::<MAX_RECORD_LEN>(&path(name)) {
+            Ok(bytes) => cbor_smol::cbor_deserialize(&bytes)
+                .map(Some)
+                .map_err(|_| StoreError::Io),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn save<T: Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
+        let mut buffer = [0u8; MAX_RECORD_LEN];
+        let bytes = cbor_smol::cbor_serialize(value, &mut buffer).map_err(|_| StoreError::Io)?;
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path(name), bytes)?;
+        Ok(())
     }
 
     /// Store a discoverable credential, replacing the one of the same RP and user.id.
@@ -226,8 +337,18 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
-    /// unopenable). The signature counter is kept: it must never go back.
+    /// unopenable), the PIN and the settings. The signature counter is kept: it must never go
+    /// back.
     pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+        for file in ["/dev/pin", "/dev/cfg"] {
+            match self.fs.remove(&path(file)) {
+                Ok(()) => {}
+                Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.pin = None;
+        self.settings = None;
         match self.fs.remove_dir_all(&path("/rk")) {
             Ok(()) => {}
             Err(e) if e == FsError::NO_SUCH_ENTRY => {}

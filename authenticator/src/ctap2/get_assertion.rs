@@ -7,8 +7,9 @@ use ctap_types::ctap2::AuthenticatorDataFlags;
 use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialUserEntity};
 use heapless_bytes::Bytes;
 
-use super::{check_pin_uv_auth, client_data_hash, Error, Step};
-use crate::credential::{CredProtect, Credential};
+use super::client_pin::{consume_token, permission};
+use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
+use crate::credential::{CredProtect, Credential, CredentialId};
 use crate::platform::Platform;
 use crate::store::sha256;
 use crate::Authenticator;
@@ -19,7 +20,7 @@ const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
 /// A credential chosen for an assertion: its ID, and the user entity if it is discoverable.
 struct Candidate {
     id: crate::credential::CredentialId,
-    user_id: Option<Bytes<64>>,
+    user: Option<PublicKeyCredentialUserEntity>,
 }
 
 /// The rest of a discoverable-credential series, for getNextAssertion.
@@ -27,6 +28,7 @@ pub(crate) struct PendingAssertions {
     rp_id_hash: [u8; 32],
     client_data_hash: [u8; 32],
     user_present: bool,
+    user_verified: bool,
     remaining: Vec<Candidate>,
     expires_ms: u64,
 }
@@ -36,16 +38,24 @@ pub(crate) fn get_assertion<P: Platform>(
     request: &Request<'_>,
 ) -> Step<Response> {
     let client_data_hash = *client_data_hash(request.client_data_hash)?;
-    check_pin_uv_auth(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
+    let uv = pin_uv_auth(
+        auth,
+        request.pin_auth.map(|p| &p[..]),
+        request.pin_protocol,
+        &client_data_hash,
+        permission::GET_ASSERTION,
+        request.rp_id,
+    )?;
 
     let options = request.options.as_ref();
     if options.and_then(|o| o.rk).is_some() {
         return Err(Error::UnsupportedOption.into());
     }
-    if options.and_then(|o| o.uv) == Some(true) {
-        return Err(Error::UnsupportedOption.into());
+    if !uv && options.and_then(|o| o.uv) == Some(true) {
+        return Err(Error::InvalidOption.into());
     }
     let user_present = options.and_then(|o| o.up).unwrap_or(true);
+    require_uv_if_configured(auth, uv, false)?;
 
     let rp_id_hash = sha256(request.rp_id.as_bytes());
     let kwk = auth.store.kwk(auth.platform.rng())?;
@@ -55,15 +65,18 @@ pub(crate) fn get_assertion<P: Platform>(
                 .iter()
                 .filter(|d| d.key_type == "public-key")
                 .map(|d| &d.id[..]);
-            select_from_allow_list(auth, &kwk, &rp_id_hash, ids)?
+            select_from_allow_list(auth, &kwk, &rp_id_hash, ids, uv)?
         }
-        None => discoverable_candidates(auth, &kwk, &rp_id_hash)?,
+        None => discoverable_candidates(auth, &kwk, &rp_id_hash, uv)?,
     };
     if candidates.is_empty() {
         return Err(Error::NoCredentials.into());
     }
     if user_present {
         auth.user_presence()?;
+    }
+    if uv {
+        consume_token(auth);
     }
 
     let count = candidates.len();
@@ -74,6 +87,7 @@ pub(crate) fn get_assertion<P: Platform>(
         &rp_id_hash,
         &client_data_hash,
         user_present,
+        uv,
         first,
     )?;
     if count > 1 {
@@ -82,6 +96,7 @@ pub(crate) fn get_assertion<P: Platform>(
             rp_id_hash,
             client_data_hash,
             user_present,
+            user_verified: uv,
             remaining: candidates,
             expires_ms: auth.platform.now_ms() + NEXT_ASSERTION_WINDOW_MS,
         });
@@ -103,6 +118,7 @@ pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -
         &pending.rp_id_hash,
         &pending.client_data_hash,
         pending.user_present,
+        pending.user_verified,
         next,
     )?;
     pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
@@ -110,42 +126,44 @@ pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -
     Ok(response)
 }
 
-/// The first credential of the allow list that is ours for this RP and usable without UV.
+/// The first credential of the allow list that is ours for this RP and usable as verified.
 fn select_from_allow_list<'r, P: Platform>(
     auth: &mut Authenticator<'_, P>,
     kwk: &[u8; 32],
     rp_id_hash: &[u8; 32],
     ids: impl Iterator<Item = &'r [u8]>,
+    uv: bool,
 ) -> Step<Vec<Candidate>> {
     for id in ids {
         let Some(credential) = Credential::open(kwk, rp_id_hash, id) else {
             continue;
         };
-        // Without user verification, credProtect level 3 hides the credential entirely.
-        if credential.cred_protect == CredProtect::Required {
+        // credProtect level 3: the credential does not exist for an unverified request.
+        if credential.cred_protect == CredProtect::Required && !uv {
             continue;
         }
-        let user_id = if credential.discoverable {
+        let user = if credential.discoverable {
             // A deleted discoverable credential must stop working, although its ID still opens.
             let residents = auth.store.residents(rp_id_hash)?;
             match residents.into_iter().find(|r| r.id.as_slice() == id) {
-                Some(resident) => Some(resident.user.id),
+                Some(resident) => Some(resident.user),
                 None => continue,
             }
         } else {
             None
         };
-        let id = crate::credential::CredentialId::from_slice(id).map_err(|_| Error::Other)?;
-        return Ok(alloc::vec![Candidate { id, user_id }]);
+        let id = CredentialId::from_slice(id).map_err(|_| Error::Other)?;
+        return Ok(alloc::vec![Candidate { id, user }]);
     }
     Ok(Vec::new())
 }
 
-/// Discoverable credentials of this RP usable without UV, newest first.
+/// Discoverable credentials of this RP usable as verified, newest first.
 fn discoverable_candidates<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     kwk: &[u8; 32],
     rp_id_hash: &[u8; 32],
+    uv: bool,
 ) -> Step<Vec<Candidate>> {
     let residents = auth.store.residents(rp_id_hash)?;
     let mut candidates = Vec::new();
@@ -154,14 +172,13 @@ fn discoverable_candidates<P: Platform>(
             continue;
         };
         // credProtect levels 2 and 3 keep a credential out of discovery without UV.
-        if credential.cred_protect != CredProtect::Optional {
+        if credential.cred_protect != CredProtect::Optional && !uv {
             continue;
         }
-        let id =
-            crate::credential::CredentialId::from_slice(&resident.id).map_err(|_| Error::Other)?;
+        let id = CredentialId::from_slice(&resident.id).map_err(|_| Error::Other)?;
         candidates.push(Candidate {
             id,
-            user_id: Some(resident.user.id),
+            user: Some(resident.user),
         });
     }
     Ok(candidates)
@@ -174,15 +191,18 @@ fn assert<P: Platform>(
     rp_id_hash: &[u8; 32],
     client_data_hash: &[u8; 32],
     user_present: bool,
+    user_verified: bool,
     candidate: Candidate,
 ) -> Step<Response> {
     let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
     let counter = auth.store.next_counter()?;
-    let flags = if user_present {
-        AuthenticatorDataFlags::USER_PRESENCE
-    } else {
-        AuthenticatorDataFlags::empty()
-    };
+    let mut flags = AuthenticatorDataFlags::empty();
+    if user_present {
+        flags |= AuthenticatorDataFlags::USER_PRESENCE;
+    }
+    if user_verified {
+        flags |= AuthenticatorDataFlags::USER_VERIFIED;
+    }
     let auth_data = AuthenticatorData {
         rp_id_hash,
         flags,
@@ -194,16 +214,22 @@ fn assert<P: Platform>(
     let signature = credential.sign(&[&auth_data, client_data_hash]);
 
     let descriptor = PublicKeyCredentialDescriptor {
-        id: Bytes::try_from(&candidate.id[..]).map_err(|_| Error::Other)?,
+        id: Bytes::try_from(candidate.id.as_slice()).map_err(|_| Error::Other)?,
         key_type: heapless::String::try_from("public-key").map_err(|_| Error::Other)?,
     };
     let mut response = ResponseBuilder {
         credential: descriptor,
         auth_data,
-        signature: Bytes::try_from(&signature[..]).map_err(|_| Error::Other)?,
+        signature: Bytes::try_from(signature.as_slice()).map_err(|_| Error::Other)?,
     }
     .build();
-    // Without user verification only the user's id may be returned, never names (§6.2.2).
-    response.user = candidate.user_id.map(PublicKeyCredentialUserEntity::from);
+    // User-identifying fields only after user verification; otherwise just the id (§6.2.2).
+    response.user = candidate.user.map(|user| {
+        if user_verified {
+            user
+        } else {
+            PublicKeyCredentialUserEntity::from(user.id)
+        }
+    });
     Ok(response)
 }

@@ -11,15 +11,21 @@ use heapless::Vec;
 use crate::credential::{EDDSA, ES256, MAX_ID_LEN};
 use crate::ctaphid::MAX_MESSAGE_SIZE;
 use crate::platform::Platform;
+use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
 use crate::Authenticator;
 
 /// What getInfo advertises as maxCredentialCountInList: the allow list ctap-types parses.
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
 
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response {
+    let settings = auth.store.settings().unwrap_or_default();
+    let pin_set = auth.store.pin_is_set();
+
     let mut versions = Vec::new();
-    // Capacity 4 holds these three.
-    let _ = versions.push(Version::U2fV2);
+    // Capacity 4 holds these three. alwaysUv turns U2F off: it cannot verify the user (§7.2.1).
+    if !settings.always_uv {
+        let _ = versions.push(Version::U2fV2);
+    }
     let _ = versions.push(Version::Fido2_0);
     let _ = versions.push(Version::Fido2_1);
 
@@ -37,7 +43,21 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response
     options.rk = true;
     options.up = true;
     options.plat = Some(false);
+    options.client_pin = Some(pin_set);
+    options.pin_uv_auth_token = Some(true);
+    options.make_cred_uv_not_rqd = Some(true);
+    options.authnr_cfg = Some(true);
+    options.always_uv = Some(settings.always_uv);
+    options.set_min_pin_length = Some(true);
     info.options = Some(options);
+
+    let mut protocols = Vec::new();
+    let _ = protocols.push(2);
+    let _ = protocols.push(1);
+    info.pin_protocols = Some(protocols);
+    info.min_pin_length = Some(usize::from(settings.min_pin_length));
+    info.force_pin_change = Some(settings.force_pin_change);
+    info.max_rpids_for_set_min_pin_length = Some(MAX_MIN_PIN_LENGTH_RP_IDS);
 
     info.max_msg_size = Some(MAX_MESSAGE_SIZE);
     info.max_creds_in_list = Some(MAX_CREDENTIALS_IN_LIST);

@@ -9,7 +9,8 @@ use ctap_types::ctap2::{
 };
 use heapless_bytes::Bytes;
 
-use super::{check_pin_uv_auth, client_data_hash, Error, Step};
+use super::client_pin::{consume_token, permission};
+use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
 use crate::credential::{Algorithm, CredProtect, Credential};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential};
@@ -20,7 +21,14 @@ pub(crate) fn make_credential<P: Platform>(
     request: &Request<'_>,
 ) -> Step<Response> {
     let client_data_hash = client_data_hash(request.client_data_hash)?;
-    check_pin_uv_auth(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
+    let uv = pin_uv_auth(
+        auth,
+        request.pin_auth.map(|p| &p[..]),
+        request.pin_protocol,
+        client_data_hash,
+        permission::MAKE_CREDENTIAL,
+        &request.rp.id,
+    )?;
 
     // The client lists algorithms in its order of preference; ctap-types has already dropped
     // the ones we don't know.
@@ -36,20 +44,22 @@ pub(crate) fn make_credential<P: Platform>(
     if options.and_then(|o| o.up) == Some(false) {
         return Err(Error::InvalidOption.into());
     }
-    if options.and_then(|o| o.uv) == Some(true) {
-        // No built-in user verification (no PIN either, yet).
-        return Err(Error::UnsupportedOption.into());
+    // With a pinUvAuthParam the "uv" option is ignored; without one, it asks for built-in user
+    // verification, which this key does not have.
+    if !uv && options.and_then(|o| o.uv) == Some(true) {
+        return Err(Error::InvalidOption.into());
     }
     if request.enterprise_attestation.is_some() {
         return Err(Error::InvalidParameter.into());
     }
+    require_uv_if_configured(auth, uv, discoverable)?;
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
     let kwk = auth.store.kwk(auth.platform.rng())?;
     if let Some(exclude_list) = &request.exclude_list {
         let excluded = exclude_list.iter().any(|descriptor| {
             descriptor.key_type == "public-key"
-                && auth.credential_exists(&kwk, &rp_id_hash, &descriptor.id[..])
+                && auth.credential_exists(&kwk, &rp_id_hash, &descriptor.id[..], uv)
         });
         if excluded {
             // Tell the user before telling the RP: the touch confirms this key was chosen.
@@ -60,6 +70,7 @@ pub(crate) fn make_credential<P: Platform>(
 
     let cred_protect = requested_cred_protect(request.extensions.as_ref());
     auth.user_presence()?;
+    consume_token(auth);
 
     let credential = Credential::generate(
         auth.platform.rng(),
@@ -86,6 +97,9 @@ pub(crate) fn make_credential<P: Platform>(
     });
     let mut flags =
         AuthenticatorDataFlags::USER_PRESENCE | AuthenticatorDataFlags::ATTESTED_CREDENTIAL_DATA;
+    if uv {
+        flags |= AuthenticatorDataFlags::USER_VERIFIED;
+    }
     if extensions.is_some() {
         flags |= AuthenticatorDataFlags::EXTENSION_DATA;
     }

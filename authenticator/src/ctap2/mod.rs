@@ -4,6 +4,8 @@
 //! error status, or to wait for the user ([`Halt::Wait`]), in which case CTAPHID calls it again
 //! with the same request later. Commands make no lasting change before their last wait.
 
+mod client_pin;
+mod config;
 mod get_assertion;
 mod get_info;
 mod make_credential;
@@ -14,11 +16,13 @@ pub use ctap_types::ctap2::Error;
 use serde::Serialize;
 
 use crate::ctaphid::{KeepaliveStatus, Outcome};
+use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
 use crate::presence::Refusal;
 use crate::store::StoreError;
 use crate::Authenticator;
 
+pub(crate) use client_pin::PinRuntime;
 pub(crate) use get_assertion::PendingAssertions;
 
 /// CTAP2 command bytes.
@@ -26,9 +30,11 @@ mod command {
     pub const MAKE_CREDENTIAL: u8 = 0x01;
     pub const GET_ASSERTION: u8 = 0x02;
     pub const GET_INFO: u8 = 0x04;
+    pub const CLIENT_PIN: u8 = 0x06;
     pub const RESET: u8 = 0x07;
     pub const GET_NEXT_ASSERTION: u8 = 0x08;
     pub const SELECTION: u8 = 0x0B;
+    pub const CONFIG: u8 = 0x0D;
 }
 
 /// The largest response body we produce (getInfo, an attestation object with a certificate).
@@ -96,6 +102,10 @@ pub(crate) fn handle<P: Platform>(
         command::GET_NEXT_ASSERTION => {
             get_assertion::get_next_assertion(auth).and_then(|r| encode(&r))
         }
+        command::CLIENT_PIN => parse(payload)
+            .and_then(|r| client_pin::client_pin(auth, &r))
+            .and_then(|r| encode(&r)),
+        command::CONFIG => config::config(auth, payload).map(|()| Vec::new()),
         command::RESET => reset(auth).map(|()| Vec::new()),
         command::SELECTION => auth.user_presence().map(|()| Vec::new()),
         _ => Err(Halt::Fail(Error::InvalidCommand)),
@@ -151,30 +161,71 @@ fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
     }
     auth.user_presence()?;
     auth.store.reset(auth.platform.rng())?;
+    auth.pin.discard_token();
     Ok(())
 }
 
-/// The checks makeCredential and getAssertion share for pinUvAuthParam (§6.1.2 steps 1-2).
-///
-/// This key has no PIN yet: an empty pinUvAuthParam is the platform's "touch to select"
-/// probe, answered after a touch; any other pinUvAuthParam cannot be valid.
-fn check_pin_uv_auth<P: Platform>(
+/// The pinUvAuthParam checks makeCredential and getAssertion share (§6.1.2 steps 1, 2 and 11;
+/// §6.2.2 steps 1, 2 and 6). Returns whether the user is verified by a valid token.
+fn pin_uv_auth<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    pin_uv_auth_param: Option<&[u8]>,
+    param: Option<&[u8]>,
     protocol: Option<u32>,
-) -> Step<()> {
-    let Some(param) = pin_uv_auth_param else {
-        return Ok(());
+    client_data_hash: &[u8; 32],
+    permission: u8,
+    rp_id: &str,
+) -> Step<bool> {
+    let Some(param) = param else {
+        return Ok(false);
     };
     if param.is_empty() {
+        // The platform's "touch to select" probe: answered after a touch.
         auth.user_presence()?;
-        return Err(Error::PinNotSet.into());
+        let error = if auth.store.pin_is_set() {
+            Error::PinInvalid
+        } else {
+            Error::PinNotSet
+        };
+        return Err(error.into());
     }
-    match protocol {
-        None => Err(Error::MissingParameter.into()),
-        Some(1 | 2) => Err(Error::PinNotSet.into()),
-        Some(_) => Err(Error::InvalidParameter.into()),
+    let protocol = protocol.ok_or(Error::MissingParameter)?;
+    let protocol = PinProtocol::from_number(protocol).ok_or(Error::InvalidParameter)?;
+    client_pin::verify_token(
+        auth,
+        protocol,
+        &[client_data_hash],
+        param,
+        permission,
+        Some(rp_id),
+    )?;
+    Ok(true)
+}
+
+/// Without a token: does the key's configuration demand one (§6.1.2 steps 6-7, §6.2.2 step 5)?
+/// `discoverable` is whether the operation makes a discoverable credential.
+fn require_uv_if_configured<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    uv: bool,
+    discoverable: bool,
+) -> Step<()> {
+    if uv {
+        return Ok(());
     }
+    let pin_set = auth.store.pin_is_set();
+    if auth.store.settings()?.always_uv {
+        return Err(if pin_set {
+            Error::PinRequired
+        } else {
+            Error::PinNotSet
+        }
+        .into());
+    }
+    // makeCredUvNotRqd: without a token, a PIN-protected key still makes non-discoverable
+    // credentials (as U2F always did), but discoverable ones need the PIN.
+    if pin_set && discoverable {
+        return Err(Error::PinRequired.into());
+    }
+    Ok(())
 }
 
 /// A clientDataHash is a SHA-256 digest.

@@ -288,3 +288,4 @@ pub fn verify(cose: &Value, message: &[u8], signature: &[u8]) {
         other => panic!("unexpected alg {other}"),
     }
 }
+pub mod pin_client;

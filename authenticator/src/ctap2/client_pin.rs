@@ -1,0 +1,365 @@
+//! authenticatorClientPIN (§6.5) and the pinUvAuthToken it issues.
+//!
+//! Wrong guesses are paid for before they are checked: the retry counter is decremented on
+//! storage first, so cutting power during a check never grants a free guess. After three wrong
+//! PINs in a row the key refuses PIN checks until it is power-cycled; after eight in all it
+//! refuses until reset.
+
+use ctap_types::ctap2::client_pin::{PinV1Subcommand, Request, Response};
+use heapless_bytes::Bytes;
+use rand_core::Rng;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{Error, Step};
+use crate::pin_protocol::{KeyAgreement, PinProtocol, SharedSecret};
+use crate::platform::Platform;
+use crate::store::{sha256, PinState, PIN_RETRIES};
+use crate::Authenticator;
+
+/// Wrong PINs in a row that block PIN checks until the next power-up.
+const CONSECUTIVE_FAILURES_BEFORE_POWER_CYCLE: u8 = 3;
+/// A token not used within this time after it was issued expires.
+const TOKEN_INITIAL_USE_MS: u64 = 30_000;
+/// No token outlives this.
+const TOKEN_LIFETIME_MS: u64 = 10 * 60_000;
+/// The longest PIN, in UTF-8 bytes.
+const MAX_PIN_BYTES: usize = 63;
+
+/// pinUvAuthToken permissions (§6.5.5.7).
+pub(crate) mod permission {
+    pub const MAKE_CREDENTIAL: u8 = 0x01;
+    pub const GET_ASSERTION: u8 = 0x02;
+    pub const LARGE_BLOB_WRITE: u8 = 0x10;
+    pub const AUTHENTICATOR_CONFIGURATION: u8 = 0x20;
+    /// The permissions this key can grant.
+    pub const SUPPORTED: u8 = MAKE_CREDENTIAL | GET_ASSERTION | AUTHENTICATOR_CONFIGURATION;
+}
+
+/// A pinUvAuthToken and the state §6.5.2.1 attaches to it.
+pub(crate) struct Token {
+    value: Zeroizing<[u8; 32]>,
+    protocol: PinProtocol,
+    permissions: u8,
+    rp_id: Option<heapless::String<256>>,
+    issued_ms: u64,
+    used: bool,
+}
+
+/// The PIN machinery's state in RAM: gone at power-down, as the spec wants.
+#[derive(Default)]
+pub(crate) struct PinRuntime {
+    key_agreement: Option<KeyAgreement>,
+    consecutive_failures: u8,
+    token: Option<Token>,
+}
+
+impl PinRuntime {
+    /// Forget the token (PIN changed, reset).
+    pub(crate) fn discard_token(&mut self) {
+        self.token = None;
+    }
+
+    fn key_agreement<P: Platform>(&mut self, platform: &mut P) -> &KeyAgreement {
+        self.key_agreement
+            .get_or_insert_with(|| KeyAgreement::generate(platform.rng()))
+    }
+
+    fn regenerate_key_agreement<P: Platform>(&mut self, platform: &mut P) {
+        self.key_agreement = Some(KeyAgreement::generate(platform.rng()));
+    }
+
+    fn blocked_until_power_cycle(&self) -> bool {
+        self.consecutive_failures >= CONSECUTIVE_FAILURES_BEFORE_POWER_CYCLE
+    }
+}
+
+pub(crate) fn client_pin<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+) -> Step<Response> {
+    let protocol = match request.pin_protocol {
+        Some(number) => {
+            Some(PinProtocol::from_number(number.into()).ok_or(Error::InvalidParameter)?)
+        }
+        None => None,
+    };
+    match request.sub_command {
+        PinV1Subcommand::GetRetries => get_retries(auth),
+        PinV1Subcommand::GetKeyAgreement => {
+            get_key_agreement(auth, protocol.ok_or(Error::MissingParameter)?)
+        }
+        PinV1Subcommand::SetPin => set_pin(auth, protocol.ok_or(Error::MissingParameter)?, request)
+            .map(|()| Response::default()),
+        PinV1Subcommand::ChangePin => {
+            change_pin(auth, protocol.ok_or(Error::MissingParameter)?, request)
+                .map(|()| Response::default())
+        }
+        PinV1Subcommand::GetPinToken => {
+            if request.permissions.is_some() || request.rp_id.is_some() {
+                return Err(Error::InvalidParameter.into());
+            }
+            let permissions = permission::MAKE_CREDENTIAL | permission::GET_ASSERTION;
+            get_token(
+                auth,
+                protocol.ok_or(Error::MissingParameter)?,
+                request,
+                permissions,
+                None,
+            )
+        }
+        PinV1Subcommand::GetPinUvAuthTokenUsingPinWithPermissions => {
+            let protocol = protocol.ok_or(Error::MissingParameter)?;
+            let permissions = request.permissions.ok_or(Error::MissingParameter)?;
+            if permissions == 0 {
+                return Err(Error::InvalidParameter.into());
+            }
+            if permissions & !permission::SUPPORTED != 0 {
+                return Err(Error::UnauthorizedPermission.into());
+            }
+            get_token(auth, protocol, request, permissions, request.rp_id)
+        }
+        // No built-in user verification: the UV subcommands do not exist here.
+        _ => Err(Error::InvalidSubcommand.into()),
+    }
+}
+
+/// getPINRetries: no touch, no PIN needed (§6.5.5.2).
+fn get_retries<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<Response> {
+    let pin = auth.store.pin()?;
+    let mut response = Response::default();
+    response.retries = Some(pin.retries);
+    response.power_cycle_state = Some(auth.pin.blocked_until_power_cycle());
+    Ok(response)
+}
+
+fn get_key_agreement<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    _protocol: PinProtocol,
+) -> Step<Response> {
+    let mut response = Response::default();
+    response.key_agreement = Some(auth.pin.key_agreement(&mut auth.platform).public_key());
+    Ok(response)
+}
+
+/// The shared secret with the platform's key agreement key.
+fn shared_secret<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+) -> Step<SharedSecret> {
+    let peer = request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    auth.pin
+        .key_agreement(&mut auth.platform)
+        .shared_secret(protocol, peer)
+        .ok_or_else(|| Error::InvalidParameter.into())
+}
+
+fn set_pin<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+) -> Step<()> {
+    let new_pin_enc = request.new_pin_enc.ok_or(Error::MissingParameter)?;
+    let pin_auth = request.pin_auth.ok_or(Error::MissingParameter)?;
+    request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    if auth.store.pin_is_set() {
+        return Err(Error::NotAllowed.into());
+    }
+    let shared = shared_secret(auth, protocol, request)?;
+    if !protocol.verify(shared.mac_key(), &[new_pin_enc], pin_auth) {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
+    auth.store.save_pin(&PinState {
+        hash: Some(hash),
+        retries: PIN_RETRIES,
+        code_points,
+    })?;
+    Ok(())
+}
+
+fn change_pin<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+) -> Step<()> {
+    let new_pin_enc = request.new_pin_enc.ok_or(Error::MissingParameter)?;
+    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
+    let pin_auth = request.pin_auth.ok_or(Error::MissingParameter)?;
+    request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    let shared = shared_secret(auth, protocol, request)?;
+    if !protocol.verify(shared.mac_key(), &[new_pin_enc, pin_hash_enc], pin_auth) {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    check_current_pin(auth, &shared, pin_hash_enc)?;
+    let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
+    auth.store.save_pin(&PinState {
+        hash: Some(hash),
+        retries: PIN_RETRIES,
+        code_points,
+    })?;
+    let mut settings = auth.store.settings()?;
+    if settings.force_pin_change {
+        settings.force_pin_change = false;
+        auth.store.save_settings(&settings)?;
+    }
+    auth.pin.discard_token();
+    Ok(())
+}
+
+fn get_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+    permissions: u8,
+    rp_id: Option<&str>,
+) -> Step<Response> {
+    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
+    request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    let shared = shared_secret(auth, protocol, request)?;
+    check_current_pin(auth, &shared, pin_hash_enc)?;
+    if auth.store.settings()?.force_pin_change {
+        return Err(Error::PinPolicyViolation.into());
+    }
+
+    let mut value = Zeroizing::new([0u8; 32]);
+    auth.platform.rng().fill_bytes(&mut *value);
+    let rp_id = match rp_id {
+        Some(id) => Some(heapless::String::try_from(id).map_err(|_| Error::InvalidParameter)?),
+        None => None,
+    };
+    let encrypted = shared.encrypt(&*value, auth.platform.rng());
+    auth.pin.token = Some(Token {
+        value,
+        protocol,
+        permissions,
+        rp_id,
+        issued_ms: auth.platform.now_ms(),
+        used: false,
+    });
+
+    let mut response = Response::default();
+    response.pin_token = Some(Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other)?);
+    Ok(response)
+}
+
+/// Check pinHashEnc against the stored PIN, paying for the guess first (§6.5.5.5 step 6).
+fn check_current_pin<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    shared: &SharedSecret,
+    pin_hash_enc: &[u8],
+) -> Step<()> {
+    let mut pin = auth.store.pin()?;
+    let stored = pin.hash.clone().ok_or(Error::PinNotSet)?;
+    if pin.retries == 0 {
+        return Err(Error::PinBlocked.into());
+    }
+    if auth.pin.blocked_until_power_cycle() {
+        return Err(Error::PinAuthBlocked.into());
+    }
+    pin.retries -= 1;
+    auth.store.save_pin(&pin)?;
+
+    let presented = shared.decrypt(pin_hash_enc).filter(|p| p.len() == 16);
+    let matches = presented.is_some_and(|p| bool::from(p.as_slice().ct_eq(stored.as_slice())));
+    if !matches {
+        auth.pin.regenerate_key_agreement(&mut auth.platform);
+        auth.pin.consecutive_failures += 1;
+        return Err(if pin.retries == 0 {
+            Error::PinBlocked
+        } else if auth.pin.blocked_until_power_cycle() {
+            Error::PinAuthBlocked
+        } else {
+            Error::PinInvalid
+        }
+        .into());
+    }
+    auth.pin.consecutive_failures = 0;
+    pin.retries = PIN_RETRIES;
+    auth.store.save_pin(&pin)?;
+    Ok(())
+}
+
+/// Decrypt and check a new PIN; returns its hash and its length in code points.
+fn new_pin<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    shared: &SharedSecret,
+    new_pin_enc: &[u8],
+) -> Step<(Bytes<16>, u8)> {
+    let padded = shared.decrypt(new_pin_enc).ok_or(Error::InvalidParameter)?;
+    if padded.len() != 64 {
+        return Err(Error::InvalidParameter.into());
+    }
+    let len = padded.iter().position(|&b| b == 0).unwrap_or(padded.len());
+    let pin = &padded[..len];
+    if padded[len..].iter().any(|&b| b != 0) || pin.len() > MAX_PIN_BYTES {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    let code_points = core::str::from_utf8(pin)
+        .map_err(|_| Error::PinPolicyViolation)?
+        .chars()
+        .count();
+    if code_points < usize::from(auth.store.settings()?.min_pin_length) {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    let hash = sha256(pin);
+    let hash = Bytes::try_from(&hash[..16]).map_err(|_| Error::Other)?;
+    Ok((hash, code_points as u8))
+}
+
+/// Verify a pinUvAuthParam made with the current token over `message`, for `permission` on
+/// `rp_id` (None: a permission not bound to an RP). Any mismatch is PIN_AUTH_INVALID.
+pub(crate) fn verify_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    message: &[&[u8]],
+    param: &[u8],
+    permission: u8,
+    rp_id: Option<&str>,
+) -> Step<()> {
+    let now = auth.platform.now_ms();
+    let token = auth.pin.token.as_mut().ok_or(Error::PinAuthInvalid)?;
+    let age = now.saturating_sub(token.issued_ms);
+    let expired = age > TOKEN_LIFETIME_MS || (!token.used && age > TOKEN_INITIAL_USE_MS);
+    if expired {
+        auth.pin.token = None;
+        return Err(Error::PinAuthInvalid.into());
+    }
+    if token.protocol != protocol || !protocol.verify(&token.value[..], message, param) {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    if token.permissions & permission != permission {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    match (&token.rp_id, rp_id) {
+        (Some(bound), Some(rp_id)) if bound.as_str() != rp_id => {
+            return Err(Error::PinAuthInvalid.into())
+        }
+        // The first use of a token without an RP binds it to that RP (§6.1.2 step 11).
+        (None, Some(rp_id)) => token.rp_id = heapless::String::try_from(rp_id).ok(),
+        _ => {}
+    }
+    token.used = true;
+    Ok(())
+}
+
+/// After a makeCredential or getAssertion with the token: its mc and ga permissions are spent
+/// (everything but large-blob write goes, §6.5.5.7).
+pub(crate) fn consume_token<P: Platform>(auth: &mut Authenticator<'_, P>) {
+    if let Some(token) = auth.pin.token.as_mut() {
+        token.permissions &= permission::LARGE_BLOB_WRITE;
+    }
+}

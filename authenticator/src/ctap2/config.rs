@@ -1,0 +1,123 @@
+//! authenticatorConfig (§6.11): alwaysUv and the minimum PIN length.
+
+use serde_indexed::{DeserializeIndexed, SerializeIndexed};
+
+use super::client_pin::{permission, verify_token};
+use super::{encode, parse, Error, Step};
+use crate::pin_protocol::PinProtocol;
+use crate::platform::Platform;
+use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
+use crate::Authenticator;
+
+const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
+const TOGGLE_ALWAYS_UV: u8 = 0x02;
+const SET_MIN_PIN_LENGTH: u8 = 0x03;
+
+/// The most RP IDs parsed from a request; more than [`MAX_MIN_PIN_LENGTH_RP_IDS`] is refused.
+const PARSED_RP_IDS: usize = 8;
+
+#[derive(DeserializeIndexed)]
+#[serde_indexed(offset = 1)]
+struct Request<'a> {
+    sub_command: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_command_params: Option<SubCommandParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_uv_auth_protocol: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_uv_auth_param: Option<&'a serde_bytes::Bytes>,
+}
+
+/// setMinPINLength's parameters. Serialized again (canonical CBOR, as clients send it) to
+/// check the pinUvAuthParam over them.
+#[derive(SerializeIndexed, DeserializeIndexed)]
+#[serde_indexed(offset = 1)]
+struct SubCommandParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_min_pin_length: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_pin_length_rp_ids: Option<heapless::Vec<heapless::String<256>, PARSED_RP_IDS>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    force_change_pin: Option<bool>,
+}
+
+pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8]) -> Step<()> {
+    let request: Request<'_> = parse(payload)?;
+    authorize(auth, &request)?;
+    match request.sub_command {
+        TOGGLE_ALWAYS_UV => {
+            let mut settings = auth.store.settings()?;
+            settings.always_uv = !settings.always_uv;
+            auth.store.save_settings(&settings)?;
+            Ok(())
+        }
+        SET_MIN_PIN_LENGTH => set_min_pin_length(auth, request.sub_command_params.as_ref()),
+        // Enterprise attestation needs a provisioned attestation: not on this key yet.
+        ENABLE_ENTERPRISE_ATTESTATION => Err(Error::InvalidSubcommand.into()),
+        _ => Err(Error::InvalidSubcommand.into()),
+    }
+}
+
+/// A key with a PIN (or alwaysUv) takes configuration only with an acfg token (§6.11.1).
+fn authorize<P: Platform>(auth: &mut Authenticator<'_, P>, request: &Request<'_>) -> Step<()> {
+    let protected = auth.store.pin_is_set() || auth.store.settings()?.always_uv;
+    let Some(param) = request.pin_uv_auth_param else {
+        return if protected {
+            Err(Error::PinRequired.into())
+        } else {
+            Ok(())
+        };
+    };
+    let protocol = request
+        .pin_uv_auth_protocol
+        .ok_or(Error::MissingParameter)?;
+    let protocol = PinProtocol::from_number(protocol).ok_or(Error::InvalidParameter)?;
+    let params = match &request.sub_command_params {
+        Some(params) => encode(params)?,
+        None => alloc::vec::Vec::new(),
+    };
+    let message: [&[u8]; 4] = [
+        &[0xff; 32],
+        &[super::command::CONFIG],
+        &[request.sub_command],
+        &params,
+    ];
+    verify_token(
+        auth,
+        protocol,
+        &message,
+        param,
+        permission::AUTHENTICATOR_CONFIGURATION,
+        None,
+    )
+}
+
+fn set_min_pin_length<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    params: Option<&SubCommandParams>,
+) -> Step<()> {
+    let mut settings = auth.store.settings()?;
+    let new_length = params
+        .and_then(|p| p.new_min_pin_length)
+        .unwrap_or(settings.min_pin_length);
+    if new_length < settings.min_pin_length {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    let pin = auth.store.pin()?;
+    let force = params.and_then(|p| p.force_change_pin).unwrap_or(false);
+    if force && pin.hash.is_none() {
+        return Err(Error::PinNotSet.into());
+    }
+    if let Some(rp_ids) = params.and_then(|p| p.min_pin_length_rp_ids.as_ref()) {
+        if rp_ids.len() > MAX_MIN_PIN_LENGTH_RP_IDS {
+            return Err(Error::PinPolicyViolation.into());
+        }
+        settings.min_pin_length_rp_ids = rp_ids.iter().cloned().collect();
+    }
+    settings.min_pin_length = new_length;
+    if pin.hash.is_some() && (force || pin.code_points < new_length) {
+        settings.force_pin_change = true;
+    }
+    auth.store.save_settings(&settings)?;
+    Ok(())
+}

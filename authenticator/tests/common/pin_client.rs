@@ -1,0 +1,198 @@
+//! The platform's side of PIN/UV auth protocols 1 and 2, written from the spec independently of
+//! the core's implementation, so the two check each other.
+
+use aes::cipher::block_padding::NoPadding;
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use ciborium::Value;
+use hmac::{Hmac, KeyInit, Mac};
+use p256::elliptic_curve::sec1::ToSec1Point;
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+pub struct PinClient {
+    pub protocol: u8,
+    platform_key: Value,
+    shared: Vec<u8>,
+}
+
+impl PinClient {
+    /// getKeyAgreement, then ECDH and the protocol's KDF.
+    pub fn new(key: &mut impl authenticator::ctaphid::App, protocol: u8, seed: u8) -> Self {
+        let request = map(vec![(int(1), int(protocol.into())), (int(2), int(2))]);
+        let (status, body) = ctap2(key, 0x06, Some(request));
+        assert_eq!(status, 0, "getKeyAgreement");
+        let cose = get(&body.unwrap(), 1).unwrap().clone();
+        assert_eq!(get(&cose, 1), Some(&int(2)), "kty EC2");
+        assert_eq!(get(&cose, 3), Some(&int(-25)), "alg ECDH-ES+HKDF-256");
+        let x = get(&cose, -2).unwrap().as_bytes().unwrap().clone();
+        let y = get(&cose, -3).unwrap().as_bytes().unwrap().clone();
+        let peer = p256::PublicKey::from_sec1_bytes(&[&[4u8][..], &x, &y].concat()).unwrap();
+        let secret = p256::SecretKey::from_slice(&[seed.max(1); 32]).unwrap();
+        let z = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+        let z = z.raw_secret_bytes();
+        let shared = if protocol == 1 {
+            Sha256::digest(z).to_vec()
+        } else {
+            let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), z);
+            let mut out = vec![0u8; 64];
+            hkdf.expand(b"CTAP2 HMAC key", &mut out[..32]).unwrap();
+            hkdf.expand(b"CTAP2 AES key", &mut out[32..]).unwrap();
+            out
+        };
+        let point = secret.public_key().to_sec1_point(false);
+        let platform_key = map(vec![
+            (int(1), int(2)),
+            (int(3), int(-25)),
+            (int(-1), int(1)),
+            (int(-2), bytes(point.x().unwrap())),
+            (int(-3), bytes(point.y().unwrap())),
+        ]);
+        Self {
+            protocol,
+            platform_key,
+            shared,
+        }
+    }
+
+    fn aes_key(&self) -> &[u8; 32] {
+        let key = if self.protocol == 1 {
+            &self.shared[..32]
+        } else {
+            &self.shared[32..]
+        };
+        key.try_into().unwrap()
+    }
+
+    pub fn encrypt(&self, data: &[u8]) -> Vec<u8> {
+        let iv = if self.protocol == 1 {
+            [0u8; 16]
+        } else {
+            [0x5a; 16]
+        };
+        let mut buffer = data.to_vec();
+        let len = buffer.len();
+        cbc::Encryptor::<aes::Aes256>::new(self.aes_key().into(), &iv.into())
+            .encrypt_padded::<NoPadding>(&mut buffer, len)
+            .unwrap();
+        if self.protocol == 1 {
+            buffer
+        } else {
+            [&iv[..], &buffer].concat()
+        }
+    }
+
+    pub fn decrypt(&self, data: &[u8]) -> Vec<u8> {
+        let (iv, body) = if self.protocol == 1 {
+            ([0u8; 16], data)
+        } else {
+            (data[..16].try_into().unwrap(), &data[16..])
+        };
+        let mut buffer = body.to_vec();
+        cbc::Decryptor::<aes::Aes256>::new(self.aes_key().into(), &iv.into())
+            .decrypt_padded::<NoPadding>(&mut buffer)
+            .unwrap();
+        buffer
+    }
+
+    /// authenticate(key, message), truncated as the protocol says.
+    pub fn mac(protocol: u8, key: &[u8], message: &[u8]) -> Vec<u8> {
+        let key = if protocol == 2 { &key[..32] } else { key };
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+        mac.update(message);
+        let out = mac.finalize().into_bytes().to_vec();
+        if protocol == 1 {
+            out[..16].to_vec()
+        } else {
+            out
+        }
+    }
+
+    fn padded(pin: &str) -> Vec<u8> {
+        let mut padded = pin.as_bytes().to_vec();
+        padded.resize(64, 0);
+        padded
+    }
+
+    pub fn pin_hash_enc(&self, pin: &str) -> Vec<u8> {
+        self.encrypt(&Sha256::digest(pin.as_bytes())[..16])
+    }
+
+    pub fn set_pin(&self, key: &mut impl authenticator::ctaphid::App, pin: &str) -> u8 {
+        let new_pin_enc = self.encrypt(&Self::padded(pin));
+        let auth = Self::mac(self.protocol, &self.shared, &new_pin_enc);
+        let request = map(vec![
+            (int(1), int(self.protocol.into())),
+            (int(2), int(3)),
+            (int(3), self.platform_key.clone()),
+            (int(4), bytes(&auth)),
+            (int(5), bytes(&new_pin_enc)),
+        ]);
+        ctap2(key, 0x06, Some(request)).0
+    }
+
+    pub fn change_pin(
+        &self,
+        key: &mut impl authenticator::ctaphid::App,
+        old: &str,
+        new: &str,
+    ) -> u8 {
+        let new_pin_enc = self.encrypt(&Self::padded(new));
+        let pin_hash_enc = self.pin_hash_enc(old);
+        let auth = Self::mac(
+            self.protocol,
+            &self.shared,
+            &[&new_pin_enc[..], &pin_hash_enc].concat(),
+        );
+        let request = map(vec![
+            (int(1), int(self.protocol.into())),
+            (int(2), int(4)),
+            (int(3), self.platform_key.clone()),
+            (int(4), bytes(&auth)),
+            (int(5), bytes(&new_pin_enc)),
+            (int(6), bytes(&pin_hash_enc)),
+        ]);
+        ctap2(key, 0x06, Some(request)).0
+    }
+
+    /// getPinToken (permissions None) or getPinUvAuthTokenUsingPinWithPermissions.
+    pub fn token(
+        &self,
+        key: &mut impl authenticator::ctaphid::App,
+        pin: &str,
+        permissions: Option<u8>,
+        rp_id: Option<&str>,
+    ) -> Result<Vec<u8>, u8> {
+        let mut entries = vec![
+            (int(1), int(self.protocol.into())),
+            (int(2), int(if permissions.is_some() { 9 } else { 5 })),
+            (int(3), self.platform_key.clone()),
+            (int(6), bytes(&self.pin_hash_enc(pin))),
+        ];
+        if let Some(p) = permissions {
+            entries.push((int(9), int(p.into())));
+        }
+        if let Some(rp) = rp_id {
+            entries.push((int(0x0A), text(rp)));
+        }
+        let (status, body) = ctap2(key, 0x06, Some(map(entries)));
+        if status != 0 {
+            return Err(status);
+        }
+        let encrypted = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+        Ok(self.decrypt(&encrypted))
+    }
+}
+
+/// getPINRetries: (retries, powerCycleState).
+pub fn retries(key: &mut impl authenticator::ctaphid::App) -> (i64, Option<bool>) {
+    let (status, body) = ctap2(
+        key,
+        0x06,
+        Some(map(vec![(int(1), int(1)), (int(2), int(1))])),
+    );
+    assert_eq!(status, 0);
+    let body = body.unwrap();
+    let retries = i64::try_from(get(&body, 3).unwrap().as_integer().unwrap()).unwrap();
+    (retries, get(&body, 4).and_then(|v| v.as_bool()))
+}

@@ -1,0 +1,425 @@
+//! clientPIN (both protocols), pinUvAuthToken use, and authenticatorConfig, against the core.
+
+mod common;
+
+use authenticator::ctaphid::App;
+use ciborium::Value;
+use common::pin_client::{retries, PinClient};
+use common::*;
+
+const PIN: &str = "1234";
+const MC: u8 = 0x01;
+const GA: u8 = 0x02;
+const ACFG: u8 = 0x20;
+
+/// makeCredential with a pinUvAuthParam made from `token` (None: no param).
+fn make_credential(
+    key: &mut impl App,
+    protocol: u8,
+    token: Option<&[u8]>,
+    rp: &str,
+    rk: bool,
+) -> (u8, Option<Value>) {
+    let mut request = make_credential_request(rp, b"user", &[-7], rk);
+    if let (Some(token), Value::Map(entries)) = (token, &mut request) {
+        entries.push((int(8), bytes(&PinClient::mac(protocol, token, &[7u8; 32]))));
+        entries.push((int(9), int(protocol.into())));
+    }
+    ctap2(key, MC, Some(request))
+}
+
+fn get_assertion(
+    key: &mut impl App,
+    protocol: u8,
+    token: Option<&[u8]>,
+    rp: &str,
+    allow: &[&[u8]],
+) -> (u8, Option<Value>) {
+    let cdh = [1u8; 32];
+    let mut request = get_assertion_request(rp, &cdh, allow);
+    if let (Some(token), Value::Map(entries)) = (token, &mut request) {
+        entries.push((int(6), bytes(&PinClient::mac(protocol, token, &cdh))));
+        entries.push((int(7), int(protocol.into())));
+    }
+    ctap2(key, GA, Some(request))
+}
+
+fn flags(body: &Value, key: i64) -> u8 {
+    get(body, key).unwrap().as_bytes().unwrap()[32]
+}
+
+fn info_option(key: &mut impl App, name: &str) -> Option<Value> {
+    let info = ctap2(key, 0x04, None).1.unwrap();
+    get_text(get(&info, 4).unwrap(), name).cloned()
+}
+
+#[test]
+fn set_pin_then_tokens_verify_the_user_in_both_protocols() {
+    for protocol in [1u8, 2] {
+        let mut storage = RamStorage::default();
+        with_key(&mut storage, &Knobs::default(), 1, |key| {
+            assert_eq!(info_option(key, "clientPin"), Some(Value::Bool(false)));
+            assert_eq!(
+                retries(key).0,
+                8,
+                "getPINRetries without a PIN, and without a touch"
+            );
+            let client = PinClient::new(key, protocol, 3);
+            assert_eq!(client.set_pin(key, PIN), 0);
+            assert_eq!(info_option(key, "clientPin"), Some(Value::Bool(true)));
+            assert_eq!(
+                client.set_pin(key, "5678"),
+                0x30,
+                "setPIN twice is CTAP2_ERR_NOT_ALLOWED"
+            );
+
+            let token = client.token(key, PIN, None, None).expect("getPinToken");
+            assert_eq!(token.len(), 32);
+            let (status, body) = make_credential(key, protocol, Some(&token), "example.com", true);
+            assert_eq!(status, 0);
+            assert_eq!(flags(&body.unwrap(), 2) & 0x05, 0x05, "UP and UV");
+
+            let token = client
+                .token(key, PIN, Some(GA), Some("example.com"))
+                .expect("token with permissions");
+            let (status, body) = get_assertion(key, protocol, Some(&token), "example.com", &[]);
+            assert_eq!(status, 0);
+            let body = body.unwrap();
+            assert_eq!(flags(&body, 2) & 0x05, 0x05);
+            let user = get(&body, 4).unwrap();
+            assert_eq!(
+                get_text(user, "name"),
+                Some(&text("user")),
+                "names after user verification"
+            );
+            let (status, _) = get_assertion(key, protocol, Some(&token), "example.com", &[]);
+            assert_eq!(status, 0x33, "the token's ga permission was spent");
+        });
+    }
+}
+
+#[test]
+fn pin_rules_and_the_platform_probe() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 2, |key| {
+        let client = PinClient::new(key, 2, 4);
+        assert_eq!(
+            client.set_pin(key, "123"),
+            0x37,
+            "3 code points is too short"
+        );
+        assert_eq!(
+            client.set_pin(key, &"9".repeat(64)),
+            0x37,
+            "64 bytes is too long"
+        );
+        let mut bad = client.encrypt(&[b'1'; 64]);
+        bad[20] ^= 1;
+        let status = ctap2(
+            key,
+            0x06,
+            Some(map(vec![
+                (int(1), int(2)),
+                (int(2), int(3)),
+                (int(4), bytes(&[0; 32])),
+                (int(5), bytes(&bad)),
+            ])),
+        )
+        .0;
+        assert_eq!(status, 0x14, "missing keyAgreement");
+        assert_eq!(
+            client.set_pin(key, "ünï"),
+            0x37,
+            "3 code points even if more bytes"
+        );
+        assert_eq!(client.set_pin(key, "ünïc"), 0, "4 code points");
+        // The empty pinUvAuthParam probe: a touch, then PIN_INVALID because a PIN is set.
+        let prompts = knobs.prompts.get();
+        let mut request = make_credential_request("example.com", b"u", &[-7], false);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(8), bytes(&[])));
+            entries.push((int(9), int(2)));
+        }
+        assert_eq!(
+            ctap2(key, MC, Some(request)).0,
+            0x31,
+            "CTAP2_ERR_PIN_INVALID"
+        );
+        assert_eq!(knobs.prompts.get(), prompts + 1);
+    });
+}
+
+#[test]
+fn three_wrong_pins_need_a_power_cycle_and_eight_block_the_key() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 3, |key| {
+        let client = PinClient::new(key, 1, 5);
+        assert_eq!(client.set_pin(key, PIN), 0);
+    });
+    let mut left = 8;
+    for boot in 0..3u64 {
+        with_key(&mut storage, &knobs, 10 + boot, |key| {
+            for attempt in 1..=3 {
+                if left == 0 {
+                    break;
+                }
+                let client = PinClient::new(key, 2, 6);
+                let status = client.token(key, "0000", None, None).unwrap_err();
+                left -= 1;
+                let expected = if left == 0 {
+                    0x32
+                } else if attempt == 3 {
+                    0x34
+                } else {
+                    0x31
+                };
+                assert_eq!(status, expected, "boot {boot} attempt {attempt}");
+                assert_eq!(retries(key).0, left);
+            }
+            if left > 0 {
+                assert_eq!(retries(key).1, Some(true), "powerCycleState");
+                let client = PinClient::new(key, 2, 6);
+                assert_eq!(
+                    client.token(key, PIN, None, None).unwrap_err(),
+                    0x34,
+                    "even the right PIN waits for a power cycle"
+                );
+                assert_eq!(retries(key).0, left, "a blocked check costs no retry");
+            }
+        });
+    }
+    assert_eq!(left, 0);
+    with_key(&mut storage, &knobs, 20, |key| {
+        let client = PinClient::new(key, 2, 6);
+        assert_eq!(
+            client.token(key, PIN, None, None).unwrap_err(),
+            0x32,
+            "CTAP2_ERR_PIN_BLOCKED until reset"
+        );
+        assert_eq!(ctap2(key, 0x07, None).0, 0, "reset");
+        assert_eq!(retries(key).0, 8);
+        assert_eq!(info_option(key, "clientPin"), Some(Value::Bool(false)));
+    });
+}
+
+#[test]
+fn a_right_pin_restores_the_retries() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 4, |key| {
+        let client = PinClient::new(key, 2, 7);
+        client.set_pin(key, PIN);
+        let client = PinClient::new(key, 2, 7);
+        assert_eq!(client.token(key, "9999", None, None).unwrap_err(), 0x31);
+        assert_eq!(retries(key).0, 7);
+        let client = PinClient::new(key, 2, 7);
+        client.token(key, PIN, None, None).expect("right PIN");
+        assert_eq!(retries(key).0, 8);
+    });
+}
+
+#[test]
+fn change_pin_discards_the_token() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 5, |key| {
+        let client = PinClient::new(key, 1, 8);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, None, None).unwrap();
+        assert_eq!(
+            client.change_pin(key, "0000", "5678"),
+            0x31,
+            "wrong current PIN"
+        );
+        let client = PinClient::new(key, 1, 8);
+        assert_eq!(client.change_pin(key, PIN, "5678"), 0);
+        assert_eq!(
+            make_credential(key, 1, Some(&token), "example.com", false).0,
+            0x33,
+            "old token is gone"
+        );
+        assert_eq!(
+            client.token(key, PIN, None, None).unwrap_err(),
+            0x31,
+            "old PIN is wrong now"
+        );
+        // A failed check replaces the key agreement key: agree again.
+        let client = PinClient::new(key, 1, 8);
+        client
+            .token(key, "5678", None, None)
+            .expect("new PIN works");
+    });
+}
+
+#[test]
+fn tokens_are_checked_for_permission_rp_and_protocol() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 6, |key| {
+        let client = PinClient::new(key, 2, 9);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, Some(GA), Some("a.example")).unwrap();
+        assert_eq!(
+            make_credential(key, 2, Some(&token), "a.example", false).0,
+            0x33,
+            "no mc permission"
+        );
+        assert_eq!(
+            get_assertion(key, 2, Some(&token), "b.example", &[]).0,
+            0x33,
+            "bound to another RP"
+        );
+        assert_eq!(
+            get_assertion(key, 1, Some(&token), "a.example", &[]).0,
+            0x33,
+            "issued under protocol 2"
+        );
+        let mut wrong = token.clone();
+        wrong[0] ^= 1;
+        assert_eq!(
+            get_assertion(key, 2, Some(&wrong), "a.example", &[]).0,
+            0x33
+        );
+        assert_eq!(
+            client.token(key, PIN, Some(0), None).unwrap_err(),
+            0x02,
+            "no permissions"
+        );
+        assert_eq!(
+            client.token(key, PIN, Some(0x08), None).unwrap_err(),
+            0x40,
+            "be is not supported"
+        );
+        let token = client.token(key, PIN, Some(MC), None).unwrap();
+        assert_eq!(
+            make_credential(key, 2, Some(&token), "a.example", false).0,
+            0
+        );
+    });
+}
+
+#[test]
+fn with_a_pin_discoverable_credentials_need_it_and_others_do_not() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 7, |key| {
+        let client = PinClient::new(key, 2, 10);
+        client.set_pin(key, PIN);
+        assert_eq!(
+            make_credential(key, 2, None, "example.com", true).0,
+            0x36,
+            "CTAP2_ERR_PUAT_REQUIRED"
+        );
+        let (status, body) = make_credential(key, 2, None, "example.com", false);
+        assert_eq!(status, 0, "makeCredUvNotRqd");
+        assert_eq!(flags(&body.unwrap(), 2) & 0x04, 0, "no UV flag");
+        assert_eq!(
+            info_option(key, "makeCredUvNotRqd"),
+            Some(Value::Bool(true))
+        );
+    });
+}
+
+/// authenticatorConfig with a pinUvAuthParam from `token`.
+fn config(key: &mut impl App, token: Option<&[u8]>, sub_command: u8, params: Option<Value>) -> u8 {
+    let mut entries = vec![(int(1), int(sub_command.into()))];
+    let mut message = vec![0xff; 32];
+    message.extend_from_slice(&[0x0d, sub_command]);
+    if let Some(params) = params {
+        ciborium::into_writer(&params, &mut message).unwrap();
+        entries.push((int(2), params));
+    }
+    if let Some(token) = token {
+        entries.push((int(3), int(2)));
+        entries.push((int(4), bytes(&PinClient::mac(2, token, &message))));
+    }
+    ctap2(key, 0x0D, Some(map(entries))).0
+}
+
+#[test]
+fn always_uv_needs_the_pin_and_turns_u2f_off() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 8, |key| {
+        assert_eq!(
+            config(key, None, 0x02, None),
+            0,
+            "no PIN: config needs no token"
+        );
+        assert_eq!(info_option(key, "alwaysUv"), Some(Value::Bool(true)));
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        assert!(!get(&info, 1)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .contains(&text("U2F_V2")));
+        let mut response = Vec::new();
+        key.call(
+            authenticator::ctaphid::Transaction::Msg,
+            &[0, 3, 0, 0],
+            &mut response,
+        );
+        assert_eq!(response, [0x69, 0x86], "U2F is off");
+        assert_eq!(
+            make_credential(key, 2, None, "example.com", false).0,
+            0x35,
+            "PIN_NOT_SET"
+        );
+
+        let client = PinClient::new(key, 2, 11);
+        client.set_pin(key, PIN);
+        assert_eq!(make_credential(key, 2, None, "example.com", false).0, 0x36);
+        assert_eq!(
+            config(key, None, 0x02, None),
+            0x36,
+            "a PIN-protected key wants a token"
+        );
+        let token = client.token(key, PIN, Some(MC), None).unwrap();
+        assert_eq!(
+            config(key, Some(&token), 0x02, None),
+            0x33,
+            "no acfg permission"
+        );
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        assert_eq!(config(key, Some(&token), 0x02, None), 0);
+        assert_eq!(info_option(key, "alwaysUv"), Some(Value::Bool(false)));
+        assert_eq!(
+            config(key, Some(&token), 0x7E, None),
+            0x3E,
+            "unknown subcommand"
+        );
+    });
+}
+
+#[test]
+fn a_raised_minimum_forces_a_pin_change() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 9, |key| {
+        let client = PinClient::new(key, 2, 12);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        let params = map(vec![
+            (int(1), int(6)),
+            (int(2), Value::Array(vec![text("example.com")])),
+        ]);
+        assert_eq!(config(key, Some(&token), 0x03, Some(params)), 0);
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        assert_eq!(get(&info, 0x0D), Some(&int(6)), "minPINLength");
+        assert_eq!(get(&info, 0x0C), Some(&Value::Bool(true)), "forcePINChange");
+        assert_eq!(
+            client.token(key, PIN, None, None).unwrap_err(),
+            0x37,
+            "PIN_POLICY_VIOLATION until changed"
+        );
+        let params = map(vec![(int(1), int(5))]);
+        assert_eq!(
+            config(key, Some(&token), 0x03, Some(params)),
+            0x37,
+            "the minimum never goes down"
+        );
+        let client = PinClient::new(key, 2, 12);
+        assert_eq!(client.change_pin(key, PIN, "12345"), 0x37, "5 < 6");
+        let client = PinClient::new(key, 2, 12);
+        assert_eq!(client.change_pin(key, PIN, "123456"), 0);
+        client
+            .token(key, "123456", None, None)
+            .expect("token after the change");
+    });
+}

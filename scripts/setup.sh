@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian/Ubuntu machine lacks to build and test the key. Idempotent: each
+# step checks first, so a second run costs seconds. Sourced by run-key.sh and test.sh.
+#
+#   scripts/setup.sh            host tools: the Rust workspace and the virtual key
+#   scripts/setup.sh --all      also the Pico toolchain, Node packages and the Python venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_all=false
+[ "${1:-}" = "--all" ] && want_all=true
+
+need_apt=()
+# littlefs2-sys compiles littlefs with cc and generates bindings with bindgen (libclang).
+for pkg in build-essential pkg-config clang libclang-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if $want_all; then
+    # The Pico firmware: littlefs's C needs newlib's headers for thumbv6m (see rp2040-runner).
+    for pkg in gcc-arm-none-eabi libnewlib-arm-none-eabi python3-venv; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    done
+    command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: Rust is missing; install it from https://rustup.rs and run again" >&2
+    exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+    installed=$(rustup component list --installed 2>/dev/null || true)
+    for component in rustfmt clippy; do
+        grep -q "^$component" <<<"$installed" || rustup component add "$component"
+    done
+    if $want_all; then
+        rustup target list --installed | grep -q '^thumbv6m-none-eabi$' || rustup target add thumbv6m-none-eabi
+    fi
+fi
+
+if $want_all; then
+    # python-fido2, pinned, in a venv of the repo's own (tests/python/requirements.txt).
+    if [ -f tests/python/requirements.txt ]; then
+        if [ ! -x .venv/bin/python ]; then
+            python3 -m venv .venv
+        fi
+        stamp=.venv/.requirements.sha256
+        sum=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
+        if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+            .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+            echo "$sum" > "$stamp"
+        fi
+    fi
+fi

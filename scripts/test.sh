@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run every test of the project, installing what is missing first. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --all
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Rust tests: core, runner, end to end over USB/IP"
+cargo build --workspace
+cargo test --workspace
+
+if [ -x tests/python/run.sh ]; then
+    step "python-fido2 over USB/IP"
+    tests/python/run.sh
+fi
+
+if [ -x rp2040-runner/ci.sh ]; then
+    step "Pico firmware: build, size budget, emulated end-to-end suite"
+    rp2040-runner/ci.sh
+fi
+
+step "benchmark: CTAP round trips over USB/IP (figures, not a test)"
+if cargo bench -p e2e-tests --bench roundtrip --no-run >/dev/null 2>&1; then
+    cargo bench -p e2e-tests --bench roundtrip
+fi
