@@ -5,7 +5,7 @@ use littlefs2::fs::Filesystem;
 use sha2::{Digest, Sha256};
 
 use crate::credential::{CredProtect, Credential};
-use crate::ctap2::{Halt, PendingAssertions, PinRuntime, Step};
+use crate::ctap2::{Enumeration, Halt, PendingAssertions, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform};
 use crate::presence::{Presence, Refusal};
@@ -32,6 +32,8 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) request_digest: [u8; 32],
     /// PIN/UV auth state that lasts until power-down (key agreement key, token, failures).
     pub(crate) pin: PinRuntime,
+    /// What credential management's "get next" subcommands continue.
+    pub(crate) enumeration: Option<Enumeration>,
 }
 
 impl<'a, P: Platform> Authenticator<'a, P> {
@@ -45,6 +47,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             pending_assertions: None,
             request_digest: [0; 32],
             pin: PinRuntime::default(),
+            enumeration: None,
         }
     }
 

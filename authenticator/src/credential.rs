@@ -249,33 +249,29 @@ fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 }
 
 impl PublicKey {
+    /// The key as a COSE_Key structure.
+    pub fn to_cosey(&self) -> cosey::PublicKey {
+        let bytes = |b: &[u8]| heapless_bytes::Bytes::try_from(b).unwrap_or_default();
+        match self {
+            PublicKey::Es256(key) => {
+                let point = key.to_sec1_point(false);
+                cosey::PublicKey::P256Key(cosey::P256PublicKey {
+                    x: bytes(point.x().map(|x| x.as_slice()).unwrap_or(&[])),
+                    y: bytes(point.y().map(|y| y.as_slice()).unwrap_or(&[])),
+                })
+            }
+            PublicKey::EdDsa(key) => cosey::PublicKey::Ed25519Key(cosey::Ed25519PublicKey {
+                x: bytes(key.as_bytes()),
+            }),
+        }
+    }
+
     /// The COSE_Key encoding (RFC 9053) used in attested credential data.
     pub fn to_cose(&self) -> Vec<u8, 128> {
         let mut buffer = [0u8; 128];
-        let encoded = match self {
-            PublicKey::Es256(key) => {
-                let point = key.to_sec1_point(false);
-                let cose = cosey::P256PublicKey {
-                    x: heapless_bytes::Bytes::try_from(
-                        point.x().map(|x| x.as_slice()).unwrap_or(&[]),
-                    )
-                    .unwrap_or_default(),
-                    y: heapless_bytes::Bytes::try_from(
-                        point.y().map(|y| y.as_slice()).unwrap_or(&[]),
-                    )
-                    .unwrap_or_default(),
-                };
-                cbor_smol::cbor_serialize(&cose, &mut buffer).map(|s| s.len())
-            }
-            PublicKey::EdDsa(key) => {
-                let cose = cosey::Ed25519PublicKey {
-                    x: heapless_bytes::Bytes::try_from(key.as_bytes().as_slice())
-                        .unwrap_or_default(),
-                };
-                cbor_smol::cbor_serialize(&cose, &mut buffer).map(|s| s.len())
-            }
-        };
-        let len = encoded.unwrap_or(0);
+        let len = cbor_smol::cbor_serialize(&self.to_cosey(), &mut buffer)
+            .map(|s| s.len())
+            .unwrap_or(0);
         Vec::from_slice(&buffer[..len]).unwrap_or_default()
     }
 

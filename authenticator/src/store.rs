@@ -299,19 +299,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// Every discoverable credential of one RP, newest first.
     pub fn residents(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
-        let dir = rp_dir(rp_id_hash);
         let mut found = Vec::new();
-        let listing = self.fs.read_dir_and_then(&dir, |entries| {
-            let mut names = Vec::new();
-            for entry in entries {
-                let entry = entry?;
-                if entry.file_type().is_file() {
-                    names.push(PathBuf::from(entry.path()));
-                }
-            }
-            Ok(names)
-        });
-        let names = match listing {
+        let names = match self.list(&rp_dir(rp_id_hash), true) {
             Ok(names) => names,
             Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(found),
             Err(e) => return Err(e.into()),
@@ -327,6 +316,84 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         }
         found.sort_by_key(|c| core::cmp::Reverse(c.created));
         Ok(found)
+    }
+
+    /// Every RP with discoverable credentials: (RP ID, RP ID hash), sorted by RP ID.
+    pub fn resident_rps(&self) -> Result<Vec<(heapless::String<256>, [u8; 32])>> {
+        let mut rps: Vec<(heapless::String<256>, [u8; 32])> = Vec::new();
+        for credential in self.all_residents()? {
+            let hash = sha256(credential.rp_id.as_bytes());
+            if !rps.iter().any(|(_, h)| *h == hash) {
+                rps.push((credential.rp_id, hash));
+            }
+        }
+        rps.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rps)
+    }
+
+    /// How many discoverable credentials are stored.
+    pub fn resident_count(&self) -> Result<usize> {
+        Ok(self.all_residents()?.len())
+    }
+
+    /// The stored discoverable credential with this ID, whatever its RP.
+    pub fn find_resident(&self, id: &[u8]) -> Result<Option<ResidentCredential>> {
+        Ok(self
+            .all_residents()?
+            .into_iter()
+            .find(|c| c.id.as_slice() == id))
+    }
+
+    /// Delete a discoverable credential (and its RP's directory once empty).
+    pub fn delete_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        self.fs
+            .remove(&resident_path(&rp_id_hash, &credential.user.id))?;
+        if self.residents(&rp_id_hash)?.is_empty() {
+            // Another RP sharing the directory prefix keeps it alive; DIR_NOT_EMPTY is fine.
+            match self.fs.remove(&rp_dir(&rp_id_hash)) {
+                Ok(()) => {}
+                Err(e) if e == FsError::DIR_NOT_EMPTY || e == FsError::NO_SUCH_ENTRY => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn all_residents(&self) -> Result<Vec<ResidentCredential>> {
+        let dirs = match self.list(&path("/rk"), false) {
+            Ok(dirs) => dirs,
+            Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut all = Vec::new();
+        for dir in dirs {
+            for file in self.list(&dir, true)? {
+                let bytes = self.fs.read::<MAX_RECORD_LEN>(&file)?;
+                if let Ok(credential) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
+                    all.push(credential);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The files (or directories) in a directory.
+    fn list(&self, dir: &PathBuf, files: bool) -> littlefs2::io::Result<Vec<PathBuf>> {
+        self.fs.read_dir_and_then(dir, |entries| {
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().as_str();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                if entry.file_type().is_file() == files {
+                    names.push(PathBuf::from(entry.path()));
+                }
+            }
+            Ok(names)
+        })
     }
 
     /// How many more discoverable credentials fit, estimated low from the free blocks.

@@ -31,9 +31,11 @@ pub(crate) mod permission {
     pub const MAKE_CREDENTIAL: u8 = 0x01;
     pub const GET_ASSERTION: u8 = 0x02;
     pub const LARGE_BLOB_WRITE: u8 = 0x10;
+    pub const CREDENTIAL_MANAGEMENT: u8 = 0x04;
     pub const AUTHENTICATOR_CONFIGURATION: u8 = 0x20;
     /// The permissions this key can grant.
-    pub const SUPPORTED: u8 = MAKE_CREDENTIAL | GET_ASSERTION | AUTHENTICATOR_CONFIGURATION;
+    pub const SUPPORTED: u8 =
+        MAKE_CREDENTIAL | GET_ASSERTION | CREDENTIAL_MANAGEMENT | AUTHENTICATOR_CONFIGURATION;
 }
 
 /// A pinUvAuthToken and the state §6.5.2.1 attaches to it.
@@ -320,15 +322,27 @@ fn new_pin<P: Platform>(
     Ok((hash, code_points as u8))
 }
 
-/// Verify a pinUvAuthParam made with the current token over `message`, for `permission` on
-/// `rp_id` (None: a permission not bound to an RP). Any mismatch is PIN_AUTH_INVALID.
+/// Which relying parties a token's use concerns, for its RP binding (§6.5.5.7).
+pub(crate) enum RpScope<'a> {
+    /// makeCredential / getAssertion: a bound token must match; an unbound one is bound now.
+    BindTo(&'a str),
+    /// Credential management of one RP (by RP ID hash): a bound token must be bound to it.
+    Within(&'a [u8; 32]),
+    /// Credential management across RPs: only a token bound to no RP will do.
+    AllRps,
+    /// authenticatorConfig: RP binding does not matter.
+    Any,
+}
+
+/// Verify a pinUvAuthParam made with the current token over `message`, for `permission` in
+/// `scope`. Any mismatch is PIN_AUTH_INVALID.
 pub(crate) fn verify_token<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     protocol: PinProtocol,
     message: &[&[u8]],
     param: &[u8],
     permission: u8,
-    rp_id: Option<&str>,
+    scope: RpScope<'_>,
 ) -> Step<()> {
     let now = auth.platform.now_ms();
     let token = auth.pin.token.as_mut().ok_or(Error::PinAuthInvalid)?;
@@ -344,13 +358,22 @@ pub(crate) fn verify_token<P: Platform>(
     if token.permissions & permission != permission {
         return Err(Error::PinAuthInvalid.into());
     }
-    match (&token.rp_id, rp_id) {
-        (Some(bound), Some(rp_id)) if bound.as_str() != rp_id => {
-            return Err(Error::PinAuthInvalid.into())
+    let bound = token.rp_id.as_ref().map(|id| id.as_str());
+    let in_scope = match (scope, bound) {
+        (RpScope::BindTo(rp_id), Some(bound)) => bound == rp_id,
+        (RpScope::BindTo(rp_id), None) => {
+            // The first use of an unbound token binds it to that RP (§6.1.2 step 11).
+            token.rp_id = heapless::String::try_from(rp_id).ok();
+            true
         }
-        // The first use of a token without an RP binds it to that RP (§6.1.2 step 11).
-        (None, Some(rp_id)) => token.rp_id = heapless::String::try_from(rp_id).ok(),
-        _ => {}
+        (RpScope::Within(hash), Some(bound)) => sha256(bound.as_bytes()) == *hash,
+        (RpScope::AllRps, Some(_)) => false,
+        (RpScope::Within(_) | RpScope::AllRps | RpScope::Any, None) | (RpScope::Any, Some(_)) => {
+            true
+        }
+    };
+    if !in_scope {
+        return Err(Error::PinAuthInvalid.into());
     }
     token.used = true;
     Ok(())

@@ -2,7 +2,7 @@
 
 use serde_indexed::{DeserializeIndexed, SerializeIndexed};
 
-use super::client_pin::{permission, verify_token};
+use super::client_pin::{permission, verify_token, RpScope};
 use super::{encode, parse, Error, Step};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
@@ -88,7 +88,7 @@ fn authorize<P: Platform>(auth: &mut Authenticator<'_, P>, request: &Request<'_>
         &message,
         param,
         permission::AUTHENTICATOR_CONFIGURATION,
-        None,
+        RpScope::Any,
     )
 }
 

@@ -49,6 +49,8 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response
     options.authnr_cfg = Some(true);
     options.always_uv = Some(settings.always_uv);
     options.set_min_pin_length = Some(true);
+    options.cred_mgmt = Some(true);
+    options.credential_mgmt_preview = Some(true);
     info.options = Some(options);
 
     let mut protocols = Vec::new();

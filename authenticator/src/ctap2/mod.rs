@@ -6,6 +6,7 @@
 
 mod client_pin;
 mod config;
+mod credential_management;
 mod get_assertion;
 mod get_info;
 mod make_credential;
@@ -23,6 +24,7 @@ use crate::store::StoreError;
 use crate::Authenticator;
 
 pub(crate) use client_pin::PinRuntime;
+pub(crate) use credential_management::Enumeration;
 pub(crate) use get_assertion::PendingAssertions;
 
 /// CTAP2 command bytes.
@@ -33,8 +35,11 @@ mod command {
     pub const CLIENT_PIN: u8 = 0x06;
     pub const RESET: u8 = 0x07;
     pub const GET_NEXT_ASSERTION: u8 = 0x08;
+    pub const CREDENTIAL_MANAGEMENT: u8 = 0x0A;
     pub const SELECTION: u8 = 0x0B;
     pub const CONFIG: u8 = 0x0D;
+    /// The CTAP 2.1 preview of credentialManagement, which libfido2 still sends.
+    pub const CREDENTIAL_MANAGEMENT_PREVIEW: u8 = 0x41;
 }
 
 /// The largest response body we produce (getInfo, an attestation object with a certificate).
@@ -91,6 +96,12 @@ pub(crate) fn handle<P: Platform>(
     if command != command::GET_NEXT_ASSERTION {
         auth.pending_assertions = None;
     }
+    // Likewise a credential management enumeration ends with any other command.
+    if command != command::CREDENTIAL_MANAGEMENT
+        && command != command::CREDENTIAL_MANAGEMENT_PREVIEW
+    {
+        auth.enumeration = None;
+    }
     let result = match command {
         command::GET_INFO => encode(&get_info::get_info(auth)),
         command::MAKE_CREDENTIAL => parse(payload)
@@ -104,6 +115,9 @@ pub(crate) fn handle<P: Platform>(
         }
         command::CLIENT_PIN => parse(payload)
             .and_then(|r| client_pin::client_pin(auth, &r))
+            .and_then(|r| encode(&r)),
+        command::CREDENTIAL_MANAGEMENT | command::CREDENTIAL_MANAGEMENT_PREVIEW => parse(payload)
+            .and_then(|r| credential_management::credential_management(auth, &r))
             .and_then(|r| encode(&r)),
         command::CONFIG => config::config(auth, payload).map(|()| Vec::new()),
         command::RESET => reset(auth).map(|()| Vec::new()),
@@ -196,7 +210,7 @@ fn pin_uv_auth<P: Platform>(
         &[client_data_hash],
         param,
         permission,
-        Some(rp_id),
+        client_pin::RpScope::BindTo(rp_id),
     )?;
     Ok(true)
 }
