@@ -204,6 +204,21 @@ impl Credential {
         })
     }
 
+    /// CredRandom for hmac-secret (§12.5): derived from the private key, so it needs no storage;
+    /// verified and unverified requests get different values.
+    pub fn cred_random(&self, user_verified: bool) -> zeroize::Zeroizing<[u8; 32]> {
+        use hmac::{KeyInit, Mac};
+        let label: &[u8] = if user_verified {
+            b"hmac-secret with uv"
+        } else {
+            b"hmac-secret without uv"
+        };
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .expect("any key length");
+        mac.update(label);
+        zeroize::Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// The credential's public key.
     pub fn public_key(&self) -> PublicKey {
         match self.alg {

@@ -62,6 +62,16 @@ impl PinRuntime {
         self.token = None;
     }
 
+    /// The shared secret with a platform key (hmac-secret uses the clientPIN key agreement).
+    pub(crate) fn shared_secret<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        protocol: PinProtocol,
+        peer: &cosey::EcdhEsHkdf256PublicKey,
+    ) -> Option<SharedSecret> {
+        self.key_agreement(platform).shared_secret(protocol, peer)
+    }
+
     fn key_agreement<P: Platform>(&mut self, platform: &mut P) -> &KeyAgreement {
         self.key_agreement
             .get_or_insert_with(|| KeyAgreement::generate(platform.rng()))

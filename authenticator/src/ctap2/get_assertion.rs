@@ -2,14 +2,18 @@
 
 use alloc::vec::Vec;
 
-use ctap_types::ctap2::get_assertion::{AuthenticatorData, Request, Response, ResponseBuilder};
+use ctap_types::ctap2::get_assertion::{
+    AuthenticatorData, ExtensionsOutput, HmacSecretInput, Request, Response, ResponseBuilder,
+};
 use ctap_types::ctap2::AuthenticatorDataFlags;
 use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialUserEntity};
 use heapless_bytes::Bytes;
+use zeroize::Zeroizing;
 
 use super::client_pin::{consume_token, permission};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
 use crate::credential::{CredProtect, Credential, CredentialId};
+use crate::pin_protocol::{PinProtocol, SharedSecret};
 use crate::platform::Platform;
 use crate::store::sha256;
 use crate::Authenticator;
@@ -23,12 +27,20 @@ struct Candidate {
     user: Option<PublicKeyCredentialUserEntity>,
 }
 
+/// hmac-secret's input, checked and decrypted: the shared secret to answer under, and the
+/// salts (32 or 64 bytes).
+pub(crate) struct HmacSecret {
+    shared: SharedSecret,
+    salts: Zeroizing<Vec<u8>>,
+}
+
 /// The rest of a discoverable-credential series, for getNextAssertion.
 pub(crate) struct PendingAssertions {
     rp_id_hash: [u8; 32],
     client_data_hash: [u8; 32],
     user_present: bool,
     user_verified: bool,
+    hmac_secret: Option<HmacSecret>,
     remaining: Vec<Candidate>,
     expires_ms: u64,
 }
@@ -56,6 +68,14 @@ pub(crate) fn get_assertion<P: Platform>(
     }
     let user_present = options.and_then(|o| o.up).unwrap_or(true);
     require_uv_if_configured(auth, uv, false)?;
+    let hmac_secret = match request
+        .extensions
+        .as_ref()
+        .and_then(|e| e.hmac_secret.as_ref())
+    {
+        Some(input) => Some(hmac_secret_input(auth, input)?),
+        None => None,
+    };
 
     let rp_id_hash = sha256(request.rp_id.as_bytes());
     let kwk = auth.store.kwk(auth.platform.rng())?;
@@ -88,6 +108,7 @@ pub(crate) fn get_assertion<P: Platform>(
         &client_data_hash,
         user_present,
         uv,
+        hmac_secret.as_ref(),
         first,
     )?;
     if count > 1 {
@@ -97,6 +118,7 @@ pub(crate) fn get_assertion<P: Platform>(
             client_data_hash,
             user_present,
             user_verified: uv,
+            hmac_secret,
             remaining: candidates,
             expires_ms: auth.platform.now_ms() + NEXT_ASSERTION_WINDOW_MS,
         });
@@ -119,6 +141,7 @@ pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -
         &pending.client_data_hash,
         pending.user_present,
         pending.user_verified,
+        pending.hmac_secret.as_ref(),
         next,
     )?;
     pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
@@ -192,9 +215,18 @@ fn assert<P: Platform>(
     client_data_hash: &[u8; 32],
     user_present: bool,
     user_verified: bool,
+    hmac_secret: Option<&HmacSecret>,
     candidate: Candidate,
 ) -> Step<Response> {
     let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
+    let extensions = match hmac_secret {
+        Some(input) => {
+            let mut out = ExtensionsOutput::default();
+            out.hmac_secret = Some(hmac_secret_output(auth, input, &credential, user_verified)?);
+            Some(out)
+        }
+        None => None,
+    };
     let counter = auth.store.next_counter()?;
     let mut flags = AuthenticatorDataFlags::empty();
     if user_present {
@@ -203,12 +235,15 @@ fn assert<P: Platform>(
     if user_verified {
         flags |= AuthenticatorDataFlags::USER_VERIFIED;
     }
+    if extensions.is_some() {
+        flags |= AuthenticatorDataFlags::EXTENSION_DATA;
+    }
     let auth_data = AuthenticatorData {
         rp_id_hash,
         flags,
         sign_count: counter,
         attested_credential_data: None,
-        extensions: None,
+        extensions,
     }
     .serialize()?;
     let signature = credential.sign(&[&auth_data, client_data_hash]);
@@ -232,4 +267,47 @@ fn assert<P: Platform>(
         }
     });
     Ok(response)
+}
+
+/// Check hmac-secret's input (§12.5): the salts must be authenticated under the shared secret.
+fn hmac_secret_input<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    input: &HmacSecretInput,
+) -> Step<HmacSecret> {
+    let protocol =
+        PinProtocol::from_number(input.pin_protocol.unwrap_or(1)).ok_or(Error::InvalidParameter)?;
+    let shared = auth
+        .pin
+        .shared_secret(&mut auth.platform, protocol, &input.key_agreement)
+        .ok_or(Error::InvalidParameter)?;
+    if !protocol.verify(shared.mac_key(), &[&input.salt_enc], &input.salt_auth) {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    let salts = shared
+        .decrypt(&input.salt_enc)
+        .ok_or(Error::InvalidLength)?;
+    if salts.len() != 32 && salts.len() != 64 {
+        return Err(Error::InvalidLength.into());
+    }
+    Ok(HmacSecret { shared, salts })
+}
+
+/// hmac-secret's output for one credential: HMAC(CredRandom, salt) per salt, encrypted.
+fn hmac_secret_output<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    input: &HmacSecret,
+    credential: &Credential,
+    user_verified: bool,
+) -> Step<Bytes<80>> {
+    use hmac::{KeyInit, Mac};
+    let cred_random = credential.cred_random(user_verified);
+    let mut outputs = Zeroizing::new(Vec::with_capacity(64));
+    for salt in input.salts.chunks(32) {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&cred_random[..])
+            .map_err(|_| Error::Other)?;
+        mac.update(salt);
+        outputs.extend_from_slice(&mac.finalize().into_bytes());
+    }
+    let encrypted = input.shared.encrypt(&outputs, auth.platform.rng());
+    Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other.into())
 }

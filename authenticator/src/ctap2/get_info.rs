@@ -37,6 +37,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response
 
     let mut extensions = Vec::new();
     let _ = extensions.push(Extension::CredProtect);
+    let _ = extensions.push(Extension::HmacSecret);
     info.extensions = Some(extensions);
 
     let mut options = CtapOptions::default();

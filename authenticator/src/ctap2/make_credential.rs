@@ -90,9 +90,12 @@ pub(crate) fn make_credential<P: Platform>(
     }
 
     let public_key = credential.public_key().to_cose();
-    let extensions = cred_protect.map(|level| {
+    let hmac_secret = request.extensions.as_ref().and_then(|e| e.hmac_secret) == Some(true);
+    let extensions = (cred_protect.is_some() || hmac_secret).then(|| {
         let mut out = Extensions::default();
-        out.cred_protect = Some(level as u8);
+        out.cred_protect = cred_protect.map(|level| level as u8);
+        // Every credential can answer hmac-secret: its CredRandom derives from its key.
+        out.hmac_secret = hmac_secret.then_some(true);
         out
     });
     let mut flags =

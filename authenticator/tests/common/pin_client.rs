@@ -55,6 +55,18 @@ impl PinClient {
         }
     }
 
+    /// hmac-secret's extension input for these salts.
+    pub fn hmac_secret_input(&self, salts: &[u8]) -> Value {
+        let salt_enc = self.encrypt(salts);
+        let salt_auth = Self::mac(self.protocol, &self.shared, &salt_enc);
+        map(vec![
+            (int(1), self.platform_key.clone()),
+            (int(2), bytes(&salt_enc)),
+            (int(3), bytes(&salt_auth)),
+            (int(4), int(self.protocol.into())),
+        ])
+    }
+
     fn aes_key(&self) -> &[u8; 32] {
         let key = if self.protocol == 1 {
             &self.shared[..32]

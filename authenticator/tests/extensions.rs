@@ -1,0 +1,234 @@
+//! Extensions against the core: hmac-secret (both protocols), credProtect.
+
+mod common;
+
+use authenticator::ctaphid::App;
+use ciborium::Value;
+use common::pin_client::PinClient;
+use common::*;
+
+fn register_with(
+    key: &mut impl App,
+    rp: &str,
+    user: &[u8],
+    rk: bool,
+    extensions: Value,
+) -> (u8, Vec<u8>, Option<Value>) {
+    let mut request = make_credential_request(rp, user, &[-7], rk);
+    if let Value::Map(entries) = &mut request {
+        entries.push((int(6), extensions));
+    }
+    let (status, body) = ctap2(key, 0x01, Some(request));
+    if status != 0 {
+        return (status, Vec::new(), None);
+    }
+    let raw = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+    let auth_data = parse_auth_data(&raw);
+    // Extensions follow the COSE key in authData: decode the key, then the extension map.
+    let mut reader = &raw[55 + auth_data.credential_id.len()..];
+    let _: Value = ciborium::from_reader(&mut reader).unwrap();
+    let extensions = (auth_data.flags & 0x80 != 0).then(|| ciborium::from_reader(reader).unwrap());
+    (0, auth_data.credential_id, extensions)
+}
+
+/// getAssertion with hmac-secret; returns the decrypted outputs.
+fn hmac_outputs(key: &mut impl App, client: &PinClient, id: &[u8], salts: &[u8]) -> Vec<u8> {
+    let mut request = get_assertion_request("example.com", &[2; 32], &[id]);
+    if let Value::Map(entries) = &mut request {
+        entries.push((
+            int(4),
+            map(vec![(text("hmac-secret"), client.hmac_secret_input(salts))]),
+        ));
+    }
+    let (status, body) = ctap2(key, 0x02, Some(request));
+    assert_eq!(status, 0);
+    let raw = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+    assert_eq!(raw[32] & 0x80, 0x80, "ED flag");
+    let extensions: Value = ciborium::from_reader(&raw[37..]).unwrap();
+    let encrypted = get_text(&extensions, "hmac-secret")
+        .unwrap()
+        .as_bytes()
+        .unwrap();
+    client.decrypt(encrypted)
+}
+
+#[test]
+fn hmac_secret_is_stable_per_credential_and_salt() {
+    for protocol in [1u8, 2] {
+        let mut storage = RamStorage::default();
+        with_key(&mut storage, &Knobs::default(), 1, |key| {
+            let (status, id, extensions) = register_with(
+                key,
+                "example.com",
+                b"u",
+                false,
+                map(vec![(text("hmac-secret"), Value::Bool(true))]),
+            );
+            assert_eq!(status, 0);
+            assert_eq!(
+                get_text(&extensions.unwrap(), "hmac-secret"),
+                Some(&Value::Bool(true))
+            );
+            let (_, other, _) = register_with(
+                key,
+                "example.com",
+                b"v",
+                false,
+                map(vec![(text("hmac-secret"), Value::Bool(true))]),
+            );
+
+            let salt1 = [0x11u8; 32];
+            let salt2 = [0x22u8; 32];
+            let client = PinClient::new(key, protocol, 5);
+            let one = hmac_outputs(key, &client, &id, &salt1);
+            assert_eq!(one.len(), 32);
+            let two = hmac_outputs(key, &client, &id, &[salt1, salt2].concat());
+            assert_eq!(two.len(), 64);
+            assert_eq!(two[..32], one[..], "same salt, same output");
+            assert_ne!(two[32..], one[..]);
+            let client = PinClient::new(key, protocol, 9);
+            assert_eq!(
+                hmac_outputs(key, &client, &id, &salt1),
+                one,
+                "stable across key agreements"
+            );
+            assert_ne!(
+                hmac_outputs(key, &client, &other, &salt1),
+                one,
+                "per credential"
+            );
+        });
+    }
+}
+
+#[test]
+fn hmac_secret_differs_with_user_verification() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        let (_, id, _) = register_with(
+            key,
+            "example.com",
+            b"u",
+            false,
+            map(vec![(text("hmac-secret"), Value::Bool(true))]),
+        );
+        let client = PinClient::new(key, 2, 5);
+        let without_uv = hmac_outputs(key, &client, &id, &[0x33; 32]);
+        client.set_pin(key, "2468");
+        let client = PinClient::new(key, 2, 5);
+        let token = client.token(key, "2468", Some(0x02), None).unwrap();
+        let cdh = [2u8; 32];
+        let mut request = get_assertion_request("example.com", &cdh, &[&id]);
+        if let Value::Map(entries) = &mut request {
+            entries.push((
+                int(4),
+                map(vec![(
+                    text("hmac-secret"),
+                    client.hmac_secret_input(&[0x33; 32]),
+                )]),
+            ));
+            entries.push((int(6), bytes(&PinClient::mac(2, &token, &cdh))));
+            entries.push((int(7), int(2)));
+        }
+        let (status, body) = ctap2(key, 0x02, Some(request));
+        assert_eq!(status, 0);
+        let raw = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+        assert_eq!(raw[32] & 0x04, 0x04, "UV");
+        let extensions: Value = ciborium::from_reader(&raw[37..]).unwrap();
+        let with_uv = client.decrypt(
+            get_text(&extensions, "hmac-secret")
+                .unwrap()
+                .as_bytes()
+                .unwrap(),
+        );
+        assert_ne!(with_uv, without_uv);
+    });
+}
+
+#[test]
+fn hmac_secret_rejects_bad_salt_auth_and_lengths() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 3, |key| {
+        let (_, id, _) = register_with(
+            key,
+            "example.com",
+            b"u",
+            false,
+            map(vec![(text("hmac-secret"), Value::Bool(true))]),
+        );
+        let client = PinClient::new(key, 2, 5);
+        for (salts, tamper, expected) in
+            [(&[0u8; 48][..], false, 0x03), (&[0u8; 32][..], true, 0x33)]
+        {
+            let mut input = client.hmac_secret_input(salts);
+            if tamper {
+                if let Value::Map(entries) = &mut input {
+                    entries[2].1 = bytes(&[0u8; 32]);
+                }
+            }
+            let mut request = get_assertion_request("example.com", &[2; 32], &[&id]);
+            if let Value::Map(entries) = &mut request {
+                entries.push((int(4), map(vec![(text("hmac-secret"), input)])));
+            }
+            assert_eq!(ctap2(key, 0x02, Some(request)).0, expected);
+        }
+    });
+}
+
+#[test]
+fn cred_protect_levels_are_enforced() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 4, |key| {
+        let mut ids = Vec::new();
+        for level in 1..=3 {
+            let (status, id, extensions) = register_with(
+                key,
+                "example.com",
+                format!("user{level}").as_bytes(),
+                true,
+                map(vec![(text("credProtect"), int(level))]),
+            );
+            assert_eq!(status, 0);
+            assert_eq!(
+                get_text(&extensions.unwrap(), "credProtect"),
+                Some(&int(level))
+            );
+            ids.push(id);
+        }
+        // Discovery without UV shows only level 1.
+        let (status, body) = ctap2(
+            key,
+            0x02,
+            Some(get_assertion_request("example.com", &[0; 32], &[])),
+        );
+        assert_eq!(status, 0);
+        let body = body.unwrap();
+        assert!(get(&body, 5).is_none(), "a single credential");
+        assert_eq!(
+            get_text(get(&body, 1).unwrap(), "id")
+                .unwrap()
+                .as_bytes()
+                .unwrap(),
+            &ids[0]
+        );
+        // With the ID: level 2 works without UV, level 3 does not.
+        assert_eq!(
+            ctap2(
+                key,
+                0x02,
+                Some(get_assertion_request("example.com", &[0; 32], &[&ids[1]]))
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            ctap2(
+                key,
+                0x02,
+                Some(get_assertion_request("example.com", &[0; 32], &[&ids[2]]))
+            )
+            .0,
+            0x2E
+        );
+    });
+}
