@@ -34,13 +34,19 @@ pub(crate) struct HmacSecret {
     salts: Zeroizing<Vec<u8>>,
 }
 
-/// The rest of a discoverable-credential series, for getNextAssertion.
-pub(crate) struct PendingAssertions {
+/// What every assertion of one getAssertion (and its getNextAssertions) shares.
+struct Series {
+    kwk: [u8; 32],
     rp_id_hash: [u8; 32],
     client_data_hash: [u8; 32],
     user_present: bool,
     user_verified: bool,
     hmac_secret: Option<HmacSecret>,
+}
+
+/// The rest of a discoverable-credential series, for getNextAssertion.
+pub(crate) struct PendingAssertions {
+    series: Series,
     remaining: Vec<Candidate>,
     expires_ms: u64,
 }
@@ -99,26 +105,21 @@ pub(crate) fn get_assertion<P: Platform>(
         consume_token(auth);
     }
 
+    let series = Series {
+        kwk,
+        rp_id_hash,
+        client_data_hash,
+        user_present,
+        user_verified: uv,
+        hmac_secret,
+    };
     let count = candidates.len();
     let first = candidates.remove(0);
-    let mut response = assert(
-        auth,
-        &kwk,
-        &rp_id_hash,
-        &client_data_hash,
-        user_present,
-        uv,
-        hmac_secret.as_ref(),
-        first,
-    )?;
+    let mut response = assert(auth, &series, first)?;
     if count > 1 {
         response.number_of_credentials = Some(count as u32);
         auth.pending_assertions = Some(PendingAssertions {
-            rp_id_hash,
-            client_data_hash,
-            user_present,
-            user_verified: uv,
-            hmac_secret,
+            series,
             remaining: candidates,
             expires_ms: auth.platform.now_ms() + NEXT_ASSERTION_WINDOW_MS,
         });
@@ -133,17 +134,7 @@ pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -
         return Err(Error::NotAllowed.into());
     }
     let next = pending.remaining.remove(0);
-    let kwk = auth.store.kwk(auth.platform.rng())?;
-    let response = assert(
-        auth,
-        &kwk,
-        &pending.rp_id_hash,
-        &pending.client_data_hash,
-        pending.user_present,
-        pending.user_verified,
-        pending.hmac_secret.as_ref(),
-        next,
-    )?;
+    let response = assert(auth, &pending.series, next)?;
     pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
     auth.pending_assertions = Some(pending);
     Ok(response)
@@ -210,16 +201,20 @@ fn discoverable_candidates<P: Platform>(
 /// Sign one assertion.
 fn assert<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    kwk: &[u8; 32],
-    rp_id_hash: &[u8; 32],
-    client_data_hash: &[u8; 32],
-    user_present: bool,
-    user_verified: bool,
-    hmac_secret: Option<&HmacSecret>,
+    series: &Series,
     candidate: Candidate,
 ) -> Step<Response> {
+    let Series {
+        kwk,
+        rp_id_hash,
+        client_data_hash,
+        user_present,
+        user_verified,
+        ..
+    } = series;
+    let (user_present, user_verified) = (*user_present, *user_verified);
     let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
-    let extensions = match hmac_secret {
+    let extensions = match &series.hmac_secret {
         Some(input) => {
             let mut out = ExtensionsOutput::default();
             out.hmac_secret = Some(hmac_secret_output(auth, input, &credential, user_verified)?);
