@@ -5,7 +5,7 @@ use littlefs2::fs::Filesystem;
 use sha2::{Digest, Sha256};
 
 use crate::credential::{CredProtect, Credential};
-use crate::ctap2::{Enumeration, Halt, PendingAssertions, PinRuntime, Step};
+use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform};
 use crate::presence::{Presence, Refusal};
@@ -34,6 +34,8 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) pin: PinRuntime,
     /// What credential management's "get next" subcommands continue.
     pub(crate) enumeration: Option<Enumeration>,
+    /// A large-blob array being written in fragments.
+    pub(crate) large_blob_write: Option<PendingWrite>,
 }
 
 impl<'a, P: Platform> Authenticator<'a, P> {
@@ -48,6 +50,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             request_digest: [0; 32],
             pin: PinRuntime::default(),
             enumeration: None,
+            large_blob_write: None,
         }
     }
 

@@ -7,8 +7,11 @@
 //! U2F application parameter.
 //!
 //! ```text
-//! ID = version (1) || nonce (24) || seal(alg (1) || flags (1) || secret (32)) || tag (16)
+//! ID = version (1) || nonce (24) || seal(alg (1) || flags (1) || secret (32) || credBlob) || tag (16)
 //! ```
+//!
+//! credBlob (0 to 32 bytes) rides in the sealed part, so even non-discoverable credentials keep
+//! it without state on the key: IDs are 75 to 107 bytes.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -23,9 +26,12 @@ pub const EDDSA: i32 = -8;
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-const PLAIN_LEN: usize = 1 + 1 + 32;
-/// The length of every credential ID this authenticator makes.
-pub const ID_LEN: usize = 1 + NONCE_LEN + PLAIN_LEN + TAG_LEN;
+const FIXED_PLAIN_LEN: usize = 1 + 1 + 32;
+/// The largest credBlob a credential carries (maxCredBlobLength).
+pub const MAX_CRED_BLOB_LEN: usize = 32;
+const MAX_PLAIN_LEN: usize = FIXED_PLAIN_LEN + MAX_CRED_BLOB_LEN;
+/// The length of a credential ID without a credBlob.
+pub const ID_LEN: usize = 1 + NONCE_LEN + FIXED_PLAIN_LEN + TAG_LEN;
 /// What getInfo advertises as maxCredentialIdLength (room for a future format).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -104,6 +110,9 @@ pub struct Credential {
     pub discoverable: bool,
     #[zeroize(skip)]
     pub cred_protect: CredProtect,
+    /// credBlob (§12.2): a few bytes the RP stores with the credential.
+    #[zeroize(skip)]
+    pub cred_blob: Vec<u8, MAX_CRED_BLOB_LEN>,
     secret: [u8; 32],
 }
 
@@ -136,6 +145,7 @@ impl Credential {
             alg,
             discoverable,
             cred_protect,
+            cred_blob: Vec::new(),
             secret,
         }
     }
@@ -149,22 +159,24 @@ impl Credential {
     ) -> CredentialId {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let mut plain = [0u8; PLAIN_LEN];
+        let mut plain = [0u8; MAX_PLAIN_LEN];
         plain[0] = self.alg.code();
         plain[1] = u8::from(self.discoverable) | ((self.cred_protect as u8) << 1);
-        plain[2..].copy_from_slice(&self.secret);
+        plain[2..FIXED_PLAIN_LEN].copy_from_slice(&self.secret);
+        let len = FIXED_PLAIN_LEN + self.cred_blob.len();
+        plain[FIXED_PLAIN_LEN..len].copy_from_slice(&self.cred_blob);
 
         let cipher = XChaCha20Poly1305::new(kwk.into());
         let aad = associated_data(rp_id_hash);
         let tag = cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut plain[..]).into())
-            .expect("a 34-byte message is within XChaCha20-Poly1305's limits");
+            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut plain[..len]).into())
+            .expect("66 bytes are within XChaCha20-Poly1305's limits");
 
         let mut id = CredentialId::new();
-        // The pieces add up to ID_LEN <= MAX_ID_LEN, so none of these pushes can fail.
+        // The pieces add up to at most 107 <= MAX_ID_LEN bytes, so none of these pushes fail.
         let _ = id.push(VERSION);
         let _ = id.extend_from_slice(&nonce);
-        let _ = id.extend_from_slice(&plain);
+        let _ = id.extend_from_slice(&plain[..len]);
         let _ = id.extend_from_slice(&tag);
         plain.zeroize();
         id
@@ -172,47 +184,59 @@ impl Credential {
 
     /// Open a credential ID; `None` if it is not one of ours for this RP.
     pub fn open(kwk: &[u8; 32], rp_id_hash: &[u8; 32], id: &[u8]) -> Option<Self> {
-        if id.len() != ID_LEN || id[0] != VERSION {
+        let len = id.len().checked_sub(1 + NONCE_LEN + TAG_LEN)?;
+        if !(FIXED_PLAIN_LEN..=MAX_PLAIN_LEN).contains(&len) || id[0] != VERSION {
             return None;
         }
         let nonce = XNonce::try_from(&id[1..1 + NONCE_LEN]).ok()?;
-        let mut plain = [0u8; PLAIN_LEN];
-        plain.copy_from_slice(&id[1 + NONCE_LEN..1 + NONCE_LEN + PLAIN_LEN]);
-        let tag = chacha20poly1305::Tag::try_from(&id[ID_LEN - TAG_LEN..]).ok()?;
+        let mut plain = [0u8; MAX_PLAIN_LEN];
+        plain[..len].copy_from_slice(&id[1 + NONCE_LEN..1 + NONCE_LEN + len]);
+        let tag = chacha20poly1305::Tag::try_from(&id[id.len() - TAG_LEN..]).ok()?;
 
         let cipher = XChaCha20Poly1305::new(kwk.into());
         let aad = associated_data(rp_id_hash);
         cipher
-            .decrypt_inout_detached(&nonce, &aad, (&mut plain[..]).into(), &tag)
+            .decrypt_inout_detached(&nonce, &aad, (&mut plain[..len]).into(), &tag)
             .ok()?;
-        let credential = Self::from_plain(&plain);
+        let credential = Self::from_plain(&plain[..len]);
         plain.zeroize();
         credential
     }
 
-    fn from_plain(plain: &[u8; PLAIN_LEN]) -> Option<Self> {
+    fn from_plain(plain: &[u8]) -> Option<Self> {
         let alg = Algorithm::from_code(plain[0])?;
         let discoverable = plain[1] & 1 != 0;
         let cred_protect = CredProtect::from_level((plain[1] >> 1) & 3)?;
         let mut secret = [0u8; 32];
-        secret.copy_from_slice(&plain[2..]);
+        secret.copy_from_slice(&plain[2..FIXED_PLAIN_LEN]);
+        let cred_blob = Vec::from_slice(&plain[FIXED_PLAIN_LEN..]).ok()?;
         Some(Self {
             alg,
             discoverable,
             cred_protect,
+            cred_blob,
             secret,
         })
+    }
+
+    /// largeBlobKey (§12.3): derived from the private key, like CredRandom.
+    pub fn large_blob_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.derive(b"largeBlobKey")
     }
 
     /// CredRandom for hmac-secret (§12.5): derived from the private key, so it needs no storage;
     /// verified and unverified requests get different values.
     pub fn cred_random(&self, user_verified: bool) -> zeroize::Zeroizing<[u8; 32]> {
-        use hmac::{KeyInit, Mac};
-        let label: &[u8] = if user_verified {
+        self.derive(if user_verified {
             b"hmac-secret with uv"
         } else {
             b"hmac-secret without uv"
-        };
+        })
+    }
+
+    /// A secret of this credential's own, for one purpose: HMAC-SHA-256(secret, label).
+    fn derive(&self, label: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+        use hmac::{KeyInit, Mac};
         let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
             .expect("any key length");
         mac.update(label);

@@ -8,6 +8,7 @@
 //! /dev/ctr            signature counter reservation (u32, big-endian)
 //! /dev/pin            PIN hash and retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
+//! /dev/lb             the serialized large-blob array (absent: the empty array)
 //! /rk/<rp>/<user>     one discoverable credential; <rp> and <user> are hex digests
 //! ```
 //!
@@ -79,6 +80,9 @@ pub struct ResidentCredential {
     #[serde(rename = "c")]
     pub created: u32,
 }
+
+/// The largest serialized large-blob array (maxSerializedLargeBlobArray).
+pub const MAX_LARGE_BLOB_ARRAY: usize = 8192;
 
 /// PIN retries a new PIN starts with (§6.5.2).
 pub const PIN_RETRIES: u8 = 8;
@@ -254,6 +258,33 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         Ok(())
     }
 
+    /// The serialized large-blob array (§6.10): the empty array until one is written.
+    pub fn large_blob_array(&self) -> Result<Vec<u8>> {
+        let read = self.fs.open_file_and_then(&path("/dev/lb"), |file| {
+            let mut bytes = alloc::vec![0u8; file.len()?];
+            let n = file.read(&mut bytes)?;
+            bytes.truncate(n);
+            Ok(bytes)
+        });
+        match read {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {
+                // CBOR [] and the first 16 bytes of its SHA-256.
+                let mut empty = alloc::vec![0x80];
+                empty.extend_from_slice(&sha256(&[0x80])[..16]);
+                Ok(empty)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replace the large-blob array (atomically, like every file).
+    pub fn save_large_blob_array(&mut self, bytes: &[u8]) -> Result<()> {
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path("/dev/lb"), bytes)?;
+        Ok(())
+    }
+
     fn load<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.fs.read::<MAX_RECORD_LEN>(&path(name)) {
             Ok(bytes) => cbor_smol::cbor_deserialize(&bytes)
@@ -407,7 +438,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// unopenable), the PIN and the settings. The signature counter is kept: it must never go
     /// back.
     pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
-        for file in ["/dev/pin", "/dev/cfg"] {
+        for file in ["/dev/pin", "/dev/cfg", "/dev/lb"] {
             match self.fs.remove(&path(file)) {
                 Ok(()) => {}
                 Err(e) if e == FsError::NO_SUCH_ENTRY => {}

@@ -485,7 +485,7 @@ fn malformed_requests_get_spec_errors_and_change_nothing() {
             .0,
             0x11..=0x15
         ));
-        for command in [0x40u8, 0x55, 0x09, 0x0C, 0xFF] {
+        for command in [0x40u8, 0x55, 0x09, 0x0E, 0xFF] {
             assert_eq!(
                 ctap2_raw(key, &[command]).0,
                 0x01,

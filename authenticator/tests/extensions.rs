@@ -232,3 +232,187 @@ fn cred_protect_levels_are_enforced() {
         );
     });
 }
+
+#[test]
+fn cred_blob_is_kept_with_the_credential() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 5, |key| {
+        let blob = [0xB1u8; 32];
+        for rk in [false, true] {
+            let (status, id, extensions) = register_with(
+                key,
+                "example.com",
+                b"u",
+                rk,
+                map(vec![(text("credBlob"), bytes(&blob))]),
+            );
+            assert_eq!(status, 0);
+            assert_eq!(
+                get_text(&extensions.unwrap(), "credBlob"),
+                Some(&Value::Bool(true))
+            );
+            assert!(id.len() <= 128);
+            let mut request = get_assertion_request("example.com", &[2; 32], &[&id]);
+            if let Value::Map(entries) = &mut request {
+                entries.push((int(4), map(vec![(text("credBlob"), Value::Bool(true))])));
+            }
+            let (status, body) = ctap2(key, 0x02, Some(request));
+            assert_eq!(status, 0);
+            let raw = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+            let extensions: Value = ciborium::from_reader(&raw[37..]).unwrap();
+            assert_eq!(get_text(&extensions, "credBlob"), Some(&bytes(&blob)));
+        }
+        let (status, _, extensions) = register_with(
+            key,
+            "example.com",
+            b"u",
+            false,
+            map(vec![(text("credBlob"), bytes(&[0; 33]))]),
+        );
+        assert_eq!(status, 0);
+        assert_eq!(
+            get_text(&extensions.unwrap(), "credBlob"),
+            Some(&Value::Bool(false)),
+            "too big: not kept"
+        );
+    });
+}
+
+fn large_blobs(key: &mut impl App, entries: Vec<(Value, Value)>) -> (u8, Option<Value>) {
+    ctap2(key, 0x0C, Some(map(entries)))
+}
+
+#[test]
+fn large_blobs_are_written_in_fragments_and_checked() {
+    use sha2::{Digest, Sha256};
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 6, |key| {
+        // Initially the empty array with its hash.
+        let (status, body) = large_blobs(key, vec![(int(1), int(100)), (int(3), int(0))]);
+        assert_eq!(status, 0);
+        let initial = get(&body.unwrap(), 1).unwrap().as_bytes().unwrap().clone();
+        assert_eq!(initial[0], 0x80);
+        assert_eq!(initial[1..], Sha256::digest([0x80])[..16]);
+
+        // A discoverable credential with a largeBlobKey.
+        let mut request = make_credential_request("example.com", b"u", &[-7], true);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(6), map(vec![(text("largeBlobKey"), Value::Bool(true))])));
+        }
+        let (status, body) = ctap2(key, 0x01, Some(request));
+        assert_eq!(status, 0);
+        let large_blob_key = get(&body.unwrap(), 5).unwrap().as_bytes().unwrap().clone();
+        assert_eq!(large_blob_key.len(), 32);
+        let mut request = get_assertion_request("example.com", &[1; 32], &[]);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(4), map(vec![(text("largeBlobKey"), Value::Bool(true))])));
+        }
+        let (_, body) = ctap2(key, 0x02, Some(request));
+        assert_eq!(
+            get(&body.unwrap(), 7).unwrap().as_bytes().unwrap(),
+            &large_blob_key,
+            "same key on assertion"
+        );
+
+        // Write 5000 bytes (more than 4 KiB) in three fragments.
+        let mut array = vec![0x42u8; 5000 - 16];
+        array[0] = 0x81;
+        let mut serialized = array.clone();
+        serialized.extend_from_slice(&Sha256::digest(&array)[..16]);
+        let chunks: Vec<&[u8]> = serialized.chunks(2000).collect();
+        let mut offset = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut entries = vec![(int(2), bytes(chunk)), (int(3), int(offset as i64))];
+            if i == 0 {
+                entries.push((int(4), int(serialized.len() as i64)));
+            }
+            assert_eq!(large_blobs(key, entries).0, 0, "fragment {i}");
+            offset += chunk.len();
+        }
+        let mut read = Vec::new();
+        while read.len() < serialized.len() {
+            let (status, body) = large_blobs(
+                key,
+                vec![(int(1), int(3000)), (int(3), int(read.len() as i64))],
+            );
+            assert_eq!(status, 0);
+            read.extend_from_slice(get(&body.unwrap(), 1).unwrap().as_bytes().unwrap());
+        }
+        assert_eq!(read, serialized);
+
+        // A bad hash is refused and leaves the old array.
+        let mut bad = serialized.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            large_blobs(
+                key,
+                vec![
+                    (int(2), bytes(&bad)),
+                    (int(3), int(0)),
+                    (int(4), int(bad.len() as i64))
+                ]
+            )
+            .0,
+            0x3D
+        );
+        let (_, body) = large_blobs(key, vec![(int(1), int(20)), (int(3), int(0))]);
+        assert_eq!(
+            get(&body.unwrap(), 1).unwrap().as_bytes().unwrap(),
+            &serialized[..20]
+        );
+        // Out of order, too long, both get and set.
+        assert_eq!(
+            large_blobs(key, vec![(int(2), bytes(&[0; 10])), (int(3), int(5))]).0,
+            0x04
+        );
+        assert_eq!(
+            large_blobs(
+                key,
+                vec![
+                    (int(2), bytes(&[0; 10])),
+                    (int(3), int(0)),
+                    (int(4), int(100_000))
+                ]
+            )
+            .0,
+            0x18
+        );
+        assert_eq!(
+            large_blobs(
+                key,
+                vec![(int(1), int(1)), (int(2), bytes(&[0])), (int(3), int(0))]
+            )
+            .0,
+            0x02
+        );
+    });
+}
+
+#[test]
+fn min_pin_length_goes_only_to_allowed_rps() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 7, |key| {
+        // setMinPINLength without a PIN needs no token.
+        let params = map(vec![
+            (int(1), int(6)),
+            (int(2), Value::Array(vec![text("corp.example")])),
+        ]);
+        assert_eq!(
+            ctap2(
+                key,
+                0x0D,
+                Some(map(vec![(int(1), int(3)), (int(2), params)]))
+            )
+            .0,
+            0
+        );
+        let ext = || map(vec![(text("minPinLength"), Value::Bool(true))]);
+        let (_, _, extensions) = register_with(key, "corp.example", b"u", false, ext());
+        assert_eq!(
+            get_text(&extensions.unwrap(), "minPinLength"),
+            Some(&int(6))
+        );
+        let (_, _, extensions) = register_with(key, "other.example", b"u", false, ext());
+        assert!(extensions.is_none(), "not for other RPs");
+    });
+}

@@ -34,8 +34,11 @@ pub(crate) mod permission {
     pub const CREDENTIAL_MANAGEMENT: u8 = 0x04;
     pub const AUTHENTICATOR_CONFIGURATION: u8 = 0x20;
     /// The permissions this key can grant.
-    pub const SUPPORTED: u8 =
-        MAKE_CREDENTIAL | GET_ASSERTION | CREDENTIAL_MANAGEMENT | AUTHENTICATOR_CONFIGURATION;
+    pub const SUPPORTED: u8 = MAKE_CREDENTIAL
+        | GET_ASSERTION
+        | CREDENTIAL_MANAGEMENT
+        | LARGE_BLOB_WRITE
+        | AUTHENTICATOR_CONFIGURATION;
 }
 
 /// A pinUvAuthToken and the state §6.5.2.1 attaches to it.

@@ -3,11 +3,15 @@
 use alloc::vec::Vec;
 
 use ctap_types::ctap2::get_assertion::{
-    AuthenticatorData, ExtensionsOutput, HmacSecretInput, Request, Response, ResponseBuilder,
+    AllowList, HmacSecretInput, NoAttestedCredentialData, Response, ResponseBuilder,
 };
 use ctap_types::ctap2::AuthenticatorDataFlags;
+use ctap_types::ctap2::AuthenticatorOptions;
 use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialUserEntity};
 use heapless_bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteArray;
+use serde_indexed::DeserializeIndexed;
 use zeroize::Zeroizing;
 
 use super::client_pin::{consume_token, permission};
@@ -17,6 +21,48 @@ use crate::pin_protocol::{PinProtocol, SharedSecret};
 use crate::platform::Platform;
 use crate::store::sha256;
 use crate::Authenticator;
+
+/// The request (§6.2), parsed here rather than with ctap-types' type so that every extension
+/// this key supports is read.
+#[derive(DeserializeIndexed)]
+#[serde_indexed(offset = 1)]
+pub(crate) struct Request<'a> {
+    rp_id: &'a str,
+    client_data_hash: &'a serde_bytes::Bytes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_list: Option<AllowList<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions: Option<Extensions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<AuthenticatorOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_auth: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_protocol: Option<u32>,
+}
+
+/// The getAssertion extensions this key supports; others are ignored.
+#[derive(Default, Deserialize)]
+struct Extensions {
+    #[serde(rename = "hmac-secret", default)]
+    hmac_secret: Option<HmacSecretInput>,
+    #[serde(rename = "credBlob", default)]
+    cred_blob: Option<bool>,
+    #[serde(rename = "largeBlobKey", default)]
+    large_blob_key: Option<bool>,
+}
+
+/// The extension outputs in authenticatorData.
+#[derive(Default, Serialize)]
+struct ExtensionOutputs {
+    #[serde(rename = "credBlob", skip_serializing_if = "Option::is_none")]
+    cred_blob: Option<heapless_bytes::Bytes<{ crate::credential::MAX_CRED_BLOB_LEN }>>,
+    #[serde(rename = "hmac-secret", skip_serializing_if = "Option::is_none")]
+    hmac_secret: Option<Bytes<80>>,
+}
+
+type AuthenticatorData<'a> =
+    ctap_types::ctap2::AuthenticatorData<'a, NoAttestedCredentialData, ExtensionOutputs>;
 
 /// How long getNextAssertion may follow getAssertion.
 const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
@@ -42,6 +88,8 @@ struct Series {
     user_present: bool,
     user_verified: bool,
     hmac_secret: Option<HmacSecret>,
+    cred_blob: bool,
+    large_blob_key: bool,
 }
 
 /// The rest of a discoverable-credential series, for getNextAssertion.
@@ -112,6 +160,8 @@ pub(crate) fn get_assertion<P: Platform>(
         user_present,
         user_verified: uv,
         hmac_secret,
+        cred_blob: request.extensions.as_ref().and_then(|e| e.cred_blob) == Some(true),
+        large_blob_key: request.extensions.as_ref().and_then(|e| e.large_blob_key) == Some(true),
     };
     let count = candidates.len();
     let first = candidates.remove(0);
@@ -214,14 +264,17 @@ fn assert<P: Platform>(
     } = series;
     let (user_present, user_verified) = (*user_present, *user_verified);
     let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
-    let extensions = match &series.hmac_secret {
-        Some(input) => {
-            let mut out = ExtensionsOutput::default();
-            out.hmac_secret = Some(hmac_secret_output(auth, input, &credential, user_verified)?);
-            Some(out)
-        }
+    let hmac_secret = match &series.hmac_secret {
+        Some(input) => Some(hmac_secret_output(auth, input, &credential, user_verified)?),
         None => None,
     };
+    let cred_blob = series.cred_blob.then(|| {
+        heapless_bytes::Bytes::try_from(credential.cred_blob.as_slice()).unwrap_or_default()
+    });
+    let extensions = (hmac_secret.is_some() || cred_blob.is_some()).then_some(ExtensionOutputs {
+        cred_blob,
+        hmac_secret,
+    });
     let counter = auth.store.next_counter()?;
     let mut flags = AuthenticatorDataFlags::empty();
     if user_present {
@@ -253,6 +306,9 @@ fn assert<P: Platform>(
         signature: Bytes::try_from(signature.as_slice()).map_err(|_| Error::Other)?,
     }
     .build();
+    if series.large_blob_key && credential.discoverable {
+        response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
+    }
     // User-identifying fields only after user verification; otherwise just the id (§6.2.2).
     response.user = candidate.user.map(|user| {
         if user_verified {

@@ -1,44 +1,71 @@
 //! authenticatorGetInfo (§6.4).
+//!
+//! The response is this crate's own type, not ctap-types', so that every extension the key
+//! supports (credBlob, minPinLength among them) can be named.
 
-use ctap_types::ctap2::get_info::{
-    CtapOptions, Extension, Response, ResponseBuilder, Transport, Version,
-};
-use ctap_types::webauthn::{
-    FilteredPublicKeyCredentialParameters, KnownPublicKeyCredentialParameters,
-};
+use ctap_types::ctap2::get_info::CtapOptions;
+use ctap_types::webauthn::PublicKeyCredentialParameters;
 use heapless::Vec;
+use serde_indexed::SerializeIndexed;
 
-use crate::credential::{EDDSA, ES256, MAX_ID_LEN};
+use crate::credential::{EDDSA, ES256, MAX_CRED_BLOB_LEN, MAX_ID_LEN};
 use crate::ctaphid::MAX_MESSAGE_SIZE;
 use crate::platform::Platform;
-use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
+use crate::store::{MAX_LARGE_BLOB_ARRAY, MAX_MIN_PIN_LENGTH_RP_IDS};
 use crate::Authenticator;
 
 /// What getInfo advertises as maxCredentialCountInList: the allow list ctap-types parses.
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
 
-pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response {
+/// The extensions this key supports, exactly.
+const EXTENSIONS: [&str; 5] = [
+    "credBlob",
+    "credProtect",
+    "hmac-secret",
+    "largeBlobKey",
+    "minPinLength",
+];
+
+/// authenticatorGetInfo's response; each field's position is its CBOR key (from 0x01).
+#[derive(SerializeIndexed)]
+#[serde_indexed(offset = 1)]
+pub(crate) struct Info {
+    versions: Vec<&'static str, 3>,
+    extensions: [&'static str; 5],
+    aaguid: serde_bytes::ByteArray<16>,
+    options: CtapOptions,
+    max_msg_size: usize,
+    pin_uv_auth_protocols: [u8; 2],
+    max_credential_count_in_list: usize,
+    max_credential_id_length: usize,
+    transports: [&'static str; 1],
+    algorithms: [PublicKeyCredentialParameters; 2],
+    max_serialized_large_blob_array: usize,
+    force_pin_change: bool,
+    min_pin_length: u8,
+    firmware_version: u32,
+    max_cred_blob_length: usize,
+    max_rp_ids_for_set_min_pin_length: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_platform_uv_attempts: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uv_modality: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certifications: Option<u8>,
+    remaining_discoverable_credentials: usize,
+}
+
+pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
     let pin_set = auth.store.pin_is_set();
 
     let mut versions = Vec::new();
-    // Capacity 4 holds these three. alwaysUv turns U2F off: it cannot verify the user (§7.2.1).
+    // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 3 holds all three.
     if !settings.always_uv {
-        let _ = versions.push(Version::U2fV2);
+        let _ = versions.push("U2F_V2");
     }
-    let _ = versions.push(Version::Fido2_0);
-    let _ = versions.push(Version::Fido2_1);
-
-    let mut info = ResponseBuilder {
-        versions,
-        aaguid: heapless_bytes::Bytes::from(auth.config.aaguid),
-    }
-    .build();
-
-    let mut extensions = Vec::new();
-    let _ = extensions.push(Extension::CredProtect);
-    let _ = extensions.push(Extension::HmacSecret);
-    info.extensions = Some(extensions);
+    let _ = versions.push("FIDO_2_0");
+    let _ = versions.push("FIDO_2_1");
 
     let mut options = CtapOptions::default();
     options.rk = true;
@@ -52,30 +79,31 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Response
     options.set_min_pin_length = Some(true);
     options.cred_mgmt = Some(true);
     options.credential_mgmt_preview = Some(true);
-    info.options = Some(options);
+    options.large_blobs = Some(true);
 
-    let mut protocols = Vec::new();
-    let _ = protocols.push(2);
-    let _ = protocols.push(1);
-    info.pin_protocols = Some(protocols);
-    info.min_pin_length = Some(usize::from(settings.min_pin_length));
-    info.force_pin_change = Some(settings.force_pin_change);
-    info.max_rpids_for_set_min_pin_length = Some(MAX_MIN_PIN_LENGTH_RP_IDS);
-
-    info.max_msg_size = Some(MAX_MESSAGE_SIZE);
-    info.max_creds_in_list = Some(MAX_CREDENTIALS_IN_LIST);
-    info.max_cred_id_length = Some(MAX_ID_LEN);
-
-    let mut transports = Vec::new();
-    let _ = transports.push(Transport::Usb);
-    info.transports = Some(transports);
-
-    let mut algorithms = Vec::new();
-    let _ = algorithms.push(KnownPublicKeyCredentialParameters { alg: ES256 });
-    let _ = algorithms.push(KnownPublicKeyCredentialParameters { alg: EDDSA });
-    info.algorithms = Some(FilteredPublicKeyCredentialParameters(algorithms));
-
-    info.firmware_version = Some(auth.config.firmware_version as usize);
-    info.remaining_discoverable_credentials = Some(auth.store.remaining_resident_slots());
-    info
+    Info {
+        versions,
+        extensions: EXTENSIONS,
+        aaguid: serde_bytes::ByteArray::new(auth.config.aaguid),
+        options,
+        max_msg_size: MAX_MESSAGE_SIZE,
+        pin_uv_auth_protocols: [2, 1],
+        max_credential_count_in_list: MAX_CREDENTIALS_IN_LIST,
+        max_credential_id_length: MAX_ID_LEN,
+        transports: ["usb"],
+        algorithms: [
+            PublicKeyCredentialParameters::public_key_with_alg(ES256),
+            PublicKeyCredentialParameters::public_key_with_alg(EDDSA),
+        ],
+        max_serialized_large_blob_array: MAX_LARGE_BLOB_ARRAY,
+        force_pin_change: settings.force_pin_change,
+        min_pin_length: settings.min_pin_length,
+        firmware_version: auth.config.firmware_version,
+        max_cred_blob_length: MAX_CRED_BLOB_LEN,
+        max_rp_ids_for_set_min_pin_length: MAX_MIN_PIN_LENGTH_RP_IDS,
+        preferred_platform_uv_attempts: None,
+        uv_modality: None,
+        certifications: None,
+        remaining_discoverable_credentials: auth.store.remaining_resident_slots(),
+    }
 }

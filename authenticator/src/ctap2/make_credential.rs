@@ -1,20 +1,82 @@
 //! authenticatorMakeCredential (§6.1).
 
-use ctap_types::ctap2::make_credential::{
-    AttestedCredentialData, AuthenticatorData, Extensions, Request, Response, ResponseBuilder,
-};
+use ctap_types::ctap2::make_credential::{AttestedCredentialData, Response, ResponseBuilder};
 use ctap_types::ctap2::{
-    AttestationStatement, AttestationStatementFormat, AuthenticatorDataFlags,
-    NoneAttestationStatement, PackedAttestationStatement,
+    AttestationFormatsPreference, AttestationStatement, AttestationStatementFormat,
+    AuthenticatorDataFlags, AuthenticatorOptions, NoneAttestationStatement,
+    PackedAttestationStatement,
+};
+use ctap_types::webauthn::{
+    FilteredPublicKeyCredentialParameters, PublicKeyCredentialDescriptorRef,
+    PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity,
 };
 use heapless_bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteArray;
+use serde_indexed::DeserializeIndexed;
 
 use super::client_pin::{consume_token, permission};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
-use crate::credential::{Algorithm, CredProtect, Credential};
+use crate::credential::{Algorithm, CredProtect, Credential, MAX_CRED_BLOB_LEN};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential};
 use crate::Authenticator;
+
+/// The request (§6.1), parsed here rather than with ctap-types' type so that every extension
+/// this key supports is read.
+#[derive(DeserializeIndexed)]
+#[serde_indexed(offset = 1)]
+pub(crate) struct Request<'a> {
+    client_data_hash: &'a serde_bytes::Bytes,
+    rp: PublicKeyCredentialRpEntity,
+    user: PublicKeyCredentialUserEntity,
+    pub_key_cred_params: FilteredPublicKeyCredentialParameters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exclude_list: Option<heapless::Vec<PublicKeyCredentialDescriptorRef<'a>, 16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions: Option<Extensions<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<AuthenticatorOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_auth: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_protocol: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enterprise_attestation: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attestation_formats_preference: Option<AttestationFormatsPreference>,
+}
+
+/// The makeCredential extensions this key supports; others are ignored.
+#[derive(Default, Deserialize)]
+struct Extensions<'a> {
+    #[serde(rename = "credProtect", default)]
+    cred_protect: Option<u8>,
+    #[serde(rename = "hmac-secret", default)]
+    hmac_secret: Option<bool>,
+    #[serde(rename = "credBlob", default, borrow)]
+    cred_blob: Option<&'a serde_bytes::Bytes>,
+    #[serde(rename = "largeBlobKey", default)]
+    large_blob_key: Option<bool>,
+    #[serde(rename = "minPinLength", default)]
+    min_pin_length: Option<bool>,
+}
+
+/// The extension outputs in authenticatorData.
+#[derive(Default, Serialize)]
+struct ExtensionOutputs {
+    #[serde(rename = "credBlob", skip_serializing_if = "Option::is_none")]
+    cred_blob: Option<bool>,
+    #[serde(rename = "credProtect", skip_serializing_if = "Option::is_none")]
+    cred_protect: Option<u8>,
+    #[serde(rename = "hmac-secret", skip_serializing_if = "Option::is_none")]
+    hmac_secret: Option<bool>,
+    #[serde(rename = "minPinLength", skip_serializing_if = "Option::is_none")]
+    min_pin_length: Option<u8>,
+}
+
+type AuthenticatorData<'a> =
+    ctap_types::ctap2::AuthenticatorData<'a, AttestedCredentialData<'a>, ExtensionOutputs>;
 
 pub(crate) fn make_credential<P: Platform>(
     auth: &mut Authenticator<'_, P>,
@@ -68,16 +130,32 @@ pub(crate) fn make_credential<P: Platform>(
         }
     }
 
-    let cred_protect = requested_cred_protect(request.extensions.as_ref());
+    let extensions = request.extensions.as_ref();
+    let cred_protect = extensions
+        .and_then(|e| e.cred_protect)
+        .and_then(CredProtect::from_level);
+    let large_blob_key = extensions.and_then(|e| e.large_blob_key) == Some(true);
+    if large_blob_key && !discoverable {
+        // largeBlobKey is only for discoverable credentials (§12.3).
+        return Err(Error::InvalidOption.into());
+    }
     auth.user_presence()?;
     consume_token(auth);
 
-    let credential = Credential::generate(
+    let mut credential = Credential::generate(
         auth.platform.rng(),
         alg,
         discoverable,
         cred_protect.unwrap_or(CredProtect::Optional),
     );
+    // credBlob: kept if it fits, and the output says whether it did (§12.2).
+    let cred_blob = extensions.and_then(|e| e.cred_blob).map(|blob| {
+        let fits = blob.len() <= MAX_CRED_BLOB_LEN;
+        if fits {
+            credential.cred_blob = heapless::Vec::from_slice(blob).unwrap_or_default();
+        }
+        fits
+    });
     let id = credential.seal(&kwk, &rp_id_hash, auth.platform.rng());
     let counter = auth.store.next_counter()?;
     if discoverable {
@@ -90,14 +168,18 @@ pub(crate) fn make_credential<P: Platform>(
     }
 
     let public_key = credential.public_key().to_cose();
-    let hmac_secret = request.extensions.as_ref().and_then(|e| e.hmac_secret) == Some(true);
-    let extensions = (cred_protect.is_some() || hmac_secret).then(|| {
-        let mut out = Extensions::default();
-        out.cred_protect = cred_protect.map(|level| level as u8);
+    let outputs = ExtensionOutputs {
+        cred_blob,
+        cred_protect: cred_protect.map(|level| level as u8),
         // Every credential can answer hmac-secret: its CredRandom derives from its key.
-        out.hmac_secret = hmac_secret.then_some(true);
-        out
-    });
+        hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
+        min_pin_length: min_pin_length_output(auth, request)?,
+    };
+    let any_output = outputs.cred_blob.is_some()
+        || outputs.cred_protect.is_some()
+        || outputs.hmac_secret.is_some()
+        || outputs.min_pin_length.is_some();
+    let extensions = any_output.then_some(outputs);
     let mut flags =
         AuthenticatorDataFlags::USER_PRESENCE | AuthenticatorDataFlags::ATTESTED_CREDENTIAL_DATA;
     if uv {
@@ -139,14 +221,23 @@ pub(crate) fn make_credential<P: Platform>(
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();
     response.att_stmt = Some(att_stmt);
+    if large_blob_key {
+        response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
+    }
     Ok(response)
 }
 
-/// credProtect (§12.1): the level asked for, if valid.
-fn requested_cred_protect(extensions: Option<&Extensions>) -> Option<CredProtect> {
-    extensions
-        .and_then(|e| e.cred_protect)
-        .and_then(CredProtect::from_level)
+/// minPinLength (§12.4): the minimum PIN length, but only to RPs the key's owner allowed.
+fn min_pin_length_output<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+) -> Step<Option<u8>> {
+    if request.extensions.as_ref().and_then(|e| e.min_pin_length) != Some(true) {
+        return Ok(None);
+    }
+    let settings = auth.store.settings()?;
+    let allowed = settings.min_pin_length_rp_ids.contains(&request.rp.id);
+    Ok(allowed.then_some(settings.min_pin_length))
 }
 
 /// attestationFormatsPreference: the platform's first format we know is "none".

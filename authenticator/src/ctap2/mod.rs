@@ -9,6 +9,7 @@ mod config;
 mod credential_management;
 mod get_assertion;
 mod get_info;
+mod large_blobs;
 mod make_credential;
 
 use alloc::vec::Vec;
@@ -26,6 +27,7 @@ use crate::Authenticator;
 pub(crate) use client_pin::PinRuntime;
 pub(crate) use credential_management::Enumeration;
 pub(crate) use get_assertion::PendingAssertions;
+pub(crate) use large_blobs::PendingWrite;
 
 /// CTAP2 command bytes.
 mod command {
@@ -37,6 +39,7 @@ mod command {
     pub const GET_NEXT_ASSERTION: u8 = 0x08;
     pub const CREDENTIAL_MANAGEMENT: u8 = 0x0A;
     pub const SELECTION: u8 = 0x0B;
+    pub const LARGE_BLOBS: u8 = 0x0C;
     pub const CONFIG: u8 = 0x0D;
     /// The CTAP 2.1 preview of credentialManagement, which libfido2 still sends.
     pub const CREDENTIAL_MANAGEMENT_PREVIEW: u8 = 0x41;
@@ -119,6 +122,9 @@ pub(crate) fn handle<P: Platform>(
         command::CREDENTIAL_MANAGEMENT | command::CREDENTIAL_MANAGEMENT_PREVIEW => parse(payload)
             .and_then(|r| credential_management::credential_management(auth, &r))
             .and_then(|r| encode(&r)),
+        command::LARGE_BLOBS => parse(payload)
+            .and_then(|r| large_blobs::large_blobs(auth, &r))
+            .and_then(|r| r.map_or_else(|| Ok(Vec::new()), |r| encode(&r))),
         command::CONFIG => config::config(auth, payload).map(|()| Vec::new()),
         command::RESET => reset(auth).map(|()| Vec::new()),
         command::SELECTION => auth.user_presence().map(|()| Vec::new()),
