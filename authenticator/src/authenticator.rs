@@ -40,10 +40,12 @@ pub struct Authenticator<'a, P: Platform> {
 
 impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
-    pub fn new(platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
+    pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
+        let mut store = Store::new(fs);
+        store.prepare(platform.rng());
         Self {
             platform,
-            store: Store::new(fs),
+            store,
             config,
             presence: Presence::default(),
             pending_assertions: None,

@@ -9,7 +9,7 @@
 //! /dev/pin            PIN hash and retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
-//! /rk/<rp>/<user>     one discoverable credential; <rp> and <user> are hex digests
+//! /rk/<rp>.<user>     one discoverable credential; <rp> and <user> are hex digests
 //! ```
 //!
 //! The signature counter is reserved ahead in steps of [`COUNTER_STEP`]: the file holds a value
@@ -160,6 +160,13 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             pin: None,
             settings: None,
         }
+    }
+
+    /// Make the key-wrapping key and the directories on first power-up, so that what getInfo
+    /// reports as room is room for credentials alone. Failures surface at first real use.
+    pub fn prepare(&mut self, rng: &mut impl CryptoRng) {
+        let _ = self.kwk(rng);
+        let _ = self.fs.create_dir_all(&path("/rk"));
     }
 
     /// The key-wrapping key, made on first use.
@@ -315,7 +322,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         if !replacing && self.remaining_resident_slots() == 0 {
             return Err(StoreError::Full);
         }
-        self.fs.create_dir_all(&rp_dir(&rp_id_hash))?;
+        self.fs.create_dir_all(&path("/rk"))?;
         self.fs
             .write(&resident_path(&rp_id_hash, &credential.user.id), bytes)?;
         Ok(())
@@ -330,21 +337,10 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// Every discoverable credential of one RP, newest first.
     pub fn residents(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
-        let mut found = Vec::new();
-        let names = match self.list(&rp_dir(rp_id_hash), true) {
-            Ok(names) => names,
-            Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(found),
-            Err(e) => return Err(e.into()),
-        };
-        for name in names {
-            let bytes = self.fs.read::<MAX_RECORD_LEN>(&name)?;
-            // A record that does not parse is skipped, not fatal: the others still work.
-            // Records of another RP whose hash shares the directory prefix are not this RP's.
-            match cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
-                Ok(c) if sha256(c.rp_id.as_bytes()) == *rp_id_hash => found.push(c),
-                _ => {}
-            }
-        }
+        let prefix = rp_prefix(rp_id_hash);
+        let mut found = self.read_residents(|name| name.starts_with(prefix.as_str()))?;
+        // Another RP whose hash shares the name prefix is not this RP.
+        found.retain(|c| sha256(c.rp_id.as_bytes()) == *rp_id_hash);
         found.sort_by_key(|c| core::cmp::Reverse(c.created));
         Ok(found)
     }
@@ -375,38 +371,38 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             .find(|c| c.id.as_slice() == id))
     }
 
-    /// Delete a discoverable credential (and its RP's directory once empty).
+    /// Delete a discoverable credential.
     pub fn delete_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
         let rp_id_hash = sha256(credential.rp_id.as_bytes());
         self.fs
             .remove(&resident_path(&rp_id_hash, &credential.user.id))?;
-        if self.residents(&rp_id_hash)?.is_empty() {
-            // Another RP sharing the directory prefix keeps it alive; DIR_NOT_EMPTY is fine.
-            match self.fs.remove(&rp_dir(&rp_id_hash)) {
-                Ok(()) => {}
-                Err(e) if e == FsError::DIR_NOT_EMPTY || e == FsError::NO_SUCH_ENTRY => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         Ok(())
     }
 
     fn all_residents(&self) -> Result<Vec<ResidentCredential>> {
-        let dirs = match self.list(&path("/rk"), false) {
-            Ok(dirs) => dirs,
+        self.read_residents(|_| true)
+    }
+
+    /// The discoverable credentials whose file names pass `wanted`. A record that does not
+    /// parse is skipped, not fatal: the others still work.
+    fn read_residents(&self, wanted: impl Fn(&str) -> bool) -> Result<Vec<ResidentCredential>> {
+        let names = match self.list(&path("/rk"), true) {
+            Ok(names) => names,
             Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        let mut all = Vec::new();
-        for dir in dirs {
-            for file in self.list(&dir, true)? {
-                let bytes = self.fs.read::<MAX_RECORD_LEN>(&file)?;
-                if let Ok(credential) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
-                    all.push(credential);
-                }
+        let mut found = Vec::new();
+        for name in names {
+            let file_name = name.file_name().map(|n| n.as_str()).unwrap_or("");
+            if !wanted(file_name) {
+                continue;
+            }
+            let bytes = self.fs.read::<MAX_RECORD_LEN>(&name)?;
+            if let Ok(credential) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
+                found.push(credential);
             }
         }
-        Ok(all)
+        Ok(found)
     }
 
     /// The files (or directories) in a directory.
@@ -427,11 +423,13 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         })
     }
 
-    /// How many more discoverable credentials fit, estimated low from the free blocks.
+    /// How many more discoverable credentials fit: each takes one block of its own (records are
+    /// larger than littlefs inlines), and [`RESERVED_BLOCKS`] stay free for metadata and the
+    /// device files. Reported in getInfo and enforced in [`Store::save_resident`], so the number
+    /// is what the key will actually accept.
     pub fn remaining_resident_slots(&self) -> usize {
         let free = self.fs.available_blocks().unwrap_or(0);
-        let per_block = (S::BLOCK_SIZE / 1024).max(1);
-        free.saturating_sub(RESERVED_BLOCKS) * per_block / 2
+        free.saturating_sub(RESERVED_BLOCKS)
     }
 
     /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
@@ -475,11 +473,11 @@ fn hex_name(out: &mut heapless::String<64>, bytes: &[u8]) {
     }
 }
 
-fn rp_dir(rp_id_hash: &[u8; 32]) -> PathBuf {
+/// The first half of a credential's file name: its RP.
+fn rp_prefix(rp_id_hash: &[u8; 32]) -> heapless::String<64> {
     let mut s = heapless::String::<64>::new();
-    let _ = s.push_str("/rk/");
     hex_name(&mut s, &rp_id_hash[..8]);
-    path(&s)
+    s
 }
 
 fn resident_path(rp_id_hash: &[u8; 32], user_id: &[u8]) -> PathBuf {
@@ -489,8 +487,8 @@ fn resident_path(rp_id_hash: &[u8; 32], user_id: &[u8]) -> PathBuf {
     let digest: [u8; 32] = hasher.finalize().into();
     let mut s = heapless::String::<64>::new();
     let _ = s.push_str("/rk/");
-    hex_name(&mut s, &rp_id_hash[..8]);
-    let _ = s.push('/');
+    let _ = s.push_str(&rp_prefix(rp_id_hash));
+    let _ = s.push('.');
     hex_name(&mut s, &digest[..8]);
     path(&s)
 }
