@@ -137,6 +137,15 @@ impl Default for Settings {
     }
 }
 
+/// A discoverable credential by name, small enough to keep hundreds of in RAM: what a
+/// getAssertion series or an enumeration walks through, reading each record when its turn comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResidentRef {
+    pub created: u32,
+    rp_id_hash: [u8; 32],
+    user_digest: [u8; 8],
+}
+
 struct Counter {
     next: u32,
     reserved: u32,
@@ -337,12 +346,73 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// Every discoverable credential of one RP, newest first.
     pub fn residents(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
-        let prefix = rp_prefix(rp_id_hash);
-        let mut found = self.read_residents(|name| name.starts_with(prefix.as_str()))?;
-        // Another RP whose hash shares the name prefix is not this RP.
-        found.retain(|c| sha256(c.rp_id.as_bytes()) == *rp_id_hash);
-        found.sort_by_key(|c| core::cmp::Reverse(c.created));
+        let mut found = Vec::new();
+        for reference in self.resident_refs(rp_id_hash)? {
+            if let Some(credential) = self.load_resident(&reference)? {
+                found.push(credential);
+            }
+        }
         Ok(found)
+    }
+
+    /// References to every discoverable credential of one RP that passes `keep`, newest first.
+    pub fn resident_refs_where(
+        &self,
+        rp_id_hash: &[u8; 32],
+        keep: impl Fn(&ResidentCredential) -> bool,
+    ) -> Result<Vec<ResidentRef>> {
+        let prefix = rp_prefix(rp_id_hash);
+        let mut refs = Vec::new();
+        for name in self.resident_names()? {
+            let Some(user_digest) = parse_resident_name(&name, &prefix) else {
+                continue;
+            };
+            let Some(credential) = self.read_record(&name)? else {
+                continue;
+            };
+            // Another RP whose hash shares the name prefix is not this RP.
+            if sha256(credential.rp_id.as_bytes()) == *rp_id_hash && keep(&credential) {
+                refs.push(ResidentRef {
+                    created: credential.created,
+                    rp_id_hash: *rp_id_hash,
+                    user_digest,
+                });
+            }
+        }
+        refs.sort_by_key(|r| core::cmp::Reverse(r.created));
+        Ok(refs)
+    }
+
+    /// References to every discoverable credential of one RP, newest first.
+    pub fn resident_refs(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentRef>> {
+        self.resident_refs_where(rp_id_hash, |_| true)
+    }
+
+    /// The credential a reference names, unless it was deleted since.
+    pub fn load_resident(&self, reference: &ResidentRef) -> Result<Option<ResidentCredential>> {
+        let mut s = heapless::String::<64>::new();
+        let _ = s.push_str("/rk/");
+        let _ = s.push_str(&rp_prefix(&reference.rp_id_hash));
+        let _ = s.push('.');
+        hex_name(&mut s, &reference.user_digest);
+        match self.read_record(&path(&s)) {
+            Err(StoreError::Io) if !self.fs.exists(&path(&s)) => Ok(None),
+            other => other,
+        }
+    }
+
+    fn read_record(&self, name: &PathBuf) -> Result<Option<ResidentCredential>> {
+        let bytes = self.fs.read::<MAX_RECORD_LEN>(name)?;
+        // A record that does not parse is skipped, not fatal: the others still work.
+        Ok(cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes).ok())
+    }
+
+    fn resident_names(&self) -> Result<Vec<PathBuf>> {
+        match self.list(&path("/rk"), true) {
+            Ok(names) => Ok(names),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every RP with discoverable credentials: (RP ID, RP ID hash), sorted by RP ID.
@@ -380,29 +450,13 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     fn all_residents(&self) -> Result<Vec<ResidentCredential>> {
-        self.read_residents(|_| true)
-    }
-
-    /// The discoverable credentials whose file names pass `wanted`. A record that does not
-    /// parse is skipped, not fatal: the others still work.
-    fn read_residents(&self, wanted: impl Fn(&str) -> bool) -> Result<Vec<ResidentCredential>> {
-        let names = match self.list(&path("/rk"), true) {
-            Ok(names) => names,
-            Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut found = Vec::new();
-        for name in names {
-            let file_name = name.file_name().map(|n| n.as_str()).unwrap_or("");
-            if !wanted(file_name) {
-                continue;
-            }
-            let bytes = self.fs.read::<MAX_RECORD_LEN>(&name)?;
-            if let Ok(credential) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
-                found.push(credential);
+        let mut all = Vec::new();
+        for name in self.resident_names()? {
+            if let Some(credential) = self.read_record(&name)? {
+                all.push(credential);
             }
         }
-        Ok(found)
+        Ok(all)
     }
 
     /// The files (or directories) in a directory.
@@ -471,6 +525,20 @@ fn hex_name(out: &mut heapless::String<64>, bytes: &[u8]) {
     for b in bytes {
         let _ = write!(out, "{b:02x}");
     }
+}
+
+/// The user digest in a credential's file name, if the name has this RP prefix.
+fn parse_resident_name(name: &PathBuf, prefix: &str) -> Option<[u8; 8]> {
+    let file_name = name.file_name()?.as_str();
+    let hex = file_name.strip_prefix(prefix)?.strip_prefix('.')?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let mut digest = [0u8; 8];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 /// The first half of a credential's file name: its RP.

@@ -156,3 +156,116 @@ fn enumerate_update_and_delete() {
         assert_eq!(cm(key, 0x0A, Some(&bound), 4, Some(params)).0, 0);
     });
 }
+
+#[test]
+fn three_hundred_users_of_one_rp() {
+    let mut storage = RamStorageOf::<512>::default();
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        const USERS: usize = 300;
+        let rp = "aws.amazon.com";
+        let mut keys = std::collections::HashMap::new();
+        for i in 0..USERS {
+            let user = format!("iam-user-{i:03}");
+            let (status, body) = ctap2(
+                key,
+                0x01,
+                Some(make_credential_request(rp, user.as_bytes(), &[-7], true)),
+            );
+            assert_eq!(status, 0, "user {i}");
+            let auth_data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+            keys.insert(
+                user.into_bytes(),
+                (auth_data.credential_id, auth_data.public_key.unwrap()),
+            );
+        }
+
+        // Every user signs, newest first, through getAssertion and getNextAssertion.
+        let cdh = [3u8; 32];
+        let (status, body) = ctap2(key, 0x02, Some(get_assertion_request(rp, &cdh, &[])));
+        assert_eq!(status, 0);
+        let mut body = body.unwrap();
+        assert_eq!(as_int(get(&body, 5).unwrap()), USERS as i64);
+        let mut seen = Vec::new();
+        for step in 0..USERS {
+            if step > 0 {
+                let (status, next) = ctap2(key, 0x08, None);
+                assert_eq!(status, 0, "getNextAssertion {step}");
+                body = next.unwrap();
+            }
+            let user_id = get_text(get(&body, 4).unwrap(), "id")
+                .unwrap()
+                .as_bytes()
+                .unwrap()
+                .clone();
+            let (id, public_key) = &keys[&user_id];
+            assert_eq!(
+                get_text(get(&body, 1).unwrap(), "id")
+                    .unwrap()
+                    .as_bytes()
+                    .unwrap(),
+                id
+            );
+            let raw = get(&body, 2).unwrap().as_bytes().unwrap();
+            verify(
+                public_key,
+                &[&raw[..], &cdh].concat(),
+                get(&body, 3).unwrap().as_bytes().unwrap(),
+            );
+            seen.push(user_id);
+        }
+        assert_eq!(
+            seen[0],
+            format!("iam-user-{:03}", USERS - 1).into_bytes(),
+            "newest first"
+        );
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), USERS, "each user exactly once");
+
+        // Enumerate all, then delete every other one.
+        let client = PinClient::new(key, 2, 3);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, Some(CM), None).unwrap();
+        let rp_hash: [u8; 32] = Sha256::digest(rp.as_bytes()).into();
+        let (status, body) = cm(
+            key,
+            0x0A,
+            Some(&token),
+            4,
+            Some(map(vec![(int(1), bytes(&rp_hash))])),
+        );
+        assert_eq!(status, 0);
+        assert_eq!(as_int(get(&body.unwrap(), 9).unwrap()), USERS as i64);
+        let mut enumerated = 1;
+        while cm(key, 0x0A, None, 5, None).0 == 0 {
+            enumerated += 1;
+        }
+        assert_eq!(enumerated, USERS);
+        for i in (0..USERS).step_by(2) {
+            let (id, _) = &keys[format!("iam-user-{i:03}").as_bytes()];
+            let params = map(vec![(
+                int(2),
+                map(vec![
+                    (text("id"), bytes(id)),
+                    (text("type"), text("public-key")),
+                ]),
+            )]);
+            assert_eq!(
+                cm(key, 0x0A, Some(&token), 6, Some(params)).0,
+                0,
+                "delete {i}"
+            );
+        }
+        let (_, body) = cm(key, 0x0A, Some(&token), 1, None);
+        assert_eq!(as_int(get(&body.unwrap(), 1).unwrap()), (USERS / 2) as i64);
+        let token = client.token(key, PIN, Some(0x02), None).unwrap();
+        let mut request = get_assertion_request(rp, &cdh, &[]);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(6), bytes(&PinClient::mac(2, &token, &cdh))));
+            entries.push((int(7), int(2)));
+        }
+        let (status, body) = ctap2(key, 0x02, Some(request));
+        assert_eq!(status, 0);
+        assert_eq!(as_int(get(&body.unwrap(), 5).unwrap()), (USERS / 2) as i64);
+    });
+}

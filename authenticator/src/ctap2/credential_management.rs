@@ -14,13 +14,13 @@ use super::{encode, Error, Step};
 use crate::credential::Credential;
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
-use crate::store::{sha256, ResidentCredential};
+use crate::store::{sha256, ResidentCredential, ResidentRef};
 use crate::Authenticator;
 
 /// What enumerateRPsGetNextRP / enumerateCredentialsGetNextCredential continue.
 pub(crate) enum Enumeration {
     Rps(Vec<(heapless::String<256>, [u8; 32])>),
-    Credentials(Vec<ResidentCredential>),
+    Credentials(Vec<ResidentRef>),
 }
 
 pub(crate) fn credential_management<P: Platform>(
@@ -64,21 +64,21 @@ pub(crate) fn credential_management<P: Platform>(
         Subcommand::EnumerateCredentialsBegin => {
             let rp_id_hash = *params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
             authorize(auth, request, RpScope::Within(&rp_id_hash))?;
-            let mut credentials = auth.store.residents(&rp_id_hash)?;
+            let mut credentials = auth.store.resident_refs(&rp_id_hash)?;
             if credentials.is_empty() {
                 return Err(Error::NoCredentials.into());
             }
             let total = credentials.len();
             let first = credentials.remove(0);
             auth.enumeration = Some(Enumeration::Credentials(credentials));
-            let mut response = credential_response(auth, first)?;
+            let mut response = credential_response(auth, &first)?;
             response.total_credentials = Some(total as u32);
             Ok(response)
         }
         Subcommand::EnumerateCredentialsGetNextCredential => match &mut auth.enumeration {
             Some(Enumeration::Credentials(list)) if !list.is_empty() => {
                 let next = list.remove(0);
-                credential_response(auth, next)
+                credential_response(auth, &next)
             }
             _ => Err(Error::NotAllowed.into()),
         },
@@ -176,8 +176,12 @@ fn rp_response((rp_id, hash): (heapless::String<256>, [u8; 32])) -> Step<Respons
 
 fn credential_response<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    stored: ResidentCredential,
+    reference: &ResidentRef,
 ) -> Step<Response> {
+    let stored = auth
+        .store
+        .load_resident(reference)?
+        .ok_or(Error::NoCredentials)?;
     let kwk = auth.store.kwk(auth.platform.rng())?;
     let rp_id_hash = sha256(stored.rp_id.as_bytes());
     let credential = Credential::open(&kwk, &rp_id_hash, &stored.id).ok_or(Error::Other)?;

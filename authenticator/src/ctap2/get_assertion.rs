@@ -19,7 +19,7 @@ use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step
 use crate::credential::{CredProtect, Credential, CredentialId};
 use crate::pin_protocol::{PinProtocol, SharedSecret};
 use crate::platform::Platform;
-use crate::store::sha256;
+use crate::store::{sha256, ResidentRef};
 use crate::Authenticator;
 
 /// The request (§6.2), parsed here rather than with ctap-types' type so that every extension
@@ -67,10 +67,16 @@ type AuthenticatorData<'a> =
 /// How long getNextAssertion may follow getAssertion.
 const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
 
-/// A credential chosen for an assertion: its ID, and the user entity if it is discoverable.
-struct Candidate {
-    id: crate::credential::CredentialId,
-    user: Option<PublicKeyCredentialUserEntity>,
+/// A credential chosen for an assertion.
+enum Candidate {
+    /// From the allow list: its ID, and the stored user entity if it is discoverable.
+    Listed {
+        id: CredentialId,
+        user: Option<PublicKeyCredentialUserEntity>,
+    },
+    /// A discoverable credential, read from storage when its turn comes, so that a series over
+    /// hundreds of accounts keeps only small references in RAM.
+    Stored(ResidentRef),
 }
 
 /// hmac-secret's input, checked and decrypted: the shared secret to answer under, and the
@@ -217,7 +223,7 @@ fn select_from_allow_list<'r, P: Platform>(
             None
         };
         let id = CredentialId::from_slice(id).map_err(|_| Error::Other)?;
-        return Ok(alloc::vec![Candidate { id, user }]);
+        return Ok(alloc::vec![Candidate::Listed { id, user }]);
     }
     Ok(Vec::new())
 }
@@ -229,23 +235,12 @@ fn discoverable_candidates<P: Platform>(
     rp_id_hash: &[u8; 32],
     uv: bool,
 ) -> Step<Vec<Candidate>> {
-    let residents = auth.store.residents(rp_id_hash)?;
-    let mut candidates = Vec::new();
-    for resident in residents {
-        let Some(credential) = Credential::open(kwk, rp_id_hash, &resident.id) else {
-            continue;
-        };
+    let refs = auth.store.resident_refs_where(rp_id_hash, |resident| {
         // credProtect levels 2 and 3 keep a credential out of discovery without UV.
-        if credential.cred_protect != CredProtect::Optional && !uv {
-            continue;
-        }
-        let id = CredentialId::from_slice(&resident.id).map_err(|_| Error::Other)?;
-        candidates.push(Candidate {
-            id,
-            user: Some(resident.user),
-        });
-    }
-    Ok(candidates)
+        Credential::open(kwk, rp_id_hash, &resident.id)
+            .is_some_and(|c| uv || c.cred_protect == CredProtect::Optional)
+    })?;
+    Ok(refs.into_iter().map(Candidate::Stored).collect())
 }
 
 /// Sign one assertion.
@@ -263,7 +258,19 @@ fn assert<P: Platform>(
         ..
     } = series;
     let (user_present, user_verified) = (*user_present, *user_verified);
-    let credential = Credential::open(kwk, rp_id_hash, &candidate.id).ok_or(Error::Other)?;
+    let (id, user) = match candidate {
+        Candidate::Listed { id, user } => (id, user),
+        Candidate::Stored(reference) => {
+            // Deleted since the series began: nothing to sign with.
+            let stored = auth
+                .store
+                .load_resident(&reference)?
+                .ok_or(Error::NoCredentials)?;
+            let id = CredentialId::from_slice(&stored.id).map_err(|_| Error::Other)?;
+            (id, Some(stored.user))
+        }
+    };
+    let credential = Credential::open(kwk, rp_id_hash, &id).ok_or(Error::Other)?;
     let hmac_secret = match &series.hmac_secret {
         Some(input) => Some(hmac_secret_output(auth, input, &credential, user_verified)?),
         None => None,
@@ -297,7 +304,7 @@ fn assert<P: Platform>(
     let signature = credential.sign(&[&auth_data, client_data_hash]);
 
     let descriptor = PublicKeyCredentialDescriptor {
-        id: Bytes::try_from(candidate.id.as_slice()).map_err(|_| Error::Other)?,
+        id: Bytes::try_from(id.as_slice()).map_err(|_| Error::Other)?,
         key_type: heapless::String::try_from("public-key").map_err(|_| Error::Other)?,
     };
     let mut response = ResponseBuilder {
@@ -310,7 +317,7 @@ fn assert<P: Platform>(
         response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
     }
     // User-identifying fields only after user verification; otherwise just the id (§6.2.2).
-    response.user = candidate.user.map(|user| {
+    response.user = user.map(|user| {
         if user_verified {
             user
         } else {

@@ -15,20 +15,23 @@ use rand_chacha::rand_core::SeedableRng;
 pub const BLOCK: usize = 4096;
 pub const BLOCKS: usize = 64;
 
-/// A littlefs2 block device in RAM.
-pub struct RamStorage(pub Vec<u8>);
+/// A littlefs2 block device of `N` blocks in RAM.
+pub struct RamStorageOf<const N: usize>(pub Vec<u8>);
 
-impl Default for RamStorage {
+/// The usual test device: 64 blocks of 4 KiB.
+pub type RamStorage = RamStorageOf<BLOCKS>;
+
+impl<const N: usize> Default for RamStorageOf<N> {
     fn default() -> Self {
-        Self(vec![0xff; BLOCK * BLOCKS])
+        Self(vec![0xff; BLOCK * N])
     }
 }
 
-impl littlefs2::driver::Storage for RamStorage {
+impl<const N: usize> littlefs2::driver::Storage for RamStorageOf<N> {
     const READ_SIZE: usize = 16;
     const WRITE_SIZE: usize = 16;
     const BLOCK_SIZE: usize = BLOCK;
-    const BLOCK_COUNT: usize = BLOCKS;
+    const BLOCK_COUNT: usize = N;
     const BLOCK_CYCLES: isize = 100;
     type CACHE_SIZE = consts::U256;
     type LOOKAHEAD_SIZE = consts::U2;
@@ -65,14 +68,15 @@ impl Default for Knobs {
     }
 }
 
-pub struct TestPlatform {
+pub struct TestPlatform<S = RamStorage> {
     rng: rand_chacha::ChaCha20Rng,
     knobs: Knobs,
+    storage: std::marker::PhantomData<S>,
 }
 
-impl Platform for TestPlatform {
+impl<S: littlefs2::driver::Storage> Platform for TestPlatform<S> {
     type Rng = rand_chacha::ChaCha20Rng;
-    type Storage = RamStorage;
+    type Storage = S;
     fn rng(&mut self) -> &mut Self::Rng {
         &mut self.rng
     }
@@ -92,17 +96,18 @@ impl Platform for TestPlatform {
 pub const AAGUID: [u8; 16] = *b"test-aaguid-0001";
 
 /// Run `f` with an authenticator on `storage` (mounted, formatted if blank).
-pub fn with_key<R>(
-    storage: &mut RamStorage,
+pub fn with_key<S: littlefs2::driver::Storage, R>(
+    storage: &mut S,
     knobs: &Knobs,
     seed: u64,
-    f: impl FnOnce(&mut Authenticator<'_, TestPlatform>) -> R,
+    f: impl FnOnce(&mut Authenticator<'_, TestPlatform<S>>) -> R,
 ) -> R {
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, storage).expect("mount");
     let platform = TestPlatform {
         rng: rand_chacha::ChaCha20Rng::seed_from_u64(seed),
         knobs: knobs.clone(),
+        storage: std::marker::PhantomData,
     };
     let mut key = Authenticator::new(
         platform,
