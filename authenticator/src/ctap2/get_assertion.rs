@@ -69,10 +69,10 @@ const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
 
 /// A credential chosen for an assertion.
 enum Candidate {
-    /// From the allow list: its ID, and the stored user entity if it is discoverable.
+    /// From the allow list: its ID, and where it is stored if it is discoverable.
     Listed {
         id: CredentialId,
-        user: Option<PublicKeyCredentialUserEntity>,
+        stored: Option<ResidentRef>,
     },
     /// A discoverable credential, read from storage when its turn comes, so that a series over
     /// hundreds of accounts keeps only small references in RAM.
@@ -212,18 +212,21 @@ fn select_from_allow_list<'r, P: Platform>(
         if credential.cred_protect == CredProtect::Required && !uv {
             continue;
         }
-        let user = if credential.discoverable {
+        let stored = if credential.discoverable {
             // A deleted discoverable credential must stop working, although its ID still opens.
-            let residents = auth.store.residents(rp_id_hash)?;
-            match residents.into_iter().find(|r| r.id.as_slice() == id) {
-                Some(resident) => Some(resident.user),
+            match auth
+                .store
+                .resident_refs_where(rp_id_hash, |r| r.id.as_slice() == id)?
+                .first()
+            {
+                Some(reference) => Some(*reference),
                 None => continue,
             }
         } else {
             None
         };
         let id = CredentialId::from_slice(id).map_err(|_| Error::Other)?;
-        return Ok(alloc::vec![Candidate::Listed { id, user }]);
+        return Ok(alloc::vec![Candidate::Listed { id, stored }]);
     }
     Ok(Vec::new())
 }
@@ -259,8 +262,12 @@ fn assert<P: Platform>(
     } = series;
     let (user_present, user_verified) = (*user_present, *user_verified);
     let (id, user) = match candidate {
-        Candidate::Listed { id, user } => (id, user),
-        Candidate::Stored(reference) => {
+        Candidate::Listed { id, stored: None } => (id, None),
+        Candidate::Listed {
+            stored: Some(reference),
+            ..
+        }
+        | Candidate::Stored(reference) => {
             // Deleted since the series began: nothing to sign with.
             let stored = auth
                 .store
