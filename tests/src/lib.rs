@@ -1,0 +1,137 @@
+//! End-to-end tests of the key as real clients drive it: a strict userspace USB/IP client
+//! ([`usbip`]), a CTAPHID host on top ([`ctaphid`]), and the CTAP vocabulary ([`ctap`]).
+//!
+//! [`Key`] starts a virtual key: in-process (fast) or as the `usbip-runner` binary (for
+//! restarts and kills), which `cargo build -p usbip-runner` must have built.
+
+pub mod ctap;
+pub mod ctaphid;
+pub mod usbip;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use usbip_runner::{PresenceMode, Server, ServerConfig, StateLocation};
+
+/// A running virtual key.
+pub enum Key {
+    InProcess(Server),
+    Process {
+        runner: RunnerProcess,
+        addr: SocketAddr,
+    },
+}
+
+/// A `usbip-runner` process, killed if the test drops it.
+pub struct RunnerProcess {
+    child: Option<Child>,
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Key {
+    /// An ephemeral key in this process.
+    pub fn start(presence: PresenceMode) -> Self {
+        Self::start_with(presence, StateLocation::Ephemeral)
+    }
+
+    pub fn start_with(presence: PresenceMode, state: StateLocation) -> Self {
+        let server = usbip_runner::start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            presence,
+            state,
+        })
+        .expect("the key starts");
+        Key::InProcess(server)
+    }
+
+    /// The `usbip-runner` binary, with these arguments (plus `--listen 127.0.0.1:0`).
+    pub fn spawn(args: &[&str]) -> Self {
+        let binary = runner_binary();
+        let mut child = Command::new(&binary)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the runner prints its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Key::Process {
+            runner: RunnerProcess { child: Some(child) },
+            addr: addr.parse().expect("an address"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Key::InProcess(server) => server.addr(),
+            Key::Process { addr, .. } => *addr,
+        }
+    }
+
+    /// Import bus id 1-1 and enumerate it.
+    pub fn attach(&self) -> usbip::Device {
+        usbip::Device::import(self.addr(), "1-1").expect("import and enumeration")
+    }
+
+    /// Attach and open a CTAPHID channel.
+    pub fn channel(&self) -> ctaphid::Channel {
+        ctaphid::Channel::open(self.attach()).expect("CTAPHID INIT")
+    }
+
+    /// SIGTERM (a process key) and wait; true if it exited cleanly.
+    pub fn terminate(self) -> bool {
+        match self {
+            Key::InProcess(server) => {
+                server.shutdown();
+                true
+            }
+            Key::Process { mut runner, .. } => {
+                let Some(mut child) = runner.child.take() else {
+                    return false;
+                };
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                child.wait().map(|s| s.success()).unwrap_or(false)
+            }
+        }
+    }
+
+    /// SIGKILL: a crash, or a power cut (dropping the key does the same).
+    pub fn kill(self) {}
+}
+
+/// target/<profile>/usbip-runner, next to this test binary's directory.
+pub fn runner_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let binary = profile_dir.join("usbip-runner");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p usbip-runner` first",
+        binary.display()
+    );
+    binary
+}

@@ -1,0 +1,482 @@
+//! One virtual key: a thread that owns the USB stack (usb-device + the FIDO HID class), the
+//! CTAPHID state machine and the authenticator, and turns USB/IP URBs into bus traffic.
+//!
+//! Nothing here sleeps on a fixed period: the thread waits for the next URB or for the next
+//! CTAPHID deadline (a keepalive, a presence poll, a message timeout), whichever comes first.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use authenticator::ctaphid::{App, Ctaphid, DeviceVersion, Packet};
+use authenticator::platform::Platform;
+use authenticator::usb::FidoHid;
+use authenticator::{Authenticator, Config};
+use littlefs2::fs::Allocation;
+use usb_device::bus::UsbBusAllocator;
+use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
+use usb_device::UsbDirection;
+
+use crate::bus::{new_bus, BusHandle, UsbIpBus};
+use crate::platform::RunnerPlatform;
+use crate::protocol::{self, Command, DeviceInfo, Submit};
+
+/// pid.codes' test VID/PID, until the project has an ID of its own.
+pub const VENDOR_ID: u16 = 0x1209;
+pub const PRODUCT_ID: u16 = 0x0001;
+const BCD_DEVICE: u16 = 0x0100;
+const MANUFACTURER: &str = "Open FIDO Key";
+const PRODUCT: &str = "Open FIDO Key (USB/IP)";
+
+/// This authenticator model's AAGUID.
+pub const AAGUID: [u8; 16] = [
+    197, 110, 109, 110, 61, 126, 64, 121, 129, 151, 118, 4, 146, 40, 155, 46,
+];
+
+/// Bound on stack polls per event, so a misbehaving client cannot spin the thread.
+const MAX_ROUNDS: usize = 512;
+
+/// What the connection threads tell a key.
+pub enum Event {
+    /// A client imported the key; replies go to `writer`.
+    Attach {
+        id: u64,
+        writer: TcpStream,
+    },
+    Command {
+        id: u64,
+        command: Command,
+    },
+    /// The client's connection ended.
+    Detach {
+        id: u64,
+    },
+    Shutdown,
+}
+
+/// The device as OP_REP_DEVLIST describes it; it matches the descriptors the stack serves.
+pub fn device_info(bus_id: &str) -> DeviceInfo {
+    DeviceInfo {
+        path: format!("/sys/devices/platform/usbip-runner/usb1/{bus_id}"),
+        bus_id: bus_id.to_string(),
+        bus_num: 1,
+        dev_num: bus_id
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        speed: 2, // full speed
+        vendor_id: VENDOR_ID,
+        product_id: PRODUCT_ID,
+        bcd_device: BCD_DEVICE,
+        class: (0, 0, 0),
+        configuration_value: 1,
+        num_configurations: 1,
+        interfaces: vec![(3, 0, 0)],
+    }
+}
+
+fn firmware_version() -> u32 {
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    (major << 16) | (minor << 8) | patch
+}
+
+/// The attached client.
+struct Connection {
+    id: u64,
+    writer: TcpStream,
+    /// Interrupt IN URBs waiting for a report.
+    in_urbs: VecDeque<Submit>,
+    /// Interrupt OUT URBs waiting to be delivered; the first may be on the bus already.
+    out_urbs: VecDeque<Submit>,
+    out_on_bus: bool,
+}
+
+impl Connection {
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
+    }
+}
+
+/// Everything one key owns besides the USB stack (which borrows its bus allocator).
+struct Key<'a, S: littlefs2::driver::Storage> {
+    auth: Authenticator<'a, RunnerPlatform<S>>,
+    ctaphid: Ctaphid,
+    bus: BusHandle,
+    connection: Option<Connection>,
+    /// A CTAPHID packet the IN endpoint could not take yet.
+    pending_packet: Option<Packet>,
+    serial: String,
+}
+
+/// Run a key until `Shutdown` (or until every sender is gone).
+pub fn run<S: littlefs2::driver::Storage>(
+    mut storage: S,
+    platform: RunnerPlatform<S>,
+    serial: String,
+    events: Receiver<Event>,
+) {
+    let mut alloc = Allocation::new();
+    let fs = match authenticator::store::mount(&mut alloc, &mut storage) {
+        Ok(fs) => fs,
+        Err(error) => {
+            tracing::error!(?error, "cannot mount the key's state");
+            return;
+        }
+    };
+    let auth = Authenticator::new(
+        platform,
+        fs,
+        Config {
+            aaguid: AAGUID,
+            firmware_version: firmware_version(),
+        },
+    );
+    let (bus, handle) = new_bus();
+    let usb_alloc = UsbBusAllocator::new(bus);
+    let mut hid = FidoHid::new(&usb_alloc);
+    let strings = StringDescriptors::default()
+        .manufacturer(MANUFACTURER)
+        .product(PRODUCT)
+        .serial_number(&serial);
+    let mut usb = match UsbDeviceBuilder::new(&usb_alloc, UsbVidPid(VENDOR_ID, PRODUCT_ID))
+        .strings(&[strings])
+        .and_then(|b| b.max_packet_size_0(64))
+    {
+        Ok(builder) => builder.device_class(0).device_release(BCD_DEVICE).build(),
+        Err(error) => {
+            tracing::error!(?error, "cannot build the USB device");
+            return;
+        }
+    };
+    let mut key = Key {
+        auth,
+        ctaphid: Ctaphid::new(version()),
+        bus: handle,
+        connection: None,
+        pending_packet: None,
+        serial: serial.clone(),
+    };
+    loop {
+        let Some(event) = key.next_event(&events) else {
+            break;
+        };
+        match event {
+            Some(Event::Shutdown) => break,
+            Some(event) => key.handle_event(event, &mut usb, &mut hid),
+            None => {}
+        }
+        key.service(&mut usb, &mut hid);
+    }
+    tracing::info!(serial = %key.serial, "key stopped");
+}
+
+fn version() -> DeviceVersion {
+    let v = firmware_version();
+    DeviceVersion {
+        major: (v >> 16) as u8,
+        minor: (v >> 8) as u8,
+        build: v as u8,
+    }
+}
+
+impl<S: littlefs2::driver::Storage> Key<'_, S> {
+    fn now(&mut self) -> u64 {
+        self.auth.platform().now_ms()
+    }
+
+    /// The next event, or `Some(None)` when a CTAPHID deadline passes first; `None` when every
+    /// sender is gone.
+    fn next_event(&mut self, events: &Receiver<Event>) -> Option<Option<Event>> {
+        match self.ctaphid.next_deadline() {
+            Some(deadline) => {
+                let wait = deadline.saturating_sub(self.now());
+                match events.recv_timeout(Duration::from_millis(wait)) {
+                    Ok(event) => Some(Some(event)),
+                    Err(RecvTimeoutError::Timeout) => Some(None),
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            }
+            None => events.recv().ok().map(Some),
+        }
+    }
+
+    fn handle_event(
+        &mut self,
+        event: Event,
+        usb: &mut UsbDevice<'_, UsbIpBus>,
+        hid: &mut FidoHid<'_, UsbIpBus>,
+    ) {
+        match event {
+            Event::Attach { id, writer } => {
+                tracing::info!(serial = %self.serial, "client attached");
+                // A new host session: nothing of the previous one may leak into it.
+                self.auth.abort();
+                self.ctaphid = Ctaphid::new(version());
+                self.pending_packet = None;
+                self.bus.reset();
+                self.connection = Some(Connection {
+                    id,
+                    writer,
+                    in_urbs: VecDeque::new(),
+                    out_urbs: VecDeque::new(),
+                    out_on_bus: false,
+                });
+            }
+            Event::Detach { id } => {
+                if self.connection.as_ref().is_some_and(|c| c.id == id) {
+                    tracing::info!(serial = %self.serial, "client detached");
+                    self.connection = None;
+                }
+            }
+            Event::Command { id, command } => {
+                if self.connection.as_ref().is_some_and(|c| c.id == id) {
+                    self.command(command, usb, hid);
+                }
+            }
+            Event::Shutdown => {}
+        }
+    }
+
+    fn command(
+        &mut self,
+        command: Command,
+        usb: &mut UsbDevice<'_, UsbIpBus>,
+        hid: &mut FidoHid<'_, UsbIpBus>,
+    ) {
+        match command {
+            Command::Submit(urb) if urb.endpoint == 0 => {
+                let (status, data) = control_transfer(usb, hid, &self.bus, &urb);
+                let reply = if urb.direction == protocol::DIR_IN {
+                    protocol::ret_submit(urb.seqnum, status, data.len() as u32, &data)
+                } else {
+                    protocol::ret_submit(
+                        urb.seqnum,
+                        status,
+                        if status == 0 {
+                            urb.data.len() as u32
+                        } else {
+                            0
+                        },
+                        &[],
+                    )
+                };
+                self.send(&reply);
+            }
+            Command::Submit(urb) => {
+                let direction = if urb.direction == protocol::DIR_IN {
+                    UsbDirection::In
+                } else {
+                    UsbDirection::Out
+                };
+                if !self.bus.is_endpoint(urb.endpoint, direction) {
+                    self.send(&protocol::ret_submit(urb.seqnum, protocol::EPIPE, 0, &[]));
+                } else if direction == UsbDirection::In
+                    && (urb.transfer_buffer_length as usize) < authenticator::ctaphid::PACKET_SIZE
+                {
+                    // A report would not fit: never complete a URB with more than it asked for.
+                    self.send(&protocol::ret_submit(
+                        urb.seqnum,
+                        protocol::EOVERFLOW,
+                        0,
+                        &[],
+                    ));
+                } else if let Some(connection) = &mut self.connection {
+                    match direction {
+                        UsbDirection::In => connection.in_urbs.push_back(urb),
+                        UsbDirection::Out => connection.out_urbs.push_back(urb),
+                    }
+                }
+            }
+            Command::Unlink {
+                seqnum,
+                unlink_seqnum,
+            } => {
+                let Some(connection) = &mut self.connection else {
+                    return;
+                };
+                let before = connection.in_urbs.len() + connection.out_urbs.len();
+                connection.in_urbs.retain(|u| u.seqnum != unlink_seqnum);
+                let front = connection.out_urbs.front().map(|u| u.seqnum);
+                connection.out_urbs.retain(|u| u.seqnum != unlink_seqnum);
+                if front == Some(unlink_seqnum) {
+                    connection.out_on_bus = false;
+                }
+                let removed = before != connection.in_urbs.len() + connection.out_urbs.len();
+                let status = if removed { protocol::ECONNRESET } else { 0 };
+                self.send(&protocol::ret_unlink(seqnum, status));
+            }
+        }
+    }
+
+    /// Send to the client; a client that cannot take it (gone, or not reading) is dropped.
+    fn send(&mut self, bytes: &[u8]) {
+        if let Some(connection) = &mut self.connection {
+            if !connection.send(bytes) {
+                tracing::warn!(serial = %self.serial, "client not reading: dropping it");
+                let _ = connection.writer.shutdown(Shutdown::Both);
+                self.connection = None;
+            }
+        }
+    }
+
+    /// Move everything that can move: deadlines, OUT reports into CTAPHID, CTAPHID packets out
+    /// to waiting IN URBs.
+    fn service(&mut self, usb: &mut UsbDevice<'_, UsbIpBus>, hid: &mut FidoHid<'_, UsbIpBus>) {
+        let now = self.now();
+        if self.ctaphid.next_deadline().is_some_and(|d| d <= now) {
+            self.ctaphid.poll(now, &mut self.auth);
+        }
+        for _ in 0..MAX_ROUNDS {
+            let mut progress = false;
+            for _ in 0..MAX_ROUNDS {
+                if !self.bus.has_events() {
+                    break;
+                }
+                usb.poll(&mut [hid]);
+            }
+            progress |= self.deliver_out(usb, hid);
+            while let Some(report) = hid.read_report() {
+                let now = self.now();
+                self.ctaphid.handle_packet(&report, now, &mut self.auth);
+                progress = true;
+            }
+            progress |= self.complete_out();
+            progress |= self.queue_in(hid);
+            progress |= self.complete_in();
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn deliver_out(
+        &mut self,
+        usb: &mut UsbDevice<'_, UsbIpBus>,
+        hid: &mut FidoHid<'_, UsbIpBus>,
+    ) -> bool {
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        let Some(urb) = connection.out_urbs.front() else {
+            return false;
+        };
+        if connection.out_on_bus || !self.bus.put_out(urb.endpoint, &urb.data) {
+            return false;
+        }
+        connection.out_on_bus = true;
+        usb.poll(&mut [hid]);
+        true
+    }
+
+    fn complete_out(&mut self) -> bool {
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        let Some(urb) = connection.out_urbs.front() else {
+            return false;
+        };
+        if !connection.out_on_bus || !self.bus.out_consumed(urb.endpoint) {
+            return false;
+        }
+        let reply = protocol::ret_submit(urb.seqnum, 0, urb.data.len() as u32, &[]);
+        connection.out_urbs.pop_front();
+        connection.out_on_bus = false;
+        self.send(&reply);
+        true
+    }
+
+    fn queue_in(&mut self, hid: &mut FidoHid<'_, UsbIpBus>) -> bool {
+        if self.pending_packet.is_none() {
+            self.pending_packet = self.ctaphid.pop_packet();
+        }
+        match &self.pending_packet {
+            Some(packet) if hid.write_report(packet) => {
+                self.pending_packet = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn complete_in(&mut self) -> bool {
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        let Some(endpoint) = connection.in_urbs.front().map(|u| u.endpoint) else {
+            return false;
+        };
+        let Some(report) = self.bus.take_in(endpoint) else {
+            return false;
+        };
+        let Some(urb) = connection.in_urbs.pop_front() else {
+            return false;
+        };
+        self.send(&protocol::ret_submit(
+            urb.seqnum,
+            0,
+            report.len() as u32,
+            &report,
+        ));
+        true
+    }
+}
+
+/// Run one control transfer through the stack, answered in the URB that asked: the SETUP, the
+/// OUT data stage if any, IN data collected across the stack's 64-byte writes, and the status
+/// stage. The answer never holds more than wLength or the URB's buffer.
+fn control_transfer(
+    usb: &mut UsbDevice<'_, UsbIpBus>,
+    hid: &mut FidoHid<'_, UsbIpBus>,
+    bus: &BusHandle,
+    urb: &Submit,
+) -> (i32, Vec<u8>) {
+    let setup = urb.setup;
+    let device_to_host = setup[0] & 0x80 != 0;
+    let w_length = usize::from(u16::from_le_bytes([setup[6], setup[7]]));
+    bus.setup(setup);
+    let mut out_data: &[u8] = if device_to_host {
+        &[]
+    } else {
+        &urb.data[..urb.data.len().min(w_length)]
+    };
+    let mut collected = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        if bus.has_events() {
+            usb.poll(&mut [hid]);
+            if let Some(chunk) = bus.take_in(0) {
+                collected.extend_from_slice(&chunk);
+            }
+            if bus.control_stalled() {
+                return (protocol::EPIPE, Vec::new());
+            }
+        } else if !out_data.is_empty() && bus.out_consumed(0) {
+            let n = out_data.len().min(64);
+            bus.put_out(0, &out_data[..n]);
+            out_data = &out_data[n..];
+        } else {
+            break;
+        }
+    }
+    if device_to_host {
+        // The host's zero-length status packet ends the transfer.
+        bus.put_out(0, &[]);
+        for _ in 0..4 {
+            if !bus.has_events() {
+                break;
+            }
+            usb.poll(&mut [hid]);
+        }
+        collected.truncate(w_length.min(urb.transfer_buffer_length as usize));
+    }
+    (0, collected)
+}

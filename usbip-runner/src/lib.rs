@@ -1,0 +1,24 @@
+//! The authenticator as a virtual USB device: a USB/IP server (protocol 0x0111) presenting a
+//! full-speed FIDO HID device, with state in a littlefs2 image on disk or in memory.
+//!
+//! ```no_run
+//! use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation};
+//! let server = start(ServerConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     presence: PresenceMode::Auto,
+//!     state: StateLocation::Ephemeral,
+//! })?;
+//! println!("usbip attach -r {} -b {}", server.addr().ip(), server.bus_ids()[0]);
+//! server.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod bus;
+pub mod device;
+pub mod platform;
+pub mod protocol;
+pub mod server;
+pub mod storage;
+
+pub use platform::PresenceMode;
+pub use server::{start, Server, ServerConfig, StateLocation};

@@ -1,0 +1,88 @@
+//! `usbip-runner`: a virtual FIDO2/U2F security key over USB/IP.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A virtual FIDO2/U2F security key, attachable with `usbip attach`"
+)]
+struct Args {
+    /// Address to listen on (loopback unless you ask for more).
+    #[arg(long, default_value = "127.0.0.1:3240")]
+    listen: SocketAddr,
+    /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
+    /// Default: prompt on a terminal, deny otherwise.
+    #[arg(long, value_enum)]
+    presence: Option<PresenceMode>,
+    /// Directory for the key's state (credentials, PIN, counter). Default: the user's data
+    /// directory ($XDG_DATA_HOME/usbip-runner or ~/.local/share/usbip-runner).
+    #[arg(long, conflicts_with = "ephemeral")]
+    state: Option<PathBuf>,
+    /// Keep the state in memory only: a fresh key every start.
+    #[arg(long)]
+    ephemeral: bool,
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("usbip-runner");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/usbip-runner")
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("USBIP_RUNNER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
+        PresenceMode::Prompt
+    } else {
+        PresenceMode::Deny
+    });
+    let state = if args.ephemeral {
+        StateLocation::Ephemeral
+    } else {
+        StateLocation::Dir(args.state.unwrap_or_else(default_state_dir))
+    };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("usbip-runner: cannot handle signals: {error}");
+            std::process::exit(1);
+        }
+    };
+    let server = match start(ServerConfig {
+        listen: args.listen,
+        presence,
+        state: state.clone(),
+    }) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("usbip-runner: cannot start on {}: {error}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    // One line on stdout, for scripts and tests that start us on port 0.
+    println!("listening on {}", server.addr());
+    let _ = std::io::stdout().flush();
+    tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip());
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    server.shutdown();
+}

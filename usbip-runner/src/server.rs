@@ -1,0 +1,229 @@
+//! The USB/IP server: accepts connections, answers the device list and imports, and hands each
+//! imported connection's URBs to its key's thread.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::device::{self, Event};
+use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
+use crate::protocol::{self, OpRequest};
+use crate::storage::{FileStorage, RamStorage};
+
+/// A client that stops reading is dropped after this long, so it cannot stall its key.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that sends nothing before importing is closed after this long.
+const IDLE_BEFORE_IMPORT: Duration = Duration::from_secs(30);
+
+/// Where a key keeps its state.
+#[derive(Clone, Debug)]
+pub enum StateLocation {
+    /// `DIR/state.lfs` (key `n` of several: `DIR/key-n/state.lfs`).
+    Dir(PathBuf),
+    /// In memory only.
+    Ephemeral,
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub presence: PresenceMode,
+    pub state: StateLocation,
+}
+
+struct KeySlot {
+    bus_id: String,
+    events: Sender<Event>,
+    attached: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    keys: Arc<Vec<KeySlot>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the server listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Bus ids of the keys, as `usbip list` shows them.
+    pub fn bus_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.bus_id.clone()).collect()
+    }
+
+    /// Stop accepting, stop the keys (their state is already on storage), and wait for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the acceptor, which is blocked in accept().
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for key in self.keys.iter() {
+            let _ = key.events.send(Event::Shutdown);
+        }
+        if let Some(keys) = Arc::get_mut(&mut self.keys) {
+            for key in keys.iter_mut() {
+                if let Some(thread) = key.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Start the server and its key.
+pub fn start(config: ServerConfig) -> io::Result<Server> {
+    let listener = TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
+    let keys = Arc::new(vec![spawn_key("1-1", &config, prompt)?]);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let keys = keys.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("usbip-accept".into())
+            .spawn(move || accept_loop(listener, keys, stopping))?
+    };
+    tracing::info!(%addr, "USB/IP server listening");
+    Ok(Server {
+        addr,
+        stopping,
+        keys,
+        acceptor: Some(acceptor),
+    })
+}
+
+fn spawn_key(
+    bus_id: &str,
+    config: &ServerConfig,
+    prompt: Option<Arc<Prompt>>,
+) -> io::Result<KeySlot> {
+    let (events, receiver) = channel();
+    let serial = match &config.state {
+        StateLocation::Dir(_) => format!("usbip-{bus_id}"),
+        StateLocation::Ephemeral => format!("usbip-{bus_id}-ephemeral"),
+    };
+    let label = bus_id.to_string();
+    let presence = config.presence;
+    let thread = match &config.state {
+        StateLocation::Dir(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let storage = FileStorage::open(&dir.join("state.lfs"))?;
+            let platform = RunnerPlatform::new(presence, prompt, label)?;
+            std::thread::Builder::new()
+                .name(format!("key-{bus_id}"))
+                .spawn(move || device::run(storage, platform, serial, receiver))?
+        }
+        StateLocation::Ephemeral => {
+            let platform = RunnerPlatform::new(presence, prompt, label)?;
+            std::thread::Builder::new()
+                .name(format!("key-{bus_id}"))
+                .spawn(move || device::run(RamStorage::default(), platform, serial, receiver))?
+        }
+    };
+    Ok(KeySlot {
+        bus_id: bus_id.to_string(),
+        events,
+        attached: Arc::new(AtomicBool::new(false)),
+        thread: Some(thread),
+    })
+}
+
+fn accept_loop(listener: TcpListener, keys: Arc<Vec<KeySlot>>, stopping: Arc<AtomicBool>) {
+    let ids = Arc::new(AtomicU64::new(1));
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let keys = keys.clone();
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name(format!("usbip-conn-{id}"))
+            .spawn(move || {
+                if let Err(error) = serve_connection(stream, &keys, id) {
+                    tracing::debug!(%error, connection = id, "connection ended");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot serve a connection");
+        }
+    }
+}
+
+/// One client connection: any number of device lists, then at most one import, whose URBs go
+/// to the key until the client goes away. Malformed input ends this connection only.
+fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_read_timeout(Some(IDLE_BEFORE_IMPORT))?;
+    loop {
+        match protocol::read_op_request(&mut stream)? {
+            OpRequest::DevList => {
+                let devices: Vec<_> = keys
+                    .iter()
+                    .map(|k| device::device_info(&k.bus_id))
+                    .collect();
+                stream.write_all(&protocol::op_rep_devlist(&devices))?;
+            }
+            OpRequest::Import { bus_id } => {
+                let Some(key) = keys.iter().find(|k| k.bus_id == bus_id) else {
+                    stream.write_all(&protocol::op_rep_import(None))?;
+                    continue;
+                };
+                if key.attached.swap(true, Ordering::SeqCst) {
+                    tracing::info!(%bus_id, "import refused: already attached");
+                    stream.write_all(&protocol::op_rep_import(None))?;
+                    continue;
+                }
+                let result = run_imported(&mut stream, key, &bus_id, id);
+                key.attached.store(false, Ordering::SeqCst);
+                let _ = key.events.send(Event::Detach { id });
+                let _ = stream.shutdown(Shutdown::Both);
+                return result;
+            }
+        }
+    }
+}
+
+fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) -> io::Result<()> {
+    stream.write_all(&protocol::op_rep_import(Some(&device::device_info(bus_id))))?;
+    // An attached device may be idle for as long as the host likes.
+    stream.set_read_timeout(None)?;
+    let writer = stream.try_clone()?;
+    if key.events.send(Event::Attach { id, writer }).is_err() {
+        return Err(io::Error::other("key stopped"));
+    }
+    loop {
+        let command = protocol::read_command(stream)?;
+        if key.events.send(Event::Command { id, command }).is_err() {
+            return Err(io::Error::other("key stopped"));
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! littlefs2 block devices for the virtual key: a file in the state directory, or RAM.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use littlefs2::consts;
+use littlefs2::driver::Storage;
+use littlefs2::io::{Error, Result};
+
+/// 4 KiB blocks, as on the Pico's flash.
+pub const BLOCK_SIZE: usize = 4096;
+/// 16 MiB: thousands of discoverable credentials.
+pub const BLOCK_COUNT: usize = 4096;
+const SIZE: u64 = (BLOCK_SIZE * BLOCK_COUNT) as u64;
+
+/// The state image, `state.lfs`. Every program and erase reaches the disk (fdatasync) before it
+/// returns, so littlefs's power-loss guarantees hold for the process and for the machine.
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < SIZE {
+            // Sparse: a fresh image costs no disk until written.
+            file.set_len(SIZE)?;
+        }
+        Ok(Self { file })
+    }
+}
+
+impl Storage for FileStorage {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = 16;
+    const BLOCK_SIZE: usize = BLOCK_SIZE;
+    const BLOCK_COUNT: usize = BLOCK_COUNT;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = consts::U256;
+    type LOOKAHEAD_SIZE = consts::U64;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
+        self.file
+            .read_exact_at(buf, off as u64)
+            .map_err(|_| Error::IO)?;
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> Result<usize> {
+        self.file
+            .write_all_at(data, off as u64)
+            .map_err(|_| Error::IO)?;
+        self.file.sync_data().map_err(|_| Error::IO)?;
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
+        self.file
+            .write_all_at(&vec![0xff; len], off as u64)
+            .map_err(|_| Error::IO)?;
+        self.file.sync_data().map_err(|_| Error::IO)?;
+        Ok(len)
+    }
+}
+
+/// A throwaway image in memory (`--ephemeral`).
+pub struct RamStorage {
+    bytes: Vec<u8>,
+}
+
+impl Default for RamStorage {
+    fn default() -> Self {
+        Self {
+            bytes: vec![0xff; SIZE as usize],
+        }
+    }
+}
+
+impl Storage for RamStorage {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = 16;
+    const BLOCK_SIZE: usize = BLOCK_SIZE;
+    const BLOCK_COUNT: usize = BLOCK_COUNT;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = consts::U256;
+    type LOOKAHEAD_SIZE = consts::U64;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
+        let src = self.bytes.get(off..off + buf.len()).ok_or(Error::IO)?;
+        buf.copy_from_slice(src);
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> Result<usize> {
+        self.bytes
+            .get_mut(off..off + data.len())
+            .ok_or(Error::IO)?
+            .copy_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
+        self.bytes
+            .get_mut(off..off + len)
+            .ok_or(Error::IO)?
+            .fill(0xff);
+        Ok(len)
+    }
+}
