@@ -292,7 +292,7 @@ mod tests {
         header[3] = 9;
         assert!(read_command(&mut &header[..]).is_err(), "unknown command");
         assert!(
-            read_op_request(&mut &[1u8, 0x11, 0x80, 0x05, 0, 0, 0, 0][..]).is_err(),
+            read_op_request(&mut &[2u8, 0x00, 0x80, 0x05, 0, 0, 0, 0][..]).is_err(),
             "bad version"
         );
         // Any byte soup: an error or a command, never a panic.
