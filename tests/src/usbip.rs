@@ -280,10 +280,8 @@ impl Device {
                         let report: [u8; 64] = data.as_slice().try_into().map_err(|_| {
                             protocol_error(format!("interrupt IN of {} bytes", data.len()))
                         })?;
-                        if report[..4] == [0, 0, 0, 0] {
-                            return Err(protocol_error(
-                                "report on channel 0 (a zero-filled report?)".into(),
-                            ));
+                        if report == [0u8; 64] {
+                            return Err(protocol_error("a zero-filled report".into()));
                         }
                         self.reports.push_back(report);
                     }
