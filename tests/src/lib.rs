@@ -60,6 +60,7 @@ impl Key {
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .env("USBIP_RUNNER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
