@@ -3,7 +3,6 @@
 //! The response is this crate's own type, not ctap-types', so that every extension the key
 //! supports (credBlob, minPinLength among them) can be named.
 
-use ctap_types::ctap2::get_info::CtapOptions;
 use ctap_types::webauthn::PublicKeyCredentialParameters;
 use heapless::Vec;
 use serde_indexed::SerializeIndexed;
@@ -26,6 +25,26 @@ const EXTENSIONS: [&str; 5] = [
     "minPinLength",
 ];
 
+/// The options map, its fields in CTAP's canonical CBOR order (shorter keys first, then
+/// bytewise): clients such as python-fido2 reject any other order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Options {
+    rk: bool,
+    up: bool,
+    plat: bool,
+    always_uv: bool,
+    cred_mgmt: bool,
+    authnr_cfg: bool,
+    client_pin: bool,
+    large_blobs: bool,
+    pin_uv_auth_token: bool,
+    #[serde(rename = "setMinPINLength")]
+    set_min_pin_length: bool,
+    make_cred_uv_not_rqd: bool,
+    credential_mgmt_preview: bool,
+}
+
 /// authenticatorGetInfo's response; each field's position is its CBOR key (from 0x01).
 #[derive(SerializeIndexed)]
 #[serde_indexed(offset = 1)]
@@ -33,7 +52,7 @@ pub(crate) struct Info {
     versions: Vec<&'static str, 3>,
     extensions: [&'static str; 5],
     aaguid: serde_bytes::ByteArray<16>,
-    options: CtapOptions,
+    options: Options,
     max_msg_size: usize,
     pin_uv_auth_protocols: [u8; 2],
     max_credential_count_in_list: usize,
@@ -67,19 +86,20 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let _ = versions.push("FIDO_2_0");
     let _ = versions.push("FIDO_2_1");
 
-    let mut options = CtapOptions::default();
-    options.rk = true;
-    options.up = true;
-    options.plat = Some(false);
-    options.client_pin = Some(pin_set);
-    options.pin_uv_auth_token = Some(true);
-    options.make_cred_uv_not_rqd = Some(true);
-    options.authnr_cfg = Some(true);
-    options.always_uv = Some(settings.always_uv);
-    options.set_min_pin_length = Some(true);
-    options.cred_mgmt = Some(true);
-    options.credential_mgmt_preview = Some(true);
-    options.large_blobs = Some(true);
+    let options = Options {
+        rk: true,
+        up: true,
+        plat: false,
+        always_uv: settings.always_uv,
+        cred_mgmt: true,
+        authnr_cfg: true,
+        client_pin: pin_set,
+        large_blobs: true,
+        pin_uv_auth_token: true,
+        set_min_pin_length: true,
+        make_cred_uv_not_rqd: true,
+        credential_mgmt_preview: true,
+    };
 
     Info {
         versions,
