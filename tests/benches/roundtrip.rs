@@ -1,1 +1,112 @@
-fn main() {}
+//! Round trips of CTAP commands over USB/IP on loopback, through the strict Rust client:
+//! CTAPHID framing, interrupt URBs, the USB stack, the authenticator. Prints figures; asserts
+//! nothing about speed.
+//!
+//! `cargo bench -p e2e-tests --bench roundtrip` (set ROUNDTRIP_ITERATIONS to change the count).
+
+use std::time::{Duration, Instant};
+
+use e2e_tests::ctap::*;
+use e2e_tests::ctaphid::{self, Channel};
+use e2e_tests::Key;
+use usbip_runner::{PresenceMode, StateLocation};
+
+fn measure(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..iterations / 10 {
+        f(); // warm up
+    }
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples
+}
+
+fn report(name: &str, samples: &[Duration]) {
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!(
+        "{name:<34} median {:>8.3} ms   p90 {:>8.3} ms   min {:>8.3} ms   (n={})",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.9).as_secs_f64() * 1e3,
+        samples[0].as_secs_f64() * 1e3,
+        samples.len()
+    );
+}
+
+fn bench(label: &str, state: StateLocation, iterations: usize) {
+    let key = Key::start_with(PresenceMode::Auto, state);
+    let mut channel: Channel = key.channel();
+    let make = request(
+        0x01,
+        Some(&make_credential_request(
+            "example.com",
+            b"bench",
+            &[-7],
+            false,
+        )),
+    );
+    let (status, body) = channel.cbor(&make).unwrap();
+    assert_eq!(status, 0);
+    let id = parse_auth_data(
+        get(&decode_body(&body).unwrap(), 2)
+            .unwrap()
+            .as_bytes()
+            .unwrap(),
+    )
+    .credential_id;
+    let get_assertion = request(
+        0x02,
+        Some(&get_assertion_request("example.com", &[1; 32], &[&id])),
+    );
+
+    println!("-- {label}");
+    report(
+        "PING (57 bytes)",
+        &measure(iterations, || {
+            channel.transact(ctaphid::PING, &[0x5a; 57]).unwrap();
+        }),
+    );
+    report(
+        "getInfo",
+        &measure(iterations, || {
+            assert_eq!(channel.cbor(&[0x04]).unwrap().0, 0);
+        }),
+    );
+    report(
+        "getAssertion (ES256)",
+        &measure(iterations, || {
+            assert_eq!(channel.cbor(&get_assertion).unwrap().0, 0);
+        }),
+    );
+    report(
+        "makeCredential (ES256)",
+        &measure(iterations / 2, || {
+            assert_eq!(channel.cbor(&make).unwrap().0, 0);
+        }),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this once, briefly.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let iterations = std::env::var("ROUNDTRIP_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 10 } else { 500 });
+    let dir = std::env::temp_dir().join(format!("roundtrip-{}", std::process::id()));
+    bench(
+        "usbip-runner --ephemeral",
+        StateLocation::Ephemeral,
+        iterations,
+    );
+    bench(
+        "usbip-runner --state DIR (fsync'd file)",
+        StateLocation::Dir(dir.clone()),
+        iterations,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
