@@ -423,3 +423,39 @@ fn a_raised_minimum_forces_a_pin_change() {
             .expect("token after the change");
     });
 }
+
+#[test]
+fn a_silent_preflight_does_not_spend_the_token() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 10, |key| {
+        let client = PinClient::new(key, 2, 13);
+        client.set_pin(key, PIN);
+        let (_, body) = make_credential(
+            key,
+            2,
+            Some(&client.token(key, PIN, Some(MC), None).unwrap()),
+            "example.com",
+            false,
+        );
+        let id = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap()).credential_id;
+        let token = client
+            .token(key, PIN, Some(GA), Some("example.com"))
+            .unwrap();
+        // Platforms probe the allow list with up=false and the token first.
+        let mut probe = get_assertion_request("example.com", &[0; 32], &[&id]);
+        if let Value::Map(entries) = &mut probe {
+            entries.push((int(5), map(vec![(text("up"), Value::Bool(false))])));
+            entries.push((int(6), bytes(&PinClient::mac(2, &token, &[0; 32]))));
+            entries.push((int(7), int(2)));
+        }
+        assert_eq!(ctap2(key, GA, Some(probe)).0, 0);
+        let (status, body) = get_assertion(key, 2, Some(&token), "example.com", &[&id]);
+        assert_eq!(status, 0, "the real request still has the token");
+        assert_eq!(flags(&body.unwrap(), 2) & 0x05, 0x05);
+        assert_eq!(
+            get_assertion(key, 2, Some(&token), "example.com", &[&id]).0,
+            0x33,
+            "now it is spent"
+        );
+    });
+}

@@ -154,9 +154,11 @@ pub(crate) fn get_assertion<P: Platform>(
     }
     if user_present {
         auth.user_presence()?;
-    }
-    if uv {
-        consume_token(auth);
+        // A touched, verified assertion spends the token's permissions (§6.2.2 step 9); a
+        // silent up=false pre-flight, as platforms send before the real request, does not.
+        if uv {
+            consume_token(auth);
+        }
     }
 
     let series = Series {
