@@ -430,13 +430,8 @@ fn a_silent_preflight_does_not_spend_the_token() {
     with_key(&mut storage, &Knobs::default(), 10, |key| {
         let client = PinClient::new(key, 2, 13);
         client.set_pin(key, PIN);
-        let (_, body) = make_credential(
-            key,
-            2,
-            Some(&client.token(key, PIN, Some(MC), None).unwrap()),
-            "example.com",
-            false,
-        );
+        let mc_token = client.token(key, PIN, Some(MC), None).unwrap();
+        let (_, body) = make_credential(key, 2, Some(&mc_token), "example.com", false);
         let id = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap()).credential_id;
         let token = client
             .token(key, PIN, Some(GA), Some("example.com"))
