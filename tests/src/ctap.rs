@@ -168,3 +168,20 @@ pub fn decode_body(body: &[u8]) -> Option<Value> {
 pub fn as_int(value: &Value) -> i64 {
     i64::try_from(value.as_integer().expect("an integer")).expect("fits i64")
 }
+
+/// Something that answers CTAP2 requests: the core directly (in its tests) or a key over
+/// USB/IP. Test helpers written against it serve both.
+pub trait Transport {
+    /// Send a CTAP2 request (command byte, then CBOR); returns the status and the body.
+    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>);
+}
+
+/// A CTAP2 command with a CBOR body; returns the status and the decoded body.
+pub fn call(
+    transport: &mut impl Transport,
+    command: u8,
+    body: Option<Value>,
+) -> (u8, Option<Value>) {
+    let (status, body) = transport.ctap2_raw(&request(command, body.as_ref()));
+    (status, decode_body(&body))
+}

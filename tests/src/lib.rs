@@ -6,7 +6,14 @@
 
 pub mod ctap;
 pub mod ctaphid;
+pub mod pin;
 pub mod usbip;
+
+impl ctap::Transport for ctaphid::Channel {
+    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
+        self.cbor(request).expect("a CTAPHID answer")
+    }
+}
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,8 +63,14 @@ impl Key {
 
     /// The `usbip-runner` binary, with these arguments (plus `--listen 127.0.0.1:0`).
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// The binary with extra environment variables (e.g. the fault injection of the storage).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let binary = runner_binary();
         let mut child = Command::new(&binary)
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("USBIP_RUNNER_LOG", "warn")
@@ -119,6 +132,22 @@ impl Key {
 
     /// SIGKILL: a crash, or a power cut (dropping the key does the same).
     pub fn kill(self) {}
+
+    /// Wait for a process key to exit on its own; true if it died abnormally (a signal).
+    pub fn wait_crash(self) -> bool {
+        match self {
+            Key::InProcess(_) => false,
+            Key::Process { mut runner, .. } => {
+                let Some(mut child) = runner.child.take() else {
+                    return false;
+                };
+                child
+                    .wait()
+                    .map(|status| status.code().is_none())
+                    .unwrap_or(false)
+            }
+        }
+    }
 }
 
 /// target/<profile>/usbip-runner, next to this test binary's directory.

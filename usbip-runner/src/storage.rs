@@ -18,6 +18,10 @@ const SIZE: u64 = (BLOCK_SIZE * BLOCK_COUNT) as u64;
 /// returns, so littlefs's power-loss guarantees hold for the process and for the machine.
 pub struct FileStorage {
     file: File,
+    /// A testing aid: with `USBIP_RUNNER_FAULT_AFTER_WRITES=N` the process dies right after its
+    /// Nth program or erase, as if the power were cut there.
+    fault_after: Option<u64>,
+    writes: u64,
 }
 
 impl FileStorage {
@@ -32,7 +36,25 @@ impl FileStorage {
             // Sparse: a fresh image costs no disk until written.
             file.set_len(SIZE)?;
         }
-        Ok(Self { file })
+        let fault_after = std::env::var("USBIP_RUNNER_FAULT_AFTER_WRITES")
+            .ok()
+            .and_then(|n| n.parse().ok());
+        Ok(Self {
+            file,
+            fault_after,
+            writes: 0,
+        })
+    }
+
+    fn written(&mut self) {
+        self.writes += 1;
+        if self.fault_after == Some(self.writes) {
+            tracing::warn!(
+                writes = self.writes,
+                "USBIP_RUNNER_FAULT_AFTER_WRITES reached: cutting power"
+            );
+            std::process::abort();
+        }
     }
 }
 
@@ -57,6 +79,7 @@ impl Storage for FileStorage {
             .write_all_at(data, off as u64)
             .map_err(|_| Error::IO)?;
         self.file.sync_data().map_err(|_| Error::IO)?;
+        self.written();
         Ok(data.len())
     }
 
@@ -65,6 +88,7 @@ impl Storage for FileStorage {
             .write_all_at(&vec![0xff; len], off as u64)
             .map_err(|_| Error::IO)?;
         self.file.sync_data().map_err(|_| Error::IO)?;
+        self.written();
         Ok(len)
     }
 }

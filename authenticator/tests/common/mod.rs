@@ -152,4 +152,16 @@ pub fn decode(response: &[u8]) -> (u8, Option<Value>) {
     (status, body)
 }
 
+#[path = "../../../tests/src/pin.rs"]
 pub mod pin_client;
+
+impl<T: App> Transport for T {
+    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
+        let mut response = Vec::new();
+        assert_eq!(
+            self.call(Transaction::Cbor, request, &mut response),
+            Outcome::Done
+        );
+        (response[0], response[1..].to_vec())
+    }
+}
