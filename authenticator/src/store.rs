@@ -322,8 +322,11 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// Store a discoverable credential, replacing the one of the same RP and user.id.
     pub fn save_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
         let mut buffer = [0u8; MAX_RECORD_LEN];
-        let bytes =
-            cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        // Every record is written at its full, fixed length: larger than littlefs inlines into
+        // directory metadata, so each takes exactly one block of its own, whatever its names.
+        // That is what makes the remaining count exact (see `remaining_resident_slots`).
+        let bytes = &buffer[..];
         let rp_id_hash = sha256(credential.rp_id.as_bytes());
         let replacing = self
             .fs
