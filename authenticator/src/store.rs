@@ -178,6 +178,16 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         let _ = self.fs.create_dir_all(&path("/rk"));
     }
 
+    fn new_kwk(&mut self, rng: &mut impl CryptoRng) -> Result<[u8; 32]> {
+        let mut kwk = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut *kwk);
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path("/dev/kwk"), &*kwk)?;
+        let value = *kwk;
+        self.kwk = Some(kwk);
+        Ok(value)
+    }
+
     /// The key-wrapping key, made on first use.
     pub fn kwk(&mut self, rng: &mut impl CryptoRng) -> Result<[u8; 32]> {
         if let Some(kwk) = &self.kwk {
@@ -190,6 +200,9 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
                 kwk.copy_from_slice(&bytes);
                 bytes.as_mut_slice().zeroize();
             }
+            // Empty: the power was cut while the file was first created (littlefs commits a new
+            // file's name before its contents), so no credential was ever sealed with it.
+            Ok(bytes) if bytes.is_empty() => return self.new_kwk(rng),
             Ok(_) => return Err(StoreError::Io),
             Err(e) if e == FsError::NO_SUCH_ENTRY => {
                 rng.fill_bytes(&mut *kwk);
@@ -211,6 +224,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             Some(counter) => counter,
             None => {
                 let reserved = match self.fs.read::<4>(&path) {
+                    // Empty: cut while first created, before any value was handed out.
+                    Ok(bytes) if bytes.is_empty() => 1,
                     Ok(bytes) => {
                         u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| StoreError::Io)?)
                     }
@@ -283,15 +298,19 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             Ok(bytes)
         });
         match read {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e == FsError::NO_SUCH_ENTRY => {
-                // CBOR [] and the first 16 bytes of its SHA-256.
-                let mut empty = alloc::vec![0x80];
-                empty.extend_from_slice(&sha256(&[0x80])[..16]);
-                Ok(empty)
-            }
+            Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+            // Absent, or cut while first created: the initial, empty array.
+            Ok(_) => Ok(Self::empty_large_blob_array()),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(Self::empty_large_blob_array()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// CBOR [] and the first 16 bytes of its SHA-256.
+    fn empty_large_blob_array() -> Vec<u8> {
+        let mut empty = alloc::vec![0x80];
+        empty.extend_from_slice(&sha256(&[0x80])[..16]);
+        empty
     }
 
     /// Replace the large-blob array (atomically, like every file).
@@ -303,6 +322,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     fn load<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.fs.read::<MAX_RECORD_LEN>(&path(name)) {
+            // Empty: cut while first created; the write was never acknowledged.
+            Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => cbor_smol::cbor_deserialize(&bytes)
                 .map(Some)
                 .map_err(|_| StoreError::Io),
