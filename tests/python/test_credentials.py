@@ -127,3 +127,17 @@ def test_large_blobs(device):
     client_pin = ClientPin(ctap2)
     blobs = LargeBlobs(ctap2, client_pin.protocol, client_pin.get_pin_token(PIN, ClientPin.PERMISSION.LARGE_BLOB_WRITE))
     assert len(blobs.read_blob_array()) == 1
+
+
+def test_prf_at_registration_uses_hmac_secret_mc(device):
+    ClientPin(Ctap2(device)).set_pin(PIN)
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id="example.com"))
+    auth_data, response = _register(device, server, "alice", extensions={"prf": {"eval": {"first": b"registration salt"}}})
+    at_create = response.client_extension_results["prf"]
+    assert at_create["enabled"] is True
+    first = websafe_decode(at_create["results"]["first"])
+    assert len(first) == 32
+    credential = auth_data.credential_data
+    options, state = server.authenticate_begin([credential], user_verification="required", extensions={"prf": {"eval": {"first": b"registration salt"}}})
+    result = _client(device).get_assertion(options.public_key).get_response(0)
+    assert websafe_decode(result.client_extension_results["prf"]["results"]["first"]) == first, "same PRF at registration and sign-in"

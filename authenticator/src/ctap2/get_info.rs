@@ -17,12 +17,13 @@ use crate::Authenticator;
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
 
 /// The extensions this key supports, exactly.
-const EXTENSIONS: [&str; 5] = [
+const EXTENSIONS: [&str; 6] = [
     "credBlob",
     "credProtect",
     "hmac-secret",
     "largeBlobKey",
     "minPinLength",
+    "hmac-secret-mc",
 ];
 
 /// The options map, its fields in CTAP's canonical CBOR order (shorter keys first, then
@@ -50,7 +51,7 @@ struct Options {
 #[serde_indexed(offset = 1)]
 pub(crate) struct Info {
     versions: Vec<&'static str, 3>,
-    extensions: [&'static str; 5],
+    extensions: [&'static str; 6],
     aaguid: serde_bytes::ByteArray<16>,
     options: Options,
     max_msg_size: usize,

@@ -16,6 +16,7 @@ use serde_bytes::ByteArray;
 use serde_indexed::DeserializeIndexed;
 
 use super::client_pin::{consume_token, permission};
+use super::hmac_secret::{hmac_secret_input, hmac_secret_output};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
 use crate::credential::{Algorithm, CredProtect, Credential, MAX_CRED_BLOB_LEN};
 use crate::platform::Platform;
@@ -60,6 +61,8 @@ struct Extensions<'a> {
     large_blob_key: Option<bool>,
     #[serde(rename = "minPinLength", default)]
     min_pin_length: Option<bool>,
+    #[serde(rename = "hmac-secret-mc", default)]
+    hmac_secret_mc: Option<ctap_types::ctap2::get_assertion::HmacSecretInput>,
 }
 
 /// The extension outputs in authenticatorData.
@@ -73,6 +76,8 @@ struct ExtensionOutputs {
     hmac_secret: Option<bool>,
     #[serde(rename = "minPinLength", skip_serializing_if = "Option::is_none")]
     min_pin_length: Option<u8>,
+    #[serde(rename = "hmac-secret-mc", skip_serializing_if = "Option::is_none")]
+    hmac_secret_mc: Option<Bytes<80>>,
 }
 
 type AuthenticatorData<'a> =
@@ -135,6 +140,11 @@ pub(crate) fn make_credential<P: Platform>(
         .and_then(|e| e.cred_protect)
         .and_then(CredProtect::from_level);
     let large_blob_key = extensions.and_then(|e| e.large_blob_key) == Some(true);
+    // hmac-secret-mc: PRF outputs at registration, for the salts checked before the touch.
+    let hmac_secret_mc = match extensions.and_then(|e| e.hmac_secret_mc.as_ref()) {
+        Some(input) => Some(hmac_secret_input(auth, input)?),
+        None => None,
+    };
     if large_blob_key && !discoverable {
         // largeBlobKey is only for discoverable credentials (§12.3).
         return Err(Error::InvalidOption.into());
@@ -174,11 +184,16 @@ pub(crate) fn make_credential<P: Platform>(
         // Every credential can answer hmac-secret: its CredRandom derives from its key.
         hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
         min_pin_length: min_pin_length_output(auth, request)?,
+        hmac_secret_mc: match &hmac_secret_mc {
+            Some(input) => Some(hmac_secret_output(auth, input, &credential, uv)?),
+            None => None,
+        },
     };
     let any_output = outputs.cred_blob.is_some()
         || outputs.cred_protect.is_some()
         || outputs.hmac_secret.is_some()
-        || outputs.min_pin_length.is_some();
+        || outputs.min_pin_length.is_some()
+        || outputs.hmac_secret_mc.is_some();
     let extensions = any_output.then_some(outputs);
     let mut flags =
         AuthenticatorDataFlags::USER_PRESENCE | AuthenticatorDataFlags::ATTESTED_CREDENTIAL_DATA;

@@ -9,6 +9,7 @@ mod config;
 mod credential_management;
 mod get_assertion;
 mod get_info;
+mod hmac_secret;
 mod large_blobs;
 mod make_credential;
 
