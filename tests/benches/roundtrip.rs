@@ -90,6 +90,84 @@ fn bench(label: &str, state: StateLocation, iterations: usize) {
     );
 }
 
+/// Hundreds of accounts of one RP: how long listing them takes, through credential management
+/// and through a getAssertion series.
+fn bench_enumeration(users: usize) {
+    use e2e_tests::pin::PinClient;
+    use sha2::{Digest, Sha256};
+    let key = Key::start(PresenceMode::Auto);
+    let mut channel: Channel = key.channel();
+    let client = PinClient::new(&mut channel, 2, 1);
+    assert_eq!(client.set_pin(&mut channel, "123456"), 0);
+    for i in 0..users {
+        let token = client
+            .token(&mut channel, "123456", Some(0x01), None)
+            .unwrap();
+        let mut body = make_credential_request(
+            "aws.amazon.com",
+            format!("user-{i:04}").as_bytes(),
+            &[-7],
+            true,
+        );
+        if let ciborium::Value::Map(entries) = &mut body {
+            entries.push((int(8), bytes(&PinClient::mac(2, &token, &[7u8; 32]))));
+            entries.push((int(9), int(2)));
+        }
+        assert_eq!(channel.cbor(&request(0x01, Some(&body))).unwrap().0, 0);
+    }
+    let token = client
+        .token(&mut channel, "123456", Some(0x04 | 0x02), None)
+        .unwrap();
+    let rp_hash: [u8; 32] = Sha256::digest(b"aws.amazon.com").into();
+    let params = map(vec![(int(1), bytes(&rp_hash))]);
+    let mut message = vec![4u8];
+    ciborium::into_writer(&params, &mut message).unwrap();
+    let begin = map(vec![
+        (int(1), int(4)),
+        (int(2), params),
+        (int(3), int(2)),
+        (int(4), bytes(&PinClient::mac(2, &token, &message))),
+    ]);
+    let start = Instant::now();
+    assert_eq!(channel.cbor(&request(0x0A, Some(&begin))).unwrap().0, 0);
+    for _ in 1..users {
+        assert_eq!(
+            channel
+                .cbor(&request(0x0A, Some(&map(vec![(int(1), int(5))]))))
+                .unwrap()
+                .0,
+            0
+        );
+    }
+    let enumerate = start.elapsed();
+    let start = Instant::now();
+    assert_eq!(
+        channel
+            .cbor(&request(
+                0x02,
+                Some(&get_assertion_request("aws.amazon.com", &[1; 32], &[]))
+            ))
+            .unwrap()
+            .0,
+        0
+    );
+    for _ in 1..users {
+        assert_eq!(channel.cbor(&[0x08]).unwrap().0, 0);
+    }
+    let series = start.elapsed();
+    println!("-- {users} discoverable credentials of one RP");
+    println!(
+        "{:<34} total {:>8.1} ms",
+        "credential management enumeration",
+        enumerate.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<34} total {:>8.1} ms",
+        "getAssertion + getNextAssertion",
+        series.as_secs_f64() * 1e3
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this once, briefly.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -109,4 +187,5 @@ fn main() {
         iterations,
     );
     let _ = std::fs::remove_dir_all(dir);
+    bench_enumeration(if quick { 5 } else { 300 });
 }
