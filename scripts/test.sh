@@ -19,6 +19,9 @@ if [ -x tests/python/run.sh ]; then
     tests/python/run.sh
 fi
 
+step "fuzzing: every target briefly from its seeds (FUZZ_SECONDS, default 30)"
+scripts/fuzz-smoke.sh
+
 if [ -x rp2040-runner/ci.sh ]; then
     step "Pico firmware: build, size budget, emulated end-to-end suite"
     rp2040-runner/ci.sh
