@@ -584,3 +584,58 @@ fn resident_path(rp_id_hash: &[u8; 32], user_id: &[u8]) -> PathBuf {
     hex_name(&mut s, &digest[..8]);
     path(&s)
 }
+
+/// A littlefs2 block device of `BLOCKS` 4 KiB blocks in RAM: the virtual key's `--ephemeral`
+/// state, and the tests' and fuzzers' storage.
+pub struct RamStorage<const BLOCKS: usize> {
+    bytes: Vec<u8>,
+}
+
+impl<const BLOCKS: usize> Default for RamStorage<BLOCKS> {
+    fn default() -> Self {
+        Self {
+            bytes: alloc::vec![0xff; RAM_BLOCK_SIZE * BLOCKS],
+        }
+    }
+}
+
+impl<const BLOCKS: usize> RamStorage<BLOCKS> {
+    /// The whole image, e.g. to save it across a simulated power cycle.
+    pub fn image(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+const RAM_BLOCK_SIZE: usize = 4096;
+
+impl<const BLOCKS: usize> littlefs2::driver::Storage for RamStorage<BLOCKS> {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = 16;
+    const BLOCK_SIZE: usize = RAM_BLOCK_SIZE;
+    const BLOCK_COUNT: usize = BLOCKS;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = littlefs2::consts::U256;
+    type LOOKAHEAD_SIZE = littlefs2::consts::U16;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
+        let src = self.bytes.get(off..off + buf.len()).ok_or(FsError::IO)?;
+        buf.copy_from_slice(src);
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
+        self.bytes
+            .get_mut(off..off + data.len())
+            .ok_or(FsError::IO)?
+            .copy_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
+        self.bytes
+            .get_mut(off..off + len)
+            .ok_or(FsError::IO)?
+            .fill(0xff);
+        Ok(len)
+    }
+}

@@ -3,37 +3,10 @@
 
 use authenticator::platform::{Indicator, Platform, Presence};
 use authenticator::{Authenticator, Config};
-use littlefs2::consts;
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
 
-const BLOCK: usize = 4096;
-const BLOCKS: usize = 32;
-
-pub struct RamStorage(Vec<u8>);
-
-impl littlefs2::driver::Storage for RamStorage {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 16;
-    const BLOCK_SIZE: usize = BLOCK;
-    const BLOCK_COUNT: usize = BLOCKS;
-    const BLOCK_CYCLES: isize = 100;
-    type CACHE_SIZE = consts::U256;
-    type LOOKAHEAD_SIZE = consts::U2;
-
-    fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
-        buf.copy_from_slice(&self.0[off..off + buf.len()]);
-        Ok(buf.len())
-    }
-    fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
-        self.0[off..off + data.len()].copy_from_slice(data);
-        Ok(data.len())
-    }
-    fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
-        self.0[off..off + len].fill(0xff);
-        Ok(len)
-    }
-}
+pub type RamStorage = authenticator::store::RamStorage<32>;
 
 /// A platform whose clock the fuzz input drives and whose user always approves.
 pub struct FuzzPlatform {
@@ -60,7 +33,7 @@ impl Platform for FuzzPlatform {
 
 /// Run `f` with a fresh key.
 pub fn with_key<R>(f: impl FnOnce(&mut Authenticator<'_, FuzzPlatform>) -> R) -> R {
-    let mut storage = RamStorage(vec![0xff; BLOCK * BLOCKS]);
+    let mut storage = RamStorage::default();
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, &mut storage).expect("a blank image formats");
     let platform = FuzzPlatform { rng: rand_chacha::ChaCha20Rng::seed_from_u64(1), now_ms: 0 };

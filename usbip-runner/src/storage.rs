@@ -93,47 +93,5 @@ impl Storage for FileStorage {
     }
 }
 
-/// A throwaway image in memory (`--ephemeral`).
-pub struct RamStorage {
-    bytes: Vec<u8>,
-}
-
-impl Default for RamStorage {
-    fn default() -> Self {
-        Self {
-            bytes: vec![0xff; SIZE as usize],
-        }
-    }
-}
-
-impl Storage for RamStorage {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 16;
-    const BLOCK_SIZE: usize = BLOCK_SIZE;
-    const BLOCK_COUNT: usize = BLOCK_COUNT;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = consts::U256;
-    type LOOKAHEAD_SIZE = consts::U64;
-
-    fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
-        let src = self.bytes.get(off..off + buf.len()).ok_or(Error::IO)?;
-        buf.copy_from_slice(src);
-        Ok(buf.len())
-    }
-
-    fn write(&mut self, off: usize, data: &[u8]) -> Result<usize> {
-        self.bytes
-            .get_mut(off..off + data.len())
-            .ok_or(Error::IO)?
-            .copy_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
-        self.bytes
-            .get_mut(off..off + len)
-            .ok_or(Error::IO)?
-            .fill(0xff);
-        Ok(len)
-    }
-}
+/// A throwaway image in memory (`--ephemeral`), of the same geometry.
+pub type RamStorage = authenticator::store::RamStorage<BLOCK_COUNT>;

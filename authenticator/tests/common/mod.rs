@@ -12,47 +12,16 @@ use ciborium::Value;
 #[path = "../../../tests/src/ctap.rs"]
 mod ctap;
 pub use ctap::*;
-use littlefs2::consts;
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
 
-pub const BLOCK: usize = 4096;
 pub const BLOCKS: usize = 64;
 
 /// A littlefs2 block device of `N` blocks in RAM.
-pub struct RamStorageOf<const N: usize>(pub Vec<u8>);
+pub type RamStorageOf<const N: usize> = authenticator::store::RamStorage<N>;
 
 /// The usual test device: 64 blocks of 4 KiB.
 pub type RamStorage = RamStorageOf<BLOCKS>;
-
-impl<const N: usize> Default for RamStorageOf<N> {
-    fn default() -> Self {
-        Self(vec![0xff; BLOCK * N])
-    }
-}
-
-impl<const N: usize> littlefs2::driver::Storage for RamStorageOf<N> {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 16;
-    const BLOCK_SIZE: usize = BLOCK;
-    const BLOCK_COUNT: usize = N;
-    const BLOCK_CYCLES: isize = 100;
-    type CACHE_SIZE = consts::U256;
-    type LOOKAHEAD_SIZE = consts::U2;
-
-    fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
-        buf.copy_from_slice(&self.0[off..off + buf.len()]);
-        Ok(buf.len())
-    }
-    fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
-        self.0[off..off + data.len()].copy_from_slice(data);
-        Ok(data.len())
-    }
-    fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
-        self.0[off..off + len].fill(0xff);
-        Ok(len)
-    }
-}
 
 /// Shared knobs of the test platform.
 #[derive(Clone)]
