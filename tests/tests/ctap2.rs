@@ -377,8 +377,10 @@ fn an_unanswered_touch_times_out_after_30_seconds() {
     let (status, _) = call(&mut channel, SELECTION, None);
     assert_eq!(status, 0x2F, "CTAP2_ERR_USER_ACTION_TIMEOUT");
     let waited = started.elapsed();
+    // Never early; the upper bound only catches a wait that never ends (a loaded CI machine
+    // can delay the answer by seconds, which is not what this test is about).
     assert!(
-        waited >= Duration::from_secs(30) && waited < Duration::from_secs(33),
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(45),
         "{waited:?}"
     );
     assert!(!channel.keepalives.is_empty());
