@@ -14,6 +14,8 @@ pub enum Presence {
     Granted,
     /// The user, or the runner's policy, refused.
     Denied,
+    /// The platform gave up waiting before the core's own 30 s (a script's "time out now").
+    TimedOut,
 }
 
 /// What the key's indicator (LED, terminal line) should show.

@@ -69,6 +69,7 @@ impl Presence {
                     return Ok(());
                 }
                 Answer::Denied => Refusal::Denied,
+                Answer::TimedOut => Refusal::TimedOut,
             }
         };
         self.end(platform);

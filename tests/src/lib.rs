@@ -52,12 +52,16 @@ impl Key {
     }
 
     pub fn start_with(presence: PresenceMode, state: StateLocation) -> Self {
-        let server = usbip_runner::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+        Self::start_config(ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
             presence,
             state,
-        })
-        .expect("the key starts");
+        ))
+    }
+
+    /// A key in this process, configured in full (several keys, a control socket).
+    pub fn start_config(config: ServerConfig) -> Self {
+        let server = usbip_runner::start(config).expect("the key starts");
         Key::InProcess(server)
     }
 
@@ -103,7 +107,20 @@ impl Key {
 
     /// Import bus id 1-1 and enumerate it.
     pub fn attach(&self) -> usbip::Device {
-        usbip::Device::import(self.addr(), "1-1").expect("import and enumeration")
+        self.attach_bus("1-1")
+    }
+
+    /// Import a bus id and enumerate it.
+    pub fn attach_bus(&self, bus_id: &str) -> usbip::Device {
+        usbip::Device::import(self.addr(), bus_id).expect("import and enumeration")
+    }
+
+    /// The in-process server (for its control interface).
+    pub fn server(&self) -> Option<&Server> {
+        match self {
+            Key::InProcess(server) => Some(server),
+            Key::Process { .. } => None,
+        }
     }
 
     /// Attach and open a CTAPHID channel.

@@ -3,17 +3,18 @@
 //!
 //! ```no_run
 //! use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation};
-//! let server = start(ServerConfig {
-//!     listen: "127.0.0.1:0".parse().unwrap(),
-//!     presence: PresenceMode::Auto,
-//!     state: StateLocation::Ephemeral,
-//! })?;
+//! let server = start(ServerConfig::new(
+//!     "127.0.0.1:0".parse().unwrap(),
+//!     PresenceMode::Auto,
+//!     StateLocation::Ephemeral,
+//! ))?;
 //! println!("usbip attach -r {} -b {}", server.addr().ip(), server.bus_ids()[0]);
 //! server.shutdown();
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
 pub mod bus;
+pub mod control;
 pub mod device;
 pub mod platform;
 pub mod protocol;

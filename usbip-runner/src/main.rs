@@ -14,6 +14,8 @@ use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation};
     about = "A virtual FIDO2/U2F security key, attachable with `usbip attach`"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// Address to listen on (loopback unless you ask for more).
     #[arg(long, default_value = "127.0.0.1:3240")]
     listen: SocketAddr,
@@ -28,6 +30,27 @@ struct Args {
     /// Keep the state in memory only: a fresh key every start.
     #[arg(long)]
     ephemeral: bool,
+    /// Serve N independent keys, at bus ids 1-1 … 1-N (each with its own state).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    keys: u16,
+    /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
+    /// Lines: `approve|deny|timeout [BUS]`, `status`.
+    #[arg(long)]
+    control: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Subcommand {
+    /// Answer a key's presence request through its control socket, e.g.
+    /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1`.
+    Control {
+        /// The control socket.
+        socket: PathBuf,
+        /// approve, deny, timeout or status.
+        action: String,
+        /// The key (default: the one waiting).
+        bus: Option<String>,
+    },
 }
 
 fn default_state_dir() -> PathBuf {
@@ -49,6 +72,24 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Subcommand::Control {
+        socket,
+        action,
+        bus,
+    }) = &args.command
+    {
+        let line = [action.as_str(), bus.as_deref().unwrap_or("")].join(" ");
+        match usbip_runner::control::send(socket.as_path(), line.trim()) {
+            Ok(reply) => {
+                println!("{reply}");
+                std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
+            }
+            Err(error) => {
+                eprintln!("usbip-runner: {}: {error}", socket.display());
+                std::process::exit(1);
+            }
+        }
+    }
     let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
         PresenceMode::Prompt
     } else {
@@ -66,19 +107,26 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let server = match start(ServerConfig {
+    let config = ServerConfig {
         listen: args.listen,
         presence,
         state: state.clone(),
-    }) {
+        keys: usize::from(args.keys),
+        control: args.control.clone(),
+    };
+    let server = match start(config) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("usbip-runner: cannot start on {}: {error}", args.listen);
             std::process::exit(1);
         }
     };
-    // One line on stdout, for scripts and tests that start us on port 0.
+    // One line on stdout, for scripts and tests that start us on port 0 (then the control
+    // socket's, if there is one).
     println!("listening on {}", server.addr());
+    if let Some(socket) = server.control_socket() {
+        println!("control socket {}", socket.display());
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip());
     if let Some(signal) = signals.forever().next() {

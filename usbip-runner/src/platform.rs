@@ -8,6 +8,8 @@ use authenticator::platform::{Indicator, Platform, Presence};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+use crate::control::Control;
+
 /// How a touch request is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PresenceMode {
@@ -17,6 +19,8 @@ pub enum PresenceMode {
     Deny,
     /// Ask on the terminal: Enter approves, `n` and Enter refuses.
     Prompt,
+    /// Wait for a script's answer on the control socket (see [`crate::control`]).
+    Control,
 }
 
 /// The terminal prompt shared by the keys of one runner and a stdin reader thread.
@@ -50,6 +54,8 @@ pub struct RunnerPlatform<S> {
     start: Instant,
     mode: PresenceMode,
     prompt: Option<Arc<Prompt>>,
+    control: Option<Arc<Control>>,
+    /// The key's bus id.
     label: String,
     _storage: std::marker::PhantomData<S>,
 }
@@ -58,6 +64,7 @@ impl<S> RunnerPlatform<S> {
     pub fn new(
         mode: PresenceMode,
         prompt: Option<Arc<Prompt>>,
+        control: Option<Arc<Control>>,
         label: String,
     ) -> std::io::Result<Self> {
         let mut seed = [0u8; 32];
@@ -67,6 +74,7 @@ impl<S> RunnerPlatform<S> {
             start: Instant::now(),
             mode,
             prompt,
+            control,
             label,
             _storage: std::marker::PhantomData,
         })
@@ -96,6 +104,9 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
                 self.label
             );
         }
+        if let (PresenceMode::Control, Some(control)) = (self.mode, &self.control) {
+            control.start(&self.label);
+        }
     }
 
     fn poll_presence(&mut self) -> Presence {
@@ -113,10 +124,17 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
                     None => Presence::Pending,
                 }
             }
+            PresenceMode::Control => self
+                .control
+                .as_ref()
+                .map_or(Presence::Pending, |c| c.poll(&self.label)),
         }
     }
 
     fn stop_presence(&mut self) {
+        if let Some(control) = &self.control {
+            control.stop(&self.label);
+        }
         if let Some(prompt) = &self.prompt {
             *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }

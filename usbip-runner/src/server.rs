@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::control::Control;
 use crate::device::{self, Event};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::protocol::{self, OpRequest};
@@ -35,6 +36,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub presence: PresenceMode,
     pub state: StateLocation,
+    /// Independent keys to serve, at bus ids 1-1 … 1-N.
+    pub keys: usize,
+    /// Where the control socket listens; by default `DIR/control.sock` with `--state DIR`, and
+    /// none for an ephemeral key (unless presence is `control`, which requires one).
+    pub control: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// One key, state kept `state`, presence by `presence`, on `listen`.
+    pub fn new(listen: SocketAddr, presence: PresenceMode, state: StateLocation) -> Self {
+        Self {
+            listen,
+            presence,
+            state,
+            keys: 1,
+            control: None,
+        }
+    }
 }
 
 struct KeySlot {
@@ -47,6 +66,7 @@ struct KeySlot {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    control: Option<(PathBuf, Arc<Control>)>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
     acceptor: Option<JoinHandle<()>>,
@@ -56,6 +76,18 @@ impl Server {
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The control socket's path, if there is one.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.control.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// Answer presence requests in-process, with the control protocol's lines.
+    pub fn control(&self, line: &str) -> Option<String> {
+        self.control
+            .as_ref()
+            .map(|(_, control)| control.command(line))
     }
 
     /// Bus ids of the keys, as `usbip list` shows them.
@@ -96,12 +128,42 @@ impl Drop for Server {
     }
 }
 
-/// Start the server and its key.
+/// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
     let listener = TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
-    let keys = Arc::new(vec![spawn_key("1-1", &config, prompt)?]);
+    let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
+    let control_hub = Control::new(&bus_ids);
+    let socket = match (&config.control, &config.state) {
+        (Some(path), _) => Some(path.clone()),
+        (None, StateLocation::Dir(dir)) => Some(dir.join("control.sock")),
+        (None, StateLocation::Ephemeral) => None,
+    };
+    if config.presence == PresenceMode::Control && socket.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--presence control needs a control socket (--control PATH)",
+        ));
+    }
+    let control = match socket {
+        Some(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Some((
+                crate::control::serve(&path, control_hub.clone())?,
+                control_hub.clone(),
+            ))
+        }
+        None => None,
+    };
+    let keys = bus_ids
+        .iter()
+        .enumerate()
+        .map(|(i, bus_id)| spawn_key(bus_id, i, &config, prompt.clone(), control_hub.clone()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let keys = Arc::new(keys);
     let stopping = Arc::new(AtomicBool::new(false));
     let acceptor = {
         let keys = keys.clone();
@@ -110,9 +172,10 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
             .name("usbip-accept".into())
             .spawn(move || accept_loop(listener, keys, stopping))?
     };
-    tracing::info!(%addr, "USB/IP server listening");
+    tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
     Ok(Server {
         addr,
+        control,
         stopping,
         keys,
         acceptor: Some(acceptor),
@@ -121,8 +184,10 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
 
 fn spawn_key(
     bus_id: &str,
+    index: usize,
     config: &ServerConfig,
     prompt: Option<Arc<Prompt>>,
+    control: Arc<Control>,
 ) -> io::Result<KeySlot> {
     let (events, receiver) = channel();
     let serial = match &config.state {
@@ -130,20 +195,26 @@ fn spawn_key(
         StateLocation::Ephemeral => format!("usbip-{bus_id}-ephemeral"),
     };
     let label = bus_id.to_string();
-    let presence = config.presence;
+    let name = format!("key-{bus_id}");
     let thread = match &config.state {
         StateLocation::Dir(dir) => {
-            std::fs::create_dir_all(dir)?;
+            // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
+            let dir = if index == 0 {
+                dir.clone()
+            } else {
+                dir.join(format!("key-{}", index + 1))
+            };
+            std::fs::create_dir_all(&dir)?;
             let storage = FileStorage::open(&dir.join("state.lfs"))?;
-            let platform = RunnerPlatform::new(presence, prompt, label)?;
+            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
-                .name(format!("key-{bus_id}"))
+                .name(name)
                 .spawn(move || device::run(storage, platform, serial, receiver))?
         }
         StateLocation::Ephemeral => {
-            let platform = RunnerPlatform::new(presence, prompt, label)?;
+            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
-                .name(format!("key-{bus_id}"))
+                .name(name)
                 .spawn(move || device::run(RamStorage::default(), platform, serial, receiver))?
         }
     };

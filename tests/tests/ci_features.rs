@@ -1,0 +1,159 @@
+//! The virtual key as CI uses it: several keys from one runner, presence under script control
+//! through the control socket (and its command-line client), and the in-process Rust API.
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e_tests::ctap::*;
+use e2e_tests::ctaphid::{self, Channel};
+use e2e_tests::{runner_binary, usbip, Key};
+use usbip_runner::{PresenceMode, ServerConfig, StateLocation};
+
+fn control_key(keys: usize) -> Key {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        PresenceMode::Control,
+        StateLocation::Ephemeral,
+    );
+    config.keys = keys;
+    let socket = std::env::temp_dir().join(format!(
+        "usbip-runner-test-{}-{keys}.sock",
+        std::process::id()
+    ));
+    config.control = Some(socket);
+    Key::start_config(config)
+}
+
+/// Send makeCredential and wait until the key reports it waits for a touch.
+fn start_waiting(channel: &mut Channel) {
+    let body = make_credential_request("example.com", b"u", &[-7], false);
+    channel
+        .send(ctaphid::CBOR, &request(0x01, Some(&body)))
+        .unwrap();
+    let report = channel.device.read_report(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (report[4], report[7]),
+        (ctaphid::KEEPALIVE, 2),
+        "STATUS_UPNEEDED"
+    );
+}
+
+fn finish(channel: &mut Channel) -> u8 {
+    let (command, payload) = channel.receive().unwrap();
+    assert_eq!(command, ctaphid::CBOR);
+    payload[0]
+}
+
+#[test]
+fn several_independent_keys_attached_at_once() {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        PresenceMode::Auto,
+        StateLocation::Ephemeral,
+    );
+    config.keys = 3;
+    let key = Key::start_config(config);
+    let listed: Vec<String> = usbip::list(key.addr())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.bus_id)
+        .collect();
+    assert_eq!(listed, ["1-1", "1-2", "1-3"]);
+    let mut channels: Vec<Channel> = ["1-1", "1-2", "1-3"]
+        .iter()
+        .map(|bus| Channel::open(key.attach_bus(bus)).unwrap())
+        .collect();
+    // A credential made on one key is unknown to the others.
+    let (status, body) = channels[0]
+        .cbor(&request(
+            0x01,
+            Some(&make_credential_request("example.com", b"u", &[-7], false)),
+        ))
+        .unwrap();
+    assert_eq!(status, 0);
+    let id = parse_auth_data(
+        get(&decode_body(&body).unwrap(), 2)
+            .unwrap()
+            .as_bytes()
+            .unwrap(),
+    )
+    .credential_id;
+    let assertion = request(
+        0x02,
+        Some(&get_assertion_request("example.com", &[0; 32], &[&id])),
+    );
+    assert_eq!(channels[0].cbor(&assertion).unwrap().0, 0);
+    assert_eq!(channels[1].cbor(&assertion).unwrap().0, 0x2E);
+    assert_eq!(channels[2].cbor(&assertion).unwrap().0, 0x2E);
+    let serials: std::collections::HashSet<String> = channels
+        .iter()
+        .map(|c| c.device.descriptors.serial.clone())
+        .collect();
+    assert_eq!(serials.len(), 3, "each key its own serial number");
+}
+
+#[test]
+fn the_control_socket_approves_denies_and_times_out() {
+    let key = control_key(1);
+    let server = key.server().unwrap();
+    let socket = server.control_socket().unwrap().to_path_buf();
+    let mut channel = key.channel();
+
+    start_waiting(&mut channel);
+    assert_eq!(server.control("status").unwrap(), "waiting 1-1");
+    // Through the command-line client, as a CI script would.
+    let out = Command::new(runner_binary())
+        .args(["control", socket.to_str().unwrap(), "approve"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok waiting");
+    assert_eq!(finish(&mut channel), 0, "approved");
+
+    start_waiting(&mut channel);
+    assert_eq!(
+        usbip_runner::control::send(&socket, "deny 1-1").unwrap(),
+        "ok waiting"
+    );
+    assert_eq!(finish(&mut channel), 0x27, "CTAP2_ERR_OPERATION_DENIED");
+
+    start_waiting(&mut channel);
+    assert_eq!(
+        usbip_runner::control::send(&socket, "timeout").unwrap(),
+        "ok waiting"
+    );
+    assert_eq!(finish(&mut channel), 0x2F, "CTAP2_ERR_USER_ACTION_TIMEOUT");
+
+    // An answer given before the request is kept for it.
+    assert_eq!(
+        usbip_runner::control::send(&socket, "approve").unwrap(),
+        "ok armed"
+    );
+    let (status, _) = channel.cbor(&request(0x0B, None)).unwrap();
+    assert_eq!(status, 0, "selection approved in advance");
+    assert!(usbip_runner::control::send(&socket, "jump")
+        .unwrap()
+        .starts_with("error"));
+    assert!(usbip_runner::control::send(&socket, "approve 9-9")
+        .unwrap()
+        .starts_with("error"));
+}
+
+#[test]
+fn the_control_socket_addresses_one_key_of_several() {
+    let key = control_key(2);
+    let server = key.server().unwrap();
+    let mut first = Channel::open(key.attach_bus("1-1")).unwrap();
+    let mut second = Channel::open(key.attach_bus("1-2")).unwrap();
+    start_waiting(&mut first);
+    start_waiting(&mut second);
+    assert_eq!(server.control("status").unwrap(), "waiting 1-1 1-2");
+    assert!(
+        server.control("approve").unwrap().starts_with("error"),
+        "ambiguous"
+    );
+    assert_eq!(server.control("deny 1-2").unwrap(), "ok waiting");
+    assert_eq!(finish(&mut second), 0x27);
+    assert_eq!(server.control("approve 1-1").unwrap(), "ok waiting");
+    assert_eq!(finish(&mut first), 0);
+}

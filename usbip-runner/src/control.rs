@@ -1,0 +1,186 @@
+//! Presence under script control: a Unix socket with a line protocol, so a CI job can approve,
+//! deny or time out the touch a key waits for, and test its "user did not touch" and "user
+//! cancelled" paths.
+//!
+//! ```text
+//! > approve [BUS]     approve the pending request of key BUS (or the only one waiting);
+//! < ok waiting        ... "ok armed" if none waits: it then answers the next request
+//! > deny [BUS]        refuse it (CTAP2_ERR_OPERATION_DENIED)
+//! > timeout [BUS]     end it now as if nobody touched (CTAP2_ERR_USER_ACTION_TIMEOUT)
+//! > status            "waiting 1-1 1-3": the keys with a request waiting
+//! < error ...         an unknown command or bus id
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use authenticator::platform::Presence;
+
+/// An answer from the control socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Approve,
+    Deny,
+    Timeout,
+}
+
+impl Answer {
+    pub fn presence(self) -> Presence {
+        match self {
+            Answer::Approve => Presence::Granted,
+            Answer::Deny => Presence::Denied,
+            Answer::Timeout => Presence::TimedOut,
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeyState {
+    waiting: bool,
+    /// Answer for the request waiting now.
+    answer: Option<Answer>,
+    /// Answer given while nothing waited: for the next request.
+    armed: Option<Answer>,
+}
+
+/// The presence state of every key, shared by the keys and the control socket.
+#[derive(Default)]
+pub struct Control {
+    keys: Mutex<BTreeMap<String, KeyState>>,
+}
+
+impl Control {
+    pub fn new(bus_ids: &[String]) -> Arc<Self> {
+        let keys = bus_ids
+            .iter()
+            .map(|id| (id.clone(), KeyState::default()))
+            .collect();
+        Arc::new(Self {
+            keys: Mutex::new(keys),
+        })
+    }
+
+    fn with<R>(&self, bus_id: &str, f: impl FnOnce(&mut KeyState) -> R) -> Option<R> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get_mut(bus_id).map(f)
+    }
+
+    /// A key starts waiting for a touch.
+    pub fn start(&self, bus_id: &str) {
+        self.with(bus_id, |key| {
+            key.waiting = true;
+            key.answer = key.armed.take();
+        });
+    }
+
+    /// Has the waiting request been answered?
+    pub fn poll(&self, bus_id: &str) -> Presence {
+        self.with(bus_id, |key| key.answer.take())
+            .flatten()
+            .map_or(Presence::Pending, Answer::presence)
+    }
+
+    /// The wait is over.
+    pub fn stop(&self, bus_id: &str) {
+        self.with(bus_id, |key| {
+            key.waiting = false;
+            key.answer = None;
+        });
+    }
+
+    /// Carry out one line of the protocol; returns the reply line.
+    pub fn command(&self, line: &str) -> String {
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let bus = words.next();
+        let answer = match verb {
+            "approve" => Answer::Approve,
+            "deny" => Answer::Deny,
+            "timeout" => Answer::Timeout,
+            "status" => {
+                let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+                let waiting: Vec<&str> = keys
+                    .iter()
+                    .filter(|(_, k)| k.waiting)
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                return format!("waiting {}", waiting.join(" "))
+                    .trim_end()
+                    .to_string();
+            }
+            _ => return format!("error unknown command {verb:?}"),
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let bus = match bus {
+            Some(bus) => bus.to_string(),
+            // The only key waiting, or the only key.
+            None => {
+                let waiting: Vec<&String> = keys
+                    .iter()
+                    .filter(|(_, k)| k.waiting)
+                    .map(|(id, _)| id)
+                    .collect();
+                match (waiting.as_slice(), keys.len()) {
+                    ([one], _) => (*one).clone(),
+                    ([], 1) => keys.keys().next().cloned().unwrap_or_default(),
+                    _ => return "error name a bus id: several keys".to_string(),
+                }
+            }
+        };
+        let Some(key) = keys.get_mut(&bus) else {
+            return format!("error unknown bus id {bus:?}");
+        };
+        if key.waiting {
+            key.answer = Some(answer);
+            "ok waiting".to_string()
+        } else {
+            key.armed = Some(answer);
+            "ok armed".to_string()
+        }
+    }
+}
+
+/// Serve the control socket at `path` (replacing a stale socket file).
+pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<PathBuf> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let control = control.clone();
+                std::thread::spawn(move || serve_client(stream, &control));
+            }
+        })?;
+    Ok(path.to_path_buf())
+}
+
+fn serve_client(stream: UnixStream, control: &Control) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        if line.len() > 256 {
+            break;
+        }
+        let reply = control.command(&line);
+        if writeln!(writer, "{reply}").is_err() {
+            break;
+        }
+    }
+}
+
+/// One command from the command line: send it, print the reply.
+pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(path)?;
+    writeln!(stream, "{line}")?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    Ok(reply.trim_end().to_string())
+}
