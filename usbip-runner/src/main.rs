@@ -123,11 +123,14 @@ fn main() {
     };
     // One line on stdout, for scripts and tests that start us on port 0 (then the control
     // socket's, if there is one).
-    println!("listening on {}", server.addr());
+    // (A reader that went away is no reason to stop: ignore errors writing these.)
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {}", server.addr());
     if let Some(socket) = server.control_socket() {
-        println!("control socket {}", socket.display());
+        let _ = writeln!(stdout, "control socket {}", socket.display());
     }
-    let _ = std::io::stdout().flush();
+    let _ = stdout.flush();
+    drop(stdout);
     tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip());
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
