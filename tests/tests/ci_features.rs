@@ -157,3 +157,57 @@ fn the_control_socket_addresses_one_key_of_several() {
     assert_eq!(server.control("approve 1-1").unwrap(), "ok waiting");
     assert_eq!(finish(&mut first), 0);
 }
+
+#[test]
+fn trace_writes_one_json_line_per_request_and_response_without_secrets() {
+    use e2e_tests::pin::PinClient;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        PresenceMode::Auto,
+        StateLocation::Ephemeral,
+    );
+    config.trace = Some(trace.clone());
+    let key = Key::start_config(config);
+    let mut channel = key.channel();
+    let client = PinClient::new(&mut channel, 2, 5);
+    assert_eq!(client.set_pin(&mut channel, "trace-secret-pin"), 0);
+    let (status, body) = channel
+        .cbor(&request(
+            0x01,
+            Some(&make_credential_request("example.com", b"u", &[-7], false)),
+        ))
+        .unwrap();
+    assert_eq!(status, 0);
+    let body = decode_body(&body).unwrap();
+    let signature = get_text(get(&body, 3).unwrap(), "sig")
+        .unwrap()
+        .as_bytes()
+        .unwrap()
+        .clone();
+    let (_, sw) = channel.msg(&[0, 3, 0, 0]).unwrap();
+    assert_eq!(sw, 0x9000);
+    drop(channel);
+    drop(key);
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // getKeyAgreement, setPIN, makeCredential, U2F version: a request and a response each.
+    assert_eq!(lines.len(), 8, "{text}");
+    assert!(
+        lines[4].contains("\"command\":\"makeCredential\"")
+            && lines[4].contains("\"dir\":\"request\"")
+    );
+    assert!(lines[4].contains("example.com"), "text parameters are kept");
+    assert!(lines[5].contains("\"status\":0"));
+    assert!(lines[7].contains("\"sw\":\"9000\""));
+    // Nothing secret: not the PIN, not the signature, not any raw bytes.
+    assert!(!text.contains("trace-secret-pin"));
+    let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!text.contains(&hex[..16]));
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(value["key"], "1-1");
+    }
+}

@@ -22,6 +22,7 @@ use usb_device::UsbDirection;
 use crate::bus::{new_bus, BusHandle, UsbIpBus};
 use crate::platform::RunnerPlatform;
 use crate::protocol::{self, Command, DeviceInfo, Submit};
+use crate::trace::{TraceSink, Traced};
 
 /// pid.codes' test VID/PID, until the project has an ID of its own.
 pub const VENDOR_ID: u16 = 0x1209;
@@ -116,6 +117,10 @@ struct Key<'a, S: littlefs2::driver::Storage> {
     /// A CTAPHID packet the IN endpoint could not take yet.
     pending_packet: Option<Packet>,
     serial: String,
+    bus_id: String,
+    trace: Option<TraceSink>,
+    /// The request being traced (see [`Traced`]).
+    traced_request: Option<Vec<u8>>,
 }
 
 /// Run a key until `Shutdown` (or until every sender is gone).
@@ -123,6 +128,7 @@ pub fn run<S: littlefs2::driver::Storage>(
     mut storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
+    trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
     let mut alloc = Allocation::new();
@@ -164,7 +170,13 @@ pub fn run<S: littlefs2::driver::Storage>(
         bus: handle,
         connection: None,
         pending_packet: None,
+        bus_id: serial
+            .trim_start_matches("usbip-")
+            .trim_end_matches("-ephemeral")
+            .to_string(),
         serial: serial.clone(),
+        trace,
+        traced_request: None,
     };
     loop {
         let Some(event) = key.next_event(&events) else {
@@ -334,7 +346,13 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
     fn service(&mut self, usb: &mut UsbDevice<'_, UsbIpBus>, hid: &mut FidoHid<'_, UsbIpBus>) {
         let now = self.now();
         if self.ctaphid.next_deadline().is_some_and(|d| d <= now) {
-            self.ctaphid.poll(now, &mut self.auth);
+            let mut app = Traced {
+                app: &mut self.auth,
+                sink: self.trace.as_ref(),
+                key: &self.bus_id,
+                in_flight: &mut self.traced_request,
+            };
+            self.ctaphid.poll(now, &mut app);
         }
         for _ in 0..MAX_ROUNDS {
             let mut progress = false;
@@ -347,7 +365,13 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
             progress |= self.deliver_out(usb, hid);
             while let Some(report) = hid.read_report() {
                 let now = self.now();
-                self.ctaphid.handle_packet(&report, now, &mut self.auth);
+                let mut app = Traced {
+                    app: &mut self.auth,
+                    sink: self.trace.as_ref(),
+                    key: &self.bus_id,
+                    in_flight: &mut self.traced_request,
+                };
+                self.ctaphid.handle_packet(&report, now, &mut app);
                 progress = true;
             }
             progress |= self.complete_out();

@@ -20,6 +20,7 @@ pub mod platform;
 pub mod protocol;
 pub mod server;
 pub mod storage;
+pub mod trace;
 
 pub use platform::PresenceMode;
 pub use server::{start, Server, ServerConfig, StateLocation};

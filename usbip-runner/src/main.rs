@@ -37,6 +37,10 @@ struct Args {
     /// Lines: `approve|deny|timeout [BUS]`, `status`.
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Write every CTAP request and response as one JSON line to FILE (`-`: standard error);
+    /// byte strings (keys, signatures, encrypted PINs) appear only as their length.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -113,6 +117,7 @@ fn main() {
         state: state.clone(),
         keys: usize::from(args.keys),
         control: args.control.clone(),
+        trace: args.trace.clone(),
     };
     let server = match start(config) {
         Ok(server) => server,

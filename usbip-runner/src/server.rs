@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::device::{self, Event};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::protocol::{self, OpRequest};
 use crate::storage::{FileStorage, RamStorage};
+use crate::trace::TraceSink;
 
 /// A client that stops reading is dropped after this long, so it cannot stall its key.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     /// Where the control socket listens; by default `DIR/control.sock` with `--state DIR`, and
     /// none for an ephemeral key (unless presence is `control`, which requires one).
     pub control: Option<PathBuf>,
+    /// Write every CTAP request and response as a JSON line here (`-`: standard error).
+    pub trace: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -52,6 +55,7 @@ impl ServerConfig {
             state,
             keys: 1,
             control: None,
+            trace: None,
         }
     }
 }
@@ -158,10 +162,24 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         }
         None => None,
     };
+    let trace: Option<TraceSink> = match &config.trace {
+        Some(path) if path.as_os_str() == "-" => Some(Arc::new(Mutex::new(Box::new(io::stderr())))),
+        Some(path) => Some(Arc::new(Mutex::new(Box::new(std::fs::File::create(path)?)))),
+        None => None,
+    };
     let keys = bus_ids
         .iter()
         .enumerate()
-        .map(|(i, bus_id)| spawn_key(bus_id, i, &config, prompt.clone(), control_hub.clone()))
+        .map(|(i, bus_id)| {
+            spawn_key(
+                bus_id,
+                i,
+                &config,
+                prompt.clone(),
+                control_hub.clone(),
+                trace.clone(),
+            )
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let keys = Arc::new(keys);
     let stopping = Arc::new(AtomicBool::new(false));
@@ -188,6 +206,7 @@ fn spawn_key(
     config: &ServerConfig,
     prompt: Option<Arc<Prompt>>,
     control: Arc<Control>,
+    trace: Option<TraceSink>,
 ) -> io::Result<KeySlot> {
     let (events, receiver) = channel();
     let serial = match &config.state {
@@ -209,13 +228,13 @@ fn spawn_key(
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || device::run(storage, platform, serial, receiver))?
+                .spawn(move || device::run(storage, platform, serial, trace, receiver))?
         }
         StateLocation::Ephemeral => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || device::run(RamStorage::default(), platform, serial, receiver))?
+            std::thread::Builder::new().name(name).spawn(move || {
+                device::run(RamStorage::default(), platform, serial, trace, receiver)
+            })?
         }
     };
     Ok(KeySlot {
