@@ -35,3 +35,26 @@ export function decodeCbor(bytes) {
   if (pos !== bytes.length) throw new Error('CBOR: trailing bytes');
   return v;
 }
+
+/** Encode ints, strings, byte strings (Uint8Array), arrays, booleans and Maps (keys in
+ * insertion order: callers give them in CTAP2 canonical order). */
+export function encodeCbor(value) {
+  const out = [];
+  const head = (major, n) => {
+    if (n < 24) out.push((major << 5) | n);
+    else if (n < 0x100) out.push((major << 5) | 24, n);
+    else if (n < 0x10000) out.push((major << 5) | 25, n >> 8, n & 0xff);
+    else out.push((major << 5) | 26, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  };
+  const item = (v) => {
+    if (typeof v === 'number') { if (v >= 0) head(0, v); else head(1, -1 - v); }
+    else if (typeof v === 'boolean') out.push(v ? 0xf5 : 0xf4);
+    else if (typeof v === 'string') { const b = new TextEncoder().encode(v); head(3, b.length); out.push(...b); }
+    else if (v instanceof Uint8Array) { head(2, v.length); out.push(...v); }
+    else if (Array.isArray(v)) { head(4, v.length); v.forEach(item); }
+    else if (v instanceof Map) { head(5, v.size); for (const [k, x] of v) { item(k); item(x); } }
+    else throw new Error(`cannot encode ${v}`);
+  };
+  item(value);
+  return new Uint8Array(out);
+}
