@@ -8,6 +8,7 @@
 //! - The main loop owns the real `Authenticator`. It takes posted requests, runs them (a P-256
 //!   operation takes ~300 ms), and leaves the response in the mailbox, then pends the USB
 //!   interrupt so CTAPHID picks it up at its next poll.
+//!
 //! The mailbox sits in a `critical_section::Mutex`, so each side sees it whole. The interrupt
 //! handlers share one priority and never preempt each other; the main loop is preempted only
 //! outside its short critical sections.
@@ -98,7 +99,12 @@ impl Mailbox {
 pub struct Proxy;
 
 impl App for Proxy {
-    fn call(&mut self, transaction: Transaction, request: &[u8], response: &mut Vec<u8>) -> Outcome {
+    fn call(
+        &mut self,
+        transaction: Transaction,
+        request: &[u8],
+        response: &mut Vec<u8>,
+    ) -> Outcome {
         critical_section::with(|cs| {
             let mut mailbox = MAILBOX.borrow_ref_mut(cs);
             if let Some(done) = mailbox.response.take() {

@@ -31,7 +31,7 @@ pub unsafe extern "C" fn strchr(s: *const c_char, c: i32) -> *mut c_char {
     // strchr also matches when c == 0).
     unsafe {
         loop {
-            if *p as u8 == c as u8 {
+            if *p == c as u8 {
                 return p as *mut c_char;
             }
             if *p == 0 {

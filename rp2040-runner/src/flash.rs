@@ -74,7 +74,11 @@ unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
 
 /// Erase whole sectors at `offset` (flash offset, not address).
 pub fn erase(offset: usize, len: usize) {
-    assert!(offset % SECTOR_SIZE == 0 && len % SECTOR_SIZE == 0 && offset >= SEED_OFFSET);
+    assert!(
+        offset.is_multiple_of(SECTOR_SIZE)
+            && len.is_multiple_of(SECTOR_SIZE)
+            && offset >= SEED_OFFSET
+    );
     let rom = Rom::lookup();
     cortex_m::interrupt::free(|_| {
         // SAFETY: interrupts are off, the range is sector-aligned and above the firmware.
@@ -82,10 +86,19 @@ pub fn erase(offset: usize, len: usize) {
     });
 }
 
+/// Whether `data` lies in the flash address space (it cannot be programmed from there).
+fn in_flash(data: &[u8]) -> bool {
+    (FLASH_BASE..FLASH_BASE + 0x100_0000).contains(&(data.as_ptr() as usize))
+}
+
 /// Program whole pages at `offset` from `data` (which must be in RAM, not in flash).
 pub fn program(offset: usize, data: &[u8]) {
-    assert!(offset % PAGE_SIZE == 0 && data.len() % PAGE_SIZE == 0 && offset >= SEED_OFFSET);
-    assert!(!(FLASH_BASE..FLASH_BASE + 0x100_0000).contains(&(data.as_ptr() as usize)));
+    assert!(
+        offset.is_multiple_of(PAGE_SIZE)
+            && data.len().is_multiple_of(PAGE_SIZE)
+            && offset >= SEED_OFFSET
+    );
+    assert!(!in_flash(data));
     let rom = Rom::lookup();
     cortex_m::interrupt::free(|_| {
         // SAFETY: interrupts are off, the range is page-aligned and above the firmware, and
@@ -124,10 +137,10 @@ impl Storage for FlashStorage {
     }
 
     fn write(&mut self, off: usize, data: &[u8]) -> Result<usize> {
-        if off % PAGE_SIZE != 0 || data.len() % PAGE_SIZE != 0 {
+        if !off.is_multiple_of(PAGE_SIZE) || !data.len().is_multiple_of(PAGE_SIZE) {
             return Err(Error::IO);
         }
-        if off + data.len() > STATE_BLOCKS * SECTOR_SIZE {
+        if off + data.len() > STATE_BLOCKS * SECTOR_SIZE || in_flash(data) {
             return Err(Error::IO);
         }
         program(STATE_OFFSET + off, data);
@@ -135,7 +148,7 @@ impl Storage for FlashStorage {
     }
 
     fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
-        if off % SECTOR_SIZE != 0 || len % SECTOR_SIZE != 0 {
+        if !off.is_multiple_of(SECTOR_SIZE) || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(Error::IO);
         }
         if off + len > STATE_BLOCKS * SECTOR_SIZE {

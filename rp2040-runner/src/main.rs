@@ -23,17 +23,17 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt::Write as _;
 
-use authenticator::ctaphid::{Ctaphid, DeviceVersion, Packet};
 use authenticator::ctaphid::App as _;
+use authenticator::ctaphid::{Ctaphid, DeviceVersion, Packet};
 use authenticator::usb::FidoHid;
 use authenticator::{Authenticator, Config};
 use critical_section::Mutex;
 use embedded_alloc::LlffHeap as Heap;
-use rp2040_hal as hal;
 use hal::fugit::MicrosDurationU32;
 use hal::pac::{self, interrupt};
 use hal::timer::{Alarm, Alarm0, Timer};
 use hal::usb::UsbBus;
+use rp2040_hal as hal;
 use usb_device::class_prelude::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 
@@ -93,7 +93,12 @@ fn main() -> ! {
     .unwrap();
     let mut timer = Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
-    let pins = hal::gpio::Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
+    let pins = hal::gpio::Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
     let led = pins.gpio25.into_push_pull_output();
 
     let (rng, device_id) = rng::boot(&pac.ROSC, timer.get_counter().ticks());
@@ -106,7 +111,10 @@ fn main() -> ! {
     let mut alarm1 = timer.alarm_1().unwrap();
     alarm1.enable_interrupt();
     let platform = PicoPlatform::new(rng, timer, led);
-    let config = Config { aaguid: AAGUID, firmware_version: FIRMWARE_VERSION };
+    let config = Config {
+        aaguid: AAGUID,
+        firmware_version: FIRMWARE_VERSION,
+    };
     let mut auth = Authenticator::new(platform, fs, config);
 
     let bus = Box::leak(Box::new(UsbBusAllocator::new(UsbBus::new(
@@ -130,10 +138,20 @@ fn main() -> ! {
         .build();
     let mut alarm = timer.alarm_0().unwrap();
     alarm.enable_interrupt();
-    let ctaphid = Ctaphid::new(DeviceVersion { major: 0, minor: 1, build: 0 });
+    let ctaphid = Ctaphid::new(DeviceVersion {
+        major: 0,
+        minor: 1,
+        build: 0,
+    });
     critical_section::with(|cs| {
-        USB.borrow_ref_mut(cs)
-            .replace(UsbSide { device, hid, ctaphid, unsent: None, alarm, timer });
+        USB.borrow_ref_mut(cs).replace(UsbSide {
+            device,
+            hid,
+            ctaphid,
+            unsent: None,
+            alarm,
+            timer,
+        });
     });
     // SAFETY: the handlers only touch state behind `critical_section::Mutex`es, set up above.
     unsafe {
@@ -145,7 +163,10 @@ fn main() -> ! {
 }
 
 /// Run the requests the USB side posts, one at a time, to completion.
-fn main_loop(auth: &mut Authenticator<'static, PicoPlatform>, alarm1: &mut hal::timer::Alarm1) -> ! {
+fn main_loop(
+    auth: &mut Authenticator<'static, PicoPlatform>,
+    alarm1: &mut hal::timer::Alarm1,
+) -> ! {
     let mut job: Option<bridge::Job> = None;
     loop {
         let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
@@ -207,10 +228,7 @@ fn service() {
             }
         }
         side.ctaphid.poll(now, &mut Proxy);
-        loop {
-            let Some(packet) = side.unsent.take().or_else(|| side.ctaphid.pop_packet()) else {
-                break;
-            };
+        while let Some(packet) = side.unsent.take().or_else(|| side.ctaphid.pop_packet()) {
             if !side.hid.write_report(&packet) {
                 // The endpoint is busy; its completion interrupt brings us back here.
                 side.unsent = Some(packet);
@@ -240,7 +258,11 @@ fn TIMER_IRQ_0() {
 #[interrupt]
 fn TIMER_IRQ_1() {
     // Only wakes the main loop. SAFETY: INTR is write-1-to-clear; this clears alarm 1 alone.
-    unsafe { (*pac::TIMER::ptr()).intr().write(|w| w.alarm_1().clear_bit_by_one()) };
+    unsafe {
+        (*pac::TIMER::ptr())
+            .intr()
+            .write(|w| w.alarm_1().clear_bit_by_one())
+    };
 }
 
 fn init_heap() {

@@ -27,11 +27,18 @@ pub struct PicoPlatform {
 
 impl PicoPlatform {
     pub fn new(rng: ChaCha20Rng, timer: Timer, led: Led) -> Self {
-        Self { rng, timer, led, wink_until: 0 }
+        Self {
+            rng,
+            timer,
+            led,
+            wink_until: 0,
+        }
     }
 
     fn blink(&mut self, now: u64) {
-        let _ = self.led.set_state(((now / BLINK_MS) % 2 == 0).into());
+        let _ = self
+            .led
+            .set_state((now / BLINK_MS).is_multiple_of(2).into());
     }
 
     /// Called by the idle loop: keep a WINK flashing, then turn the LED off.

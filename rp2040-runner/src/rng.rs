@@ -24,7 +24,10 @@ fn load() -> Option<SeedSector> {
     if &raw[..8] != MAGIC {
         return None;
     }
-    let mut sector = SeedSector { device_id: [0; 8], seed: [0; 32] };
+    let mut sector = SeedSector {
+        device_id: [0; 8],
+        seed: [0; 32],
+    };
     sector.device_id.copy_from_slice(&raw[8..16]);
     sector.seed.copy_from_slice(&raw[16..48]);
     Some(sector)
@@ -71,7 +74,10 @@ pub fn boot(rosc: &pac::ROSC, timer_ticks: u64) -> (ChaCha20Rng, [u8; 8]) {
             id
         }
     };
-    let mut next = SeedSector { device_id, seed: [0; 32] };
+    let mut next = SeedSector {
+        device_id,
+        seed: [0; 32],
+    };
     rng.fill_bytes(&mut next.seed);
     store(&next);
     (rng, device_id)
