@@ -24,7 +24,8 @@ use core::cell::RefCell;
 use core::fmt::Write as _;
 
 use authenticator::ctaphid::App as _;
-use authenticator::ctaphid::{Ctaphid, DeviceVersion, Packet};
+use authenticator::ctaphid::{Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet};
+use authenticator::platform::Platform as _;
 use authenticator::usb::FidoHid;
 use authenticator::{Authenticator, Config};
 use critical_section::Mutex;
@@ -193,10 +194,8 @@ fn main_loop(
             pac::NVIC::pend(pac::Interrupt::USBCTRL_IRQ);
             if over {
                 job = None;
-            } else {
-                // Waiting for the button: look again in 10 ms (it must be polled every 100 ms).
-                let _ = alarm1.schedule(MicrosDurationU32::millis(10));
-                cortex_m::asm::wfi();
+            } else if outcome == Outcome::Waiting(KeepaliveStatus::UpNeeded) {
+                wait_for_button(auth, alarm1);
             }
             continue;
         }
@@ -213,6 +212,27 @@ fn main_loop(
         }
         // SAFETY: re-enables the interrupts disabled just above; nothing relies on them off.
         unsafe { cortex_m::interrupt::enable() };
+    }
+}
+
+/// A request waits for the user. Calling the authenticator again re-parses the request and
+/// re-reads its state (about 1 M cycles), so rather than do that at every look, watch BOOTSEL
+/// here every 10 ms and call it again once the button is down, a host message arrived (cancel,
+/// abort, a new request), or 100 ms passed (its own timeout and bookkeeping).
+fn wait_for_button(
+    auth: &mut Authenticator<'static, PicoPlatform>,
+    alarm1: &mut hal::timer::Alarm1,
+) {
+    let since = auth.platform().now_ms();
+    loop {
+        let _ = alarm1.schedule(MicrosDurationU32::millis(10));
+        cortex_m::asm::wfi();
+        let now = auth.platform().now_ms();
+        auth.platform().blink(now);
+        let news = critical_section::with(|cs| !MAILBOX.borrow_ref(cs).idle());
+        if news || bootsel::pressed() || now.saturating_sub(since) >= 100 {
+            return;
+        }
     }
 }
 

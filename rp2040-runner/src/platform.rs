@@ -35,7 +35,8 @@ impl PicoPlatform {
         }
     }
 
-    fn blink(&mut self, now: u64) {
+    /// The LED pattern of a wait: on and off every 100 ms.
+    pub fn blink(&mut self, now: u64) {
         let _ = self
             .led
             .set_state((now / BLINK_MS).is_multiple_of(2).into());

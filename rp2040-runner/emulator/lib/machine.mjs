@@ -81,22 +81,23 @@ export class Machine {
   get cycles() { return this.core.cycles; }
   get nowMs() { return this.clock.nanos / 1e6; }
 
-  /** Run until `until()` holds or `maxCycles` more cycles pass; yields to Node every chunk. */
-  async run({ until = () => false, maxCycles = 125_000_000, chunk = 20_000 } = {}) {
+  /** Run until `until()` holds or `maxCycles` more cycles pass. `until` is checked every
+   * `chunk` steps (an instruction, or one jump over a sleep), then Node's event loop runs. */
+  async run({ until = () => false, maxCycles = 125_000_000, chunk = 5_000 } = {}) {
     const limit = this.core.cycles + maxCycles;
     while (!until()) {
       if (this.core.cycles >= limit) return false;
-      const end = Math.min(limit, this.core.cycles + chunk);
-      while (this.core.cycles < end) {
+      for (let step = 0; step < chunk && this.core.cycles < limit; step++) {
         if (this.core.waiting) {
           // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
           // (the host may act in between).
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, (end - this.core.cycles) * NS_PER_CYCLE);
+          ns = Math.min(ns, (limit - this.core.cycles) * NS_PER_CYCLE);
           const cycles = Math.max(1, Math.ceil(ns / NS_PER_CYCLE));
           this.clock.tick(cycles * NS_PER_CYCLE);
           this.core.cycles += cycles;
+          if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
         } else {
           const c = this.core.executeInstruction();
           this.activeCycles += c;
