@@ -45,6 +45,6 @@ if (what === 'wait') {
   await hid.cbor(what === 'getAssertion' ? 0x02 : 0x01, payload);
 }
 const total = [...counts.values()].reduce((a, b) => a + b, 0);
-for (const [f, c] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
+for (const [f, c] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, process.env.RAW ? 100000 : 15)) {
   console.log(`${(100 * c / total).toFixed(1).padStart(5)} %  ${f.slice(0, 110)}`);
 }
