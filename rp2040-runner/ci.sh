@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the Pico firmware and its UF2, hold its size to size-budget.txt, and run the emulated
+# end-to-end suite (rp2040js). Installs what a fresh Debian machine lacks.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+for pkg in gcc-arm-none-eabi libnewlib-arm-none-eabi clang libclang-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update
+  $sudo apt-get install -y --no-install-recommends "${need_apt[@]}"
+fi
+rustup target add thumbv6m-none-eabi >/dev/null
+
+cargo build --release --locked
+elf=target/thumbv6m-none-eabi/release/rp2040-runner
+
+# Sizes per section (SysV format: name size addr).
+declare -A sec
+while read -r name size _; do
+  [[ "$size" =~ ^[0-9]+$ ]] && sec[$name]=$size
+done < <(arm-none-eabi-size -A "$elf")
+flash=$(( ${sec[.boot2]:-0} + ${sec[.vector_table]:-0} + ${sec[.text]:-0} + ${sec[.rodata]:-0} + ${sec[.data]:-0} ))
+ram=$(( ${sec[.data]:-0} + ${sec[.bss]:-0} ))
+budget() { awk -v k="$1" '$1 == k { print $2 }' size-budget.txt; }
+echo "firmware size: flash ${flash} B (budget $(budget flash)), static RAM ${ram} B (budget $(budget ram))"
+fail=0
+[ "$flash" -le "$(budget flash)" ] || { echo "FAIL: flash over budget"; fail=1; }
+[ "$ram" -le "$(budget ram)" ] || { echo "FAIL: static RAM over budget"; fail=1; }
+[ "$fail" -eq 0 ] || exit 1
+
+cd emulator
+npm ci --no-audit --no-fund
+node uf2.mjs "../$elf" ../target/rp2040-runner.uf2
+# The suite also runs from the UF2, so what a user flashes is what was tested.
+node --test test/
+RP2040_FIRMWARE=../target/rp2040-runner.uf2 node --test test/key.test.mjs

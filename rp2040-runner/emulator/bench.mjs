@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// Exact emulated CPU cycles per request, from the first request packet to the last response
+// packet. BOOTSEL is held beforehand, so no presence wait is included. "busy" counts cycles
+// the CPU executed (not asleep in WFI); "wall" includes the time the main loop's answer waits
+// for CTAPHID's next poll (up to 20 ms, see src/bridge.rs). ms at 125 MHz.
+import { bootKey } from './lib/harness.mjs';
+import { CMD } from './lib/ctaphid.mjs';
+import { decodeCbor } from './lib/cbor.mjs';
+import * as ctap2 from './lib/ctap2.mjs';
+
+const rows = [];
+const record = (name, r) => {
+  rows.push({ name, busy: r.activeCycles, total: r.cycles });
+  if (r.status !== undefined && r.status !== 0) throw new Error(`${name}: status 0x${r.status.toString(16)}`);
+};
+
+const { machine, hid } = await bootKey();
+machine.bootselPressed = true;
+await hid.init();
+record('PING 64 B', await hid.transact(CMD.PING, new Uint8Array(64)));
+record('getInfo', await hid.cbor(0x04));
+const mc = await hid.cbor(0x01, ctap2.makeCredentialRequest().payload);
+record('makeCredential (ES256)', mc);
+const credId = ctap2.parseAuthData(decodeCbor(mc.body).get(2)).credentialId;
+record('getAssertion (allowList)', await hid.cbor(0x02, ctap2.getAssertionRequest(credId).payload));
+// clientPIN getKeyAgreement (pinUvAuthProtocol 2)
+const ka = new Map([[1, 2], [2, 2]]);
+const { encodeCbor } = await import('./lib/cbor.mjs');
+record('clientPIN getKeyAgreement', await hid.cbor(0x06, encodeCbor(ka)));
+
+const fmt = (n) => n.toLocaleString('en-US').padStart(12);
+console.log('request                       busy cycles   ms@125MHz   total cycles   ms@125MHz');
+for (const r of rows) {
+  console.log(`${r.name.padEnd(28)}${fmt(r.busy)}  ${(r.busy / 125e3).toFixed(1).padStart(9)}  ${fmt(r.total)}  ${(r.total / 125e3).toFixed(1).padStart(9)}`);
+}

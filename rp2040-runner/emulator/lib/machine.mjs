@@ -1,0 +1,114 @@
+// An emulated Pico: rp2040js with the stub ROM, the firmware in flash, a BOOTSEL button, a
+// ring oscillator, and a run loop that lets the Node event loop (the USB host) interleave.
+import { Simulator, ConsoleLogger, LogLevel } from 'rp2040js';
+import { installStubRom } from './rom.mjs';
+import { readImage, FLASH_BASE } from './image.mjs';
+
+const NS_PER_CYCLE = 8; // 125 MHz
+const IO_QSPI = 0x40018;
+const ROSC = 0x40060;
+const SS_CTRL = 0x0c; // GPIO_QSPI_SS_CTRL
+const SIO_GPIO_HI_IN = 0x008;
+const QSPI_SS_BIT = 1 << 1;
+
+export class Machine {
+  /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle"). */
+  constructor(image, { flash, log = false } = {}) {
+    this.sim = new Simulator();
+    this.mcu = this.sim.rp2040;
+    this.clock = this.sim.clock;
+    this.core = this.mcu.core;
+    this.mcu.logger = new ConsoleLogger(log ? LogLevel.Debug : LogLevel.Error);
+    this.flashOps = [];
+    // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.
+    installStubRom(this.mcu, { onFlash: (op, off, len) => this.flashOps.push({ op, off, len }) });
+    if (flash) this.mcu.flash.set(flash);
+    else for (const { addr, data } of readImage(image)) this.mcu.flash.set(data, addr - FLASH_BASE);
+    this.bootselPressed = false;
+    this.activeCycles = 0; // cycles spent executing (not asleep in WFI)
+    this.modelQspiSs();
+    this.modelRosc();
+    this.ledChanges = 0;
+    this.mcu.gpio[25].addListener(() => { this.ledChanges++; });
+    this.core.PC = 0; // reset: the ROM's reset vector enters the application
+    this.core.SP = this.mcu.readUint32(0);
+    this.core.PC = this.mcu.readUint32(4) & ~1;
+  }
+
+  /** BOOTSEL: rp2040js leaves IO_QSPI unimplemented, so the chip-select pad is modelled here.
+   * While the pin is driven (XIP, idle high) it reads 1 whatever the button does; with its
+   * output disabled (OEOVER = 2) it reads 0 while the button is pressed. */
+  modelQspiSs() {
+    const regs = new Map();
+    const machine = this;
+    this.mcu.peripherals[IO_QSPI] = {
+      readUint32: (off) => regs.get(off & 0xfff) ?? 0,
+      writeUint32: (off, v) => { regs.set(off & 0xfff, v >>> 0); },
+      writeUint32Atomic(off, v, type) {
+        const cur = regs.get(off & 0xfff) ?? 0;
+        const next = type === 1 ? cur ^ v : type === 2 ? cur | v : type === 3 ? cur & ~v : v;
+        regs.set(off & 0xfff, next >>> 0);
+      },
+    };
+    this.ssOutputDisabled = () => (((regs.get(SS_CTRL) ?? 0) >>> 12) & 3) === 2;
+    const sio = this.mcu.sio;
+    const read = sio.readUint32.bind(sio);
+    sio.readUint32 = (off) => {
+      let v = read(off);
+      if (off === SIO_GPIO_HI_IN) {
+        const low = machine.ssOutputDisabled() && machine.bootselPressed;
+        v = low ? v & ~QSPI_SS_BIT : v | QSPI_SS_BIT;
+        machine.bootselReads = (machine.bootselReads ?? 0) + 1;
+      }
+      return v;
+    };
+  }
+
+  /** ROSC: RANDOMBIT from a xorshift generator (deterministic, so cycle counts repeat). */
+  modelRosc() {
+    let x = 0x2545f491;
+    this.mcu.peripherals[ROSC] = {
+      readUint32: (off) => {
+        if ((off & 0xfff) !== 0x1c) return 0;
+        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+        return x & 1;
+      },
+      writeUint32: () => {},
+      writeUint32Atomic: () => {},
+    };
+  }
+
+  get cycles() { return this.core.cycles; }
+  get nowMs() { return this.clock.nanos / 1e6; }
+
+  /** Run until `until()` holds or `maxCycles` more cycles pass. `until` is checked every
+   * `chunk` steps (an instruction, or one jump over a sleep), then Node's event loop runs. */
+  async run({ until = () => false, maxCycles = 125_000_000, chunk = 5_000 } = {}) {
+    const limit = this.core.cycles + maxCycles;
+    while (!until()) {
+      if (this.core.cycles >= limit) return false;
+      for (let step = 0; step < chunk && this.core.cycles < limit; step++) {
+        if (this.core.waiting) {
+          // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
+          // (the host may act in between).
+          let ns = this.clock.nanosToNextAlarm;
+          if (!(ns > 0 && ns < 1e12)) ns = 10_000;
+          ns = Math.min(ns, (limit - this.core.cycles) * NS_PER_CYCLE);
+          const cycles = Math.max(1, Math.ceil(ns / NS_PER_CYCLE));
+          this.clock.tick(cycles * NS_PER_CYCLE);
+          this.core.cycles += cycles;
+          if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
+        } else {
+          const c = this.core.executeInstruction();
+          this.activeCycles += c;
+          this.clock.tick(c * NS_PER_CYCLE);
+        }
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return true;
+  }
+
+  /** A copy of the whole flash, to boot again from it later. */
+  snapshotFlash() { return new Uint8Array(this.mcu.flash); }
+}

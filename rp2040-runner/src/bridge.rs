@@ -1,0 +1,146 @@
+//! How USB stays responsive while the authenticator computes.
+//!
+//! Design: two contexts share one mailbox.
+//! - The USB interrupt (and the timer alarm that wakes it at CTAPHID deadlines) owns the USB
+//!   device and the `Ctaphid` state machine. Its `App` is [`Proxy`], which never computes: it
+//!   posts a request to the mailbox and answers `Waiting`, so CTAPHID keeps sending KEEPALIVEs,
+//!   answers INIT/PING/CANCEL and serves control requests at once.
+//! - The main loop owns the real `Authenticator`. It takes posted requests, runs them (a P-256
+//!   operation takes ~300 ms), and leaves the response in the mailbox, then pends the USB
+//!   interrupt so CTAPHID picks it up at its next poll.
+//!
+//! The mailbox sits in a `critical_section::Mutex`, so each side sees it whole. The interrupt
+//! handlers share one priority and never preempt each other; the main loop is preempted only
+//! outside its short critical sections.
+
+use alloc::vec::Vec;
+use authenticator::ctaphid::{App, KeepaliveStatus, Outcome, Transaction};
+use core::cell::RefCell;
+use critical_section::Mutex;
+
+/// A request handed to the main loop: its number, kind and bytes.
+pub type Job = (u32, Transaction, Vec<u8>);
+
+/// What passes between the USB interrupt and the main loop.
+pub struct Mailbox {
+    /// A request the main loop has not picked up yet.
+    request: Option<Job>,
+    /// The number of the live request (0: none). A result for any other number is stale.
+    current: u32,
+    /// The last number handed out.
+    last: u32,
+    /// What KEEPALIVEs report while the main loop works.
+    status: KeepaliveStatus,
+    /// A finished response for `current`, waiting for CTAPHID to collect it.
+    response: Option<Vec<u8>>,
+    /// CTAPHID_CANCEL arrived for this request number.
+    cancel: u32,
+    /// CTAPHID_WINK arrived.
+    wink: bool,
+}
+
+pub static MAILBOX: Mutex<RefCell<Mailbox>> = Mutex::new(RefCell::new(Mailbox {
+    request: None,
+    current: 0,
+    last: 0,
+    status: KeepaliveStatus::Processing,
+    response: None,
+    cancel: 0,
+    wink: false,
+}));
+
+/// What the main loop learns from one look at the mailbox.
+pub struct Events {
+    /// A new request to run.
+    pub new: Option<Job>,
+    /// The live request's number (0: none); a job with another number was abandoned.
+    pub live: u32,
+    /// The host cancelled request number `cancel` (0: none).
+    pub cancel: u32,
+    pub wink: bool,
+}
+
+impl Mailbox {
+    /// Take what the USB side has posted since the last look.
+    pub fn take_events(&mut self) -> Events {
+        Events {
+            new: self.request.take(),
+            live: self.current,
+            cancel: core::mem::take(&mut self.cancel),
+            wink: core::mem::take(&mut self.wink),
+        }
+    }
+
+    /// Nothing posted for the main loop to look at.
+    pub fn idle(&self) -> bool {
+        self.request.is_none() && self.cancel == 0 && !self.wink
+    }
+
+    /// The main loop finished a call of request `id`. Returns whether the request is over
+    /// (answered, or abandoned meanwhile).
+    pub fn finish(&mut self, id: u32, outcome: Outcome, response: Vec<u8>) -> bool {
+        if id != self.current {
+            return true;
+        }
+        match outcome {
+            Outcome::Done => {
+                self.response = Some(response);
+                true
+            }
+            Outcome::Waiting(status) => {
+                self.status = status;
+                false
+            }
+        }
+    }
+}
+
+/// The CTAPHID-side stand-in for the authenticator (runs in the USB interrupt).
+pub struct Proxy;
+
+impl App for Proxy {
+    fn call(
+        &mut self,
+        transaction: Transaction,
+        request: &[u8],
+        response: &mut Vec<u8>,
+    ) -> Outcome {
+        critical_section::with(|cs| {
+            let mut mailbox = MAILBOX.borrow_ref_mut(cs);
+            if let Some(done) = mailbox.response.take() {
+                mailbox.current = 0;
+                *response = done;
+                return Outcome::Done;
+            }
+            if mailbox.current == 0 {
+                // A new request (CTAPHID runs one at a time): number it and hand it over.
+                mailbox.last = mailbox.last.wrapping_add(1).max(1);
+                let id = mailbox.last;
+                mailbox.current = id;
+                mailbox.status = KeepaliveStatus::Processing;
+                mailbox.request = Some((id, transaction, request.to_vec()));
+            }
+            Outcome::Waiting(mailbox.status)
+        })
+    }
+
+    fn cancel(&mut self) {
+        critical_section::with(|cs| {
+            let mut mailbox = MAILBOX.borrow_ref_mut(cs);
+            mailbox.cancel = mailbox.current;
+        });
+    }
+
+    fn abort(&mut self) {
+        critical_section::with(|cs| {
+            let mut mailbox = MAILBOX.borrow_ref_mut(cs);
+            mailbox.current = 0;
+            mailbox.request = None;
+            mailbox.response = None;
+        });
+    }
+
+    fn wink(&mut self) {
+        critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).wink = true);
+    }
+}

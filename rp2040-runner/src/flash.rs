@@ -1,0 +1,160 @@
+//! The on-board flash: littlefs2 storage and the RNG seed sector, written through the boot ROM.
+//!
+//! The RP2040 executes from flash through XIP, so while the flash is being erased or
+//! programmed no code may be fetched from it: the ROM routines are looked up first (from
+//! flash), then a function placed in RAM runs the whole sequence with interrupts off. Reads go
+//! through XIP at `FLASH_BASE + offset`; the cache is flushed after every write.
+
+use littlefs2::consts;
+use littlefs2::driver::Storage;
+use littlefs2::io::{Error, Result};
+use rp2040_hal::rom_data;
+
+/// Where the flash appears in the address space (XIP, cached).
+const FLASH_BASE: usize = 0x1000_0000;
+/// Flash erase granularity.
+pub const SECTOR_SIZE: usize = 4096;
+/// Flash program granularity.
+pub const PAGE_SIZE: usize = 256;
+/// The RNG seed sector, just below the state (memory.x ends the firmware here).
+pub const SEED_OFFSET: usize = 0x7_F000;
+/// The littlefs state: from 512 KiB to the end of the 2 MiB flash.
+pub const STATE_OFFSET: usize = 0x8_0000;
+pub const STATE_BLOCKS: usize = (0x20_0000 - STATE_OFFSET) / SECTOR_SIZE;
+/// The W25Q sector-erase command, used by the ROM for 4 KiB erases.
+const SECTOR_ERASE_CMD: u8 = 0x20;
+
+/// The ROM routines one flash operation needs, looked up while XIP still works.
+struct Rom {
+    connect: unsafe extern "C" fn(),
+    exit_xip: unsafe extern "C" fn(),
+    erase: unsafe extern "C" fn(u32, usize, u32, u8),
+    program: unsafe extern "C" fn(u32, *const u8, usize),
+    flush: unsafe extern "C" fn(),
+    enter_xip: unsafe extern "C" fn(),
+}
+
+impl Rom {
+    fn lookup() -> Self {
+        Self {
+            connect: rom_data::connect_internal_flash::ptr(),
+            exit_xip: rom_data::flash_exit_xip::ptr(),
+            erase: rom_data::flash_range_erase::ptr(),
+            program: rom_data::flash_range_program::ptr(),
+            flush: rom_data::flash_flush_cache::ptr(),
+            enter_xip: rom_data::flash_enter_cmd_xip::ptr(),
+        }
+    }
+}
+
+/// One erase (when `data` is null) or program, run from RAM.
+///
+/// # Safety
+/// Interrupts must be off and nothing may run from flash until this returns; `offset`/`len`
+/// must be aligned as the operation requires, lie outside the firmware image, and `data` (if
+/// not null) must point to `len` readable bytes in RAM.
+#[inline(never)]
+#[link_section = ".data.ram_func"]
+unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
+    // SAFETY: the ROM routines are called in the order the datasheet prescribes (§2.8.3.1.3);
+    // the caller guarantees the preconditions above. Only calls through the ROM pointers
+    // happen here, so no instruction is fetched from flash while XIP is off.
+    unsafe {
+        (rom.connect)();
+        (rom.exit_xip)();
+        if data.is_null() {
+            (rom.erase)(offset, len, SECTOR_SIZE as u32, SECTOR_ERASE_CMD);
+        } else {
+            (rom.program)(offset, data, len);
+        }
+        (rom.flush)();
+        (rom.enter_xip)();
+    }
+}
+
+/// Erase whole sectors at `offset` (flash offset, not address).
+pub fn erase(offset: usize, len: usize) {
+    assert!(
+        offset.is_multiple_of(SECTOR_SIZE)
+            && len.is_multiple_of(SECTOR_SIZE)
+            && offset >= SEED_OFFSET
+    );
+    let rom = Rom::lookup();
+    cortex_m::interrupt::free(|_| {
+        // SAFETY: interrupts are off, the range is sector-aligned and above the firmware.
+        unsafe { flash_op_in_ram(&rom, offset as u32, core::ptr::null(), len) }
+    });
+}
+
+/// Whether `data` lies in the flash address space (it cannot be programmed from there).
+fn in_flash(data: &[u8]) -> bool {
+    (FLASH_BASE..FLASH_BASE + 0x100_0000).contains(&(data.as_ptr() as usize))
+}
+
+/// Program whole pages at `offset` from `data` (which must be in RAM, not in flash).
+pub fn program(offset: usize, data: &[u8]) {
+    assert!(
+        offset.is_multiple_of(PAGE_SIZE)
+            && data.len().is_multiple_of(PAGE_SIZE)
+            && offset >= SEED_OFFSET
+    );
+    assert!(!in_flash(data));
+    let rom = Rom::lookup();
+    cortex_m::interrupt::free(|_| {
+        // SAFETY: interrupts are off, the range is page-aligned and above the firmware, and
+        // `data` is a RAM slice of `data.len()` bytes.
+        unsafe { flash_op_in_ram(&rom, offset as u32, data.as_ptr(), data.len()) }
+    });
+}
+
+/// Read through XIP.
+pub fn read(offset: usize, buf: &mut [u8]) {
+    assert!(offset + buf.len() <= 0x20_0000);
+    // SAFETY: the whole 2 MiB flash is mapped read-only at FLASH_BASE; the range was checked.
+    let src = unsafe { core::slice::from_raw_parts((FLASH_BASE + offset) as *const u8, buf.len()) };
+    buf.copy_from_slice(src);
+}
+
+/// littlefs2 on the flash above the firmware: 4 KiB blocks (one erase sector each), programmed
+/// in 256-byte pages.
+pub struct FlashStorage;
+
+impl Storage for FlashStorage {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = PAGE_SIZE;
+    const BLOCK_SIZE: usize = SECTOR_SIZE;
+    const BLOCK_COUNT: usize = STATE_BLOCKS;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = consts::U256;
+    type LOOKAHEAD_SIZE = consts::U8;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
+        if off + buf.len() > STATE_BLOCKS * SECTOR_SIZE {
+            return Err(Error::IO);
+        }
+        read(STATE_OFFSET + off, buf);
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> Result<usize> {
+        if !off.is_multiple_of(PAGE_SIZE) || !data.len().is_multiple_of(PAGE_SIZE) {
+            return Err(Error::IO);
+        }
+        if off + data.len() > STATE_BLOCKS * SECTOR_SIZE || in_flash(data) {
+            return Err(Error::IO);
+        }
+        program(STATE_OFFSET + off, data);
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
+        if !off.is_multiple_of(SECTOR_SIZE) || !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(Error::IO);
+        }
+        if off + len > STATE_BLOCKS * SECTOR_SIZE {
+            return Err(Error::IO);
+        }
+        erase(STATE_OFFSET + off, len);
+        Ok(len)
+    }
+}

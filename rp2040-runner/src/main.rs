@@ -1,0 +1,312 @@
+//! The FIDO2/U2F key on a Raspberry Pi Pico: USB FIDO HID, CTAPHID and the authenticator core,
+//! with BOOTSEL as the presence button, littlefs2 on the flash and a ROSC-seeded CSPRNG.
+//!
+//! Execution contexts (see bridge.rs for the why):
+//! - `USBCTRL_IRQ` and `TIMER_IRQ_0` (same priority) run [`service`]: USB, CTAPHID, keepalives.
+//! - The main loop runs the authenticator on the requests the interrupt hands it.
+//! - `TIMER_IRQ_1` only wakes the main loop from `wfi` while a request waits for the button.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod bootsel;
+mod bridge;
+mod cstr;
+mod flash;
+mod platform;
+mod rng;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write as _;
+
+use authenticator::ctaphid::App as _;
+use authenticator::ctaphid::{Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet};
+use authenticator::platform::Platform as _;
+use authenticator::usb::FidoHid;
+use authenticator::{Authenticator, Config};
+use critical_section::Mutex;
+use embedded_alloc::LlffHeap as Heap;
+use hal::fugit::MicrosDurationU32;
+use hal::pac::{self, interrupt};
+use hal::timer::{Alarm, Alarm0, Timer};
+use hal::usb::UsbBus;
+use rp2040_hal as hal;
+use usb_device::class_prelude::UsbBusAllocator;
+use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
+
+use crate::bridge::{Proxy, MAILBOX};
+use crate::platform::PicoPlatform;
+
+/// The second-stage bootloader for the Pico's W25Q16 (the W25Q080 routine fits it).
+#[link_section = ".boot2"]
+#[used]
+pub static BOOT2_FIRMWARE: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
+
+#[global_allocator]
+static HEAP: Heap = Heap::empty();
+/// Heap for CTAP messages (up to 7.6 KB each, a few copies), littlefs and credentials.
+const HEAP_SIZE: usize = 96 * 1024;
+
+const XOSC_HZ: u32 = 12_000_000;
+/// pid.codes' test VID/PID, shared with usbip-runner until the project has its own.
+const VENDOR_ID: u16 = 0x1209;
+const PRODUCT_ID: u16 = 0x0001;
+const MANUFACTURER: &str = "Open FIDO Key";
+const PRODUCT: &str = "Open FIDO Key (Pico)";
+/// This model's AAGUID (the Pico build; usbip-runner has its own).
+const AAGUID: [u8; 16] = [
+    0x5d, 0x1f, 0x83, 0x0a, 0x2c, 0x44, 0x4b, 0x6e, 0x9b, 0x39, 0x0e, 0x51, 0xa7, 0x66, 0x3c, 0x12,
+];
+const FIRMWARE_VERSION: u32 = 0x00_01_00;
+
+/// Everything the USB interrupt owns.
+struct UsbSide {
+    device: UsbDevice<'static, UsbBus>,
+    hid: FidoHid<'static, UsbBus>,
+    ctaphid: Ctaphid,
+    /// An IN report CTAPHID produced that the endpoint could not take yet.
+    unsent: Option<Packet>,
+    alarm: Alarm0,
+    timer: Timer,
+}
+
+static USB: Mutex<RefCell<Option<UsbSide>>> = Mutex::new(RefCell::new(None));
+
+#[hal::entry]
+fn main() -> ! {
+    init_heap();
+    let mut pac = pac::Peripherals::take().unwrap();
+    let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
+    let clocks = hal::clocks::init_clocks_and_plls(
+        XOSC_HZ,
+        pac.XOSC,
+        pac.CLOCKS,
+        pac.PLL_SYS,
+        pac.PLL_USB,
+        &mut pac.RESETS,
+        &mut watchdog,
+    )
+    .ok()
+    .unwrap();
+    let mut timer = Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
+    let sio = hal::Sio::new(pac.SIO);
+    let pins = hal::gpio::Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
+    let led = pins.gpio25.into_push_pull_output();
+
+    let (rng, device_id) = rng::boot(&pac.ROSC, timer.get_counter().ticks());
+    let serial = serial_string(&device_id);
+
+    // The filesystem borrows its storage and buffers for as long as the firmware runs.
+    let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
+    let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
+    let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
+    let mut alarm1 = timer.alarm_1().unwrap();
+    alarm1.enable_interrupt();
+    let platform = PicoPlatform::new(rng, timer, led);
+    let config = Config {
+        aaguid: AAGUID,
+        firmware_version: FIRMWARE_VERSION,
+    };
+    let mut auth = Authenticator::new(platform, fs, config);
+
+    let bus = Box::leak(Box::new(UsbBusAllocator::new(UsbBus::new(
+        pac.USBCTRL_REGS,
+        pac.USBCTRL_DPRAM,
+        clocks.usb_clock,
+        true,
+        &mut pac.RESETS,
+    ))));
+    let hid = FidoHid::new(bus);
+    let strings = StringDescriptors::default()
+        .manufacturer(MANUFACTURER)
+        .product(PRODUCT)
+        .serial_number(serial);
+    let device = UsbDeviceBuilder::new(bus, UsbVidPid(VENDOR_ID, PRODUCT_ID))
+        .strings(&[strings])
+        .unwrap()
+        .max_packet_size_0(64)
+        .unwrap()
+        .device_release(0x0100)
+        .build();
+    let mut alarm = timer.alarm_0().unwrap();
+    alarm.enable_interrupt();
+    let ctaphid = Ctaphid::new(DeviceVersion {
+        major: 0,
+        minor: 1,
+        build: 0,
+    });
+    critical_section::with(|cs| {
+        USB.borrow_ref_mut(cs).replace(UsbSide {
+            device,
+            hid,
+            ctaphid,
+            unsent: None,
+            alarm,
+            timer,
+        });
+    });
+    // SAFETY: the handlers only touch state behind `critical_section::Mutex`es, set up above.
+    unsafe {
+        pac::NVIC::unmask(pac::Interrupt::USBCTRL_IRQ);
+        pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_0);
+        pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_1);
+    }
+    main_loop(&mut auth, &mut alarm1)
+}
+
+/// Run the requests the USB side posts, one at a time, to completion.
+fn main_loop(
+    auth: &mut Authenticator<'static, PicoPlatform>,
+    alarm1: &mut hal::timer::Alarm1,
+) -> ! {
+    let mut job: Option<bridge::Job> = None;
+    loop {
+        let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
+        if events.wink {
+            auth.wink();
+        }
+        if job.as_ref().is_some_and(|(id, _, _)| *id != events.live) {
+            auth.abort();
+            job = None;
+        }
+        if let Some(new) = events.new {
+            job = Some(new);
+        }
+        if let Some((id, transaction, request)) = &job {
+            if events.cancel == *id {
+                auth.cancel();
+            }
+            let mut response = Vec::new();
+            let outcome = auth.call(*transaction, request, &mut response);
+            let over = critical_section::with(|cs| {
+                MAILBOX.borrow_ref_mut(cs).finish(*id, outcome, response)
+            });
+            // Let CTAPHID collect the answer (or report the new keepalive status) now.
+            pac::NVIC::pend(pac::Interrupt::USBCTRL_IRQ);
+            if over {
+                job = None;
+            } else if outcome == Outcome::Waiting(KeepaliveStatus::UpNeeded) {
+                wait_for_button(auth, alarm1);
+            }
+            continue;
+        }
+        auth.platform().tick_indicator();
+        if auth.platform().indicator_busy() {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(50));
+        }
+        // Sleep until an interrupt, without missing one that fires between the check and wfi:
+        // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.
+        cortex_m::interrupt::disable();
+        let idle = critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle());
+        if idle {
+            cortex_m::asm::wfi();
+        }
+        // SAFETY: re-enables the interrupts disabled just above; nothing relies on them off.
+        unsafe { cortex_m::interrupt::enable() };
+    }
+}
+
+/// A request waits for the user. Calling the authenticator again re-parses the request and
+/// re-reads its state (about 1 M cycles), so rather than do that at every look, watch BOOTSEL
+/// here every 10 ms and call it again once the button is down, a host message arrived (cancel,
+/// abort, a new request), or 100 ms passed (its own timeout and bookkeeping).
+fn wait_for_button(
+    auth: &mut Authenticator<'static, PicoPlatform>,
+    alarm1: &mut hal::timer::Alarm1,
+) {
+    let since = auth.platform().now_ms();
+    loop {
+        let _ = alarm1.schedule(MicrosDurationU32::millis(10));
+        cortex_m::asm::wfi();
+        let now = auth.platform().now_ms();
+        auth.platform().blink(now);
+        let news = critical_section::with(|cs| !MAILBOX.borrow_ref(cs).idle());
+        if news || bootsel::pressed() || now.saturating_sub(since) >= 100 {
+            return;
+        }
+    }
+}
+
+/// USB and CTAPHID work: move reports both ways, drive CTAPHID's timers, re-arm the alarm.
+fn service() {
+    critical_section::with(|cs| {
+        let mut side = USB.borrow_ref_mut(cs);
+        let Some(side) = side.as_mut() else { return };
+        let now = side.timer.get_counter().ticks() / 1000;
+        if side.device.poll(&mut [&mut side.hid]) {
+            while let Some(packet) = side.hid.read_report() {
+                side.ctaphid.handle_packet(&packet, now, &mut Proxy);
+            }
+        }
+        side.ctaphid.poll(now, &mut Proxy);
+        while let Some(packet) = side.unsent.take().or_else(|| side.ctaphid.pop_packet()) {
+            if !side.hid.write_report(&packet) {
+                // The endpoint is busy; its completion interrupt brings us back here.
+                side.unsent = Some(packet);
+                break;
+            }
+        }
+        side.alarm.clear_interrupt();
+        if let Some(deadline) = side.ctaphid.next_deadline() {
+            let wait_ms = deadline.saturating_sub(now).clamp(1, 1000) as u32;
+            let _ = side.alarm.schedule(MicrosDurationU32::millis(wait_ms));
+        } else {
+            side.alarm.cancel().ok();
+        }
+    });
+}
+
+#[interrupt]
+fn USBCTRL_IRQ() {
+    service();
+}
+
+#[interrupt]
+fn TIMER_IRQ_0() {
+    service();
+}
+
+#[interrupt]
+fn TIMER_IRQ_1() {
+    // Only wakes the main loop. SAFETY: INTR is write-1-to-clear; this clears alarm 1 alone.
+    unsafe {
+        (*pac::TIMER::ptr())
+            .intr()
+            .write(|w| w.alarm_1().clear_bit_by_one())
+    };
+}
+
+fn init_heap() {
+    use core::mem::MaybeUninit;
+    static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
+    // SAFETY: called once, first thing in main, before any allocation; HEAP_MEM is used by
+    // nothing else.
+    unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
+}
+
+/// The USB serial number: the device ID as 16 hex digits.
+fn serial_string(id: &[u8; 8]) -> &'static str {
+    let mut s = String::with_capacity(16);
+    for b in id {
+        let _ = write!(s, "{b:02X}");
+    }
+    Box::leak(s.into_boxed_str())
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // Stop: a reset through the watchdog would hide the fault; the host sees the key vanish.
+    cortex_m::interrupt::disable();
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
