@@ -454,3 +454,106 @@ fn a_silent_preflight_does_not_spend_the_token() {
         );
     });
 }
+
+#[test]
+fn get_pin_retries_and_key_agreement_never_wait_for_a_touch() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    // Nobody touches: any request for presence would wait, and `ctap2` insists on an answer.
+    knobs
+        .presence
+        .set(authenticator::platform::Presence::Pending);
+    with_key(&mut storage, &knobs, 11, |key| {
+        assert_eq!(retries(key).0, 8, "no PIN set");
+        let client = PinClient::new(key, 1, 3);
+        assert_eq!(client.set_pin(key, PIN), 0);
+        assert_eq!(retries(key).0, 8, "PIN set");
+        assert_eq!(knobs.prompts.get(), 0, "never asked for a touch");
+    });
+}
+
+#[test]
+fn uv_option_pin_probe_and_legacy_token_parameters() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 12, |key| {
+        // No built-in user verification: options.uv=true is an invalid option.
+        let mut request = make_credential_request("example.com", b"u", &[-7], false);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(7), map(vec![(text("uv"), Value::Bool(true))])));
+        }
+        assert_eq!(
+            ctap2(key, MC, Some(request)).0,
+            0x2C,
+            "CTAP2_ERR_INVALID_OPTION"
+        );
+        // The touch-to-select probe on a key without a PIN.
+        let mut probe = make_credential_request("example.com", b"u", &[-7], false);
+        if let Value::Map(entries) = &mut probe {
+            entries.push((int(8), bytes(&[])));
+            entries.push((int(9), int(1)));
+        }
+        assert_eq!(ctap2(key, MC, Some(probe)).0, 0x35, "CTAP2_ERR_PIN_NOT_SET");
+        // pinUvAuthParam without its protocol, and with an unknown one.
+        let mut request = make_credential_request("example.com", b"u", &[-7], false);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(8), bytes(&[1; 16])));
+        }
+        assert_eq!(
+            ctap2(key, MC, Some(request.clone())).0,
+            0x14,
+            "MISSING_PARAMETER"
+        );
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(9), int(3)));
+        }
+        assert_eq!(ctap2(key, MC, Some(request)).0, 0x02, "INVALID_PARAMETER");
+        // getPinToken (0x05) takes neither permissions nor an RP ID.
+        let client = PinClient::new(key, 2, 4);
+        client.set_pin(key, PIN);
+        let client = PinClient::new(key, 2, 4);
+        let legacy = map(vec![
+            (int(1), int(2)),
+            (int(2), int(5)),
+            (int(3), client.platform_key()),
+            (int(6), bytes(&client.pin_hash_enc(PIN))),
+            (int(9), int(1)),
+        ]);
+        assert_eq!(ctap2(key, 0x06, Some(legacy)).0, 0x02);
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        let options = get(&info, 4).unwrap();
+        assert_eq!(
+            get_text(options, "pinUvAuthToken"),
+            Some(&Value::Bool(true))
+        );
+        assert_eq!(get_text(options, "authnrCfg"), Some(&Value::Bool(true)));
+        assert_eq!(
+            get(&info, 6),
+            Some(&Value::Array(vec![int(2), int(1)])),
+            "pinUvAuthProtocols"
+        );
+    });
+}
+
+#[test]
+fn config_force_change_pin_and_enterprise_attestation() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 13, |key| {
+        let params = map(vec![(int(3), Value::Bool(true))]);
+        assert_eq!(
+            config(key, None, 0x03, Some(params.clone())),
+            0x35,
+            "forceChangePin needs a PIN"
+        );
+        let client = PinClient::new(key, 2, 6);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        assert_eq!(config(key, Some(&token), 0x03, Some(params)), 0);
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        assert_eq!(get(&info, 0x0C), Some(&Value::Bool(true)), "forcePINChange");
+        assert_eq!(
+            config(key, Some(&token), 0x01, None),
+            0x3E,
+            "no enterprise attestation yet"
+        );
+    });
+}
