@@ -178,20 +178,20 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         let _ = self.fs.create_dir_all(&path("/rk"));
     }
 
-    fn new_kwk(&mut self, rng: &mut impl CryptoRng) -> Result<[u8; 32]> {
+    fn new_kwk(&mut self, rng: &mut impl CryptoRng) -> Result<Zeroizing<[u8; 32]>> {
         let mut kwk = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut *kwk);
         self.fs.create_dir_all(&path("/dev"))?;
         self.fs.write(&path("/dev/kwk"), &*kwk)?;
-        let value = *kwk;
+        let value = kwk.clone();
         self.kwk = Some(kwk);
         Ok(value)
     }
 
-    /// The key-wrapping key, made on first use.
-    pub fn kwk(&mut self, rng: &mut impl CryptoRng) -> Result<[u8; 32]> {
+    /// The key-wrapping key, made on first use. The copy handed out is wiped when dropped.
+    pub fn kwk(&mut self, rng: &mut impl CryptoRng) -> Result<Zeroizing<[u8; 32]>> {
         if let Some(kwk) = &self.kwk {
-            return Ok(**kwk);
+            return Ok(kwk.clone());
         }
         let path = path("/dev/kwk");
         let mut kwk = Zeroizing::new([0u8; 32]);
@@ -211,7 +211,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             }
             Err(e) => return Err(e.into()),
         }
-        let value = *kwk;
+        let value = kwk.clone();
         self.kwk = Some(kwk);
         Ok(value)
     }

@@ -80,7 +80,7 @@ enum Candidate {
 
 /// What every assertion of one getAssertion (and its getNextAssertions) shares.
 struct Series {
-    kwk: [u8; 32],
+    kwk: zeroize::Zeroizing<[u8; 32]>,
     rp_id_hash: [u8; 32],
     client_data_hash: [u8; 32],
     user_present: bool,
