@@ -4,6 +4,7 @@ use alloc::vec::Vec;
 use littlefs2::fs::Filesystem;
 use sha2::{Digest, Sha256};
 
+use crate::attestation::{Attestation, AttestationError};
 use crate::credential::{CredProtect, Credential};
 use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
@@ -61,6 +62,34 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         &mut self.platform
     }
 
+    /// Install a batch attestation (from the vendor command or a runner's configuration). Only
+    /// a key without one accepts it.
+    pub fn install_attestation(
+        &mut self,
+        attestation: &Attestation,
+    ) -> Result<(), AttestationError> {
+        match self.store.attestation() {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
+            Err(_) => return Err(AttestationError::Storage),
+        }
+        self.store
+            .save_attestation(attestation)
+            .map_err(|_| AttestationError::Storage)
+    }
+
+    /// The installed batch attestation, if any.
+    pub fn attestation(&mut self) -> Option<Attestation> {
+        self.store.attestation().ok().flatten()
+    }
+
+    /// The AAGUID: the attestation certificate's once provisioned, the model's before.
+    pub(crate) fn aaguid(&mut self) -> [u8; 16] {
+        self.attestation()
+            .map(|attestation| *attestation.aaguid())
+            .unwrap_or(self.config.aaguid)
+    }
+
     /// CTAP2's presence check for the current request.
     pub(crate) fn user_presence(&mut self) -> Step<()> {
         self.presence_check().map_err(Halt::from)
@@ -109,6 +138,10 @@ impl<P: Platform> App for Authenticator<'_, P> {
                 Outcome::Done
             }
             Transaction::Cbor => crate::ctap2::handle(self, request, response),
+            Transaction::Provision => {
+                response.push(crate::attestation::provision(self, request));
+                Outcome::Done
+            }
         }
     }
 

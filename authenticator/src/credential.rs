@@ -246,12 +246,7 @@ impl Credential {
     /// The credential's public key.
     pub fn public_key(&self) -> PublicKey {
         match self.alg {
-            Algorithm::Es256 => {
-                let point = p256::ProjectivePoint::GENERATOR * *self.p256_key();
-                let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
-                    .expect("a non-zero scalar times the generator is not the identity");
-                PublicKey::Es256(key)
-            }
+            Algorithm::Es256 => PublicKey::es256(&self.p256_key()),
             Algorithm::EdDsa => PublicKey::EdDsa(self.ed25519_key().verifying_key()),
         }
     }
@@ -259,23 +254,10 @@ impl Credential {
     /// Sign `message` (ECDSA with SHA-256 and RFC 6979 nonces, or Ed25519).
     pub fn sign(&self, message: &[&[u8]]) -> Signature {
         use ed25519_dalek::ed25519::signature::MultipartSigner;
-        use sha2::Digest;
         let mut out = Signature::new();
         // Both encodings fit the 72-byte buffer (a DER P-256 signature is at most 72 bytes).
         match self.alg {
-            Algorithm::Es256 => {
-                let mut digest = sha2::Sha256::new();
-                for part in message {
-                    digest.update(part);
-                }
-                // What p256's SigningKey does to sign, without the public key it computes when
-                // built: a scalar multiplication (a third of a getAssertion on the Pico) saved.
-                let (signature, _) = ecdsa::hazmat::sign_prehashed_rfc6979::<
-                    p256::NistP256,
-                    sha2::Sha256,
-                >(&self.p256_key(), &digest.finalize(), &[]);
-                let _ = out.extend_from_slice(signature.to_der().as_bytes());
-            }
+            Algorithm::Es256 => return sign_es256(&self.p256_key(), message),
             Algorithm::EdDsa => {
                 let signature = self.ed25519_key().multipart_sign(message);
                 let _ = out.extend_from_slice(&signature.to_bytes());
@@ -295,8 +277,29 @@ impl Credential {
     }
 }
 
+/// An ECDSA P-256 signature (SHA-256, RFC 6979 nonces) over the concatenation of `message`, DER
+/// encoded.
+pub(crate) fn sign_es256(key: &p256::NonZeroScalar, message: &[&[u8]]) -> Signature {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for part in message {
+        digest.update(part);
+    }
+    // What p256's SigningKey does to sign, without the public key it computes when built: a
+    // scalar multiplication (a third of a getAssertion on the Pico) saved.
+    let (signature, _) = ecdsa::hazmat::sign_prehashed_rfc6979::<p256::NistP256, sha2::Sha256>(
+        key,
+        &digest.finalize(),
+        &[],
+    );
+    let mut out = Signature::new();
+    // A DER P-256 signature is at most 72 bytes: it fits.
+    let _ = out.extend_from_slice(signature.to_der().as_bytes());
+    out
+}
+
 /// The secret as a P-256 private scalar, if it is one (non-zero, below the group order).
-fn p256_scalar(secret: &[u8; 32]) -> Option<p256::NonZeroScalar> {
+pub(crate) fn p256_scalar(secret: &[u8; 32]) -> Option<p256::NonZeroScalar> {
     p256::NonZeroScalar::from_repr((*secret).into()).into_option()
 }
 
@@ -308,6 +311,14 @@ fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 }
 
 impl PublicKey {
+    /// The P-256 public key of a private scalar.
+    pub(crate) fn es256(key: &p256::NonZeroScalar) -> Self {
+        let point = p256::ProjectivePoint::GENERATOR * **key;
+        let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
+            .expect("a non-zero scalar times the generator is not the identity");
+        PublicKey::Es256(key)
+    }
+
     /// The key as a COSE_Key structure.
     pub fn to_cosey(&self) -> cosey::PublicKey {
         let bytes = |b: &[u8]| heapless_bytes::Bytes::try_from(b).unwrap_or_default();

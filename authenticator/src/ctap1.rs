@@ -155,10 +155,19 @@ fn register<P: Platform>(
         .public_key()
         .sec1_uncompressed()
         .ok_or(sw::UNKNOWN)?;
-    let certificate = self_signed_certificate(&credential, &public_key);
-
     // The key handle is at most 128 bytes, so its length fits the one-byte field.
-    let signature = credential.sign(&[&[0x00], application, challenge, &key_handle, &public_key]);
+    let signed: [&[u8]; 5] = [&[0x00], application, challenge, &key_handle, &public_key];
+    // Signed by the batch attestation key once one is provisioned, else self-signed.
+    let (certificate, signature) = match auth.attestation() {
+        Some(attestation) => (
+            attestation.certificate().to_vec(),
+            attestation.sign(&signed),
+        ),
+        None => (
+            self_signed_certificate(&credential, &public_key),
+            credential.sign(&signed),
+        ),
+    };
     out.push(0x05);
     out.extend_from_slice(&public_key);
     out.push(key_handle.len() as u8);

@@ -36,6 +36,9 @@ pub enum Transaction {
     Msg,
     /// CTAPHID_CBOR: a CTAP2 command byte followed by CBOR.
     Cbor,
+    /// The vendor command PROVISION_ATTESTATION: install a batch attestation key and
+    /// certificate, once (see [`crate::attestation`]).
+    Provision,
 }
 
 /// KEEPALIVE status codes.
@@ -93,7 +96,7 @@ const INIT_DATA: usize = PACKET_SIZE - 7;
 const CONT_DATA: usize = PACKET_SIZE - 5;
 
 /// CTAPHID command codes, with the initialisation-packet bit (0x80) set as on the wire.
-mod command {
+pub mod command {
     pub const PING: u8 = 0x81;
     pub const MSG: u8 = 0x83;
     pub const LOCK: u8 = 0x84;
@@ -102,6 +105,8 @@ mod command {
     pub const CBOR: u8 = 0x90;
     pub const CANCEL: u8 = 0x91;
     pub const KEEPALIVE: u8 = 0xBB;
+    /// Vendor command (0x40..=0x7F range): install a batch attestation.
+    pub const PROVISION_ATTESTATION: u8 = 0xF0;
     pub const ERROR: u8 = 0xBF;
 }
 
@@ -349,6 +354,9 @@ impl Ctaphid {
             command::LOCK => self.set_lock(cid, payload.first().copied().unwrap_or(0), now_ms),
             command::MSG => self.start_job(cid, Transaction::Msg, payload, now_ms, app),
             command::CBOR => self.start_job(cid, Transaction::Cbor, payload, now_ms, app),
+            command::PROVISION_ATTESTATION => {
+                self.start_job(cid, Transaction::Provision, payload, now_ms, app)
+            }
             _ => self.out.error(cid, error::INVALID_CMD),
         }
     }
@@ -447,7 +455,7 @@ struct MessageStart<'a> {
 fn check_length(cmd: u8, len: usize) -> Result<(), u8> {
     let fits = len <= MAX_MESSAGE_SIZE;
     let ok = match cmd {
-        command::PING | command::MSG | command::WINK => fits,
+        command::PING | command::MSG | command::WINK | command::PROVISION_ATTESTATION => fits,
         // A CBOR request holds at least the CTAP2 command byte.
         command::CBOR => fits && len >= 1,
         command::LOCK => len == 1,
@@ -562,6 +570,7 @@ impl Job {
         match self.transaction {
             Transaction::Msg => command::MSG,
             Transaction::Cbor => command::CBOR,
+            Transaction::Provision => command::PROVISION_ATTESTATION,
         }
     }
 

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod attestation;
 pub mod credential;
 pub mod ctaphid;
 pub mod platform;

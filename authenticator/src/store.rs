@@ -26,6 +26,8 @@ use littlefs2::path::PathBuf;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::attestation::Attestation;
 use zeroize::{Zeroize, Zeroizing};
 
 /// How far ahead the signature counter is reserved on storage.
@@ -158,6 +160,8 @@ pub struct Store<'a, S: littlefs2::driver::Storage> {
     kwk: Option<Zeroizing<[u8; 32]>>,
     pin: Option<PinState>,
     settings: Option<Settings>,
+    /// The attestation as last read or written (`Some(None)`: none installed).
+    attestation: Option<Option<Attestation>>,
 }
 
 impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
@@ -168,6 +172,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             kwk: None,
             pin: None,
             settings: None,
+            attestation: None,
         }
     }
 
@@ -291,19 +296,47 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// The serialized large-blob array (§6.10): the empty array until one is written.
     pub fn large_blob_array(&self) -> Result<Vec<u8>> {
-        let read = self.fs.open_file_and_then(&path("/dev/lb"), |file| {
+        Ok(self
+            .read_whole("/dev/lb")?
+            .unwrap_or_else(Self::empty_large_blob_array))
+    }
+
+    /// A whole file of any length; `None` if absent, or empty because the power was cut while
+    /// it was first created (its write was never acknowledged).
+    fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let read = self.fs.open_file_and_then(&path(name), |file| {
             let mut bytes = alloc::vec![0u8; file.len()?];
             let n = file.read(&mut bytes)?;
             bytes.truncate(n);
             Ok(bytes)
         });
         match read {
-            Ok(bytes) if !bytes.is_empty() => Ok(bytes),
-            // Absent, or cut while first created: the initial, empty array.
-            Ok(_) => Ok(Self::empty_large_blob_array()),
-            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(Self::empty_large_blob_array()),
+            Ok(bytes) if !bytes.is_empty() => Ok(Some(bytes)),
+            Ok(_) => Ok(None),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The installed batch attestation, if any. authenticatorReset keeps it.
+    pub fn attestation(&mut self) -> Result<Option<Attestation>> {
+        if self.attestation.is_none() {
+            let record = self.read_whole("/dev/att")?.map(Zeroizing::new);
+            let attestation = match record {
+                Some(record) => Some(Attestation::from_record(&record).ok_or(StoreError::Io)?),
+                None => None,
+            };
+            self.attestation = Some(attestation);
+        }
+        Ok(self.attestation.clone().flatten())
+    }
+
+    /// Install a batch attestation; it is on storage when this returns.
+    pub fn save_attestation(&mut self, attestation: &Attestation) -> Result<()> {
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path("/dev/att"), &attestation.to_record())?;
+        self.attestation = Some(Some(attestation.clone()));
+        Ok(())
     }
 
     /// CBOR [] and the first 16 bytes of its SHA-256.
@@ -512,7 +545,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
     /// unopenable), the PIN and the settings. The signature counter is kept: it must never go
-    /// back.
+    /// back; so is the batch attestation, which belongs to the device, not its owner.
     pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
         for file in ["/dev/pin", "/dev/cfg", "/dev/lb"] {
             match self.fs.remove(&path(file)) {

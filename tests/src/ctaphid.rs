@@ -27,9 +27,25 @@ pub struct Keepalive {
     pub at: Instant,
 }
 
+/// Where a host's HID reports go: a USB/IP device, or a Linux hidraw node.
+pub trait Reports {
+    fn write_report(&mut self, report: &[u8; 64]) -> io::Result<()>;
+    fn read_report(&mut self, timeout: Duration) -> io::Result<[u8; 64]>;
+}
+
+impl Reports for Device {
+    fn write_report(&mut self, report: &[u8; 64]) -> io::Result<()> {
+        Device::write_report(self, report)
+    }
+
+    fn read_report(&mut self, timeout: Duration) -> io::Result<[u8; 64]> {
+        Device::read_report(self, timeout)
+    }
+}
+
 /// A CTAPHID channel on a device.
-pub struct Channel {
-    pub device: Device,
+pub struct Channel<D: Reports = Device> {
+    pub device: D,
     pub cid: u32,
     /// Keepalives received during the last transaction.
     pub keepalives: Vec<Keepalive>,
@@ -57,9 +73,9 @@ pub fn packets(cid: u32, command: u8, payload: &[u8]) -> Vec<[u8; 64]> {
     out
 }
 
-impl Channel {
+impl<D: Reports> Channel<D> {
     /// INIT on the broadcast channel: a new channel for this host.
-    pub fn open(mut device: Device) -> io::Result<Self> {
+    pub fn open(mut device: D) -> io::Result<Self> {
         let nonce: [u8; 8] = rand_nonce();
         for packet in packets(BROADCAST, INIT, &nonce) {
             device.write_report(&packet)?;

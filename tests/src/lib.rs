@@ -6,10 +6,11 @@
 
 pub mod ctap;
 pub mod ctaphid;
+pub mod hidraw;
 pub mod pin;
 pub mod usbip;
 
-impl ctap::Transport for ctaphid::Channel {
+impl<D: ctaphid::Reports> ctap::Transport for ctaphid::Channel<D> {
     fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
         self.cbor(request).expect("a CTAPHID answer")
     }
@@ -112,7 +113,8 @@ impl Key {
 
     /// Import a bus id and enumerate it.
     pub fn attach_bus(&self, bus_id: &str) -> usbip::Device {
-        usbip::Device::import(self.addr(), bus_id).expect("import and enumeration")
+        usbip::Device::import_when_free(self.addr(), bus_id, std::time::Duration::from_secs(2))
+            .expect("import and enumeration")
     }
 
     /// The in-process server (for its control interface).

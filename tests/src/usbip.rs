@@ -143,6 +143,24 @@ impl Device {
         Ok(device)
     }
 
+    /// [`Device::import`], waiting up to `wait` while the server still counts the device as
+    /// attached: a client that just detached is closing its connection, which the server learns
+    /// a moment later.
+    pub fn import_when_free(addr: SocketAddr, bus_id: &str, wait: Duration) -> io::Result<Self> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::import(addr, bus_id) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// OP_REQ_IMPORT only.
     pub fn import_raw(addr: SocketAddr, bus_id: &str) -> io::Result<Self> {
         let mut stream = TcpStream::connect(addr)?;

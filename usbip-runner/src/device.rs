@@ -10,6 +10,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
+use authenticator::attestation::{Attestation, AttestationError};
 use authenticator::ctaphid::{App, Ctaphid, DeviceVersion, Packet};
 use authenticator::platform::Platform;
 use authenticator::usb::FidoHid;
@@ -123,11 +124,31 @@ struct Key<'a, S: littlefs2::driver::Storage> {
     traced_request: Option<Vec<u8>>,
 }
 
+/// `--attestation`: install the batch, unless the key has an attestation already; a key keeps
+/// the first one it was given for life, as over the provisioning command.
+fn install_attestation<S: littlefs2::driver::Storage>(
+    auth: &mut Authenticator<'_, RunnerPlatform<S>>,
+    attestation: &Attestation,
+    serial: &str,
+) {
+    match auth.install_attestation(attestation) {
+        Ok(()) => tracing::info!(serial, "batch attestation installed"),
+        Err(AttestationError::AlreadyProvisioned)
+            if auth.attestation().as_ref() == Some(attestation) => {}
+        Err(AttestationError::AlreadyProvisioned) => tracing::warn!(
+            serial,
+            "this key already has another batch attestation, which it keeps: --attestation ignored"
+        ),
+        Err(error) => tracing::error!(serial, %error, "cannot install the batch attestation"),
+    }
+}
+
 /// Run a key until `Shutdown` (or until every sender is gone).
 pub fn run<S: littlefs2::driver::Storage>(
     mut storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
+    attestation: Option<Attestation>,
     trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
@@ -139,7 +160,7 @@ pub fn run<S: littlefs2::driver::Storage>(
             return;
         }
     };
-    let auth = Authenticator::new(
+    let mut auth = Authenticator::new(
         platform,
         fs,
         Config {
@@ -147,6 +168,9 @@ pub fn run<S: littlefs2::driver::Storage>(
             firmware_version: firmware_version(),
         },
     );
+    if let Some(attestation) = attestation {
+        install_attestation(&mut auth, &attestation, &serial);
+    }
     let (bus, handle) = new_bus();
     let usb_alloc = UsbBusAllocator::new(bus);
     let mut hid = FidoHid::new(&usb_alloc);

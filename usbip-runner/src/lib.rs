@@ -13,6 +13,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod attestation;
 pub mod bus;
 pub mod control;
 pub mod device;

@@ -41,6 +41,10 @@ struct Args {
     /// byte strings (keys, signatures, encrypted PINs) appear only as their length.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Install the batch attestation in DIR (batch.key.pem and batch.pem, as the `attestation`
+    /// tool makes them) on every key that has none, instead of provisioning it over USB.
+    #[arg(long, value_name = "DIR")]
+    attestation: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -104,6 +108,18 @@ fn main() {
     } else {
         StateLocation::Dir(args.state.unwrap_or_else(default_state_dir))
     };
+    let attestation = match args
+        .attestation
+        .as_deref()
+        .map(usbip_runner::attestation::load)
+    {
+        None => None,
+        Some(Ok(attestation)) => Some(attestation),
+        Some(Err(error)) => {
+            eprintln!("usbip-runner: --attestation: {error}");
+            std::process::exit(1);
+        }
+    };
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
         Ok(signals) => signals,
         Err(error) => {
@@ -118,6 +134,7 @@ fn main() {
         keys: usize::from(args.keys),
         control: args.control.clone(),
         trace: args.trace.clone(),
+        attestation,
     };
     let server = match start(config) {
         Ok(server) => server,

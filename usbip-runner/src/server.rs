@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use authenticator::attestation::Attestation;
+
 use crate::control::Control;
 use crate::device::{self, Event};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
@@ -44,6 +46,8 @@ pub struct ServerConfig {
     pub control: Option<PathBuf>,
     /// Write every CTAP request and response as a JSON line here (`-`: standard error).
     pub trace: Option<PathBuf>,
+    /// A batch attestation to install on every key that has none (see [`crate::attestation`]).
+    pub attestation: Option<Attestation>,
 }
 
 impl ServerConfig {
@@ -56,6 +60,7 @@ impl ServerConfig {
             keys: 1,
             control: None,
             trace: None,
+            attestation: None,
         }
     }
 }
@@ -215,6 +220,7 @@ fn spawn_key(
     };
     let label = bus_id.to_string();
     let name = format!("key-{bus_id}");
+    let attestation = config.attestation.clone();
     let thread = match &config.state {
         StateLocation::Dir(dir) => {
             // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
@@ -226,14 +232,15 @@ fn spawn_key(
             std::fs::create_dir_all(&dir)?;
             let storage = FileStorage::open(&dir.join("state.lfs"))?;
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || device::run(storage, platform, serial, trace, receiver))?
+            std::thread::Builder::new().name(name).spawn(move || {
+                device::run(storage, platform, serial, attestation, trace, receiver)
+            })?
         }
         StateLocation::Ephemeral => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new().name(name).spawn(move || {
-                device::run(RamStorage::default(), platform, serial, trace, receiver)
+                let storage = RamStorage::default();
+                device::run(storage, platform, serial, attestation, trace, receiver)
             })?
         }
     };

@@ -106,6 +106,11 @@ fn describe_request(key: &str, transaction: Transaction, request: &[u8]) -> Json
             "command": u2f_name(request.get(1).copied().unwrap_or(0)),
             "p1": request.get(2).copied().unwrap_or(0), "length": request.len(),
         }),
+        // Carries the attestation private key: nothing of it is traced.
+        Transaction::Provision => json!({
+            "key": key, "dir": "request", "protocol": "vendor",
+            "command": "provisionAttestation", "length": request.len(),
+        }),
     }
 }
 
@@ -128,6 +133,11 @@ fn describe_response(key: &str, transaction: Transaction, request: &[u8], respon
                 "sw": sw.map(|sw| format!("{sw:04x}")), "length": response.len(),
             })
         }
+        Transaction::Provision => json!({
+            "key": key, "dir": "response", "protocol": "vendor",
+            "command": "provisionAttestation",
+            "status": response.first().copied().unwrap_or(0),
+        }),
     }
 }
 

@@ -105,7 +105,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     Info {
         versions,
         extensions: EXTENSIONS,
-        aaguid: serde_bytes::ByteArray::new(auth.config.aaguid),
+        aaguid: serde_bytes::ByteArray::new(auth.aaguid()),
         options,
         max_msg_size: MAX_MESSAGE_SIZE,
         pin_uv_auth_protocols: [2, 1],

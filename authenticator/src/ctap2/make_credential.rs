@@ -18,6 +18,7 @@ use serde_indexed::DeserializeIndexed;
 use super::client_pin::{consume_token, permission};
 use super::hmac_secret::{hmac_secret_input, hmac_secret_output};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
+use crate::attestation::Attestation;
 use crate::credential::{Algorithm, CredProtect, Credential, MAX_CRED_BLOB_LEN};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential};
@@ -177,6 +178,11 @@ pub(crate) fn make_credential<P: Platform>(
         })?;
     }
 
+    let attestation = auth.attestation();
+    let aaguid = match &attestation {
+        Some(attestation) => *attestation.aaguid(),
+        None => auth.config.aaguid,
+    };
     let public_key = credential.public_key().to_cose();
     let outputs = ExtensionOutputs {
         cred_blob,
@@ -208,7 +214,7 @@ pub(crate) fn make_credential<P: Platform>(
         flags,
         sign_count: counter,
         attested_credential_data: Some(AttestedCredentialData {
-            aaguid: &auth.config.aaguid,
+            aaguid: &aaguid,
             credential_id: &id,
             credential_public_key: &public_key,
         }),
@@ -222,16 +228,10 @@ pub(crate) fn make_credential<P: Platform>(
             AttestationStatement::None(NoneAttestationStatement {}),
         )
     } else {
-        // Packed self attestation: signed with the credential's own key, no certificate.
-        let signature = credential.sign(&[&auth_data, client_data_hash]);
-        let statement = PackedAttestationStatement {
-            alg: alg.cose(),
-            sig: Bytes::try_from(&signature[..]).map_err(|_| Error::Other)?,
-            x5c: None,
-        };
+        let signed: [&[u8]; 2] = [&auth_data, client_data_hash];
         (
             AttestationStatementFormat::Packed,
-            AttestationStatement::Packed(statement),
+            AttestationStatement::Packed(packed(attestation.as_ref(), &credential, &signed)?),
         )
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();
@@ -240,6 +240,38 @@ pub(crate) fn make_credential<P: Platform>(
         response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
     }
     Ok(response)
+}
+
+/// A packed attestation statement (WebAuthn §8.2): by the batch key, with its certificate, once
+/// one is provisioned; until then self attestation, by the credential's own key.
+fn packed(
+    attestation: Option<&Attestation>,
+    credential: &Credential,
+    signed: &[&[u8]],
+) -> Step<PackedAttestationStatement> {
+    let statement = match attestation {
+        Some(attestation) => {
+            let certificate =
+                Bytes::try_from(attestation.certificate()).map_err(|_| Error::Other)?;
+            let mut x5c = heapless::Vec::new();
+            x5c.push(certificate).map_err(|_| Error::Other)?;
+            let signature = attestation.sign(signed);
+            PackedAttestationStatement {
+                alg: Algorithm::Es256.cose(),
+                sig: Bytes::try_from(&signature[..]).map_err(|_| Error::Other)?,
+                x5c: Some(x5c),
+            }
+        }
+        None => {
+            let signature = credential.sign(signed);
+            PackedAttestationStatement {
+                alg: credential.alg.cose(),
+                sig: Bytes::try_from(&signature[..]).map_err(|_| Error::Other)?,
+                x5c: None,
+            }
+        }
+    };
+    Ok(statement)
 }
 
 /// minPinLength (§12.4): the minimum PIN length, but only to RPs the key's owner allowed.
