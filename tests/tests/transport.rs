@@ -120,13 +120,8 @@ fn unlink_detach_and_reattach() {
 }
 
 fn retry_import(key: &Key) -> Device {
-    for _ in 0..50 {
-        if let Ok(device) = Device::import(key.addr(), "1-1") {
-            return device;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the key did not become importable again");
+    Device::import_when_free(key.addr(), "1-1", Duration::from_secs(1))
+        .expect("the key becomes importable again")
 }
 
 #[test]

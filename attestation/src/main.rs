@@ -1,0 +1,191 @@
+//! `attestation`: be your own vendor. Make a root CA, batch attestation certificates and a FIDO
+//! metadata statement, and provision keys with a batch.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use attestation::certificate::{self, Subject};
+use attestation::files::{self, BATCH_CERT, BATCH_KEY, CA_CERT, CA_KEY, METADATA};
+use attestation::provision::{self, Target};
+use attestation::{format_aaguid, parse_aaguid, Error};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Attestation CA, batch certificates, metadata and provisioning"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a P-256 root CA (self-signed, long-lived) in DIR.
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Years of validity.
+        #[arg(long, default_value_t = 30)]
+        years: u32,
+    },
+    /// Make a batch attestation key and certificate for an AAGUID, issued by the CA in --ca.
+    Batch {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, value_name = "UUID")]
+        aaguid: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long, default_value_t = 20)]
+        years: u32,
+    },
+    /// Write the FIDO metadata statement (MDS3) for a batch, with the authenticatorGetInfo the
+    /// key returns: from --target, or from a throwaway virtual key provisioned with the batch.
+    Metadata {
+        #[arg(long, value_name = "DIR")]
+        batch: PathBuf,
+        /// A key provisioned with this batch (HOST:PORT:BUSID or /dev/hidrawN).
+        #[arg(long)]
+        target: Option<String>,
+        /// Where to write it (default: DIR/metadata.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Install the batch on a key that has no attestation yet (HOST:PORT:BUSID or /dev/hidrawN).
+    Provision {
+        #[arg(long)]
+        target: String,
+        #[arg(long, value_name = "DIR")]
+        batch: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SubjectArgs {
+    /// Organisation (subject O); a batch takes its CA's by default, a CA "Open FIDO Key".
+    #[arg(long)]
+    organization: Option<String>,
+    /// ISO 3166 country code (subject C); a batch takes its CA's by default, a CA "US".
+    #[arg(long)]
+    country: Option<String>,
+    /// Common name (subject CN); by default the organisation and the certificate's role.
+    #[arg(long)]
+    common_name: Option<String>,
+}
+
+impl SubjectArgs {
+    /// The subject, filling what was not given from `defaults`; `role` ends the default CN.
+    fn subject(&self, defaults: &Subject, role: &str) -> Subject {
+        let organization = self
+            .organization
+            .clone()
+            .unwrap_or_else(|| defaults.organization.clone());
+        Subject {
+            country: self
+                .country
+                .clone()
+                .unwrap_or_else(|| defaults.country.clone()),
+            common_name: self
+                .common_name
+                .clone()
+                .unwrap_or_else(|| format!("{organization} {role}")),
+            organization,
+        }
+    }
+}
+
+/// The defaults of a root CA's subject.
+fn vendor_defaults() -> Subject {
+    Subject {
+        country: "US".into(),
+        organization: "Open FIDO Key".into(),
+        common_name: String::new(),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("attestation: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Ca {
+            out,
+            subject,
+            years,
+        } => {
+            let subject = subject.subject(&vendor_defaults(), "Attestation Root");
+            let ca = certificate::root_ca(&subject, years)?;
+            files::save(&out, &ca, CA_KEY, CA_CERT)?;
+            println!("root CA: {}", out.join(CA_CERT).display());
+        }
+        Command::Batch {
+            ca,
+            aaguid,
+            out,
+            subject,
+            years,
+        } => {
+            let aaguid = parse_aaguid(&aaguid)?;
+            let ca = files::load(&ca, CA_KEY, CA_CERT)?;
+            let subject = subject.subject(&Subject::of(&ca.certificate), "Batch");
+            let batch = certificate::batch(&ca, &subject, aaguid, years)?;
+            files::save(&out, &batch, BATCH_KEY, BATCH_CERT)?;
+            files::save_certificate(&out.join(CA_CERT), &ca.certificate)?;
+            println!(
+                "batch for AAGUID {}: {}",
+                format_aaguid(&aaguid),
+                out.join(BATCH_CERT).display()
+            );
+        }
+        Command::Metadata { batch, target, out } => {
+            let out = out.unwrap_or_else(|| batch.join(METADATA));
+            let statement = metadata(&batch, target.as_deref())?;
+            let text =
+                serde_json::to_string_pretty(&statement).map_err(|e| Error::new(e.to_string()))?;
+            std::fs::write(&out, text + "\n")?;
+            println!("metadata statement: {}", out.display());
+        }
+        Command::Provision { target, batch } => {
+            let target: Target = target.parse()?;
+            let issued = files::load(&batch, BATCH_KEY, BATCH_CERT)?;
+            provision::provision(&target, &issued)?;
+            println!(
+                "provisioned {target:?} with {}",
+                batch.join(BATCH_CERT).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn metadata(batch_dir: &Path, target: Option<&str>) -> Result<serde_json::Value, Error> {
+    let batch = files::load(batch_dir, BATCH_KEY, BATCH_CERT)?;
+    let root = files::load_certificate(&batch_dir.join(CA_CERT))?;
+    let info = match target {
+        Some(target) => provision::get_info(&target.parse()?)?,
+        None => {
+            // The getInfo of a key running this very core, provisioned with this batch.
+            let key = e2e_tests::Key::start(usbip_runner::PresenceMode::Auto);
+            let target = Target::UsbIp {
+                addr: key.addr(),
+                bus_id: "1-1".into(),
+            };
+            provision::provision(&target, &batch)?;
+            provision::get_info(&target)?
+        }
+    };
+    attestation::metadata::statement(&batch.certificate, &root, &info)
+}
