@@ -247,7 +247,9 @@ impl Credential {
     pub fn public_key(&self) -> PublicKey {
         match self.alg {
             Algorithm::Es256 => {
-                let point = p256::ProjectivePoint::GENERATOR * *self.p256_key();
+                use p256::elliptic_curve::Group;
+                // Fixed-base: uses p256's basepoint table when the build enables it.
+                let point = p256::ProjectivePoint::mul_by_generator(&*self.p256_key());
                 let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
                     .expect("a non-zero scalar times the generator is not the identity");
                 PublicKey::Es256(key)
