@@ -10,6 +10,7 @@ const ROSC = 0x40060;
 const SS_CTRL = 0x0c; // GPIO_QSPI_SS_CTRL
 const SIO_GPIO_HI_IN = 0x008;
 const QSPI_SS_BIT = 1 << 1;
+const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
 
 export class Machine {
   /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle"). */
@@ -28,6 +29,7 @@ export class Machine {
     this.activeCycles = 0; // cycles spent executing (not asleep in WFI)
     this.modelQspiSs();
     this.modelRosc();
+    this.modelNvicPending();
     this.ledChanges = 0;
     this.mcu.gpio[25].addListener(() => { this.ledChanges++; });
     this.core.PC = 0; // reset: the ROM's reset vector enters the application
@@ -75,6 +77,26 @@ export class Machine {
       },
       writeUint32: () => {},
       writeUint32Atomic: () => {},
+    };
+  }
+
+  /** NVIC pending bits as the Cortex-M0+ keeps them: taking an interrupt clears its pending
+   * bit, which a peripheral whose request line is still high sets again. rp2040js instead leaves
+   * a peripheral IRQ pending until the peripheral lowers its line, so a software pend (ISPR, as
+   * `NVIC::pend`) of a quiet peripheral's IRQ re-entered the handler forever. */
+  modelNvicPending() {
+    const core = this.core;
+    const level = new Set();
+    const setInterrupt = core.setInterrupt.bind(core);
+    core.setInterrupt = (irq, value) => {
+      if (value) level.add(irq); else level.delete(irq);
+      setInterrupt(irq, value);
+    };
+    const entry = core.exceptionEntry.bind(core);
+    core.exceptionEntry = (n) => {
+      const irq = n - 16;
+      if (irq >= 0 && irq <= MAX_HARDWARE_IRQ && !level.has(irq)) core.pendingInterrupts &= ~(1 << irq);
+      return entry(n);
     };
   }
 
