@@ -102,8 +102,9 @@ fn main() -> ! {
     );
     let led = pins.gpio25.into_push_pull_output();
 
-    let (rng, device_id) = rng::boot(&pac.ROSC, timer.get_counter().ticks());
-    let serial = serial_string(&device_id);
+    let unique_id = flash::unique_id();
+    let rng = rng::boot(&pac.ROSC, timer.get_counter().ticks(), &unique_id);
+    let serial = serial_string(&unique_id);
 
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
     let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
@@ -304,7 +305,8 @@ fn init_heap() {
     unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
 }
 
-/// The USB serial number: the device ID as 16 hex digits.
+/// The USB serial number: the flash chip's unique ID as 16 hex digits (as the Pico SDK's
+/// `pico_get_unique_board_id_string`).
 fn serial_string(id: &[u8; 8]) -> &'static str {
     let mut s = String::with_capacity(16);
     for b in id {
