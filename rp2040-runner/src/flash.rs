@@ -2,8 +2,9 @@
 //!
 //! The RP2040 executes from flash through XIP, so while the flash is being erased or
 //! programmed no code may be fetched from it: the ROM routines are looked up first (from
-//! flash), then a function placed in RAM runs the whole sequence with interrupts off. Reads go
-//! through XIP at `FLASH_BASE + offset`; the cache is flushed after every write.
+//! flash), then a function placed in RAM runs the whole sequence with interrupts off and ends by
+//! running boot2 from a RAM copy to restore fast XIP. Reads go through XIP at
+//! `FLASH_BASE + offset`; the cache is flushed after every write.
 
 use littlefs2::consts;
 use littlefs2::driver::Storage;
@@ -31,7 +32,6 @@ struct Rom {
     erase: unsafe extern "C" fn(u32, usize, u32, u8),
     program: unsafe extern "C" fn(u32, *const u8, usize),
     flush: unsafe extern "C" fn(),
-    enter_xip: unsafe extern "C" fn(),
 }
 
 impl Rom {
@@ -42,8 +42,33 @@ impl Rom {
             erase: rom_data::flash_range_erase::ptr(),
             program: rom_data::flash_range_program::ptr(),
             flush: rom_data::flash_flush_cache::ptr(),
-            enter_xip: rom_data::flash_enter_cmd_xip::ptr(),
         }
+    }
+}
+
+/// boot2, the second-stage bootloader at the start of flash, copied to RAM (`.data`). After a
+/// flash operation it puts XIP back into the quad-SPI mode it set up at boot, as the Pico SDK's
+/// `flash_enable_xip_via_boot2` does: the ROM's `flash_enter_cmd_xip` alone would leave XIP in
+/// serial 03h mode at a sixth of the system clock, every cache miss many times slower.
+#[repr(C, align(4))]
+struct Boot2([u8; 256]);
+#[link_section = ".data.boot2_copy"]
+static BOOT2_COPY: Boot2 = Boot2(rp2040_boot2::BOOT_LOADER_W25Q080);
+
+/// Re-enter fast XIP by running the RAM copy of boot2 (it returns to its caller when called
+/// with a non-zero return address, as here).
+///
+/// # Safety
+/// As for [`flash_op_in_ram`]: interrupts off, called from RAM, after `flash_flush_cache`.
+#[inline(never)]
+#[link_section = ".data.ram_func"]
+unsafe fn enter_xip_via_boot2() {
+    // SAFETY: BOOT2_COPY is boot2's position-independent Thumb code, word-aligned in RAM (the
+    // Pico SDK runs the same bytes from its own RAM copy); bit 0 set selects Thumb state.
+    unsafe {
+        let boot2: unsafe extern "C" fn() =
+            core::mem::transmute(core::ptr::addr_of!(BOOT2_COPY) as usize | 1);
+        boot2();
     }
 }
 
@@ -57,8 +82,8 @@ impl Rom {
 #[link_section = ".data.ram_func"]
 unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
     // SAFETY: the ROM routines are called in the order the datasheet prescribes (§2.8.3.1.3);
-    // the caller guarantees the preconditions above. Only calls through the ROM pointers
-    // happen here, so no instruction is fetched from flash while XIP is off.
+    // the caller guarantees the preconditions above. Only calls through the ROM pointers and
+    // to boot2's RAM copy happen here, so no instruction is fetched from flash while XIP is off.
     unsafe {
         (rom.connect)();
         (rom.exit_xip)();
@@ -68,7 +93,7 @@ unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
             (rom.program)(offset, data, len);
         }
         (rom.flush)();
-        (rom.enter_xip)();
+        enter_xip_via_boot2();
     }
 }
 
@@ -100,8 +125,9 @@ const MAX_IN_FLIGHT: usize = 14;
 unsafe fn flash_cmd_in_ram(rom: &Rom, buf: *mut u8, len: usize) {
     // SAFETY: the sequence is the Pico SDK's `flash_do_cmd`: leave XIP through the ROM, drive
     // chip select by hand, move bytes through the SSI FIFOs (never more than they hold), release
-    // chip select, and re-enter XIP. Only register accesses, reads and writes inside `buf`, and
-    // calls through the ROM pointers happen here, so nothing is fetched from flash meanwhile.
+    // chip select, and re-enter XIP through boot2. Only register accesses, reads and writes
+    // inside `buf`, and calls through the ROM pointers and to boot2's RAM copy happen here, so
+    // nothing is fetched from flash meanwhile.
     unsafe {
         (rom.connect)();
         (rom.exit_xip)();
@@ -122,7 +148,7 @@ unsafe fn flash_cmd_in_ram(rom: &Rom, buf: *mut u8, len: usize) {
         core::ptr::write_volatile(QSPI_SS_CTRL, (saved & !OUTOVER_MASK) | OUTOVER_HIGH);
         core::ptr::write_volatile(QSPI_SS_CTRL, saved);
         (rom.flush)();
-        (rom.enter_xip)();
+        enter_xip_via_boot2();
     }
 }
 

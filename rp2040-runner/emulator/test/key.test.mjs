@@ -28,6 +28,11 @@ test('enumerates as a FIDO HID device; the serial number is the flash chip\'s un
   // Read with the W25Q "Read Unique ID" command (0x4B), as the Pico SDK does.
   assert.equal(info.serial, uid.toString('hex').toUpperCase());
   assert.ok(machine.flashCommands.includes(0x4b));
+  // After the flash writes of boot (seed sector), the firmware ran boot2 from RAM to put XIP
+  // back in quad continuous-read mode (SPI_CTRLR0.XIP_CMD = 0xa0): the stub ROM skips boot2 at
+  // reset, so only that run sets it.
+  const ssi = machine.mcu.peripherals[0x18000];
+  assert.equal(ssi.readUint32(0xf4) >>> 24, 0xa0);
   assert.equal(info.interfaces.length, 1);
   assert.equal(info.interfaces[0].cls, 3);
   assert.deepEqual([...info.reportDescriptor.subarray(0, 5)], FIDO_REPORT_DESCRIPTOR_HEAD);
