@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // Exact emulated CPU cycles per request, from the first request packet to the last response
-// packet. BOOTSEL is held beforehand, so no presence wait is included. "busy" counts cycles
-// the CPU executed (not asleep in WFI); "wall" includes the time the main loop's answer waits
-// for CTAPHID's next poll (up to 20 ms, see src/bridge.rs). ms at 125 MHz.
+// packet ("total"). BOOTSEL is held beforehand, so no presence wait is included. "busy" counts
+// the cycles the CPU executed (not asleep in WFI). ms at 125 MHz.
 import { bootKey } from './lib/harness.mjs';
 import { CMD } from './lib/ctaphid.mjs';
 import { decodeCbor } from './lib/cbor.mjs';

@@ -250,6 +250,9 @@ fn service() {
                 side.ctaphid.handle_packet(&packet, now, &mut Proxy);
             }
         }
+        if MAILBOX.borrow_ref_mut(cs).take_news() {
+            side.ctaphid.wake();
+        }
         side.ctaphid.poll(now, &mut Proxy);
         while let Some(packet) = side.unsent.take().or_else(|| side.ctaphid.pop_packet()) {
             if !side.hid.write_report(&packet) {
