@@ -36,5 +36,5 @@ cd emulator
 npm ci --no-audit --no-fund
 node uf2.mjs "../$elf" ../target/rp2040-runner.uf2
 # The suite also runs from the UF2, so what a user flashes is what was tested.
-node --test test/
+node --test --test-concurrency=2 test/
 RP2040_FIRMWARE=../target/rp2040-runner.uf2 node --test test/key.test.mjs

@@ -313,7 +313,9 @@ fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 impl PublicKey {
     /// The P-256 public key of a private scalar.
     pub(crate) fn es256(key: &p256::NonZeroScalar) -> Self {
-        let point = p256::ProjectivePoint::GENERATOR * **key;
+        use p256::elliptic_curve::Group;
+        // Fixed-base: uses p256's basepoint table when the build enables it (the Pico does).
+        let point = p256::ProjectivePoint::mul_by_generator(&**key);
         let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
             .expect("a non-zero scalar times the generator is not the identity");
         PublicKey::Es256(key)

@@ -204,6 +204,15 @@ impl Ctaphid {
         }
     }
 
+    /// The app has news for the waiting request (its answer is ready, or its status changed):
+    /// ask it at the next [`Self::poll`] rather than up to 20 ms later. A runner whose app
+    /// finishes in another context (an interrupt, a second core) calls this when it does.
+    pub fn wake(&mut self) {
+        if let Some(job) = self.job.as_mut() {
+            job.next_call = 0;
+        }
+    }
+
     /// The time by which [`Self::poll`] must run next, or `None` if nothing will happen until
     /// the next packet arrives.
     pub fn next_deadline(&self) -> Option<u64> {

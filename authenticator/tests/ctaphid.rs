@@ -698,6 +698,25 @@ fn keepalive_times(log: &[(u64, Message)], cid: u32, status: u8) -> Vec<u64> {
 }
 
 #[test]
+fn wake_has_the_app_asked_at_the_next_poll() {
+    let mut h = Harness::with_app(FakeApp::waiting(1));
+    let a = h.open_channel();
+    h.send(a, CBOR, &[1, 0xA0]);
+    assert_eq!(h.responses(), vec![msg(a, KEEPALIVE, &[2])]);
+    assert!(
+        h.hid.next_deadline().unwrap() > h.now,
+        "next call not due yet"
+    );
+    h.hid.wake();
+    assert_eq!(h.hid.next_deadline(), Some(0), "due at once");
+    h.hid.poll(h.now, &mut h.app);
+    assert_eq!(h.responses(), vec![msg(a, CBOR, &[1, 0xA0])]);
+    assert_eq!(h.hid.next_deadline(), None);
+    h.hid.wake(); // nothing waiting: no effect
+    assert_eq!(h.hid.next_deadline(), None);
+}
+
+#[test]
 fn keepalives_flow_every_100ms_while_the_app_waits() {
     let mut h = Harness::with_app(FakeApp::waiting(100));
     let a = h.open_channel();

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // Exact emulated CPU cycles per request, from the first request packet to the last response
-// packet. BOOTSEL is held beforehand, so no presence wait is included. "busy" counts cycles
-// the CPU executed (not asleep in WFI); "wall" includes the time the main loop's answer waits
-// for CTAPHID's next poll (up to 20 ms, see src/bridge.rs). ms at 125 MHz.
+// packet ("total"). BOOTSEL is held beforehand, so no presence wait is included. "busy" counts
+// the cycles the CPU executed (not asleep in WFI). ms at 125 MHz.
 import { bootKey } from './lib/harness.mjs';
 import { CMD } from './lib/ctaphid.mjs';
 import { decodeCbor } from './lib/cbor.mjs';
 import * as ctap2 from './lib/ctap2.mjs';
+import * as u2f from './lib/u2f.mjs';
 
 const rows = [];
 const record = (name, r) => {
@@ -27,6 +27,16 @@ record('getAssertion (allowList)', await hid.cbor(0x02, ctap2.getAssertionReques
 const ka = new Map([[1, 2], [2, 2]]);
 const { encodeCbor } = await import('./lib/cbor.mjs');
 record('clientPIN getKeyAgreement', await hid.cbor(0x06, encodeCbor(ka)));
+
+// U2F (CTAP1 over CTAPHID_MSG): register, then authenticate with the key handle.
+const app = ctap2.sha256('https://example.com');
+const reg = await u2f.register(hid, ctap2.sha256('c1'), app);
+if (reg.sw !== u2f.SW.NO_ERROR) throw new Error(`U2F register: SW ${reg.sw.toString(16)}`);
+record('U2F register', reg);
+const { keyHandle } = u2f.parseRegistration(reg.data);
+const auth = await u2f.authenticate(hid, u2f.P1.ENFORCE, ctap2.sha256('c2'), app, keyHandle);
+if (auth.sw !== u2f.SW.NO_ERROR) throw new Error(`U2F authenticate: SW ${auth.sw.toString(16)}`);
+record('U2F authenticate', auth);
 
 const fmt = (n) => n.toLocaleString('en-US').padStart(12);
 console.log('request                       busy cycles   ms@125MHz   total cycles   ms@125MHz');

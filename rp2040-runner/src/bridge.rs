@@ -6,8 +6,9 @@
 //!   posts a request to the mailbox and answers `Waiting`, so CTAPHID keeps sending KEEPALIVEs,
 //!   answers INIT/PING/CANCEL and serves control requests at once.
 //! - The main loop owns the real `Authenticator`. It takes posted requests, runs them (a P-256
-//!   operation takes ~300 ms), and leaves the response in the mailbox, then pends the USB
-//!   interrupt so CTAPHID picks it up at its next poll.
+//!   multiplication takes 70 to 290 ms), and leaves the response in the mailbox with a flag,
+//!   then pends the USB interrupt, which sees the flag and has CTAPHID collect it at once
+//!   (`Ctaphid::wake`) rather than at its next 20 ms look.
 //!
 //! The mailbox sits in a `critical_section::Mutex`, so each side sees it whole. The interrupt
 //! handlers share one priority and never preempt each other; the main loop is preempted only
@@ -37,6 +38,9 @@ pub struct Mailbox {
     cancel: u32,
     /// CTAPHID_WINK arrived.
     wink: bool,
+    /// The main loop finished a call whose result CTAPHID should collect now (an answer, or a
+    /// new keepalive status) rather than at its next 20 ms look.
+    news: bool,
 }
 
 pub static MAILBOX: Mutex<RefCell<Mailbox>> = Mutex::new(RefCell::new(Mailbox {
@@ -47,6 +51,7 @@ pub static MAILBOX: Mutex<RefCell<Mailbox>> = Mutex::new(RefCell::new(Mailbox {
     response: None,
     cancel: 0,
     wink: false,
+    news: false,
 }));
 
 /// What the main loop learns from one look at the mailbox.
@@ -76,6 +81,11 @@ impl Mailbox {
         self.request.is_none() && self.cancel == 0 && !self.wink
     }
 
+    /// Whether the main loop left news for CTAPHID since the last look.
+    pub fn take_news(&mut self) -> bool {
+        core::mem::take(&mut self.news)
+    }
+
     /// The main loop finished a call of request `id`. Returns whether the request is over
     /// (answered, or abandoned meanwhile).
     pub fn finish(&mut self, id: u32, outcome: Outcome, response: Vec<u8>) -> bool {
@@ -85,9 +95,11 @@ impl Mailbox {
         match outcome {
             Outcome::Done => {
                 self.response = Some(response);
+                self.news = true;
                 true
             }
             Outcome::Waiting(status) => {
+                self.news |= status != self.status;
                 self.status = status;
                 false
             }

@@ -2,8 +2,9 @@
 //!
 //! The RP2040 executes from flash through XIP, so while the flash is being erased or
 //! programmed no code may be fetched from it: the ROM routines are looked up first (from
-//! flash), then a function placed in RAM runs the whole sequence with interrupts off. Reads go
-//! through XIP at `FLASH_BASE + offset`; the cache is flushed after every write.
+//! flash), then a function placed in RAM runs the whole sequence with interrupts off and ends by
+//! running boot2 from a RAM copy to restore fast XIP. Reads go through XIP at
+//! `FLASH_BASE + offset`; the cache is flushed after every write.
 
 use littlefs2::consts;
 use littlefs2::driver::Storage;
@@ -31,7 +32,6 @@ struct Rom {
     erase: unsafe extern "C" fn(u32, usize, u32, u8),
     program: unsafe extern "C" fn(u32, *const u8, usize),
     flush: unsafe extern "C" fn(),
-    enter_xip: unsafe extern "C" fn(),
 }
 
 impl Rom {
@@ -42,8 +42,33 @@ impl Rom {
             erase: rom_data::flash_range_erase::ptr(),
             program: rom_data::flash_range_program::ptr(),
             flush: rom_data::flash_flush_cache::ptr(),
-            enter_xip: rom_data::flash_enter_cmd_xip::ptr(),
         }
+    }
+}
+
+/// boot2, the second-stage bootloader at the start of flash, copied to RAM (`.data`). After a
+/// flash operation it puts XIP back into the quad-SPI mode it set up at boot, as the Pico SDK's
+/// `flash_enable_xip_via_boot2` does: the ROM's `flash_enter_cmd_xip` alone would leave XIP in
+/// serial 03h mode at a sixth of the system clock, every cache miss many times slower.
+#[repr(C, align(4))]
+struct Boot2([u8; 256]);
+#[link_section = ".data.boot2_copy"]
+static BOOT2_COPY: Boot2 = Boot2(rp2040_boot2::BOOT_LOADER_W25Q080);
+
+/// Re-enter fast XIP by running the RAM copy of boot2 (it returns to its caller when called
+/// with a non-zero return address, as here).
+///
+/// # Safety
+/// As for [`flash_op_in_ram`]: interrupts off, called from RAM, after `flash_flush_cache`.
+#[inline(never)]
+#[link_section = ".data.ram_func"]
+unsafe fn enter_xip_via_boot2() {
+    // SAFETY: BOOT2_COPY is boot2's position-independent Thumb code, word-aligned in RAM (the
+    // Pico SDK runs the same bytes from its own RAM copy); bit 0 set selects Thumb state.
+    unsafe {
+        let boot2: unsafe extern "C" fn() =
+            core::mem::transmute(core::ptr::addr_of!(BOOT2_COPY) as usize | 1);
+        boot2();
     }
 }
 
@@ -57,8 +82,8 @@ impl Rom {
 #[link_section = ".data.ram_func"]
 unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
     // SAFETY: the ROM routines are called in the order the datasheet prescribes (§2.8.3.1.3);
-    // the caller guarantees the preconditions above. Only calls through the ROM pointers
-    // happen here, so no instruction is fetched from flash while XIP is off.
+    // the caller guarantees the preconditions above. Only calls through the ROM pointers and
+    // to boot2's RAM copy happen here, so no instruction is fetched from flash while XIP is off.
     unsafe {
         (rom.connect)();
         (rom.exit_xip)();
@@ -68,8 +93,77 @@ unsafe fn flash_op_in_ram(rom: &Rom, offset: u32, data: *const u8, len: usize) {
             (rom.program)(offset, data, len);
         }
         (rom.flush)();
-        (rom.enter_xip)();
+        enter_xip_via_boot2();
     }
+}
+
+/// XIP_SSI SR: transmit FIFO not full, receive FIFO not empty.
+const SSI_SR: *const u32 = 0x1800_0028 as *const u32;
+const SSI_SR_TFNF: u32 = 1 << 1;
+const SSI_SR_RFNE: u32 = 1 << 3;
+/// XIP_SSI DR0: one byte in, one byte out per SPI frame (8-bit frames after `flash_exit_xip`).
+const SSI_DR0: *mut u32 = 0x1800_0060 as *mut u32;
+/// IO_QSPI GPIO_QSPI_SS_CTRL; OUTOVER (bits 8-9) = 2 drives chip select low, 3 high.
+const QSPI_SS_CTRL: *mut u32 = 0x4001_800C as *mut u32;
+const OUTOVER_MASK: u32 = 0b11 << 8;
+const OUTOVER_LOW: u32 = 2 << 8;
+const OUTOVER_HIGH: u32 = 3 << 8;
+/// W25Q "Read Unique ID": the command, four dummy bytes, then the 64-bit ID.
+const READ_UNIQUE_ID_CMD: u8 = 0x4B;
+const UNIQUE_ID_DUMMY: usize = 4;
+/// Bytes the SSI's 16-entry FIFOs may hold in flight (as the Pico SDK's `flash_do_cmd`).
+const MAX_IN_FLIGHT: usize = 14;
+
+/// One raw SPI command to the flash, run from RAM: `buf` goes out and is overwritten with
+/// what comes back, byte for byte, with chip select held low throughout.
+///
+/// # Safety
+/// Interrupts must be off and nothing may run from flash until this returns; `buf` must be
+/// `len` writable bytes in RAM.
+#[inline(never)]
+#[link_section = ".data.ram_func"]
+unsafe fn flash_cmd_in_ram(rom: &Rom, buf: *mut u8, len: usize) {
+    // SAFETY: the sequence is the Pico SDK's `flash_do_cmd`: leave XIP through the ROM, drive
+    // chip select by hand, move bytes through the SSI FIFOs (never more than they hold), release
+    // chip select, and re-enter XIP through boot2. Only register accesses, reads and writes
+    // inside `buf`, and calls through the ROM pointers and to boot2's RAM copy happen here, so
+    // nothing is fetched from flash meanwhile.
+    unsafe {
+        (rom.connect)();
+        (rom.exit_xip)();
+        let saved = core::ptr::read_volatile(QSPI_SS_CTRL);
+        core::ptr::write_volatile(QSPI_SS_CTRL, (saved & !OUTOVER_MASK) | OUTOVER_LOW);
+        let (mut sent, mut received) = (0usize, 0usize);
+        while received < len {
+            let status = core::ptr::read_volatile(SSI_SR);
+            if status & SSI_SR_TFNF != 0 && sent < len && sent - received < MAX_IN_FLIGHT {
+                core::ptr::write_volatile(SSI_DR0, u32::from(*buf.add(sent)));
+                sent += 1;
+            }
+            if status & SSI_SR_RFNE != 0 && received < sent {
+                *buf.add(received) = core::ptr::read_volatile(SSI_DR0) as u8;
+                received += 1;
+            }
+        }
+        core::ptr::write_volatile(QSPI_SS_CTRL, (saved & !OUTOVER_MASK) | OUTOVER_HIGH);
+        core::ptr::write_volatile(QSPI_SS_CTRL, saved);
+        (rom.flush)();
+        enter_xip_via_boot2();
+    }
+}
+
+/// The flash chip's 64-bit factory-unique ID (the Pico's "unique board ID").
+pub fn unique_id() -> [u8; 8] {
+    let mut buf = [0u8; 1 + UNIQUE_ID_DUMMY + 8];
+    buf[0] = READ_UNIQUE_ID_CMD;
+    let rom = Rom::lookup();
+    cortex_m::interrupt::free(|_| {
+        // SAFETY: interrupts are off; `buf` is a local array, so in RAM.
+        unsafe { flash_cmd_in_ram(&rom, buf.as_mut_ptr(), buf.len()) }
+    });
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&buf[1 + UNIQUE_ID_DUMMY..]);
+    id
 }
 
 /// Erase whole sectors at `offset` (flash offset, not address).

@@ -6,7 +6,8 @@ import { encodeCbor, decodeCbor } from './cbor.mjs';
 export const RP_ID = 'example.com';
 const sha256 = (b) => new Uint8Array(crypto.createHash('sha256').update(b).digest());
 
-export function makeCredentialRequest({ rk = false, clientDataHash = sha256('client data') } = {}) {
+export function makeCredentialRequest({ rk = false, clientDataHash = sha256('client data'),
+  pinUvAuthParam, pinUvAuthProtocol } = {}) {
   const m = new Map([
     [1, clientDataHash],
     [2, new Map([['id', RP_ID]])],
@@ -14,6 +15,7 @@ export function makeCredentialRequest({ rk = false, clientDataHash = sha256('cli
     [4, [new Map([['alg', -7], ['type', 'public-key']])]],
   ]);
   if (rk) m.set(7, new Map([['rk', true]]));
+  if (pinUvAuthParam) m.set(8, pinUvAuthParam).set(9, pinUvAuthProtocol);
   return { clientDataHash, payload: encodeCbor(m) };
 }
 

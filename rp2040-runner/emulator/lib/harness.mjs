@@ -17,9 +17,10 @@ export function firmwarePath() {
   return FIRMWARE;
 }
 
-/** Boot the firmware (optionally from saved flash) and enumerate it. */
-export async function bootKey({ flash, image = firmwarePath() } = {}) {
-  const machine = new Machine(image, { flash });
+/** Boot the firmware (optionally from saved flash) and enumerate it. Other options go to the
+ * Machine (roscSeed, flashUid). */
+export async function bootKey({ flash, image = firmwarePath(), ...options } = {}) {
+  const machine = new Machine(image, { flash, ...options });
   const host = new UsbHost(machine);
   const info = await host.enumerate();
   return { machine, host, info, hid: new CtaphidClient(host) };

@@ -10,10 +10,21 @@ const ROSC = 0x40060;
 const SS_CTRL = 0x0c; // GPIO_QSPI_SS_CTRL
 const SIO_GPIO_HI_IN = 0x008;
 const QSPI_SS_BIT = 1 << 1;
+const XIP_SSI = 0x18000;
+const SSI_SR = 0x28;
+const SSI_DR0 = 0x60;
+const SSI_SR_TFNF = 1 << 1;
+const SSI_SR_TFE = 1 << 2;
+const SSI_SR_RFNE = 1 << 3;
+const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
+
+const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
 
 export class Machine {
-  /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle"). */
-  constructor(image, { flash, log = false } = {}) {
+  /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle");
+   * roscSeed: seeds the ring oscillator's bits (a fixed default keeps cycle counts repeatable);
+   * flashUid: the flash chip's 64-bit unique ID (8 bytes). */
+  constructor(image, { flash, log = false, roscSeed = 0x2545f491, flashUid = DEFAULT_FLASH_UID } = {}) {
     this.sim = new Simulator();
     this.mcu = this.sim.rp2040;
     this.clock = this.sim.clock;
@@ -27,7 +38,9 @@ export class Machine {
     this.bootselPressed = false;
     this.activeCycles = 0; // cycles spent executing (not asleep in WFI)
     this.modelQspiSs();
-    this.modelRosc();
+    this.modelRosc(roscSeed);
+    this.modelFlashCommands(Uint8Array.from(flashUid));
+    this.modelNvicPending();
     this.ledChanges = 0;
     this.mcu.gpio[25].addListener(() => { this.ledChanges++; });
     this.core.PC = 0; // reset: the ROM's reset vector enters the application
@@ -50,6 +63,7 @@ export class Machine {
         regs.set(off & 0xfff, next >>> 0);
       },
     };
+    this.qspiSsCtrl = () => regs.get(SS_CTRL) ?? 0;
     this.ssOutputDisabled = () => (((regs.get(SS_CTRL) ?? 0) >>> 12) & 3) === 2;
     const sio = this.mcu.sio;
     const read = sio.readUint32.bind(sio);
@@ -64,9 +78,10 @@ export class Machine {
     };
   }
 
-  /** ROSC: RANDOMBIT from a xorshift generator (deterministic, so cycle counts repeat). */
-  modelRosc() {
-    let x = 0x2545f491;
+  /** ROSC: RANDOMBIT from a xorshift generator seeded per machine (the same seed gives the same
+   * bits, so cycle counts repeat; a real oscillator never repeats). */
+  modelRosc(seed) {
+    let x = (seed >>> 0) || 1;
     this.mcu.peripherals[ROSC] = {
       readUint32: (off) => {
         if ((off & 0xfff) !== 0x1c) return 0;
@@ -75,6 +90,60 @@ export class Machine {
       },
       writeUint32: () => {},
       writeUint32Atomic: () => {},
+    };
+  }
+
+  /** The flash chip behind the SSI, for commands sent with chip select forced low (IO_QSPI
+   * SS_CTRL OUTOVER = 2), as the Pico SDK's `flash_do_cmd` does: each byte written to DR0 clocks
+   * one byte back into the receive FIFO. Only 0x4B (Read Unique ID: four dummy bytes, then the
+   * 64-bit ID) answers; anything else reads 0xff. rp2040js's own SSI model (which only fakes the
+   * status poll of boot2) still handles DR0 while the SSI drives chip select itself (XIP). */
+  modelFlashCommands(uid) {
+    const ssi = this.mcu.peripherals[XIP_SSI];
+    const read = ssi.readUint32.bind(ssi);
+    const write = ssi.writeUint32.bind(ssi);
+    const rx = [];
+    let command = []; // bytes clocked out since chip select went low
+    let csWasLow = false;
+    const csLow = () => (((this.qspiSsCtrl() >>> 8) & 3) === 2);
+    const track = () => {
+      const low = csLow();
+      if (low !== csWasLow) { command = []; rx.length = 0; csWasLow = low; }
+      return low;
+    };
+    this.flashCommands = []; // first byte of every command sent by hand
+    ssi.readUint32 = (off) => {
+      if (!track()) return read(off);
+      if (off === SSI_SR) return SSI_SR_TFNF | SSI_SR_TFE | (rx.length ? SSI_SR_RFNE : 0);
+      if (off === SSI_DR0) return rx.length ? rx.shift() : 0;
+      return read(off);
+    };
+    ssi.writeUint32 = (off, v) => {
+      if (!track() || off !== SSI_DR0) return write(off, v);
+      command.push(v & 0xff);
+      if (command.length === 1) this.flashCommands.push(command[0]);
+      const at = command.length - 1;
+      rx.push(command[0] === 0x4b && at >= 5 && at < 13 ? uid[at - 5] : 0xff);
+    };
+  }
+
+  /** NVIC pending bits as the Cortex-M0+ keeps them: taking an interrupt clears its pending
+   * bit, which a peripheral whose request line is still high sets again. rp2040js instead leaves
+   * a peripheral IRQ pending until the peripheral lowers its line, so a software pend (ISPR, as
+   * `NVIC::pend`) of a quiet peripheral's IRQ re-entered the handler forever. */
+  modelNvicPending() {
+    const core = this.core;
+    const level = new Set();
+    const setInterrupt = core.setInterrupt.bind(core);
+    core.setInterrupt = (irq, value) => {
+      if (value) level.add(irq); else level.delete(irq);
+      setInterrupt(irq, value);
+    };
+    const entry = core.exceptionEntry.bind(core);
+    core.exceptionEntry = (n) => {
+      const irq = n - 16;
+      if (irq >= 0 && irq <= MAX_HARDWARE_IRQ && !level.has(irq)) core.pendingInterrupts &= ~(1 << irq);
+      return entry(n);
     };
   }
 

@@ -1,21 +1,38 @@
-// End-to-end tests of the Pico firmware in rp2040js: USB enumeration, CTAPHID, CTAP2 getInfo,
-// BOOTSEL as presence, and state surviving a power cycle.
+// End-to-end tests of the Pico firmware in rp2040js: USB enumeration, CTAPHID, CTAP2 getInfo.
+// Each boot costs about 63 M emulated cycles (p256's basepoint table is filled at boot), so the
+// tests after the first share one booted key; each opens its own CTAPHID channel.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { bootKey } from '../lib/harness.mjs';
-import { CMD, BROADCAST, frame } from '../lib/ctaphid.mjs';
+import { CMD, BROADCAST, frame, CtaphidClient } from '../lib/ctaphid.mjs';
 import { decodeCbor } from '../lib/cbor.mjs';
 
 const FIDO_REPORT_DESCRIPTOR_HEAD = [0x06, 0xd0, 0xf1, 0x09, 0x01];
 
-test('enumerates as a FIDO HID device with identity strings', async () => {
-  const { info } = await bootKey();
+let shared;
+/** The shared key, with a fresh CTAPHID client (no channel yet). */
+async function sharedKey() {
+  shared ??= bootKey();
+  const key = await shared;
+  return { ...key, hid: new CtaphidClient(key.host) };
+}
+
+test('enumerates as a FIDO HID device; the serial number is the flash chip\'s unique ID', async () => {
+  const uid = crypto.randomBytes(8);
+  const { machine, info } = await bootKey({ flashUid: uid });
   assert.equal(info.vid, 0x1209);
   assert.equal(info.pid, 0x0001);
   assert.equal(info.manufacturer, 'Open FIDO Key');
   assert.equal(info.product, 'Open FIDO Key (Pico)');
-  assert.match(info.serial, /^[0-9A-F]{16}$/);
+  // Read with the W25Q "Read Unique ID" command (0x4B), as the Pico SDK does.
+  assert.equal(info.serial, uid.toString('hex').toUpperCase());
+  assert.ok(machine.flashCommands.includes(0x4b));
+  // After the flash writes of boot (seed sector), the firmware ran boot2 from RAM to put XIP
+  // back in quad continuous-read mode (SPI_CTRLR0.XIP_CMD = 0xa0): the stub ROM skips boot2 at
+  // reset, so only that run sets it.
+  const ssi = machine.mcu.peripherals[0x18000];
+  assert.equal(ssi.readUint32(0xf4) >>> 24, 0xa0);
   assert.equal(info.interfaces.length, 1);
   assert.equal(info.interfaces[0].cls, 3);
   assert.deepEqual([...info.reportDescriptor.subarray(0, 5)], FIDO_REPORT_DESCRIPTOR_HEAD);
@@ -24,13 +41,13 @@ test('enumerates as a FIDO HID device with identity strings', async () => {
 });
 
 test('an unknown descriptor request is stalled', async () => {
-  const { host } = await bootKey();
+  const { host } = await sharedKey();
   // DEVICE_QUALIFIER: a full-speed-only device must STALL it.
   await assert.rejects(host.getDescriptor(6, 0, 10), /STALL/);
 });
 
 test('CTAPHID INIT allocates distinct channels and echoes the nonce', async () => {
-  const { hid } = await bootKey();
+  const { hid } = await sharedKey();
   const a = await hid.init();
   assert.notEqual(a.cid, 0);
   assert.notEqual(a.cid, BROADCAST);
@@ -41,7 +58,7 @@ test('CTAPHID INIT allocates distinct channels and echoes the nonce', async () =
 });
 
 test('CTAPHID PING echoes a multi-packet message', async () => {
-  const { hid } = await bootKey();
+  const { hid } = await sharedKey();
   await hid.init();
   const payload = new Uint8Array(crypto.randomBytes(300));
   const r = await hid.transact(CMD.PING, payload);
@@ -50,7 +67,7 @@ test('CTAPHID PING echoes a multi-packet message', async () => {
 });
 
 test('CTAPHID errors: unknown channel and bad sequence', async () => {
-  const { hid, host } = await bootKey();
+  const { hid, host } = await sharedKey();
   await hid.init();
   const r = await hid.transact(CMD.PING, new Uint8Array(4), { cid: 0x12345678 });
   assert.equal(r.cmd, CMD.ERROR);
@@ -65,7 +82,7 @@ test('CTAPHID errors: unknown channel and bad sequence', async () => {
 });
 
 test('CTAP2 getInfo answers with versions and the Pico AAGUID', async () => {
-  const { hid } = await bootKey();
+  const { hid } = await sharedKey();
   await hid.init();
   const r = await hid.cbor(0x04);
   assert.equal(r.status, 0x00);
