@@ -9,11 +9,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use der::asn1::{ObjectIdentifier, OctetString};
-use der::Decode;
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
+use der::{Decode, Sequence};
 use serde_indexed::DeserializeIndexed;
 use subtle::ConstantTimeEq;
-use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use crate::credential::{p256_scalar, sign_es256, PublicKey, Signature};
@@ -26,6 +25,48 @@ const AAGUID_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.4
 
 /// The largest certificate an attestation statement carries (ctap-types' `x5c` entry).
 pub const MAX_CERTIFICATE_LEN: usize = 1024;
+
+/// The parts of an X.509 certificate (RFC 5280 §4.1) the key checks, the subject public key and
+/// the extensions; the rest stays undecoded. (x509-cert's full model costs the Pico ~47 KB of
+/// flash for fields the key never reads.)
+#[derive(Sequence)]
+struct CertificateRef<'a> {
+    tbs_certificate: TbsCertificateRef<'a>,
+    signature_algorithm: AnyRef<'a>,
+    signature: BitStringRef<'a>,
+}
+
+#[derive(Sequence)]
+struct TbsCertificateRef<'a> {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    version: Option<u8>,
+    serial_number: AnyRef<'a>,
+    signature: AnyRef<'a>,
+    issuer: AnyRef<'a>,
+    validity: AnyRef<'a>,
+    subject: AnyRef<'a>,
+    subject_public_key_info: SubjectPublicKeyInfoRef<'a>,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    issuer_unique_id: Option<BitStringRef<'a>>,
+    #[asn1(context_specific = "2", tag_mode = "IMPLICIT", optional = "true")]
+    subject_unique_id: Option<BitStringRef<'a>>,
+    #[asn1(context_specific = "3", tag_mode = "EXPLICIT", optional = "true")]
+    extensions: Option<Vec<ExtensionRef<'a>>>,
+}
+
+#[derive(Sequence)]
+struct SubjectPublicKeyInfoRef<'a> {
+    algorithm: AnyRef<'a>,
+    subject_public_key: BitStringRef<'a>,
+}
+
+#[derive(Sequence)]
+struct ExtensionRef<'a> {
+    extn_id: ObjectIdentifier,
+    #[asn1(default = "Default::default")]
+    critical: bool,
+    extn_value: &'a OctetStringRef,
+}
 
 /// An installed attestation: the private key, the AAGUID its certificate names, the certificate.
 #[derive(Clone)]
@@ -73,20 +114,20 @@ impl Attestation {
         if certificate.len() > MAX_CERTIFICATE_LEN {
             return Err(AttestationError::InvalidCertificate);
         }
-        let parsed =
-            Certificate::from_der(certificate).map_err(|_| AttestationError::InvalidCertificate)?;
-        let tbs = parsed.tbs_certificate();
-        let certified = tbs.subject_public_key_info().subject_public_key.raw_bytes();
+        let parsed = CertificateRef::from_der(certificate)
+            .map_err(|_| AttestationError::InvalidCertificate)?;
+        let tbs = parsed.tbs_certificate;
+        let certified = tbs.subject_public_key_info.subject_public_key.raw_bytes();
         let public = PublicKey::es256(&scalar).sec1_uncompressed();
         if public.as_ref().map(|p| &p[..]) != Some(certified) {
             return Err(AttestationError::KeyMismatch);
         }
         let aaguid = tbs
-            .extensions()
-            .into_iter()
+            .extensions
+            .iter()
             .flatten()
             .find(|extension| extension.extn_id == AAGUID_OID && !extension.critical)
-            .and_then(|extension| OctetString::from_der(extension.extn_value.as_bytes()).ok())
+            .and_then(|extension| <&OctetStringRef>::from_der(extension.extn_value.as_bytes()).ok())
             .and_then(|value| <[u8; 16]>::try_from(value.as_bytes()).ok())
             .ok_or(AttestationError::InvalidCertificate)?;
         Ok(Self {
