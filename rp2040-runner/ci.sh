@@ -32,6 +32,15 @@ fail=0
 [ "$ram" -le "$(budget ram)" ] || { echo "FAIL: static RAM over budget"; fail=1; }
 [ "$fail" -eq 0 ] || exit 1
 
+# A batch attestation for the provisioning test, made by the workspace's `attestation` tool.
+cargo build --manifest-path ../Cargo.toml -p attestation --quiet
+batch_dir=$(mktemp -d)
+trap 'rm -rf "$batch_dir"' EXIT
+../target/debug/attestation ca --out "$batch_dir/ca" >/dev/null
+../target/debug/attestation batch --ca "$batch_dir/ca" --aaguid 6f70656e-6669-646f-2d70-69636f000001 \
+  --out "$batch_dir/batch" >/dev/null
+export ATTESTATION_BATCH="$batch_dir/batch"
+
 cd emulator
 npm ci --no-audit --no-fund
 node uf2.mjs "../$elf" ../target/rp2040-runner.uf2
