@@ -31,11 +31,15 @@ finish() {
 }
 
 PORT=""
+PORT2=""
 for word in $(cat /proc/cmdline); do
-    case $word in usbip_port=*) PORT=${word#usbip_port=} ;; esac
+    case $word in
+        usbip_port=*) PORT=${word#usbip_port=} ;;   # the key that approves every touch
+        usbip_port2=*) PORT2=${word#usbip_port2=} ;; # the key whose touches the host decides
+    esac
 done
 HOST=10.0.2.2 # QEMU's user network: the host's loopback
-[ -n "$PORT" ] || finish FAIL
+[ -n "$PORT" ] && [ -n "$PORT2" ] || finish FAIL
 
 # --- timing and step helpers ---
 now() { read -r up _ </proc/uptime; echo "$up"; }
@@ -207,6 +211,37 @@ list_rps() {
     expect "$(sed -n 5p /tmp/rk.cred | sed 's/[+/]/./g')" /tmp/rk.out
 }
 
+# --- the second key: presence answered by the host through the runner's control socket ---
+# A "CONTROL <answer>" line on the console makes the host send that answer to the control
+# socket; it arms the answer if the request has not arrived yet, so there is no race.
+host_control() { echo "CONTROL $1" >/dev/console; }
+
+attach_second() {
+    local all
+    usbip --tcp-port "$PORT2" attach -r "$HOST" -b 1-1 || return 1
+    two_hidraws() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 2 ]; }
+    wait_for two_hidraws || { ls -l /dev/hidraw*; return 1; }
+    all=$(ls /dev/hidraw*)
+    DEV2=$(echo "$all" | grep -vx "$DEV")
+    echo "first key $DEV, second key $DEV2"
+    fido2-token -I "$DEV2"
+}
+
+# presence ANSWER EXPECTED-ERROR: a registration on the second key, answered by the host.
+presence() {
+    printf '%s\n%s\n%s\n%s\n' "$(rand64)" "control.example" "user" "$(rand64 16)" >/tmp/control.param
+    host_control "$1"
+    if fido2-cred -M -i /tmp/control.param -o /tmp/control.cred "$DEV2" </dev/null >/tmp/control.out 2>&1; then
+        cat /tmp/control.out
+        [ -z "$2" ] || { echo "registration succeeded; expected $2"; return 1; }
+        fido2-cred -V -i /tmp/control.cred
+    else
+        cat /tmp/control.out
+        [ -n "$2" ] || { echo "registration failed; it was approved"; return 1; }
+        expect "$2" /tmp/control.out
+    fi
+}
+
 # The kernel logs usbip trouble; any of it fails the run (a lenient client would carry on).
 # dmesg_clean DETACHES: the log may show exactly that many connection shutdowns, which is what
 # a `usbip detach` logs ("connection closed", "stop threads", ...); any other shutdown means
@@ -257,6 +292,10 @@ run_steps() {
     step "fido2-token-L-again" token_list
     step "assert-after-reattach" assert es256 '-p -v' es256 9876543 '-p -v'
     step "pin-retries-after-reattach" token_info 'pin retries: 8'
+    step "usbip-attach-second-key" attach_second
+    step "presence-denied" presence deny FIDO_ERR_OPERATION_DENIED
+    step "presence-timed-out" presence timeout FIDO_ERR_USER_ACTION_TIMEOUT
+    step "presence-approved" presence approve ''
     step "dmesg-at-end" dmesg_clean 1
     finish PASS
 }

@@ -36,31 +36,61 @@ fi
 t_built=$(date +%s.%N)
 
 work=$(mktemp -d)
-runner_pid=""
+pids=()
 cleanup() {
-    if [ -n "$runner_pid" ] && kill -0 "$runner_pid" 2>/dev/null; then
-        kill "$runner_pid"
-        wait "$runner_pid" 2>/dev/null || true # its exit status after SIGTERM is not the test's
-    fi
+    local pid
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid"
+            wait "$pid" 2>/dev/null || true # its exit status after SIGTERM is not the test's
+        fi
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# A fresh key on a free loopback port; QEMU's user network maps the guest's 10.0.2.2 to the
-# host's 127.0.0.1, so nothing listens beyond loopback.
-mkfifo "$work/runner.out"
-USBIP_RUNNER_LOG=${USBIP_RUNNER_LOG:-debug} "$runner" --listen 127.0.0.1:0 --presence auto --ephemeral >"$work/runner.out" 2>"$work/runner.log" &
-runner_pid=$!
-exec 3<"$work/runner.out"
-read -r -t 30 line <&3 || { echo "kernel test: the runner did not start" >&2; cat "$work/runner.log" >&2; exit 1; }
-port=${line##*:}
-[[ $line == "listening on 127.0.0.1:"* && $port =~ ^[0-9]+$ ]] || {
-    echo "kernel test: unexpected first line from the runner: $line" >&2
-    exit 1
+# start_runner NAME ARGS...: a fresh key on a free loopback port; sets $port. QEMU's user
+# network maps the guest's 10.0.2.2 to the host's 127.0.0.1, so nothing listens beyond loopback.
+start_runner() {
+    local name=$1 line
+    shift
+    mkfifo "$work/$name.out"
+    USBIP_RUNNER_LOG=${USBIP_RUNNER_LOG:-debug} "$runner" --listen 127.0.0.1:0 --ephemeral "$@" \
+        >"$work/$name.out" 2>"$work/$name.log" &
+    pids+=($!)
+    exec 3<"$work/$name.out"
+    if ! read -r -t 30 line <&3; then
+        echo "kernel test: the $name runner did not start" >&2
+        cat "$work/$name.log" >&2
+        exit 1
+    fi
+    port=${line##*:}
+    [[ $line == "listening on 127.0.0.1:"* && $port =~ ^[0-9]+$ ]] || {
+        echo "kernel test: unexpected first line from the $name runner: $line" >&2
+        exit 1
+    }
+    # Keep draining its stdout so it never blocks on a full pipe.
+    cat <&3 >/dev/null &
+    exec 3<&-
 }
-# Keep draining the runner's stdout so it never blocks on a full pipe.
-cat <&3 >/dev/null &
-exec 3<&-
+# The main key approves every touch; the second waits for answers on its control socket.
+start_runner auto --presence auto
+port_auto=$port
+start_runner control --presence control --control "$work/control.sock"
+port_control=$port
+
+# The guest asks for each answer of the second key with a "CONTROL approve|deny|timeout" line on
+# the console; send it to the control socket (which arms it if the request has not come yet).
+: >"$work/console.log"
+mkfifo "$work/console.follow"
+tail -n +1 -F "$work/console.log" >"$work/console.follow" 2>/dev/null &
+pids+=($!)
+while read -r word answer _; do
+    [ "$word" = CONTROL ] || continue
+    answer=${answer%$'\r'}
+    echo "kernel test: control socket: $answer -> $("$runner" control "$work/control.sock" "$answer" 1-1 2>&1)"
+done <"$work/console.follow" >>"$work/answers.log" &
+pids+=($!)
 
 # The client script goes into a second, small archive appended to the cached one (the kernel
 # unpacks concatenated archives in order), so editing the test never rebuilds the guest.
@@ -71,13 +101,13 @@ cat "$cache/base.cpio.gz" "$work/overlay.cpio.gz" >"$work/initrd.gz"
 
 # TCG, one vCPU: /dev/kvm on these machines is a nested kvm_pvm that hangs stock kernels, and a
 # second vCPU made TCG slower, not faster. -no-reboot turns the guest's final reboot into an exit.
-echo "kernel test: booting the guest (TCG), runner on 127.0.0.1:$port"
+echo "kernel test: booting the guest (TCG); keys on 127.0.0.1:$port_auto and :$port_control"
 t_boot=$(date +%s.%N)
 set +e
 timeout --foreground "$timeout_s" qemu-system-x86_64 \
     -accel tcg -smp 1 -m 512 -display none -monitor none -no-reboot \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 usbip_port=$port" \
+    -append "console=ttyS0 quiet panic=-1 usbip_port=$port_auto usbip_port2=$port_control" \
     -nic user,model=e1000 -serial stdio </dev/null | tee "$work/console.log"
 status=${PIPESTATUS[0]}
 set -e
@@ -86,8 +116,8 @@ t_end=$(date +%s.%N)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 fail() {
     echo "kernel test: FAIL: $*" >&2
-    echo "--- runner log ---" >&2
-    tail -n 40 "$work/runner.log" >&2
+    echo "--- runner logs ---" >&2
+    tail -n 30 "$work/auto.log" "$work/control.log" "$work/answers.log" >&2
     exit 1
 }
 
@@ -102,10 +132,12 @@ if [ "$status" -eq 124 ]; then
     fail "the guest did not finish within ${timeout_s} s (last step started: $(awk '$1 == "STEP-START" { s = $2 } END { print s ? s : "none" }' "$work/console.txt"))"
 fi
 [ "$status" -eq 0 ] || fail "QEMU exited with status $status"
-kill -0 "$runner_pid" 2>/dev/null || fail "the runner died during the run"
+kill -0 "${pids[0]}" 2>/dev/null || fail "the main runner died during the run"
+kill -0 "${pids[1]}" 2>/dev/null || fail "the control-socket runner died during the run"
 if grep -q '^STEP-FAIL' "$work/console.txt"; then
     fail "step $(awk '$1 == "STEP-FAIL" { print $2; exit }' "$work/console.txt") failed (its output is above)"
 fi
 grep -q '^RESULT PASS$' "$work/console.txt" || fail "the guest ended without a result"
+cat "$work/answers.log"
 passed=$(grep -c '^STEP-PASS' "$work/console.txt")
 echo "kernel test: $passed passed, 0 failed"
