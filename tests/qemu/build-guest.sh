@@ -3,7 +3,8 @@
 # an initramfs holding the real USB/IP client stack (vhci-hcd, usbip) and the real FIDO clients
 # (libfido2's tools, OpenSSH). Everything comes from Debian packages that are downloaded with
 # `apt-get download` and unpacked with `dpkg -x` into a cache directory; nothing is installed on
-# the host. A second run with the same inputs reuses the cache and costs well under a second.
+# the host. A second run with the same inputs reuses the cache: a few seconds (apt-cache looks
+# up the current package versions, which are the cache key).
 #
 #   tests/qemu/build-guest.sh [CACHE_DIR]     default: target/qemu-guest
 #
@@ -48,7 +49,8 @@ apt_download() {
         [ -s "$cache/debs/$file" ] || missing+=("$file")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    (cd "$cache/debs" && apt-get download -qq "$@" 2>/dev/null)
+    # (As root, apt would warn that its sandbox user cannot write here: it needs not.)
+    (cd "$cache/debs" && apt-get download -qq -o APT::Sandbox::User=root "$@")
 }
 
 resolve_kernel() {
