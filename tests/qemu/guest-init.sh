@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash # busybox ash: POSIX sh plus `local`
 # /init of the kernel-path test's QEMU guest (tests/qemu/run.sh puts it into the initramfs).
 # It attaches the host's virtual key through the real vhci-hcd driver and drives it with
 # libfido2's tools and OpenSSH, as a user's machine would. Each step prints one marker line on
@@ -32,6 +33,7 @@ finish() {
 
 PORT=""
 PORT2=""
+# shellcheck disable=SC2013 # the command line is words
 for word in $(cat /proc/cmdline); do
     case $word in
         usbip_port=*) PORT=${word#usbip_port=} ;;   # the key that approves every touch
@@ -48,7 +50,7 @@ OUT=/tmp/step.out
 
 # step NAME COMMAND...: run COMMAND (a function or a program) with output to $OUT.
 step() {
-    local step_name=$1 t0
+    local step_name="$1" t0
     shift
     echo "STEP-START $step_name"
     t0=$(now)
@@ -109,6 +111,8 @@ wait_for() {
 }
 hidraw_present() { ls /dev/hidraw* >/dev/null 2>&1; }
 hidraw_absent() { ! hidraw_present; }
+# shellcheck disable=SC2012 # device nodes have plain names
+two_hidraws() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 2 ]; }
 
 attach() {
     usbip --tcp-port "$PORT" attach -r "$HOST" -b 1-1 &&
@@ -143,7 +147,7 @@ token_info() {
 # cred NAME [OPTIONS] [TYPE]: make a credential (rp NAME.example) and verify its attestation;
 # keeps NAME.cred (fido2-cred -M output) and NAME.pub (credential id + PEM public key).
 cred() {
-    local name=$1 opts=$2 type=${3:-es256}
+    local name="$1" opts="$2" type="${3:-es256}"
     printf '%s\n%s\n%s\n%s\n' "$(rand64)" "$name.example" "user-$name" "$(rand64 16)" >"/tmp/$name.param"
     # shellcheck disable=SC2086 # options are words
     fido2-cred -M $opts -i "/tmp/$name.param" -o "/tmp/$name.cred" "$DEV" "$type" </dev/null &&
@@ -154,7 +158,7 @@ cred() {
 # assert NAME [GET-OPTIONS] [TYPE] [PIN] [VERIFY-OPTIONS]: get an assertion with NAME's
 # credential (by id, or discoverable with -r) and verify its signature with NAME's public key.
 assert() {
-    local name=$1 opts=$2 type=${3:-es256} pin=${4:-} vopts=${5:--p}
+    local name="$1" opts="$2" type="${3:-es256}" pin="${4:-}" vopts="${5:--p}"
     {
         rand64
         echo "$name.example"
@@ -182,7 +186,7 @@ wrong_pin() {
 }
 
 ssh_sk() {
-    local type=$1
+    local type="$1"
     rm -f "/tmp/id_$type" "/tmp/id_$type.pub"
     ssh-keygen -q -t "$type" -N '' -C "kernel-test-$type" -f "/tmp/id_$type" </dev/null || return 1
     echo "hello from the guest" >/tmp/message
@@ -219,7 +223,6 @@ host_control() { echo "CONTROL $1" >/dev/console; }
 attach_second() {
     local all
     usbip --tcp-port "$PORT2" attach -r "$HOST" -b 1-1 || return 1
-    two_hidraws() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 2 ]; }
     wait_for two_hidraws || { ls -l /dev/hidraw*; return 1; }
     all=$(ls /dev/hidraw*)
     DEV2=$(echo "$all" | grep -vx "$DEV")
