@@ -3,7 +3,7 @@
 # step checks first, so a second run costs seconds. Sourced by run-key.sh and test.sh.
 #
 #   scripts/setup.sh            host tools: the Rust workspace and the virtual key
-#   scripts/setup.sh --all      also the Pico toolchain, Node packages and the Python venv
+#   scripts/setup.sh --all      also the Pico toolchain, Node packages, the Python venv and QEMU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,12 @@ if $want_all; then
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
     done
     command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+    # The kernel-path test (tests/qemu): QEMU with its BIOS and the e1000's option ROM, and cpio
+    # to pack the guest's initramfs. The guest itself comes from Debian packages unpacked into
+    # target/qemu-guest by tests/qemu/build-guest.sh, never installed.
+    for pkg in qemu-system-x86 seabios ipxe-qemu cpio; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    done
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2

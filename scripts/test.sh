@@ -14,6 +14,9 @@ step "Rust tests: core, runner, end to end over USB/IP"
 cargo build --workspace
 cargo test --workspace
 
+step "the real kernel: usbip attach in a QEMU guest, libfido2 and OpenSSH (tests/qemu)"
+tests/qemu/run.sh
+
 if [ -x tests/python/run.sh ]; then
     step "python-fido2 over USB/IP"
     tests/python/run.sh

@@ -14,6 +14,9 @@ const VERSION: u16 = 0x0111;
 const DIR_OUT: u32 = 0;
 const DIR_IN: u32 = 1;
 const DEVICE_RECORD: usize = 312;
+/// The interrupt endpoints' bInterval (authenticator::usb::POLL_INTERVAL_MS), which the kernel
+/// copies into every interrupt URB it submits.
+const INTERRUPT_INTERVAL: u32 = 5;
 
 /// A device as OP_REP_DEVLIST lists it.
 #[derive(Clone, Debug)]
@@ -229,6 +232,9 @@ impl Device {
         let seqnum = self.next_seqnum;
         self.next_seqnum += 1;
         let mut pdu = Vec::with_capacity(48 + data.len());
+        // As the kernel does: an interrupt URB carries its endpoint's polling interval (in
+        // frames at full speed) in the last field before the setup packet.
+        let interval = if endpoint == 0 { 0 } else { INTERRUPT_INTERVAL };
         for value in [
             1u32,
             seqnum,
@@ -239,7 +245,7 @@ impl Device {
             length,
             0,
             0,
-            0,
+            interval,
         ] {
             pdu.extend_from_slice(&value.to_be_bytes());
         }

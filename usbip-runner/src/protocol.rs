@@ -180,8 +180,11 @@ pub fn read_command(reader: &mut impl Read) -> io::Result<Command> {
     }
     match command {
         CMD_SUBMIT => {
+            // After the 20-byte basic header: transfer_flags, transfer_buffer_length,
+            // start_frame, number_of_packets, interval (which the kernel fills with the
+            // endpoint's polling interval on interrupt URBs), then the setup packet.
             let transfer_buffer_length = be32(&header[24..28]);
-            let number_of_packets = be32(&header[36..40]);
+            let number_of_packets = be32(&header[32..36]);
             if transfer_buffer_length > MAX_TRANSFER {
                 return Err(invalid("transfer too long"));
             }
@@ -269,6 +272,49 @@ mod tests {
         assert_eq!(op_rep_import(None).len(), 8);
         assert_eq!(ret_submit(1, 0, 3, &[1, 2, 3]).len(), HEADER_LEN + 3);
         assert_eq!(ret_unlink(1, 0).len(), HEADER_LEN);
+    }
+
+    /// A CMD_SUBMIT laid out as the kernel's vhci-hcd sends it.
+    fn kernel_submit(endpoint: u32, number_of_packets: u32, interval: u32) -> Vec<u8> {
+        let mut pdu = Vec::new();
+        // command, seqnum, devid, direction (in), ep, transfer_flags (URB_DIR_IN),
+        // transfer_buffer_length, start_frame, number_of_packets, interval
+        for value in [
+            CMD_SUBMIT,
+            7,
+            0x0001_0002,
+            DIR_IN,
+            endpoint,
+            0x200,
+            64,
+            0,
+            number_of_packets,
+            interval,
+        ] {
+            pdu.extend_from_slice(&value.to_be_bytes());
+        }
+        pdu.extend_from_slice(&[0u8; 8]);
+        pdu
+    }
+
+    /// Regression: the kernel puts the endpoint's polling interval into every interrupt URB;
+    /// reading it as number_of_packets dropped the device at the first hidraw open.
+    #[test]
+    fn interrupt_urbs_with_an_interval_are_not_isochronous() {
+        let command = read_command(&mut &kernel_submit(1, 0, 5)[..]).unwrap();
+        let Command::Submit(submit) = command else {
+            panic!("not a submit: {command:?}");
+        };
+        assert_eq!(
+            (submit.seqnum, submit.endpoint, submit.direction),
+            (7, 1, DIR_IN)
+        );
+        assert_eq!(submit.transfer_buffer_length, 64);
+        assert!(read_command(&mut &kernel_submit(1, u32::MAX, 5)[..]).is_ok());
+        assert!(
+            read_command(&mut &kernel_submit(1, 3, 0)[..]).is_err(),
+            "isochronous URBs are refused"
+        );
     }
 
     #[test]

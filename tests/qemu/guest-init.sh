@@ -1,0 +1,307 @@
+#!/bin/sh
+# shellcheck shell=dash # busybox ash: POSIX sh plus `local`
+# /init of the kernel-path test's QEMU guest (tests/qemu/run.sh puts it into the initramfs).
+# It attaches the host's virtual key through the real vhci-hcd driver and drives it with
+# libfido2's tools and OpenSSH, as a user's machine would. Each step prints one marker line on
+# the serial console, which the host parses:
+#   STEP-START <name>
+#   STEP-PASS <name> <seconds>
+#   STEP-FAIL <name> <seconds>      (followed by the step's output, then the end of dmesg)
+#   RESULT PASS | RESULT FAIL
+# The first failing step ends the run: later steps depend on earlier ones.
+#
+# PINs: libfido2's tools read a PIN with readpassphrase(), which uses /dev/tty if the process
+# has a controlling terminal and standard input otherwise. Nothing here has one (/dev/console,
+# PID 1's terminal, can never be a controlling terminal; the setup step checks), so each PIN is
+# fed on standard input, and a wrong or missing PIN fails the step like a user's typo would.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+# usbip attach records each connection in /var/run/vhci_hcd/ and detaches again if it cannot.
+mkdir -p /run /var/run
+
+# PID 1 must not exit (the kernel would panic); every path ends in reboot -f, which QEMU's
+# -no-reboot turns into an exit.
+finish() {
+    echo "RESULT $1"
+    sync
+    reboot -f
+    sleep 60
+}
+
+PORT=""
+PORT2=""
+# shellcheck disable=SC2013 # the command line is words
+for word in $(cat /proc/cmdline); do
+    case $word in
+        usbip_port=*) PORT=${word#usbip_port=} ;;   # the key that approves every touch
+        usbip_port2=*) PORT2=${word#usbip_port2=} ;; # the key whose touches the host decides
+    esac
+done
+HOST=10.0.2.2 # QEMU's user network: the host's loopback
+[ -n "$PORT" ] && [ -n "$PORT2" ] || finish FAIL
+
+# --- timing and step helpers ---
+now() { read -r up _ </proc/uptime; echo "$up"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+OUT=/tmp/step.out
+
+# step NAME COMMAND...: run COMMAND (a function or a program) with output to $OUT.
+step() {
+    local step_name="$1" t0
+    shift
+    echo "STEP-START $step_name"
+    t0=$(now)
+    if "$@" >"$OUT" 2>&1; then
+        echo "STEP-PASS $step_name $(elapsed "$t0")"
+    else
+        echo "STEP-FAIL $step_name $(elapsed "$t0")"
+        echo "--- output of $step_name ---"
+        cat "$OUT"
+        echo "--- end of dmesg ---"
+        dmesg | tail -n 30
+        finish FAIL
+    fi
+}
+
+# expect PATTERN FILE: FILE holds an extended regular expression match (else print both, fail).
+expect() {
+    if ! grep -Eq "$1" "$2"; then
+        echo "expected /$1/ in $2:"
+        cat "$2"
+        return 1
+    fi
+}
+
+# A fresh 32-byte challenge (the client data hash) and ids, as base64.
+rand64() { head -c "${1:-32}" /dev/urandom | base64; }
+
+# --- the guest's own setup ---
+setup() {
+    modprobe e1000 &&
+        modprobe vhci-hcd &&
+        modprobe usbhid &&
+        modprobe hid-generic &&
+        ip link set lo up &&
+        ip link set eth0 up &&
+        ip addr add 10.0.2.15/24 dev eth0 || return 1
+    # The PIN feeding above relies on this.
+    if (: </dev/tty) 2>/dev/null; then
+        echo "the steps have a controlling terminal: PINs would be read from it"
+        return 1
+    fi
+}
+
+list() {
+    usbip --tcp-port "$PORT" list -r "$HOST" >/tmp/list.out 2>&1
+    cat /tmp/list.out
+    expect '1-1: .*\(1209:0001\)' /tmp/list.out
+}
+
+# wait_for CONDITION...: poll for up to 10 s.
+wait_for() {
+    local i=0
+    until "$@"; do
+        i=$((i + 1))
+        [ $i -le 100 ] || return 1
+        sleep 0.1
+    done
+}
+hidraw_present() { ls /dev/hidraw* >/dev/null 2>&1; }
+hidraw_absent() { ! hidraw_present; }
+# shellcheck disable=SC2012 # device nodes have plain names
+two_hidraws() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 2 ]; }
+
+attach() {
+    usbip --tcp-port "$PORT" attach -r "$HOST" -b 1-1 &&
+        wait_for hidraw_present &&
+        ls -l /dev/hidraw*
+}
+
+detach() {
+    usbip port
+    usbip detach -p 0 &&
+        wait_for hidraw_absent
+}
+
+token_list() {
+    fido2-token -L >/tmp/L.out
+    cat /tmp/L.out
+    expect '^/dev/hidraw[0-9]+: vendor=0x1209, product=0x0001' /tmp/L.out || return 1
+    DEV=$(sed -n 's/^\(\/dev\/hidraw[0-9]*\):.*/\1/p' /tmp/L.out | head -n 1)
+}
+
+# token_info [PATTERN...]: fido2-token -I, and each pattern must be in its output.
+token_info() {
+    fido2-token -I "$DEV" >/tmp/I.out || return 1
+    cat /tmp/I.out
+    expect '^aaguid: ' /tmp/I.out || return 1
+    local pattern
+    for pattern in "$@"; do
+        expect "$pattern" /tmp/I.out || return 1
+    done
+}
+
+# cred NAME [OPTIONS] [TYPE]: make a credential (rp NAME.example) and verify its attestation;
+# keeps NAME.cred (fido2-cred -M output) and NAME.pub (credential id + PEM public key).
+cred() {
+    local name="$1" opts="$2" type="${3:-es256}"
+    printf '%s\n%s\n%s\n%s\n' "$(rand64)" "$name.example" "user-$name" "$(rand64 16)" >"/tmp/$name.param"
+    # shellcheck disable=SC2086 # options are words
+    fido2-cred -M $opts -i "/tmp/$name.param" -o "/tmp/$name.cred" "$DEV" "$type" </dev/null &&
+        fido2-cred -V -i "/tmp/$name.cred" -o "/tmp/$name.pub" "$type" &&
+        cat "/tmp/$name.pub"
+}
+
+# assert NAME [GET-OPTIONS] [TYPE] [PIN] [VERIFY-OPTIONS]: get an assertion with NAME's
+# credential (by id, or discoverable with -r) and verify its signature with NAME's public key.
+assert() {
+    local name="$1" opts="$2" type="${3:-es256}" pin="${4:-}" vopts="${5:--p}"
+    {
+        rand64
+        echo "$name.example"
+        case " $opts " in
+            *" -r "*) ;;                              # discoverable: no credential id
+            *) sed -n 5p "/tmp/$name.cred" ;;         # the credential id made by cred
+        esac
+    } >"/tmp/$name.aparam"
+    sed -n '2,$p' "/tmp/$name.pub" >"/tmp/$name.pem"
+    # shellcheck disable=SC2086
+    printf '%s\n' "$pin" | fido2-assert -G $opts -i "/tmp/$name.aparam" -o "/tmp/$name.assert" "$DEV" &&
+        head -n 4 "/tmp/$name.assert" >"/tmp/$name.vparam" &&
+        fido2-assert -V $vopts -i "/tmp/$name.vparam" "/tmp/$name.pem" "$type"
+}
+
+# A wrong PIN must be refused and cost exactly one retry.
+wrong_pin() {
+    if printf '%s\n' "$1" | fido2-assert -G -p -v -i /tmp/es256.aparam -o /tmp/wrong.assert "$DEV" \
+        >/tmp/wrong.out 2>&1; then
+        echo "an assertion with the wrong PIN $1 succeeded"
+        return 1
+    fi
+    cat /tmp/wrong.out
+    expect 'FIDO_ERR_PIN_INVALID' /tmp/wrong.out
+}
+
+ssh_sk() {
+    local type="$1"
+    rm -f "/tmp/id_$type" "/tmp/id_$type.pub"
+    ssh-keygen -q -t "$type" -N '' -C "kernel-test-$type" -f "/tmp/id_$type" </dev/null || return 1
+    echo "hello from the guest" >/tmp/message
+    rm -f /tmp/message.sig
+    ssh-keygen -Y sign -f "/tmp/id_$type" -n file /tmp/message </dev/null || return 1
+    echo "tester $(cat "/tmp/id_$type.pub")" >/tmp/allowed_signers
+    ssh-keygen -Y verify -f /tmp/allowed_signers -I tester -n file -s /tmp/message.sig </tmp/message || return 1
+    # And a tampered message must not verify.
+    echo tampered >>/tmp/message
+    if ssh-keygen -Y verify -f /tmp/allowed_signers -I tester -n file -s /tmp/message.sig </tmp/message; then
+        echo "a tampered message verified"
+        return 1
+    fi
+}
+
+set_pin() { printf '1234\n1234\n' | fido2-token -S "$DEV"; }
+change_pin() { printf '1234\n9876543\n9876543\n' | fido2-token -C "$DEV"; }
+
+list_rps() {
+    printf '9876543\n' | fido2-token -L -r "$DEV" >/tmp/rps.out || return 1
+    cat /tmp/rps.out
+    expect 'rk\.example' /tmp/rps.out || return 1
+    printf '9876543\n' | fido2-token -L -k rk.example "$DEV" >/tmp/rk.out || return 1
+    cat /tmp/rk.out
+    # The listed credential is the one made by the discoverable step (its id, base64).
+    expect "$(sed -n 5p /tmp/rk.cred | sed 's/[+/]/./g')" /tmp/rk.out
+}
+
+# --- the second key: presence answered by the host through the runner's control socket ---
+# A "CONTROL <answer>" line on the console makes the host send that answer to the control
+# socket; it arms the answer if the request has not arrived yet, so there is no race.
+host_control() { echo "CONTROL $1" >/dev/console; }
+
+attach_second() {
+    local all
+    usbip --tcp-port "$PORT2" attach -r "$HOST" -b 1-1 || return 1
+    wait_for two_hidraws || { ls -l /dev/hidraw*; return 1; }
+    all=$(ls /dev/hidraw*)
+    DEV2=$(echo "$all" | grep -vx "$DEV")
+    echo "first key $DEV, second key $DEV2"
+    fido2-token -I "$DEV2"
+}
+
+# presence ANSWER EXPECTED-ERROR: a registration on the second key, answered by the host.
+presence() {
+    printf '%s\n%s\n%s\n%s\n' "$(rand64)" "control.example" "user" "$(rand64 16)" >/tmp/control.param
+    host_control "$1"
+    if fido2-cred -M -i /tmp/control.param -o /tmp/control.cred "$DEV2" </dev/null >/tmp/control.out 2>&1; then
+        cat /tmp/control.out
+        [ -z "$2" ] || { echo "registration succeeded; expected $2"; return 1; }
+        fido2-cred -V -i /tmp/control.cred
+    else
+        cat /tmp/control.out
+        [ -n "$2" ] || { echo "registration failed; it was approved"; return 1; }
+        expect "$2" /tmp/control.out
+    fi
+}
+
+# The kernel logs usbip trouble; any of it fails the run (a lenient client would carry on).
+# dmesg_clean DETACHES: the log may show exactly that many connection shutdowns, which is what
+# a `usbip detach` logs ("connection closed", "stop threads", ...); any other shutdown means
+# the kernel dropped the device.
+dmesg_clean() {
+    local shutdowns
+    dmesg >/tmp/dmesg.out
+    grep -Ei 'usbip|vhci|hid|usb 1-1' /tmp/dmesg.out
+    if grep -Ei 'recv xbuf|malicious|connection reset|xmit failed|(usbip|vhci|hid|usb 1-1).*(error|fail|cannot|can.t)|device descriptor read' /tmp/dmesg.out; then
+        echo "usbip or HID trouble in the kernel log (lines above)"
+        return 1
+    fi
+    shutdowns=$(grep -c 'vhci_hcd: stop threads' /tmp/dmesg.out)
+    if [ "$shutdowns" -ne "$1" ]; then
+        echo "the kernel shut the connection down $shutdowns times; $1 expected (usbip detach)"
+        return 1
+    fi
+}
+
+run_steps() {
+    step setup setup
+    step "usbip-list" list
+    step "usbip-attach" attach
+    step "fido2-token-L" token_list
+    step "fido2-token-I" token_info 'noclientPin'
+    step "cred-es256" cred es256 ''
+    step "assert-es256" assert es256 '-p'
+    step "cred-eddsa" cred eddsa '' eddsa
+    step "assert-eddsa" assert eddsa '-p' eddsa
+    step "cred-discoverable" cred rk '-r'
+    step "assert-discoverable" assert rk '-p -r'
+    step "cred-u2f" cred u2f '-u'
+    step "assert-u2f" assert u2f '-p -u'
+    step "ssh-ecdsa-sk" ssh_sk ecdsa-sk
+    step "ssh-ed25519-sk" ssh_sk ed25519-sk
+    step "pin-set" set_pin
+    step "pin-retries-8" token_info 'pin retries: 8' '[ ,]clientPin'
+    step "pin-change" change_pin
+    step "assert-uv-pin" assert es256 '-p -v' es256 9876543 '-p -v'
+    step "pin-old-refused" wrong_pin 1234
+    step "pin-retries-7" token_info 'pin retries: 7'
+    step "assert-uv-resets-retries" assert es256 '-p -v' es256 9876543 '-p -v'
+    step "pin-retries-8-again" token_info 'pin retries: 8'
+    step "cred-management-list" list_rps
+    step "dmesg-before-detach" dmesg_clean 0
+    step "usbip-detach" detach
+    step "usbip-reattach" attach
+    step "fido2-token-L-again" token_list
+    step "assert-after-reattach" assert es256 '-p -v' es256 9876543 '-p -v'
+    step "pin-retries-after-reattach" token_info 'pin retries: 8'
+    step "usbip-attach-second-key" attach_second
+    step "presence-denied" presence deny FIDO_ERR_OPERATION_DENIED
+    step "presence-timed-out" presence timeout FIDO_ERR_USER_ACTION_TIMEOUT
+    step "presence-approved" presence approve ''
+    step "dmesg-at-end" dmesg_clean 1
+    finish PASS
+}
+
+echo "guest: kernel $(uname -r), init at $(now) s"
+run_steps </dev/null
