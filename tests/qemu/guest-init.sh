@@ -215,6 +215,35 @@ list_rps() {
     expect "$(sed -n 5p /tmp/rk.cred | sed 's/[+/]/./g')" /tmp/rk.out
 }
 
+# --- batch attestation, provisioned through hidraw by our attestation tool ---
+# run.sh puts the host-built tool in /opt/attestation with the loader and libraries it was
+# linked against, and a batch for AAGUID 6f70656e-6669-646f-2d71-656d75000001 in /batch.
+attestation() {
+    /opt/attestation/ld-linux-x86-64.so.2 --library-path /opt/attestation \
+        /opt/attestation/attestation "$@"
+}
+
+provision() { attestation provision --target "$DEV" --batch /batch; }
+
+# A registration now carries the batch certificate (x5c), and libfido2 verifies its signature.
+cred_attested() {
+    cred batch '' || return 1
+    if ! grep -qF "$(cat /batch/batch.b64)" /tmp/batch.cred; then
+        echo "the attestation does not carry the batch certificate:"
+        cat /tmp/batch.cred
+        return 1
+    fi
+}
+
+provision_again_refused() {
+    if attestation provision --target "$DEV" --batch /batch >/tmp/again.out 2>&1; then
+        echo "a second provisioning was accepted"
+        return 1
+    fi
+    cat /tmp/again.out
+    expect 'already' /tmp/again.out
+}
+
 # --- the second key: presence answered by the host through the runner's control socket ---
 # A "CONTROL <answer>" line on the console makes the host send that answer to the control
 # socket; it arms the answer if the request has not arrived yet, so there is no race.
@@ -295,6 +324,10 @@ run_steps() {
     step "fido2-token-L-again" token_list
     step "assert-after-reattach" assert es256 '-p -v' es256 9876543 '-p -v'
     step "pin-retries-after-reattach" token_info 'pin retries: 8'
+    step "attestation-provision-hidraw" provision
+    step "attestation-aaguid" token_info 'aaguid: 6f70656e6669646f2d71656d75000001'
+    step "cred-batch-attestation" cred_attested
+    step "attestation-second-refused" provision_again_refused
     step "usbip-attach-second-key" attach_second
     step "presence-denied" presence deny FIDO_ERR_OPERATION_DENIED
     step "presence-timed-out" presence timeout FIDO_ERR_USER_ACTION_TIMEOUT

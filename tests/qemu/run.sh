@@ -33,6 +33,9 @@ else
     cargo build -q -p usbip-runner
     runner=target/debug/usbip-runner
 fi
+# The attestation tool provisions the key from inside the guest, through hidraw.
+cargo build -q -p attestation
+attestation=target/debug/attestation
 t_built=$(date +%s.%N)
 
 work=$(mktemp -d)
@@ -96,7 +99,18 @@ pids+=($!)
 # unpacks concatenated archives in order), so editing the test never rebuilds the guest.
 mkdir -p "$work/overlay"
 install -m 0755 tests/qemu/guest-init.sh "$work/overlay/init"
-(cd "$work/overlay" && echo init | cpio -o -H newc --quiet) | gzip -1 >"$work/overlay.cpio.gz"
+# The host-built attestation tool, stripped, with the host's loader and libraries beside it (the
+# guest has only what its Debian packages bring), and a batch made for the test.
+mkdir -p "$work/overlay/opt/attestation" "$work/overlay/batch"
+strip -o "$work/overlay/opt/attestation/attestation" "$attestation"
+ldd "$attestation" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+    while read -r lib; do cp -L "$lib" "$work/overlay/opt/attestation/"; done
+"$attestation" ca --out "$work/ca" >/dev/null
+"$attestation" batch --ca "$work/ca" --aaguid 6f70656e-6669-646f-2d71-656d75000001 \
+    --out "$work/overlay/batch" >/dev/null
+grep -v -- '-----' "$work/overlay/batch/batch.pem" | tr -d '\n' >"$work/overlay/batch/batch.b64"
+(cd "$work/overlay" && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) |
+    gzip -1 >"$work/overlay.cpio.gz"
 cat "$cache/base.cpio.gz" "$work/overlay.cpio.gz" >"$work/initrd.gz"
 
 # TCG, one vCPU: /dev/kvm on these machines is a nested kvm_pvm that hangs stock kernels, and a
