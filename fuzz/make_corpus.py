@@ -86,7 +86,7 @@ for cut in (1, 3, 8, 20, 40, 90):
         seeds["storage"][f"cut_{cut}_tear_{tear}"] = seed + boot(session, cut, tear) + boot(session[:4], 5, tear)
 
 # ctap2's structured mode (first byte >= 0x80): a setup (none, key agreement, or a PIN and a
-# token for one of two RPs), a protocol, then bytes from which the platform builds requests.
+# token for one RP or for none), a protocol, then bytes from which the platform builds requests.
 for setup in range(4):
     for protocol in range(2):
         body = b"".join(hashlib.sha256(bytes([setup, protocol, i])).digest() for i in range(12))

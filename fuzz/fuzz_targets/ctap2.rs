@@ -17,6 +17,8 @@ use authenticator::ctaphid::{App, Outcome, Transaction};
 use authenticator::pin_protocol::{KeyAgreement, PinProtocol, SharedSecret};
 use authenticator::Authenticator;
 use authenticator_fuzz::{with_key, FuzzPlatform};
+use std::collections::BTreeMap;
+
 use ciborium::Value;
 use libfuzzer_sys::arbitrary::{self, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -138,6 +140,10 @@ struct Platform {
     shared: Option<SharedSecret>,
     token: Option<Vec<u8>>,
     ids: Vec<Vec<u8>>,
+    /// Credentials made here, with their RP: what a getAssertion can find.
+    made: Vec<(String, Vec<u8>)>,
+    /// The RP of the last makeCredential sent.
+    last_rp: String,
     rp_hashes: Vec<Vec<u8>>,
     user_ids: Vec<Vec<u8>>,
 }
@@ -152,6 +158,8 @@ impl Platform {
             shared: None,
             token: None,
             ids: Vec::new(),
+            made: Vec::new(),
+            last_rp: String::new(),
             rp_hashes: Vec::new(),
             user_ids: Vec::new(),
         }
@@ -235,8 +243,8 @@ impl Platform {
         })
     }
 
-    /// Set the PIN and take a token with every permission, bound to `rp`.
-    fn login(&mut self, key: &mut Key<'_>, protocol: PinProtocol, rp: &str) {
+    /// Set the PIN and take a token with every permission, bound to `rp` if given.
+    fn login(&mut self, key: &mut Key<'_>, protocol: PinProtocol, rp: Option<&str>) {
         self.key_agreement(key, protocol);
         let mut padded = PIN.to_vec();
         padded.resize(64, 0);
@@ -249,7 +257,8 @@ impl Platform {
             (int(5), bytes(&new_pin_enc)),
         ]);
         send(key, 0x06, &encode(&set));
-        self.get_token(key, 0x3f, Some(rp));
+        // mc, ga, cm, lbw, acfg: every permission this key grants.
+        self.get_token(key, 0x37, rp);
     }
 
     fn get_token(&mut self, key: &mut Key<'_>, permissions: i64, rp: Option<&str>) {
@@ -283,6 +292,7 @@ impl Platform {
                     let len = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
                     if let Some(id) = auth_data.get(55..55 + len) {
                         self.ids.push(id.to_vec());
+                        self.made.push((self.last_rp.clone(), id.to_vec()));
                     }
                 }
             }
@@ -468,8 +478,20 @@ impl Platform {
                     bytes(&cdh)
                 };
                 entries.push((int(1), cdh_value));
-                let rp = self.rp_id(u)?;
+                // Half the assertions go to an RP we made a credential for.
+                let known = match self.made.len() {
+                    0 => None,
+                    n if command == 0x02 && u.arbitrary()? => {
+                        Some(self.made[u.choose_index(n)?].clone())
+                    }
+                    _ => None,
+                };
+                let rp = match &known {
+                    Some((rp, _)) => rp.clone(),
+                    None => self.rp_id(u)?,
+                };
                 if command == 0x01 {
+                    self.last_rp = rp.clone();
                     entries.push((int(2), Value::Map(vec![(text("id"), text(&rp))])));
                     entries.push((int(3), self.user(u)?));
                     let n = u.int_in_range(0..=3)?;
@@ -498,7 +520,13 @@ impl Platform {
                 } else {
                     entries.insert(0, (int(1), text(&rp)));
                     entries[1].0 = int(2);
-                    if u.arbitrary()? {
+                    if let Some((_, id)) = &known {
+                        let descriptor = Value::Map(vec![
+                            (text("id"), bytes(id)),
+                            (text("type"), text("public-key")),
+                        ]);
+                        entries.push((int(3), Value::Array(vec![descriptor])));
+                    } else if u.arbitrary()? {
                         entries.push((int(3), self.credential_list(u)?));
                     }
                 }
@@ -606,7 +634,11 @@ impl Platform {
                 }
             }
             0x0C => {
-                let offset = u.int_in_range(0..=1100u32)?;
+                let offset = if u.arbitrary()? {
+                    0
+                } else {
+                    u.int_in_range(0..=1100u32)?
+                };
                 if u.arbitrary()? {
                     entries.push((int(1), int(u.int_in_range(0..=2000)?)));
                 } else {
@@ -681,6 +713,35 @@ impl Platform {
     }
 }
 
+static STATS: std::sync::Mutex<(u64, BTreeMap<(u8, i64, u8), u64>)> =
+    std::sync::Mutex::new((0, BTreeMap::new()));
+
+/// With `FUZZ_CTAP2_STATS=1`: how often each structured command (and subcommand) got each
+/// status, printed now and then, to see how deep the requests reach.
+fn count(command: u8, sub: Option<i64>, status: u8) {
+    if std::env::var_os("FUZZ_CTAP2_STATS").is_none() {
+        return;
+    }
+    let mut stats = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    stats.0 += 1;
+    *stats
+        .1
+        .entry((command, sub.unwrap_or(0), status))
+        .or_default() += 1;
+    if stats.0.is_power_of_two() {
+        let lines: Vec<String> = stats
+            .1
+            .iter()
+            .map(|((c, s, st), n)| format!("{c:#04x}/{s} -> {st:#04x}: {n}"))
+            .collect();
+        eprintln!(
+            "ctap2 statuses after {} requests: {}",
+            stats.0,
+            lines.join("; ")
+        );
+    }
+}
+
 fn structured(data: &[u8]) -> arbitrary::Result<()> {
     let mut u = Unstructured::new(data);
     let setup = u.int_in_range(0..=3u8)?;
@@ -695,7 +756,9 @@ fn structured(data: &[u8]) -> arbitrary::Result<()> {
         match setup {
             0 => {}
             1 => platform.key_agreement(key, protocol),
-            _ => platform.login(key, protocol, RPS[usize::from(setup) - 2]),
+            // A token for one RP, or (as credential management's listings need) for none.
+            2 => platform.login(key, protocol, Some(RPS[0])),
+            _ => platform.login(key, protocol, None),
         }
         result = (|| {
             for _ in 0..8 {
@@ -707,7 +770,9 @@ fn structured(data: &[u8]) -> arbitrary::Result<()> {
                     // Time passes: tokens and presence expire.
                     key.platform().now_ms += u.int_in_range(1..=700_000u64)?;
                 }
-                if let (0, Some(answer)) = send(key, command, &body) {
+                let (status, answer) = send(key, command, &body);
+                count(command, sub, status);
+                if let (0, Some(answer)) = (status, answer) {
                     platform.learn(command, sub, &answer);
                 }
             }
