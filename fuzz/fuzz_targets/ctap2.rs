@@ -713,8 +713,10 @@ impl Platform {
     }
 }
 
-static STATS: std::sync::Mutex<(u64, BTreeMap<(u8, i64, u8), u64>)> =
-    std::sync::Mutex::new((0, BTreeMap::new()));
+/// Requests counted, and how many got each (command, subcommand, status).
+type Stats = (u64, BTreeMap<(u8, i64, u8), u64>);
+
+static STATS: std::sync::Mutex<Stats> = std::sync::Mutex::new((0, BTreeMap::new()));
 
 /// With `FUZZ_CTAP2_STATS=1`: how often each structured command (and subcommand) got each
 /// status, printed now and then, to see how deep the requests reach.

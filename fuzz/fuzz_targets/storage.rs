@@ -188,7 +188,7 @@ fn count_cut(at: u32) {
     let mut stats = STATS.lock().unwrap_or_else(|p| p.into_inner());
     stats.0 += 1;
     let new = stats.1.insert(at);
-    if stats.0.is_power_of_two() || (new && stats.1.len() % 100 == 0) {
+    if stats.0.is_power_of_two() || (new && stats.1.len().is_multiple_of(100)) {
         eprintln!(
             "storage: {} cuts tried, at {} distinct operation indices",
             stats.0,
