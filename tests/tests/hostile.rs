@@ -273,38 +273,38 @@ fn memory_stays_bounded_under_hostile_clients() {
     drop(open);
     serves("after 300 open connections");
 
-    // An attached client that floods OUT URBs (64 KiB each, the largest accepted) and IN URBs,
-    // and never reads a reply: 100 MiB offered in at most 10 s.
-    let mut stream = raw_import(&key);
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    // Attached clients that flood and never read a reply: 100 MiB offered in at most 10 s
+    // each, as OUT URBs of one report (INIT, whose answers need the IN URBs sent alongside, so
+    // replies pile up unread) or of 64 KiB (the largest a URB may carry).
     let init = ctaphid::packets(ctaphid::BROADCAST, ctaphid::INIT, &[1; 8]).remove(0);
-    let mut data = Vec::new();
-    while data.len() + 64 <= 64 * 1024 {
-        data.extend_from_slice(&init);
-    }
-    let started = Instant::now();
-    let mut offered = 0usize;
-    let mut seqnum = 2;
-    while offered < 100 << 20 && started.elapsed() < Duration::from_secs(10) {
-        let out = submit_pdu(seqnum, 0, ep_out, data.len() as u32, &[0; 8], &data);
-        let inn = submit_pdu(seqnum + 1, 1, ep_in, 64, &[0; 8], &[]);
-        seqnum += 2;
-        if stream.write_all(&out).is_err() || stream.write_all(&inn).is_err() {
-            break;
+    for size in [64, 64 * 1024] {
+        let mut stream = raw_import(&key);
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let data: Vec<u8> = init.iter().copied().cycle().take(size).collect();
+        let started = Instant::now();
+        let mut offered = 0usize;
+        let mut seqnum = 2;
+        while offered < 100 << 20 && started.elapsed() < Duration::from_secs(10) {
+            let out = submit_pdu(seqnum, 0, ep_out, data.len() as u32, &[0; 8], &data);
+            let inn = submit_pdu(seqnum + 1, 1, ep_in, 64, &[0; 8], &[]);
+            seqnum += 2;
+            if stream.write_all(&out).is_err() || stream.write_all(&inn).is_err() {
+                break;
+            }
+            offered += out.len() + inn.len();
         }
-        offered += out.len() + inn.len();
+        println!(
+            "memory: flood of {size}-byte URBs: {} KiB offered in {:?} before the key stopped taking them",
+            offered / 1024,
+            started.elapsed()
+        );
+        check(&format!("a flood of {size}-byte URBs, never read"), 32);
+        drop(stream);
+        serves("after the flood");
+        check("the flood's end", 32);
     }
-    println!(
-        "memory: flood offered {} KiB in {:?}",
-        offered / 1024,
-        started.elapsed()
-    );
-    check("a flooding client that never reads", 32);
-    drop(stream);
-    serves("after the flood");
-    check("the flood's end", 32);
 
     // A URB that declares 4 GiB of OUT data: refused before any allocation.
     let before = memory(pid);
