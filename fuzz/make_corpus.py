@@ -57,6 +57,41 @@ out_submit = struct.pack(">IIIIIIIIII8s", 1, 2, 0, 0, 1, 0, 64, 0, 0, 0, bytes(8
 unlink = struct.pack(">IIIII", 2, 3, 0, 0, 0) + struct.pack(">I", 1) + bytes(24)
 seeds["usbip_pdu"] = {"devlist": devlist, "import": import_req, "urbs": submit + out_submit + unlink}
 
+
+# The storage target reads its input with `arbitrary`'s Unstructured: a u64 RNG seed, then per
+# boot a cut flag (and budget, tear), an operation count and the operations (see storage.rs).
+def storage_ops(*ops):
+    return b"".join(ops)
+
+REGISTER = lambda rp, user, eddsa=0, protect=1, blob=0: bytes([0, rp, user, eddsa, protect, blob])
+ASSERT = lambda n: bytes([2, n])
+SET_PIN = bytes([3, 0x42, 4])
+WRONG_PIN, RIGHT_PIN = bytes([4]), bytes([5])
+DELETE = lambda rp, user: bytes([6, rp, user])
+BLOB = lambda length, fill: bytes([7]) + struct.pack(">H", length - 1) + bytes([fill])
+SETTINGS = bytes([8, 1, 8, 0])
+RESET = bytes([9])
+session = [REGISTER(0, 0), REGISTER(0, 1, 1, 3, 32), REGISTER(1, 7), ASSERT(70), SET_PIN, WRONG_PIN,
+           WRONG_PIN, RIGHT_PIN, DELETE(0, 1), BLOB(1017, 0x42), SETTINGS, REGISTER(0, 0, 1), RESET,
+           REGISTER(2, 3), ASSERT(100)]
+
+def boot(ops, cut=None, tear=0):
+    head = bytes([1, cut - 1, tear]) if cut else bytes([0])
+    return head + bytes([len(ops) - 1]) + b"".join(ops)
+
+seed = bytes(8)
+seeds["storage"] = {"session": seed + boot(session)}
+for cut in (1, 3, 8, 20, 40, 90):
+    for tear in (0, 128):
+        seeds["storage"][f"cut_{cut}_tear_{tear}"] = seed + boot(session, cut, tear) + boot(session[:4], 5, tear)
+
+# ctap2's structured mode (first byte >= 0x80): a setup (none, key agreement, or a PIN and a
+# token for one RP or for none), a protocol, then bytes from which the platform builds requests.
+for setup in range(4):
+    for protocol in range(2):
+        body = b"".join(hashlib.sha256(bytes([setup, protocol, i])).digest() for i in range(12))
+        seeds["ctap2"][f"structured_{setup}_{protocol}"] = bytes([0x80, setup, protocol]) + body
+
 for target, files in seeds.items():
     directory = out / target
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for target in ctaphid ctap2 ctap1 usbip_pdu; do
+for target in ctaphid ctap2 ctap1 usbip_pdu storage; do
     mkdir -p "$work/$target"
     cp fuzz/corpus/"$target"/* "$work/$target"/
     echo "fuzz: $target for ${seconds}s"

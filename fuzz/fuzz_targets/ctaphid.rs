@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     with_key(|key| {
-        let mut ctaphid = Ctaphid::new(DeviceVersion { major: 0, minor: 1, build: 0 });
+        let mut ctaphid = Ctaphid::new(DeviceVersion {
+            major: 0,
+            minor: 1,
+            build: 0,
+        });
         let mut now = 0u64;
         // Each chunk: one byte of time step, then a report.
         for chunk in data.chunks(PACKET_SIZE + 1) {

@@ -36,7 +36,17 @@ pub fn with_key<R>(f: impl FnOnce(&mut Authenticator<'_, FuzzPlatform>) -> R) ->
     let mut storage = RamStorage::default();
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, &mut storage).expect("a blank image formats");
-    let platform = FuzzPlatform { rng: rand_chacha::ChaCha20Rng::seed_from_u64(1), now_ms: 0 };
-    let mut key = Authenticator::new(platform, fs, Config { aaguid: [7; 16], firmware_version: 1 });
+    let platform = FuzzPlatform {
+        rng: rand_chacha::ChaCha20Rng::seed_from_u64(1),
+        now_ms: 0,
+    };
+    let mut key = Authenticator::new(
+        platform,
+        fs,
+        Config {
+            aaguid: [7; 16],
+            firmware_version: 1,
+        },
+    );
     f(&mut key)
 }

@@ -73,15 +73,25 @@ impl Key {
 
     /// The binary with extra environment variables (e.g. the fault injection of the storage).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_logging(args, env, "warn", Stdio::inherit())
+    }
+
+    /// The binary logging at `level` (`USBIP_RUNNER_LOG`) to `stderr`.
+    pub fn spawn_logging(
+        args: &[&str],
+        env: &[(&str, &str)],
+        level: &str,
+        stderr: impl Into<Stdio>,
+    ) -> Self {
         let binary = runner_binary();
         let mut child = Command::new(&binary)
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("USBIP_RUNNER_LOG", "warn")
+            .env("USBIP_RUNNER_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
         let stdout = child.stdout.take().expect("stdout");
@@ -96,6 +106,14 @@ impl Key {
         Key::Process {
             runner: RunnerProcess { child: Some(child) },
             addr: addr.parse().expect("an address"),
+        }
+    }
+
+    /// The process id of a process key (for its figures in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Key::InProcess(_) => None,
+            Key::Process { runner, .. } => runner.child.as_ref().map(Child::id),
         }
     }
 

@@ -211,3 +211,71 @@ fn trace_writes_one_json_line_per_request_and_response_without_secrets() {
         assert_eq!(value["key"], "1-1");
     }
 }
+
+/// The runner's own log, at its most verbose level, holds no secret either: not the PIN, not
+/// its hash (in hex or as a Debug list of bytes), not the pinUvAuthToken, not a signature.
+#[test]
+fn logs_at_trace_level_hold_no_secret() {
+    use e2e_tests::pin::PinClient;
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("runner.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let key = Key::spawn_logging(
+        &["--ephemeral", "--presence", "auto", "--trace", "-"],
+        &[],
+        "trace",
+        log,
+    );
+    let pin = "log-secret-pin-7";
+    let mut channel = key.channel();
+    let client = PinClient::new(&mut channel, 2, 5);
+    assert_eq!(client.set_pin(&mut channel, pin), 0);
+    let token = client
+        .token(&mut channel, pin, Some(0x01 | 0x02), Some("example.com"))
+        .unwrap();
+    let mut make = make_credential_request("example.com", b"u", &[-7], false);
+    if let ciborium::Value::Map(entries) = &mut make {
+        entries.push((int(8), bytes(&PinClient::mac(2, &token, &[7u8; 32]))));
+        entries.push((int(9), int(2)));
+    }
+    let (status, body) = channel.cbor(&request(0x01, Some(&make))).unwrap();
+    assert_eq!(status, 0);
+    // A wrong PIN too: the failure path logs nothing secret either.
+    let wrong = PinClient::new(&mut channel, 2, 6);
+    assert!(wrong
+        .token(&mut channel, "wrong-pin-1", None, None)
+        .is_err());
+    let body = decode_body(&body).unwrap();
+    let signature = get_text(get(&body, 3).unwrap(), "sig")
+        .unwrap()
+        .as_bytes()
+        .unwrap()
+        .clone();
+    drop(channel);
+    assert!(key.terminate(), "the runner exits cleanly");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("makeCredential"),
+        "the log has the trace lines: {text}"
+    );
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let debug_list = |bytes: &[u8]| -> String {
+        let items: Vec<String> = bytes[..6].iter().map(u8::to_string).collect();
+        items.join(", ")
+    };
+    let pin_hash = Sha256::digest(pin.as_bytes());
+    for (what, needle) in [
+        ("the PIN", pin.to_string()),
+        ("the wrong PIN", "wrong-pin-1".to_string()),
+        ("the PIN hash in hex", hex(&pin_hash[..8])),
+        ("the PIN hash as bytes", debug_list(&pin_hash)),
+        ("the token in hex", hex(&token[..8])),
+        ("the token as bytes", debug_list(&token)),
+        ("the signature in hex", hex(&signature[..8])),
+        ("the signature as bytes", debug_list(&signature)),
+    ] {
+        assert!(!text.contains(&needle), "{what} is in the log");
+    }
+}

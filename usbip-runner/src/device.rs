@@ -39,6 +39,11 @@ pub const AAGUID: [u8; 16] = [
 
 /// Bound on stack polls per event, so a misbehaving client cannot spin the thread.
 const MAX_ROUNDS: usize = 512;
+/// URBs a client may have waiting at once. The kernel's usbhid keeps one or two per endpoint;
+/// a client that queues more is flooding, and is dropped before it can fill the memory.
+const MAX_PENDING_URBS: usize = 64;
+/// OUT data a client may have waiting at once, in bytes.
+const MAX_PENDING_OUT_BYTES: usize = 256 * 1024;
 
 /// What the connection threads tell a key.
 pub enum Event {
@@ -327,6 +332,15 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
                         &[],
                     ));
                 } else if let Some(connection) = &mut self.connection {
+                    let pending_out: usize = connection.out_urbs.iter().map(|u| u.data.len()).sum();
+                    if connection.in_urbs.len() + connection.out_urbs.len() >= MAX_PENDING_URBS
+                        || pending_out + urb.data.len() > MAX_PENDING_OUT_BYTES
+                    {
+                        tracing::warn!(serial = %self.serial, "client flooding URBs: dropping it");
+                        let _ = connection.writer.shutdown(Shutdown::Both);
+                        self.connection = None;
+                        return;
+                    }
                     match direction {
                         UsbDirection::In => connection.in_urbs.push_back(urb),
                         UsbDirection::Out => connection.out_urbs.push_back(urb),

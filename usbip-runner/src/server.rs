@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,6 +23,8 @@ use crate::trace::TraceSink;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that sends nothing before importing is closed after this long.
 const IDLE_BEFORE_IMPORT: Duration = Duration::from_secs(30);
+/// Events (mostly URBs, each at most `MAX_TRANSFER` bytes) waiting for a key's thread.
+const EVENT_QUEUE: usize = 64;
 
 /// Where a key keeps its state.
 #[derive(Clone, Debug)]
@@ -67,7 +69,7 @@ impl ServerConfig {
 
 struct KeySlot {
     bus_id: String,
-    events: Sender<Event>,
+    events: SyncSender<Event>,
     attached: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -213,7 +215,9 @@ fn spawn_key(
     control: Arc<Control>,
     trace: Option<TraceSink>,
 ) -> io::Result<KeySlot> {
-    let (events, receiver) = channel();
+    // Bounded: a connection that sends faster than its key works waits in its read, so the
+    // client feels TCP's backpressure instead of the runner buffering whatever it sends.
+    let (events, receiver) = sync_channel(EVENT_QUEUE);
     let serial = match &config.state {
         StateLocation::Dir(_) => format!("usbip-{bus_id}"),
         StateLocation::Ephemeral => format!("usbip-{bus_id}-ephemeral"),
