@@ -153,19 +153,18 @@ impl Attestation {
         sign_es256(&scalar, message)
     }
 
-    /// The record kept in the store: key, AAGUID, certificate.
+    /// The record kept in the store: the key, then the certificate.
     pub(crate) fn to_record(&self) -> Zeroizing<Vec<u8>> {
-        let mut record = Zeroizing::new(Vec::with_capacity(48 + self.certificate.len()));
+        let mut record = Zeroizing::new(Vec::with_capacity(32 + self.certificate.len()));
         record.extend_from_slice(&*self.key);
-        record.extend_from_slice(&self.aaguid);
         record.extend_from_slice(&self.certificate);
         record
     }
 
-    /// Read back a record written by [`Attestation::to_record`], checking it again.
+    /// Read back a record written by [`Attestation::to_record`], checked again as when it was
+    /// installed (littlefs checksums metadata, not file contents), once per boot.
     pub(crate) fn from_record(record: &[u8]) -> Option<Self> {
-        let (key, rest) = record.split_first_chunk::<32>()?;
-        let (_aaguid, certificate) = rest.split_first_chunk::<16>()?;
+        let (key, certificate) = record.split_first_chunk::<32>()?;
         Self::new(key, certificate).ok()
     }
 }

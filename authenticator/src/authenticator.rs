@@ -78,16 +78,17 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             .map_err(|_| AttestationError::Storage)
     }
 
-    /// The installed batch attestation, if any.
-    pub fn attestation(&mut self) -> Option<Attestation> {
+    /// The installed batch attestation, if any. (One that cannot be read counts as none: the
+    /// key then attests itself rather than failing every registration.)
+    pub fn attestation(&mut self) -> Option<&Attestation> {
         self.store.attestation().ok().flatten()
     }
 
     /// The AAGUID: the attestation certificate's once provisioned, the model's before.
     pub(crate) fn aaguid(&mut self) -> [u8; 16] {
+        let model = self.config.aaguid;
         self.attestation()
-            .map(|attestation| *attestation.aaguid())
-            .unwrap_or(self.config.aaguid)
+            .map_or(model, |attestation| *attestation.aaguid())
     }
 
     /// CTAP2's presence check for the current request.

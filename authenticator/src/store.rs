@@ -26,9 +26,9 @@ use littlefs2::path::PathBuf;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::attestation::Attestation;
-use zeroize::{Zeroize, Zeroizing};
 
 /// How far ahead the signature counter is reserved on storage.
 pub const COUNTER_STEP: u32 = 64;
@@ -319,7 +319,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     /// The installed batch attestation, if any. authenticatorReset keeps it.
-    pub fn attestation(&mut self) -> Result<Option<Attestation>> {
+    pub fn attestation(&mut self) -> Result<Option<&Attestation>> {
         if self.attestation.is_none() {
             let record = self.read_whole("/dev/att")?.map(Zeroizing::new);
             let attestation = match record {
@@ -328,7 +328,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             };
             self.attestation = Some(attestation);
         }
-        Ok(self.attestation.clone().flatten())
+        Ok(self.attestation.as_ref().and_then(Option::as_ref))
     }
 
     /// Install a batch attestation; it is on storage when this returns.

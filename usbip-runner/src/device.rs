@@ -138,8 +138,7 @@ fn install_attestation<S: littlefs2::driver::Storage>(
 ) {
     match auth.install_attestation(attestation) {
         Ok(()) => tracing::info!(serial, "batch attestation installed"),
-        Err(AttestationError::AlreadyProvisioned)
-            if auth.attestation().as_ref() == Some(attestation) => {}
+        Err(AttestationError::AlreadyProvisioned) if auth.attestation() == Some(attestation) => {}
         Err(AttestationError::AlreadyProvisioned) => tracing::warn!(
             serial,
             "this key already has another batch attestation, which it keeps: --attestation ignored"

@@ -178,11 +178,7 @@ pub(crate) fn make_credential<P: Platform>(
         })?;
     }
 
-    let attestation = auth.attestation();
-    let aaguid = match &attestation {
-        Some(attestation) => *attestation.aaguid(),
-        None => auth.config.aaguid,
-    };
+    let aaguid = auth.aaguid();
     let public_key = credential.public_key().to_cose();
     let outputs = ExtensionOutputs {
         cred_blob,
@@ -231,7 +227,7 @@ pub(crate) fn make_credential<P: Platform>(
         let signed: [&[u8]; 2] = [&auth_data, client_data_hash];
         (
             AttestationStatementFormat::Packed,
-            AttestationStatement::Packed(packed(attestation.as_ref(), &credential, &signed)?),
+            AttestationStatement::Packed(packed(auth.attestation(), &credential, &signed)?),
         )
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();
