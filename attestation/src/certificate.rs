@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use der::asn1::{ObjectIdentifier, OctetString};
+use der::referenced::OwnedToRef;
 use der::Encode;
 use p256::ecdsa::{DerSignature, SigningKey};
 use x509_cert::builder::profile::BuilderProfile;
@@ -78,11 +79,12 @@ impl Subject {
 
 /// RFC 4514 escaping of an attribute value.
 fn escape(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
     let mut out = String::new();
     for (i, c) in value.chars().enumerate() {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
             || (i == 0 && matches!(c, '#' | ' '))
-            || (i + 1 == value.chars().count() && c == ' ');
+            || (i == last && c == ' ');
         if special {
             out.push('\\');
         }
@@ -144,12 +146,8 @@ fn public_key_info(key: &SigningKey) -> Result<SubjectPublicKeyInfo, Error> {
 
 /// The key identifier RFC 5280 §4.2.1.2 method 1 gives a public key.
 fn key_identifier(spki: &SubjectPublicKeyInfo) -> Result<SubjectKeyIdentifier, Error> {
-    let der = spki
-        .to_der()
-        .map_err(|e| Error::new(format!("public key: {e}")))?;
-    let spki_ref = SubjectPublicKeyInfoRef::try_from(der.as_slice())
-        .map_err(|e| Error::new(format!("public key: {e}")))?;
-    SubjectKeyIdentifier::try_from(spki_ref).map_err(|e| Error::new(format!("key id: {e}")))
+    SubjectKeyIdentifier::try_from(spki.owned_to_ref())
+        .map_err(|e| Error::new(format!("key id: {e}")))
 }
 
 fn build_error(e: impl std::fmt::Display) -> Error {

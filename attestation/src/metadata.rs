@@ -108,6 +108,19 @@ pub fn statement(batch: &Certificate, root: &Certificate, info: &Value) -> Resul
     let root_der = root
         .to_der()
         .map_err(|e| Error::new(format!("encoding the root: {e}")))?;
+    // authenticationAlgorithms: the FIDO names of the COSE algorithms getInfo lists.
+    let authentication_algorithms = get_info["algorithms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|parameters| match parameters["alg"].as_i64() {
+            Some(-7) => Ok("secp256r1_ecdsa_sha256_raw"),
+            Some(-8) => Ok("ed25519_eddsa_sha512_raw"),
+            other => Err(Error::new(format!(
+                "no FIDO name for COSE algorithm {other:?}"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut upv = vec![
         json!({"major": 1, "minor": 1}),
         json!({"major": 1, "minor": 0}),
@@ -127,7 +140,7 @@ pub fn statement(batch: &Certificate, root: &Certificate, info: &Value) -> Resul
         "protocolFamily": "fido2",
         "schema": 3,
         "upv": upv,
-        "authenticationAlgorithms": ["secp256r1_ecdsa_sha256_raw", "ed25519_eddsa_sha512_raw"],
+        "authenticationAlgorithms": authentication_algorithms,
         "publicKeyAlgAndEncodings": ["cose"],
         "attestationTypes": ["basic_full"],
         "userVerificationDetails": [
