@@ -149,16 +149,3 @@ def test_second_provisioning_is_refused_and_reset_keeps_the_attestation(tmp_path
     finally:
         device.close()
 
-
-def test_unprovisioned_key_uses_self_attestation(device):
-    ctap2 = Ctap2(device)
-    client_data_hash = os.urandom(32)
-    attestation = ctap2.make_credential(
-        client_data_hash,
-        {"id": "example.com", "name": "Example"},
-        {"id": b"user-1", "name": "user"},
-        [{"type": "public-key", "alg": -7}],
-    )
-    assert attestation.fmt == "packed" and "x5c" not in attestation.att_stmt
-    result = PackedAttestation().verify(attestation.att_stmt, attestation.auth_data, client_data_hash)
-    assert result.trust_path == []

@@ -43,9 +43,10 @@ def test_make_credential_and_get_assertion(device):
         {"id": b"user-1", "name": "user"},
         [{"type": "public-key", "alg": -8}, {"type": "public-key", "alg": -7}],
     )
-    assert attestation.fmt == "packed"
-    # Packed self attestation, verified by python-fido2's own verifier.
-    PackedAttestation().verify(attestation.att_stmt, attestation.auth_data, client_data_hash)
+    assert attestation.fmt == "packed" and "x5c" not in attestation.att_stmt
+    # Packed self attestation (no batch provisioned), verified by python-fido2's own verifier.
+    result = PackedAttestation().verify(attestation.att_stmt, attestation.auth_data, client_data_hash)
+    assert result.trust_path == []
     credential = attestation.auth_data.credential_data
     assert credential.public_key[3] == -8, "the client's first choice, EdDSA"
     challenge = os.urandom(32)
