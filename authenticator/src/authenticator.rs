@@ -105,7 +105,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Is `id` a live credential of ours for this RP that this request may see? A discoverable
     /// one must still be stored; credProtect level 3 hides it from unverified requests.
     pub(crate) fn credential_exists(
-        &self,
+        &mut self,
         kwk: &[u8; 32],
         rp_id_hash: &[u8; 32],
         id: &[u8],

@@ -9,15 +9,18 @@
 //! /dev/pin            PIN hash and retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
-//! /rk/<rp>.<user>     one discoverable credential; <rp> and <user> are hex digests
+//! /dev/att            the batch attestation (key and certificate), if provisioned
+//! /cr/<d>/<f>         discoverable credentials, packed in fixed-size slots (see [`resident`])
 //! ```
+//!
+//! Keys of the first layout kept one file per discoverable credential in `/rk`; they are moved
+//! into slots when the store is first prepared (see [`Store::prepare`]).
 //!
 //! The signature counter is reserved ahead in steps of [`COUNTER_STEP`]: the file holds a value
 //! no signature has used yet, so after a crash the counter resumes above anything already
 //! signed, and flash is written once per step instead of once per assertion.
 
 use alloc::vec::Vec;
-use core::fmt::Write as _;
 
 use ctap_types::webauthn::PublicKeyCredentialUserEntity;
 use littlefs2::fs::{Allocation, Filesystem};
@@ -32,10 +35,13 @@ use crate::attestation::Attestation;
 
 /// How far ahead the signature counter is reserved on storage.
 pub const COUNTER_STEP: u32 = 64;
-/// Free blocks kept back so that metadata updates, the counter and deletions always fit.
-const RESERVED_BLOCKS: usize = 8;
-/// The most a serialized discoverable credential takes.
-const MAX_RECORD_LEN: usize = 768;
+/// The most a serialized record of the device files (or of the first layout) takes.
+const MAX_RECORD_LEN: usize = resident::RECORD_LEN;
+
+mod resident;
+
+pub use resident::{capacity, ResidentRef, StoredRp, Visibility, RESERVED_BLOCKS, SLOTS_PER_FILE};
+use resident::{Index, Residents};
 
 /// Mount the filesystem on `storage`, formatting it first if it holds none (first power-up).
 pub fn mount<'a, S: littlefs2::driver::Storage>(
@@ -81,6 +87,9 @@ pub struct ResidentCredential {
     /// Creation order: later credentials have larger values.
     #[serde(rename = "c")]
     pub created: u32,
+    /// credProtect level (1 to 3; 0 in records of the first layout, which did not keep it).
+    #[serde(rename = "p", default)]
+    pub cred_protect: u8,
 }
 
 /// The largest serialized large-blob array (maxSerializedLargeBlobArray).
@@ -139,15 +148,6 @@ impl Default for Settings {
     }
 }
 
-/// A discoverable credential by name, small enough to keep hundreds of in RAM: what a
-/// getAssertion series or an enumeration walks through, reading each record when its turn comes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResidentRef {
-    pub created: u32,
-    rp_id_hash: [u8; 32],
-    user_digest: [u8; 8],
-}
-
 struct Counter {
     next: u32,
     reserved: u32,
@@ -162,6 +162,10 @@ pub struct Store<'a, S: littlefs2::driver::Storage> {
     settings: Option<Settings>,
     /// The attestation as last read or written (`Some(None)`: none installed).
     attestation: Option<Option<Attestation>>,
+    /// The discoverable credentials' RAM index, read at first use.
+    index: Option<Index>,
+    /// A runner's limit on discoverable credentials, below what the geometry holds.
+    capacity_limit: Option<usize>,
 }
 
 impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
@@ -173,14 +177,19 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             pin: None,
             settings: None,
             attestation: None,
+            index: None,
+            capacity_limit: None,
         }
     }
 
-    /// Make the key-wrapping key and the directories on first power-up, so that what getInfo
-    /// reports as room is room for credentials alone. Failures surface at first real use.
+    /// On power-up: make the key-wrapping key on first use, move credentials of the first
+    /// layout into slots, and read the index, so that requests find it ready. Failures surface
+    /// at first real use (and an unfinished migration resumes at the next power-up).
     pub fn prepare(&mut self, rng: &mut impl CryptoRng) {
         let _ = self.kwk(rng);
-        let _ = self.fs.create_dir_all(&path("/rk"));
+        let _ = self.fs.create_dir_all(&path("/cr"));
+        let _ = self.migrate_first_layout(rng);
+        let _ = self.slots();
     }
 
     fn new_kwk(&mut self, rng: &mut impl CryptoRng) -> Result<Zeroizing<[u8; 32]>> {
@@ -373,174 +382,180 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         Ok(())
     }
 
+    /// The discoverable credentials: their slot files and the RAM index, read at first use.
+    fn slots(&mut self) -> Result<Residents<'_, 'a, S>> {
+        if self.index.is_none() {
+            // Slot files must fit in one block: a geometry of smaller blocks holds none.
+            let capacity = if S::BLOCK_SIZE >= resident::FILE_LEN {
+                resident::capacity(S::BLOCK_COUNT)
+            } else {
+                0
+            };
+            self.index = Some(Index::load(&self.fs, capacity)?);
+        }
+        match &mut self.index {
+            Some(index) => Ok(Residents {
+                fs: &self.fs,
+                index,
+            }),
+            None => Err(StoreError::Io),
+        }
+    }
+
+    /// Hold at most `limit` discoverable credentials (fewer than the geometry allows): how a
+    /// runner gives a test key a small, exact capacity. Credentials already stored stay.
+    pub fn set_capacity_limit(&mut self, limit: usize) {
+        self.capacity_limit = Some(limit);
+    }
+
     /// Store a discoverable credential, replacing the one of the same RP and user.id.
     pub fn save_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
-        let mut buffer = [0u8; MAX_RECORD_LEN];
-        cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
-        // Every record is written at its full, fixed length: larger than littlefs inlines into
-        // directory metadata, so each takes exactly one block of its own, whatever its names.
-        // That is what makes the remaining count exact (see `remaining_resident_slots`).
-        let bytes = &buffer[..];
-        let rp_id_hash = sha256(credential.rp_id.as_bytes());
-        let replacing = self
-            .fs
-            .exists(&resident_path(&rp_id_hash, &credential.user.id));
-        if !replacing && self.remaining_resident_slots() == 0 {
+        let limit = self.capacity_limit;
+        let mut slots = self.slots()?;
+        if limit.is_some_and(|limit| slots.index.used() >= limit)
+            && !slots.holds_user(credential)?
+        {
             return Err(StoreError::Full);
         }
-        self.fs.create_dir_all(&path("/rk"))?;
-        self.fs
-            .write(&resident_path(&rp_id_hash, &credential.user.id), bytes)?;
-        Ok(())
+        slots.save(credential)
     }
 
-    /// Is there a discoverable credential with this ID for this RP?
-    pub fn resident_exists(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> bool {
-        self.residents(rp_id_hash)
-            .map(|all| all.iter().any(|c| c.id.as_slice() == id))
-            .unwrap_or(false)
+    /// Delete a discoverable credential (by its RP and user.id).
+    pub fn delete_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
+        self.slots()?.delete(credential)
     }
 
-    /// Every discoverable credential of one RP, newest first.
-    pub fn residents(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
+    /// The credential a reference names, unless it was deleted or replaced since.
+    pub fn load_resident(&mut self, reference: &ResidentRef) -> Result<Option<ResidentCredential>> {
+        self.slots()?.load(reference)
+    }
+
+    /// The stored discoverable credential with this ID, whatever its RP.
+    pub fn find_resident(&mut self, id: &[u8]) -> Result<Option<ResidentCredential>> {
+        self.slots()?.find(id)
+    }
+
+    /// The stored discoverable credential with this ID for this RP.
+    pub fn resident_ref(
+        &mut self,
+        rp_id_hash: &[u8; 32],
+        id: &[u8],
+    ) -> Result<Option<ResidentRef>> {
+        self.slots()?.reference_to(rp_id_hash, id)
+    }
+
+    /// Is there a discoverable credential with this ID for this RP? (Errors count as no.)
+    pub fn resident_exists(&mut self, rp_id_hash: &[u8; 32], id: &[u8]) -> bool {
+        matches!(self.resident_ref(rp_id_hash, id), Ok(Some(_)))
+    }
+
+    /// The RP's newest visible credential older than `after` (the newest if `None`): one step
+    /// of a getAssertion series or an enumeration, which keep only the last reference.
+    pub fn next_resident(
+        &mut self,
+        rp_id_hash: &[u8; 32],
+        visibility: Visibility,
+        after: Option<ResidentRef>,
+    ) -> Result<Option<ResidentRef>> {
+        self.slots()?.next(rp_id_hash, visibility, after)
+    }
+
+    /// How many of the RP's credentials a walk with `visibility` visits.
+    pub fn resident_count_of(
+        &mut self,
+        rp_id_hash: &[u8; 32],
+        visibility: Visibility,
+    ) -> Result<usize> {
+        Ok(self.slots()?.count(rp_id_hash, visibility))
+    }
+
+    /// Every discoverable credential of one RP, newest first. Allocates for each one: for
+    /// tests and tools, never on a request path.
+    pub fn residents(&mut self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentCredential>> {
         let mut found = Vec::new();
-        for reference in self.resident_refs(rp_id_hash)? {
+        let mut after = None;
+        while let Some(reference) = self.next_resident(rp_id_hash, Visibility::All, after)? {
             if let Some(credential) = self.load_resident(&reference)? {
                 found.push(credential);
             }
+            after = Some(reference);
         }
         Ok(found)
     }
 
-    /// References to every discoverable credential of one RP that passes `keep`, newest first.
-    pub fn resident_refs_where(
-        &self,
-        rp_id_hash: &[u8; 32],
-        keep: impl Fn(&ResidentCredential) -> bool,
-    ) -> Result<Vec<ResidentRef>> {
-        let prefix = rp_prefix(rp_id_hash);
-        let mut refs = Vec::new();
-        for name in self.resident_names()? {
-            let Some(user_digest) = parse_resident_name(&name, &prefix) else {
-                continue;
-            };
-            let Some(credential) = self.read_record(&name)? else {
-                continue;
-            };
-            // Another RP whose hash shares the name prefix is not this RP.
-            if sha256(credential.rp_id.as_bytes()) == *rp_id_hash && keep(&credential) {
-                refs.push(ResidentRef {
-                    created: credential.created,
-                    rp_id_hash: *rp_id_hash,
-                    user_digest,
-                });
-            }
-        }
-        refs.sort_by_key(|r| core::cmp::Reverse(r.created));
-        Ok(refs)
+    /// The next RP with discoverable credentials after `after` (the first if `None`), in an
+    /// order fixed by the RP ID hash.
+    pub fn next_rp(&mut self, after: Option<[u8; 8]>) -> Result<Option<StoredRp>> {
+        self.slots()?.next_rp(after)
     }
 
-    /// References to every discoverable credential of one RP, newest first.
-    pub fn resident_refs(&self, rp_id_hash: &[u8; 32]) -> Result<Vec<ResidentRef>> {
-        self.resident_refs_where(rp_id_hash, |_| true)
-    }
-
-    /// The credential a reference names, unless it was deleted since.
-    pub fn load_resident(&self, reference: &ResidentRef) -> Result<Option<ResidentCredential>> {
-        let mut s = heapless::String::<64>::new();
-        let _ = s.push_str("/rk/");
-        let _ = s.push_str(&rp_prefix(&reference.rp_id_hash));
-        let _ = s.push('.');
-        hex_name(&mut s, &reference.user_digest);
-        match self.read_record(&path(&s)) {
-            Err(StoreError::Io) if !self.fs.exists(&path(&s)) => Ok(None),
-            other => other,
-        }
-    }
-
-    fn read_record(&self, name: &PathBuf) -> Result<Option<ResidentCredential>> {
-        let bytes = self.fs.read::<MAX_RECORD_LEN>(name)?;
-        // A record that does not parse is skipped, not fatal: the others still work.
-        Ok(cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes).ok())
-    }
-
-    fn resident_names(&self) -> Result<Vec<PathBuf>> {
-        match self.list(&path("/rk"), true) {
-            Ok(names) => Ok(names),
-            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Every RP with discoverable credentials: (RP ID, RP ID hash), sorted by RP ID.
-    pub fn resident_rps(&self) -> Result<Vec<(heapless::String<256>, [u8; 32])>> {
-        let mut rps: Vec<(heapless::String<256>, [u8; 32])> = Vec::new();
-        for credential in self.all_residents()? {
-            let hash = sha256(credential.rp_id.as_bytes());
-            if !rps.iter().any(|(_, h)| *h == hash) {
-                rps.push((credential.rp_id, hash));
-            }
-        }
-        rps.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(rps)
+    /// How many RPs have discoverable credentials.
+    pub fn rp_count(&mut self) -> Result<usize> {
+        Ok(self.slots()?.rp_count())
     }
 
     /// How many discoverable credentials are stored.
-    pub fn resident_count(&self) -> Result<usize> {
-        Ok(self.all_residents()?.len())
+    pub fn resident_count(&mut self) -> Result<usize> {
+        Ok(self.slots()?.index.used())
     }
 
-    /// The stored discoverable credential with this ID, whatever its RP.
-    pub fn find_resident(&self, id: &[u8]) -> Result<Option<ResidentCredential>> {
-        Ok(self
-            .all_residents()?
-            .into_iter()
-            .find(|c| c.id.as_slice() == id))
+    /// How many more discoverable credentials fit: exactly, since the capacity is fixed by the
+    /// geometry (see [`resident::capacity`]) or the runner's limit. Reported in getInfo and
+    /// enforced in [`Store::save_resident`], so the number is what the key will accept.
+    pub fn remaining_resident_slots(&mut self) -> usize {
+        let limit = self.capacity_limit.unwrap_or(usize::MAX);
+        match self.slots() {
+            Ok(slots) => slots
+                .index
+                .capacity()
+                .min(limit)
+                .saturating_sub(slots.index.used()),
+            Err(_) => 0,
+        }
     }
 
-    /// Delete a discoverable credential.
-    pub fn delete_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
-        let rp_id_hash = sha256(credential.rp_id.as_bytes());
-        self.fs
-            .remove(&resident_path(&rp_id_hash, &credential.user.id))?;
-        Ok(())
-    }
-
-    fn all_residents(&self) -> Result<Vec<ResidentCredential>> {
-        let mut all = Vec::new();
-        for name in self.resident_names()? {
-            if let Some(credential) = self.read_record(&name)? {
-                all.push(credential);
+    /// Move credentials of the first layout (`/rk/<rp>.<user>`, one file each) into slots.
+    /// Power-cut safe at every write: a record is removed only after its slot is written, and
+    /// one migrated twice lands in the same slot (same RP and user.id), so none is lost or
+    /// doubled; its creation order is kept.
+    fn migrate_first_layout(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+        let old = path("/rk");
+        if !self.fs.exists(&old) {
+            return Ok(());
+        }
+        let kwk = self.kwk(rng)?;
+        loop {
+            // A few names at a time: the directory changes as records move out of it.
+            let names = self.fs.read_dir_and_then(&old, |entries| {
+                let mut names = heapless::Vec::<PathBuf, 4>::new();
+                for entry in entries {
+                    let entry = entry?;
+                    if entry.file_type().is_file()
+                        && names.push(PathBuf::from(entry.path())).is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(names)
+            })?;
+            if names.is_empty() {
+                break;
+            }
+            for name in &names {
+                let bytes = self.fs.read::<MAX_RECORD_LEN>(name)?;
+                // One that does not parse was never usable (the first layout skipped it too).
+                if let Ok(mut record) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
+                    let rp_id_hash = sha256(record.rp_id.as_bytes());
+                    record.cred_protect =
+                        crate::credential::Credential::open(&kwk, &rp_id_hash, &record.id)
+                            .map_or(1, |credential| credential.cred_protect as u8);
+                    self.slots()?.save(&record)?;
+                }
+                self.fs.remove(name)?;
             }
         }
-        Ok(all)
-    }
-
-    /// The files (or directories) in a directory.
-    fn list(&self, dir: &PathBuf, files: bool) -> littlefs2::io::Result<Vec<PathBuf>> {
-        self.fs.read_dir_and_then(dir, |entries| {
-            let mut names = Vec::new();
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().as_str();
-                if name == "." || name == ".." {
-                    continue;
-                }
-                if entry.file_type().is_file() == files {
-                    names.push(PathBuf::from(entry.path()));
-                }
-            }
-            Ok(names)
-        })
-    }
-
-    /// How many more discoverable credentials fit: each takes one block of its own (records are
-    /// larger than littlefs inlines), and [`RESERVED_BLOCKS`] stay free for metadata and the
-    /// device files. Reported in getInfo and enforced in [`Store::save_resident`], so the number
-    /// is what the key will actually accept.
-    pub fn remaining_resident_slots(&self) -> usize {
-        let free = self.fs.available_blocks().unwrap_or(0);
-        free.saturating_sub(RESERVED_BLOCKS)
+        self.fs.remove_dir(&old)?;
+        Ok(())
     }
 
     /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
@@ -556,11 +571,14 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         }
         self.pin = None;
         self.settings = None;
-        match self.fs.remove_dir_all(&path("/rk")) {
-            Ok(()) => {}
-            Err(e) if e == FsError::NO_SUCH_ENTRY => {}
-            Err(e) => return Err(e.into()),
+        for dir in ["/rk", "/cr"] {
+            match self.fs.remove_dir_all(&path(dir)) {
+                Ok(()) => {}
+                Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        self.index = None;
         let mut kwk = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut *kwk);
         self.fs.create_dir_all(&path("/dev"))?;
@@ -576,46 +594,6 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 
 fn path(s: &str) -> PathBuf {
     PathBuf::try_from(s).expect("static paths are valid")
-}
-
-fn hex_name(out: &mut heapless::String<64>, bytes: &[u8]) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-}
-
-/// The user digest in a credential's file name, if the name has this RP prefix.
-fn parse_resident_name(name: &PathBuf, prefix: &str) -> Option<[u8; 8]> {
-    let file_name = name.file_name()?.as_str();
-    let hex = file_name.strip_prefix(prefix)?.strip_prefix('.')?;
-    if hex.len() != 16 {
-        return None;
-    }
-    let mut digest = [0u8; 8];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(digest)
-}
-
-/// The first half of a credential's file name: its RP.
-fn rp_prefix(rp_id_hash: &[u8; 32]) -> heapless::String<64> {
-    let mut s = heapless::String::<64>::new();
-    hex_name(&mut s, &rp_id_hash[..8]);
-    s
-}
-
-fn resident_path(rp_id_hash: &[u8; 32], user_id: &[u8]) -> PathBuf {
-    let mut hasher = Sha256::new();
-    hasher.update(rp_id_hash);
-    hasher.update(user_id);
-    let digest: [u8; 32] = hasher.finalize().into();
-    let mut s = heapless::String::<64>::new();
-    let _ = s.push_str("/rk/");
-    let _ = s.push_str(&rp_prefix(rp_id_hash));
-    let _ = s.push('.');
-    hex_name(&mut s, &digest[..8]);
-    path(&s)
 }
 
 /// A littlefs2 block device of `BLOCKS` 4 KiB blocks in RAM: the virtual key's `--ephemeral`

@@ -386,6 +386,7 @@ fn operate<S: Storage>(
                 user,
                 id: id.as_slice().try_into().expect("an ID fits"),
                 created,
+                cred_protect: credential.cred_protect as u8,
             };
             let resident = Resident {
                 record: record.clone(),

@@ -14,13 +14,21 @@ use super::{encode, Error, Step};
 use crate::credential::Credential;
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
-use crate::store::{sha256, ResidentCredential, ResidentRef};
+use crate::store::{sha256, ResidentCredential, ResidentRef, StoredRp, Visibility};
 use crate::Authenticator;
 
-/// What enumerateRPsGetNextRP / enumerateCredentialsGetNextCredential continue.
+/// What enumerateRPsGetNextRP / enumerateCredentialsGetNextCredential continue: where the
+/// walk is and how many are left, a few bytes however many credentials are stored.
 pub(crate) enum Enumeration {
-    Rps(Vec<(heapless::String<256>, [u8; 32])>),
-    Credentials(Vec<ResidentRef>),
+    Rps {
+        last: [u8; 8],
+        remaining: usize,
+    },
+    Credentials {
+        rp_id_hash: [u8; 32],
+        last: ResidentRef,
+        remaining: usize,
+    },
 }
 
 pub(crate) fn credential_management<P: Platform>(
@@ -46,38 +54,64 @@ pub(crate) fn credential_management<P: Platform>(
         }
         Subcommand::EnumerateRpsBegin => {
             authorize(auth, request, RpScope::AllRps)?;
-            let mut rps = auth.store.resident_rps()?;
-            if rps.is_empty() {
-                return Err(Error::NoCredentials.into());
-            }
-            let total = rps.len();
-            let first = rps.remove(0);
-            auth.enumeration = Some(Enumeration::Rps(rps));
+            let first = auth.store.next_rp(None)?.ok_or(Error::NoCredentials)?;
+            let total = auth.store.rp_count()?;
+            auth.enumeration = Some(Enumeration::Rps {
+                last: first.key,
+                remaining: total.saturating_sub(1),
+            });
             let mut response = rp_response(first)?;
             response.total_rps = Some(total as u32);
             Ok(response)
         }
-        Subcommand::EnumerateRpsGetNextRp => match &mut auth.enumeration {
-            Some(Enumeration::Rps(rps)) if !rps.is_empty() => rp_response(rps.remove(0)),
+        Subcommand::EnumerateRpsGetNextRp => match auth.enumeration {
+            Some(Enumeration::Rps { last, remaining }) if remaining > 0 => {
+                // Deleted since the enumeration began: the walk ends.
+                let next = auth
+                    .store
+                    .next_rp(Some(last))?
+                    .ok_or(Error::NoCredentials)?;
+                auth.enumeration = Some(Enumeration::Rps {
+                    last: next.key,
+                    remaining: remaining - 1,
+                });
+                rp_response(next)
+            }
             _ => Err(Error::NotAllowed.into()),
         },
         Subcommand::EnumerateCredentialsBegin => {
-            let rp_id_hash = *params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
+            let rp_id_hash: [u8; 32] =
+                **params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
             authorize(auth, request, RpScope::Within(&rp_id_hash))?;
-            let mut credentials = auth.store.resident_refs(&rp_id_hash)?;
-            if credentials.is_empty() {
-                return Err(Error::NoCredentials.into());
-            }
-            let total = credentials.len();
-            let first = credentials.remove(0);
-            auth.enumeration = Some(Enumeration::Credentials(credentials));
+            let first = auth
+                .store
+                .next_resident(&rp_id_hash, Visibility::All, None)?
+                .ok_or(Error::NoCredentials)?;
+            let total = auth.store.resident_count_of(&rp_id_hash, Visibility::All)?;
+            auth.enumeration = Some(Enumeration::Credentials {
+                rp_id_hash,
+                last: first,
+                remaining: total.saturating_sub(1),
+            });
             let mut response = credential_response(auth, &first)?;
             response.total_credentials = Some(total as u32);
             Ok(response)
         }
-        Subcommand::EnumerateCredentialsGetNextCredential => match &mut auth.enumeration {
-            Some(Enumeration::Credentials(list)) if !list.is_empty() => {
-                let next = list.remove(0);
+        Subcommand::EnumerateCredentialsGetNextCredential => match auth.enumeration {
+            Some(Enumeration::Credentials {
+                rp_id_hash,
+                last,
+                remaining,
+            }) if remaining > 0 => {
+                let next = auth
+                    .store
+                    .next_resident(&rp_id_hash, Visibility::All, Some(last))?
+                    .ok_or(Error::NoCredentials)?;
+                auth.enumeration = Some(Enumeration::Credentials {
+                    rp_id_hash,
+                    last: next,
+                    remaining: remaining - 1,
+                });
                 credential_response(auth, &next)
             }
             _ => Err(Error::NotAllowed.into()),
@@ -163,14 +197,14 @@ fn authorize<P: Platform>(
     )
 }
 
-fn rp_response((rp_id, hash): (heapless::String<256>, [u8; 32])) -> Step<Response> {
+fn rp_response(rp: StoredRp) -> Step<Response> {
     let mut response = Response::default();
     response.rp = Some(PublicKeyCredentialRpEntity {
-        id: rp_id,
+        id: rp.rp_id,
         name: None,
         icon: None,
     });
-    response.rp_id_hash = Some(ByteArray::new(hash));
+    response.rp_id_hash = Some(ByteArray::new(rp.rp_id_hash));
     Ok(response)
 }
 

@@ -1,7 +1,5 @@
 //! authenticatorGetAssertion (§6.2) and authenticatorGetNextAssertion (§6.3).
 
-use alloc::vec::Vec;
-
 use ctap_types::ctap2::get_assertion::{
     AllowList, HmacSecretInput, NoAttestedCredentialData, Response, ResponseBuilder,
 };
@@ -18,7 +16,7 @@ use super::hmac_secret::{hmac_secret_input, hmac_secret_output, HmacSecret};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
 use crate::credential::{CredProtect, Credential, CredentialId};
 use crate::platform::Platform;
-use crate::store::{sha256, ResidentRef};
+use crate::store::{sha256, ResidentRef, Visibility};
 use crate::Authenticator;
 
 /// The request (§6.2), parsed here rather than with ctap-types' type so that every extension
@@ -73,8 +71,7 @@ enum Candidate {
         id: CredentialId,
         stored: Option<ResidentRef>,
     },
-    /// A discoverable credential, read from storage when its turn comes, so that a series over
-    /// hundreds of accounts keeps only small references in RAM.
+    /// A discoverable credential, read from storage when its turn comes.
     Stored(ResidentRef),
 }
 
@@ -90,10 +87,14 @@ struct Series {
     large_blob_key: bool,
 }
 
-/// The rest of a discoverable-credential series, for getNextAssertion.
+/// The rest of a discoverable-credential series, for getNextAssertion: only the last
+/// credential answered, so a series over thousands of accounts costs the same few bytes.
 pub(crate) struct PendingAssertions {
     series: Series,
-    remaining: Vec<Candidate>,
+    visibility: Visibility,
+    /// The next credential is the RP's newest visible one older than this.
+    last: ResidentRef,
+    remaining: usize,
     expires_ms: u64,
 }
 
@@ -131,19 +132,27 @@ pub(crate) fn get_assertion<P: Platform>(
 
     let rp_id_hash = sha256(request.rp_id.as_bytes());
     let kwk = auth.store.kwk(auth.platform.rng())?;
-    let mut candidates = match request.allow_list.as_ref().filter(|list| !list.is_empty()) {
+    // credProtect levels 2 and 3 keep a credential out of discovery without UV (§12.1).
+    let visibility = if uv {
+        Visibility::All
+    } else {
+        Visibility::Unprotected
+    };
+    let (first, count) = match request.allow_list.as_ref().filter(|list| !list.is_empty()) {
         Some(allow_list) => {
             let ids = allow_list
                 .iter()
                 .filter(|d| d.key_type == "public-key")
                 .map(|d| &d.id[..]);
-            select_from_allow_list(auth, &kwk, &rp_id_hash, ids, uv)?
+            (select_from_allow_list(auth, &kwk, &rp_id_hash, ids, uv)?, 1)
         }
-        None => discoverable_candidates(auth, &kwk, &rp_id_hash, uv)?,
+        None => {
+            let first = auth.store.next_resident(&rp_id_hash, visibility, None)?;
+            let count = auth.store.resident_count_of(&rp_id_hash, visibility)?;
+            (first.map(Candidate::Stored), count)
+        }
     };
-    if candidates.is_empty() {
-        return Err(Error::NoCredentials.into());
-    }
+    let first = first.ok_or(Error::NoCredentials)?;
     if user_present {
         auth.user_presence()?;
         // A touched, verified assertion spends the token's permissions (§6.2.2 step 9); a
@@ -163,14 +172,18 @@ pub(crate) fn get_assertion<P: Platform>(
         cred_blob: request.extensions.as_ref().and_then(|e| e.cred_blob) == Some(true),
         large_blob_key: request.extensions.as_ref().and_then(|e| e.large_blob_key) == Some(true),
     };
-    let count = candidates.len();
-    let first = candidates.remove(0);
+    let last = match first {
+        Candidate::Stored(reference) => Some(reference),
+        Candidate::Listed { .. } => None,
+    };
     let mut response = assert(auth, &series, first)?;
-    if count > 1 {
+    if let (Some(last), true) = (last, count > 1) {
         response.number_of_credentials = Some(count as u32);
         auth.pending_assertions = Some(PendingAssertions {
             series,
-            remaining: candidates,
+            visibility,
+            last,
+            remaining: count - 1,
             expires_ms: auth.platform.now_ms() + NEXT_ASSERTION_WINDOW_MS,
         });
     }
@@ -180,11 +193,21 @@ pub(crate) fn get_assertion<P: Platform>(
 pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<Response> {
     let now = auth.platform.now_ms();
     let mut pending = auth.pending_assertions.take().ok_or(Error::NotAllowed)?;
-    if now > pending.expires_ms || pending.remaining.is_empty() {
+    if now > pending.expires_ms || pending.remaining == 0 {
         return Err(Error::NotAllowed.into());
     }
-    let next = pending.remaining.remove(0);
-    let response = assert(auth, &pending.series, next)?;
+    let next = auth
+        .store
+        .next_resident(
+            &pending.series.rp_id_hash,
+            pending.visibility,
+            Some(pending.last),
+        )?
+        // The rest were deleted since the series began.
+        .ok_or(Error::NoCredentials)?;
+    let response = assert(auth, &pending.series, Candidate::Stored(next))?;
+    pending.last = next;
+    pending.remaining -= 1;
     pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
     auth.pending_assertions = Some(pending);
     Ok(response)
@@ -197,7 +220,7 @@ fn select_from_allow_list<'r, P: Platform>(
     rp_id_hash: &[u8; 32],
     ids: impl Iterator<Item = &'r [u8]>,
     uv: bool,
-) -> Step<Vec<Candidate>> {
+) -> Step<Option<Candidate>> {
     for id in ids {
         let Some(credential) = Credential::open(kwk, rp_id_hash, id) else {
             continue;
@@ -208,36 +231,17 @@ fn select_from_allow_list<'r, P: Platform>(
         }
         let stored = if credential.discoverable {
             // A deleted discoverable credential must stop working, although its ID still opens.
-            match auth
-                .store
-                .resident_refs_where(rp_id_hash, |r| r.id.as_slice() == id)?
-                .first()
-            {
-                Some(reference) => Some(*reference),
+            match auth.store.resident_ref(rp_id_hash, id)? {
+                Some(reference) => Some(reference),
                 None => continue,
             }
         } else {
             None
         };
         let id = CredentialId::from_slice(id).map_err(|_| Error::Other)?;
-        return Ok(alloc::vec![Candidate::Listed { id, stored }]);
+        return Ok(Some(Candidate::Listed { id, stored }));
     }
-    Ok(Vec::new())
-}
-
-/// Discoverable credentials of this RP usable as verified, newest first.
-fn discoverable_candidates<P: Platform>(
-    auth: &mut Authenticator<'_, P>,
-    kwk: &[u8; 32],
-    rp_id_hash: &[u8; 32],
-    uv: bool,
-) -> Step<Vec<Candidate>> {
-    let refs = auth.store.resident_refs_where(rp_id_hash, |resident| {
-        // credProtect levels 2 and 3 keep a credential out of discovery without UV.
-        Credential::open(kwk, rp_id_hash, &resident.id)
-            .is_some_and(|c| uv || c.cred_protect == CredProtect::Optional)
-    })?;
-    Ok(refs.into_iter().map(Candidate::Stored).collect())
+    Ok(None)
 }
 
 /// Sign one assertion.

@@ -175,6 +175,7 @@ pub(crate) fn make_credential<P: Platform>(
             user: request.user.clone(),
             id: Bytes::try_from(&id[..]).map_err(|_| Error::Other)?,
             created: counter,
+            cred_protect: cred_protect.unwrap_or(CredProtect::Optional) as u8,
         })?;
     }
 

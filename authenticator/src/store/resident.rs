@@ -1,0 +1,540 @@
+//! Discoverable credentials: fixed-size slots packed into one-block files, and a RAM index.
+//!
+//! ```text
+//! /cr/<d>/<f>    slot file f (d = f / FILES_PER_DIR): a header of SLOTS_PER_FILE entries,
+//!                then SLOTS_PER_FILE records of RECORD_LEN bytes each
+//! ```
+//!
+//! Slot `s` lives in file `s / SLOTS_PER_FILE`. A file never exceeds one block, so writing a
+//! credential rewrites one block (littlefs copies it on write and commits the file atomically
+//! when it is closed: a power cut leaves the old or the new file). The header entry of a slot
+//! (RP ID hash prefix, creation order, short tags of the user and of the credential ID, the
+//! credProtect level) is written in the same commit as its record, so the two always agree.
+//!
+//! At first use the headers alone are read into a RAM index of one 16-byte [`Entry`] per slot:
+//! its size is fixed by the capacity, never by what is stored. Every lookup then scans the
+//! index in RAM and reads only the records it returns, so a command touches a bounded number
+//! of blocks whatever is stored. The tags are hints: a record is always checked before use.
+//!
+//! Capacity is fixed by the geometry (see [`capacity`]): the blocks that slot files may take
+//! are set aside from what the device files and littlefs's metadata can ever need, so the
+//! remaining count is exact and a full key still writes its PIN, counter and large blobs.
+
+use littlefs2::fs::Filesystem;
+use littlefs2::io::{Error as FsError, SeekFrom};
+use littlefs2::path::PathBuf;
+use sha2::{Digest, Sha256};
+
+use super::{path, sha256, ResidentCredential, Result, StoreError};
+
+/// The largest serialized record: RP ID (256), user entity (id 64, icon 128, name and
+/// displayName 64 each), credential ID (up to 107 in use) and CBOR framing.
+pub(super) const RECORD_LEN: usize = 768;
+/// Slots per file: as many records and their header entries as fit in a 4 KiB block.
+pub const SLOTS_PER_FILE: usize = 5;
+const ENTRY_LEN: usize = 16;
+const HEADER_LEN: usize = SLOTS_PER_FILE * ENTRY_LEN;
+/// The size of a full slot file: at most one block of the geometries the key runs on.
+pub(super) const FILE_LEN: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN;
+const _: () = assert!(FILE_LEN <= 4096);
+/// Slot files per directory: keeps each directory to one metadata pair, so opening a file
+/// reads a bounded number of metadata blocks.
+const FILES_PER_DIR: usize = 64;
+/// Blocks never given to slot files: the superblock/root, /dev and /cr metadata pairs, the
+/// attestation record, the largest large-blob array twice over (it is rewritten copy-on-write),
+/// the settings file twice over, the copy a slot write makes, and littlefs's own relocations.
+pub const RESERVED_BLOCKS: usize = 24;
+
+/// One slot's entry in a file header and in the RAM index. All zeros: the slot is free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Entry {
+    /// The first 8 bytes of the RP ID hash.
+    rp: [u8; 8],
+    /// Creation order (the signature counter at creation); 0 for a free slot.
+    created: u32,
+    /// A 2-byte tag of (RP ID hash, user.id): which slot a replacement overwrites.
+    user: u16,
+    /// A 1-byte tag of the credential ID.
+    id: u8,
+    /// credProtect level (1 to 3).
+    protect: u8,
+}
+
+impl Entry {
+    fn of(credential: &ResidentCredential) -> Self {
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        Self {
+            rp: rp_key(&rp_id_hash),
+            created: credential.created.max(1),
+            user: user_tag(&rp_id_hash, &credential.user.id),
+            id: id_tag(&credential.id),
+            protect: credential.cred_protect.clamp(1, 3),
+        }
+    }
+
+    fn is_free(&self) -> bool {
+        self.created == 0
+    }
+
+    fn to_bytes(self) -> [u8; ENTRY_LEN] {
+        let mut bytes = [0u8; ENTRY_LEN];
+        bytes[..8].copy_from_slice(&self.rp);
+        bytes[8..12].copy_from_slice(&self.created.to_le_bytes());
+        bytes[12..14].copy_from_slice(&self.user.to_le_bytes());
+        bytes[14] = self.id;
+        bytes[15] = self.protect;
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut entry = Self::default();
+        if bytes.len() == ENTRY_LEN {
+            entry.rp.copy_from_slice(&bytes[..8]);
+            entry.created = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            entry.user = u16::from_le_bytes([bytes[12], bytes[13]]);
+            entry.id = bytes[14];
+            entry.protect = bytes[15];
+        }
+        entry
+    }
+}
+
+/// A stored discoverable credential by position: what a getAssertion series or an enumeration
+/// remembers between requests (8 bytes, whatever the record holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResidentRef {
+    slot: u16,
+    created: u32,
+}
+
+impl ResidentRef {
+    /// Newest first: the order of getAssertion (§6.2.2) and of enumerations.
+    fn newer_than(&self, other: &ResidentRef) -> bool {
+        (self.created, self.slot) > (other.created, other.slot)
+    }
+}
+
+/// Which credentials of an RP a walk visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every one (a verified request, credential management).
+    All,
+    /// Only credProtect level 1 ones: discovery without user verification (§12.1).
+    Unprotected,
+}
+
+impl Visibility {
+    fn admits(self, protect: u8) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Unprotected => protect <= 1,
+        }
+    }
+}
+
+/// An RP with discoverable credentials, as credential management lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRp {
+    pub rp_id: heapless::String<256>,
+    pub rp_id_hash: [u8; 32],
+    /// Where the next RP of an enumeration starts looking.
+    pub key: [u8; 8],
+}
+
+/// The RAM index: one entry per slot of the capacity.
+pub(super) struct Index {
+    entries: alloc::vec::Vec<Entry>,
+    used: usize,
+}
+
+/// How many slots a filesystem of `blocks` blocks holds: every block but the reserved ones and
+/// the metadata pairs of the slot directories is one slot file.
+pub fn capacity(blocks: usize) -> usize {
+    let available = blocks.saturating_sub(RESERVED_BLOCKS);
+    let mut files = available;
+    while files > 0 && files + 2 * files.div_ceil(FILES_PER_DIR) > available {
+        files -= 1;
+    }
+    files * SLOTS_PER_FILE
+}
+
+impl Index {
+    /// Read every slot file's header. Memory: `capacity` entries, allocated once.
+    pub(super) fn load<S: littlefs2::driver::Storage>(
+        fs: &Filesystem<'_, S>,
+        capacity: usize,
+    ) -> Result<Self> {
+        let mut entries = alloc::vec::Vec::new();
+        entries
+            .try_reserve_exact(capacity)
+            .map_err(|_| StoreError::Io)?;
+        entries.resize(capacity, Entry::default());
+        let mut index = Self { entries, used: 0 };
+        for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
+            let mut header = [0u8; HEADER_LEN];
+            let read = fs.open_file_and_then(&file_path(file), |f| f.read(&mut header));
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e == FsError::NO_SUCH_ENTRY => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for (i, bytes) in header[..n].chunks(ENTRY_LEN).enumerate() {
+                let entry = Entry::from_bytes(bytes);
+                if !entry.is_free() {
+                    index.entries[file * SLOTS_PER_FILE + i] = entry;
+                    index.used += 1;
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn used(&self) -> usize {
+        self.used
+    }
+
+    fn slots(&self) -> impl Iterator<Item = (usize, &Entry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_free())
+    }
+
+    fn reference(slot: usize, entry: &Entry) -> ResidentRef {
+        ResidentRef {
+            slot: slot as u16,
+            created: entry.created,
+        }
+    }
+
+    /// Slots whose entry may hold this RP and user.id (tags match; the record decides).
+    fn user_candidates<'i>(
+        &'i self,
+        rp_id_hash: &'i [u8; 32],
+        user_id: &'i [u8],
+    ) -> impl Iterator<Item = usize> + 'i {
+        let (rp, user) = (rp_key(rp_id_hash), user_tag(rp_id_hash, user_id));
+        self.slots()
+            .filter(move |(_, e)| e.rp == rp && e.user == user)
+            .map(|(slot, _)| slot)
+    }
+
+    /// Slots whose entry may hold this credential ID, of this RP if one is given.
+    fn id_candidates<'i>(
+        &'i self,
+        rp_id_hash: Option<&'i [u8; 32]>,
+        id: &'i [u8],
+    ) -> impl Iterator<Item = usize> + 'i {
+        let rp = rp_id_hash.map(rp_key);
+        let tag = id_tag(id);
+        self.slots()
+            .filter(move |(_, e)| e.id == tag && rp.is_none_or(|rp| e.rp == rp))
+            .map(|(slot, _)| slot)
+    }
+
+    /// The newest credential of this RP older than `after` (all of them if `None`).
+    fn next(
+        &self,
+        rp_id_hash: &[u8; 32],
+        visibility: Visibility,
+        after: Option<&ResidentRef>,
+    ) -> Option<ResidentRef> {
+        let rp = rp_key(rp_id_hash);
+        self.slots()
+            .filter(|(_, e)| e.rp == rp && visibility.admits(e.protect))
+            .map(|(slot, e)| Self::reference(slot, e))
+            .filter(|r| after.is_none_or(|after| after.newer_than(r)))
+            .max_by_key(|r| (r.created, r.slot))
+    }
+
+    fn count(&self, rp_id_hash: &[u8; 32], visibility: Visibility) -> usize {
+        let rp = rp_key(rp_id_hash);
+        self.slots()
+            .filter(|(_, e)| e.rp == rp && visibility.admits(e.protect))
+            .count()
+    }
+
+    /// The smallest RP key above `after`, and a slot that holds it.
+    fn next_rp(&self, after: Option<[u8; 8]>) -> Option<([u8; 8], usize)> {
+        self.slots()
+            .filter(|(_, e)| after.is_none_or(|after| e.rp > after))
+            .min_by_key(|(_, e)| e.rp)
+            .map(|(slot, e)| (e.rp, slot))
+    }
+
+    /// How many distinct RPs are stored: a walk in key order, one scan per RP.
+    fn rp_count(&self) -> usize {
+        let mut count = 0;
+        let mut after = None;
+        while let Some((key, _)) = self.next_rp(after) {
+            count += 1;
+            after = Some(key);
+        }
+        count
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.entries.iter().position(Entry::is_free)
+    }
+
+    fn set(&mut self, slot: usize, entry: Entry) {
+        let old = core::mem::replace(&mut self.entries[slot], entry);
+        match (old.is_free(), entry.is_free()) {
+            (true, false) => self.used += 1,
+            (false, true) => self.used -= 1,
+            _ => {}
+        }
+    }
+}
+
+/// The resident-credential operations of the store, on its filesystem and index.
+pub(super) struct Residents<'f, 'a, S: littlefs2::driver::Storage> {
+    pub fs: &'f Filesystem<'a, S>,
+    pub index: &'f mut Index,
+}
+
+impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
+    /// The record in `slot`, if it holds one that parses.
+    fn read(&self, slot: usize) -> Result<Option<ResidentCredential>> {
+        let mut record = [0u8; RECORD_LEN];
+        let read = self
+            .fs
+            .open_file_and_then(&file_path(slot / SLOTS_PER_FILE), |f| {
+                f.seek(SeekFrom::Start(record_offset(slot) as u32))?;
+                f.read(&mut record)
+            });
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // A record that does not parse is skipped, not fatal: the others still work.
+        Ok(cbor_smol::cbor_deserialize::<ResidentCredential>(&record[..n]).ok())
+    }
+
+    /// Write `slot`'s header entry and record in one atomic file commit.
+    fn write(&mut self, slot: usize, entry: Entry, record: &[u8]) -> Result<()> {
+        let file = slot / SLOTS_PER_FILE;
+        let mut dir = heapless::String::<16>::new();
+        let _ = core::fmt::write(&mut dir, format_args!("/cr/{}", file / FILES_PER_DIR));
+        self.fs.create_dir_all(&path(&dir))?;
+        let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
+        self.fs.open_file_with_options_and_then(
+            |options| options.read(true).write(true).create(true),
+            &file_path(file),
+            |f| {
+                f.seek(SeekFrom::Start(header_offset as u32))?;
+                write_all(f, &entry.to_bytes())?;
+                f.seek(SeekFrom::Start(record_offset(slot) as u32))?;
+                write_all(f, record)
+            },
+        )?;
+        self.index.set(slot, entry);
+        Ok(())
+    }
+
+    /// The slot holding this RP's credential for `user_id`, and the record.
+    fn find_user(
+        &self,
+        rp_id_hash: &[u8; 32],
+        user_id: &[u8],
+    ) -> Result<Option<(usize, ResidentCredential)>> {
+        for slot in self.index.user_candidates(rp_id_hash, user_id) {
+            if let Some(record) = self.read(slot)? {
+                if sha256(record.rp_id.as_bytes()) == *rp_id_hash && record.user.id == user_id {
+                    return Ok(Some((slot, record)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slot holding the credential with this ID (of this RP, if given), and the record.
+    fn find_id(
+        &self,
+        rp_id_hash: Option<&[u8; 32]>,
+        id: &[u8],
+    ) -> Result<Option<(usize, ResidentCredential)>> {
+        for slot in self.index.id_candidates(rp_id_hash, id) {
+            if let Some(record) = self.read(slot)? {
+                let rp_matches =
+                    rp_id_hash.is_none_or(|hash| sha256(record.rp_id.as_bytes()) == *hash);
+                if rp_matches && record.id.as_slice() == id {
+                    return Ok(Some((slot, record)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Does the store hold the RP's credential for this credential's user.id?
+    pub fn holds_user(&self, credential: &ResidentCredential) -> Result<bool> {
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        Ok(self.find_user(&rp_id_hash, &credential.user.id)?.is_some())
+    }
+
+    /// Store a credential, replacing the RP's credential for the same user.id (§6.1.2 step 16).
+    pub fn save(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let mut buffer = [0u8; RECORD_LEN];
+        let record =
+            cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        let slot = match self.find_user(&rp_id_hash, &credential.user.id)? {
+            Some((slot, _)) => slot,
+            None => self.index.free_slot().ok_or(StoreError::Full)?,
+        };
+        let record_len = record.len();
+        self.write(slot, Entry::of(credential), &buffer[..record_len])
+    }
+
+    /// Delete this RP's credential for this user.id, if stored.
+    pub fn delete(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let rp_id_hash = sha256(credential.rp_id.as_bytes());
+        if let Some((slot, _)) = self.find_user(&rp_id_hash, &credential.user.id)? {
+            // The record's bytes go too: nothing of a deleted credential stays readable.
+            self.write(slot, Entry::default(), &[0u8; RECORD_LEN])?;
+        }
+        Ok(())
+    }
+
+    pub fn load(&self, reference: &ResidentRef) -> Result<Option<ResidentCredential>> {
+        let slot = usize::from(reference.slot);
+        // Deleted or replaced since the reference was handed out: gone.
+        match self.index.entries.get(slot) {
+            Some(entry) if entry.created == reference.created => self.read(slot),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn find(&self, id: &[u8]) -> Result<Option<ResidentCredential>> {
+        Ok(self.find_id(None, id)?.map(|(_, record)| record))
+    }
+
+    pub fn reference_to(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Result<Option<ResidentRef>> {
+        Ok(self
+            .find_id(Some(rp_id_hash), id)?
+            .map(|(slot, _)| Index::reference(slot, &self.index.entries[slot])))
+    }
+
+    /// The newest credential of the RP older than `after`, skipping hash-prefix namesakes.
+    pub fn next(
+        &self,
+        rp_id_hash: &[u8; 32],
+        visibility: Visibility,
+        mut after: Option<ResidentRef>,
+    ) -> Result<Option<ResidentRef>> {
+        while let Some(reference) = self.index.next(rp_id_hash, visibility, after.as_ref()) {
+            match self.read(usize::from(reference.slot))? {
+                Some(record) if sha256(record.rp_id.as_bytes()) == *rp_id_hash => {
+                    return Ok(Some(reference))
+                }
+                _ => after = Some(reference),
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn count(&self, rp_id_hash: &[u8; 32], visibility: Visibility) -> usize {
+        self.index.count(rp_id_hash, visibility)
+    }
+
+    /// The next RP in key order after `after` (the first if `None`).
+    pub fn next_rp(&self, after: Option<[u8; 8]>) -> Result<Option<StoredRp>> {
+        let mut after = after;
+        while let Some((key, slot)) = self.index.next_rp(after) {
+            if let Some(record) = self.read(slot)? {
+                return Ok(Some(StoredRp {
+                    rp_id_hash: sha256(record.rp_id.as_bytes()),
+                    rp_id: record.rp_id,
+                    key,
+                }));
+            }
+            after = Some(key);
+        }
+        Ok(None)
+    }
+
+    pub fn rp_count(&self) -> usize {
+        self.index.rp_count()
+    }
+}
+
+/// littlefs's `write_all` for the file handle of a closure.
+fn write_all<S: littlefs2::driver::Storage>(
+    file: &littlefs2::fs::File<'_, '_, S>,
+    mut bytes: &[u8],
+) -> littlefs2::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = file.write(bytes)?;
+        if n == 0 {
+            return Err(FsError::NO_SPACE);
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+fn record_offset(slot: usize) -> usize {
+    HEADER_LEN + (slot % SLOTS_PER_FILE) * RECORD_LEN
+}
+
+fn file_path(file: usize) -> PathBuf {
+    let mut s = heapless::String::<24>::new();
+    let _ = core::fmt::write(
+        &mut s,
+        format_args!("/cr/{}/{}", file / FILES_PER_DIR, file % FILES_PER_DIR),
+    );
+    path(&s)
+}
+
+fn rp_key(rp_id_hash: &[u8; 32]) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&rp_id_hash[..8]);
+    key
+}
+
+fn user_tag(rp_id_hash: &[u8; 32], user_id: &[u8]) -> u16 {
+    let mut hasher = Sha256::new();
+    hasher.update(rp_id_hash);
+    hasher.update(user_id);
+    let digest: [u8; 32] = hasher.finalize().into();
+    u16::from_le_bytes([digest[0], digest[1]])
+}
+
+fn id_tag(id: &[u8]) -> u8 {
+    sha256(id)[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_zero_is_free() {
+        let entry = Entry {
+            rp: [1, 2, 3, 4, 5, 6, 7, 8],
+            created: 0x0102_0304,
+            user: 0xBEEF,
+            id: 9,
+            protect: 3,
+        };
+        assert_eq!(Entry::from_bytes(&entry.to_bytes()), entry);
+        assert!(Entry::from_bytes(&[0u8; ENTRY_LEN]).is_free());
+        // A header cut short (a file that ends before a slot) reads as free.
+        assert!(Entry::from_bytes(&[1u8; 3]).is_free());
+    }
+
+    #[test]
+    fn capacity_leaves_the_reserve_and_directory_metadata() {
+        // The Pico's 1.5 MiB state: 384 blocks of 4 KiB.
+        let files = capacity(384) / SLOTS_PER_FILE;
+        assert!(files + 2 * files.div_ceil(FILES_PER_DIR) + RESERVED_BLOCKS <= 384);
+        assert!(capacity(384) >= 1000);
+        assert_eq!(capacity(RESERVED_BLOCKS), 0);
+        assert_eq!(capacity(0), 0);
+    }
+}
