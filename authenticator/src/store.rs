@@ -35,7 +35,10 @@ use crate::attestation::Attestation;
 
 /// How far ahead the signature counter is reserved on storage.
 pub const COUNTER_STEP: u32 = 64;
-/// The most a serialized record of the device files (or of the first layout) takes.
+/// The most a serialized settings or PIN file takes: settings may list
+/// [`MAX_MIN_PIN_LENGTH_RP_IDS`] RP IDs of 256 bytes.
+const MAX_DEVICE_RECORD_LEN: usize = 1280;
+/// The most a discoverable credential of the first layout takes.
 const MAX_RECORD_LEN: usize = resident::RECORD_LEN;
 
 mod resident;
@@ -363,7 +366,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.fs.read::<MAX_RECORD_LEN>(&path(name)) {
+        match self.fs.read::<MAX_DEVICE_RECORD_LEN>(&path(name)) {
             // Empty: cut while first created; the write was never acknowledged.
             Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => cbor_smol::cbor_deserialize(&bytes)
@@ -375,7 +378,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     fn save<T: Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
-        let mut buffer = [0u8; MAX_RECORD_LEN];
+        let mut buffer = [0u8; MAX_DEVICE_RECORD_LEN];
         let bytes = cbor_smol::cbor_serialize(value, &mut buffer).map_err(|_| StoreError::Io)?;
         self.fs.create_dir_all(&path("/dev"))?;
         self.fs.write(&path(name), bytes)?;
