@@ -551,6 +551,11 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     }
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(u.arbitrary()?);
     let mut model = Model::default();
+    // Some inputs start from a key of the first layout, which power-ups migrate.
+    let mut first_layout = u.arbitrary::<bool>()?;
+    if first_layout {
+        write_first_layout(&mut u, &mut storage, &mut model, &mut rng)?;
+    }
     for _boot in 0..MAX_BOOTS {
         power.dead.set(false);
         power.budget.set(None);
@@ -560,6 +565,20 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             Err(e) => panic!("the image does not mount after a cut: {e:?}"),
         };
         let mut store = Store::new(fs);
+        if first_layout {
+            // The migration at power-up, perhaps cut: the next power-up resumes it.
+            if u.arbitrary::<bool>()? {
+                power.budget.set(Some(u.int_in_range(1..=400)?));
+                power.tear.set(u.arbitrary()?);
+            }
+            store.prepare(&mut rng);
+            if power.dead.get() {
+                count_cut(power.ops.get());
+                continue;
+            }
+            power.budget.set(None);
+            first_layout = false;
+        }
         check(&mut store, &mut model, &mut rng);
         if u.is_empty() {
             break;
@@ -581,6 +600,71 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             count_cut(power.ops.get());
         }
     }
+    Ok(())
+}
+
+/// Write what a key of the first layout held: its key-wrapping key and a few discoverable
+/// credentials, one 768-byte file each under `/rk` (a CBOR map r, u, i, c, zero-padded).
+fn write_first_layout(
+    u: &mut Unstructured<'_>,
+    storage: &mut CutStorage,
+    model: &mut Model,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> arbitrary::Result<()> {
+    let kwk: [u8; 32] = u.arbitrary()?;
+    let mut alloc = Allocation::new();
+    let fs = Filesystem::mount(&mut alloc, storage).expect("a formatted image mounts");
+    fs.create_dir_all(littlefs2::path!("/dev"))
+        .expect("with the power on");
+    fs.write(littlefs2::path!("/dev/kwk"), &kwk)
+        .expect("with the power on");
+    fs.create_dir_all(littlefs2::path!("/rk"))
+        .expect("with the power on");
+    for created in 1..=u.int_in_range(1..=8u32)? {
+        let slot = (u.int_in_range(0..=RPS - 1)?, u.int_in_range(0..=USERS - 1)?);
+        let protect = match u.int_in_range(1..=3u8)? {
+            1 => CredProtect::Optional,
+            2 => CredProtect::OptionalWithList,
+            _ => CredProtect::Required,
+        };
+        let credential = Credential::generate(rng, Algorithm::Es256, true, protect);
+        let id = credential.seal(&kwk, &rp_hash(slot.0), rng);
+        let record = ResidentCredential {
+            rp_id: rp_id(slot.0),
+            user: PublicKeyCredentialUserEntity::from(
+                user_id(slot.1)
+                    .as_slice()
+                    .try_into()
+                    .expect("64 bytes at most"),
+            ),
+            id: id.as_slice().try_into().expect("an ID fits"),
+            created,
+            cred_protect: protect as u8,
+        };
+        let Ok(ciborium::Value::Map(mut entries)) = ciborium::Value::serialized(&record) else {
+            panic!("a record serializes as a map");
+        };
+        // The first layout kept no credProtect level: the migration reads it from the ID.
+        entries.retain(|(k, _)| k.as_text() != Some("p"));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(entries), &mut bytes).expect("serializes");
+        bytes.resize(768, 0);
+        let mut name = String::from("/rk/");
+        for b in &rp_hash(slot.0)[..8] {
+            name.push_str(&format!("{b:02x}"));
+        }
+        name.push_str(&format!(".{}-{}", slot.0, slot.1));
+        let name = littlefs2::path::PathBuf::try_from(name.as_str()).expect("a short name");
+        fs.write(&name, &bytes).expect("with the power on");
+        model.residents.insert(
+            slot,
+            Resident {
+                fingerprint: *credential.large_blob_key(),
+                record,
+            },
+        );
+    }
+    model.kwk = Some(kwk);
     Ok(())
 }
 

@@ -145,6 +145,9 @@ pub struct StoredRp {
 pub(super) struct Index {
     entries: alloc::vec::Vec<Entry>,
     used: usize,
+    /// One past the highest slot in use: scans stop there (slots are taken lowest first, so
+    /// a key holding few credentials scans few entries whatever its capacity).
+    end: usize,
 }
 
 /// How many slots a filesystem of `blocks` blocks holds: every block but the reserved ones and
@@ -169,7 +172,11 @@ impl Index {
             .try_reserve_exact(capacity)
             .map_err(|_| StoreError::Io)?;
         entries.resize(capacity, Entry::default());
-        let mut index = Self { entries, used: 0 };
+        let mut index = Self {
+            entries,
+            used: 0,
+            end: 0,
+        };
         for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
             let mut header = [0u8; HEADER_LEN];
             let read = fs.open_file_and_then(&file_path(file), |f| f.read(&mut header));
@@ -181,8 +188,7 @@ impl Index {
             for (i, bytes) in header[..n].chunks(ENTRY_LEN).enumerate() {
                 let entry = Entry::from_bytes(bytes);
                 if !entry.is_free() {
-                    index.entries[file * SLOTS_PER_FILE + i] = entry;
-                    index.used += 1;
+                    index.set(file * SLOTS_PER_FILE + i, entry);
                 }
             }
         }
@@ -198,7 +204,7 @@ impl Index {
     }
 
     fn slots(&self) -> impl Iterator<Item = (usize, &Entry)> {
-        self.entries
+        self.entries[..self.end]
             .iter()
             .enumerate()
             .filter(|(_, e)| !e.is_free())
@@ -287,6 +293,12 @@ impl Index {
             (true, false) => self.used += 1,
             (false, true) => self.used -= 1,
             _ => {}
+        }
+        if !entry.is_free() {
+            self.end = self.end.max(slot + 1);
+        }
+        while self.end > 0 && self.entries[self.end - 1].is_free() {
+            self.end -= 1;
         }
     }
 }
@@ -526,6 +538,30 @@ mod tests {
         assert!(Entry::from_bytes(&[0u8; ENTRY_LEN]).is_free());
         // A header cut short (a file that ends before a slot) reads as free.
         assert!(Entry::from_bytes(&[1u8; 3]).is_free());
+    }
+
+    #[test]
+    fn scans_end_at_the_highest_slot_in_use() {
+        let mut index = Index {
+            entries: alloc::vec![Entry::default(); 10],
+            used: 0,
+            end: 0,
+        };
+        let entry = |created| Entry {
+            rp: [7; 8],
+            created,
+            ..Entry::default()
+        };
+        index.set(0, entry(1));
+        index.set(6, entry(2));
+        assert_eq!((index.used(), index.end), (2, 7));
+        assert_eq!(index.slots().count(), 2);
+        index.set(6, Entry::default());
+        assert_eq!((index.used(), index.end), (1, 1));
+        assert_eq!(index.free_slot(), Some(1));
+        index.set(0, Entry::default());
+        assert_eq!((index.used(), index.end), (0, 0));
+        assert_eq!(index.next_rp(None), None);
     }
 
     #[test]
