@@ -39,8 +39,11 @@ const HID_SET_PROTOCOL: u8 = 0x0B;
 /// Polling interval of the interrupt endpoints, in milliseconds (frames at full speed).
 pub const POLL_INTERVAL_MS: u8 = 5;
 
-/// The HID descriptor: HID 1.11, no country, one report descriptor.
-const HID_DESCRIPTOR: [u8; 7] = [
+/// The HID descriptor (HID 1.11 §6.2.1): HID 1.11, no country, one report descriptor. The same
+/// 9 bytes go in the configuration descriptor and answer GET_DESCRIPTOR(HID) on their own.
+const HID_DESCRIPTOR: [u8; 9] = [
+    9,
+    DESCRIPTOR_HID,
     0x11,
     0x01,
     0x00,
@@ -85,7 +88,8 @@ impl<'a, B: UsbBus> FidoHid<'a, B> {
 impl<B: UsbBus> UsbClass<B> for FidoHid<'_, B> {
     fn get_configuration_descriptors(&self, writer: &mut DescriptorWriter) -> Result<()> {
         writer.interface(self.interface, USB_CLASS_HID, 0x00, 0x00)?;
-        writer.write(DESCRIPTOR_HID, &HID_DESCRIPTOR)?;
+        // The writer adds bLength and bDescriptorType itself.
+        writer.write(DESCRIPTOR_HID, &HID_DESCRIPTOR[2..])?;
         writer.endpoint(&self.ep_in)?;
         writer.endpoint(&self.ep_out)?;
         Ok(())
@@ -102,6 +106,7 @@ impl<B: UsbBus> UsbClass<B> for FidoHid<'_, B> {
             (control::RequestType::Standard, REQUEST_GET_DESCRIPTOR) => {
                 let _ = match (request.value >> 8) as u8 {
                     DESCRIPTOR_REPORT => xfer.accept_with_static(&REPORT_DESCRIPTOR),
+                    // Truncated to wLength by the control pipe, as USB 2.0 §9.3.5 asks.
                     DESCRIPTOR_HID => xfer.accept_with_static(&HID_DESCRIPTOR),
                     _ => xfer.reject(),
                 };
@@ -137,7 +142,8 @@ mod tests {
     fn report_descriptor_declares_fido_usage_and_64_byte_reports() {
         assert_eq!(REPORT_DESCRIPTOR.len(), 34);
         assert_eq!(&REPORT_DESCRIPTOR[..3], &[0x06, 0xD0, 0xF1]);
-        assert_eq!(HID_DESCRIPTOR[5], 34);
+        assert_eq!(HID_DESCRIPTOR[..2], [9, 0x21], "bLength, bDescriptorType");
+        assert_eq!(HID_DESCRIPTOR[7], 34);
         // Both report counts are 64.
         assert_eq!(REPORT_DESCRIPTOR.iter().filter(|&&b| b == 0x95).count(), 2);
         assert!(

@@ -58,6 +58,21 @@ fn control_replies_never_exceed_what_was_asked() {
     let total = device.descriptors.configuration.len() as u16;
     let data = device.get_descriptor(2, 0, None, 255).unwrap();
     assert_eq!(data.len(), usize::from(total));
+    // The HID class descriptor on its own is the 9 bytes of its copy in the configuration
+    // descriptor (HID 1.11 §7.1.1), truncated only by wLength.
+    let configuration = device.descriptors.configuration.clone();
+    let start = (0..configuration.len())
+        .find(|&i| configuration.get(i + 1) == Some(&0x21) && configuration[i] == 9)
+        .expect("a HID descriptor in the configuration");
+    let in_configuration = &configuration[start..start + 9];
+    for length in [2u16, 7, 9, 64, 0xFFFF] {
+        let data = device.get_descriptor(0x21, 0, Some(0), length).unwrap();
+        assert_eq!(
+            data,
+            in_configuration[..usize::from(length.min(9))],
+            "HID descriptor, wLength {length}"
+        );
+    }
     // An unknown request is stalled, and the next one works.
     let stalled = device
         .control([0xC0, 0x55, 0, 0, 0, 0, 64, 0], &[])
