@@ -40,6 +40,20 @@ test('enumerates as a FIDO HID device; the serial number is the flash chip\'s un
   assert.deepEqual(eps.sort(), [[0, 3, 64], [0x80, 3, 64]].sort());
 });
 
+test('GET_DESCRIPTOR(HID) answers the 9 bytes of the configuration\'s copy, cut only by wLength', async () => {
+  const { host, info } = await sharedKey();
+  const config = info.config;
+  let at = 0;
+  while (at < config.length && config[at + 1] !== 0x21) at += config[at];
+  const inConfig = [...config.subarray(at, at + 9)];
+  assert.deepEqual(inConfig.slice(0, 2), [9, 0x21]);
+  const hid = info.interfaces.find((i) => i.cls === 3).number;
+  for (const length of [9, 0xffff]) {
+    const d = await host.getDescriptor(0x21, 0, length, { langId: hid, recipient: 0x81 });
+    assert.deepEqual([...d], inConfig, `wLength ${length}`);
+  }
+});
+
 test('an unknown descriptor request is stalled', async () => {
   const { host } = await sharedKey();
   // DEVICE_QUALIFIER: a full-speed-only device must STALL it.
