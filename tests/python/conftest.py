@@ -14,10 +14,21 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(os.environ.get("USBIP_RUNNER", ROOT / "target" / "debug" / "usbip-runner"))
 
 
+def _refuse_stale_runner() -> None:
+    """A binary older than the code it is built from would test yesterday's key."""
+    if not RUNNER.exists():
+        raise RuntimeError(f"{RUNNER} is missing: run `cargo build -p usbip-runner`")
+    if "USBIP_RUNNER" in os.environ:
+        return  # a binary chosen by hand is taken as it is
+    built = RUNNER.stat().st_mtime
+    for source in [*ROOT.glob("usbip-runner/src/**/*.rs"), *ROOT.glob("authenticator/src/**/*.rs")]:
+        if source.stat().st_mtime > built:
+            raise RuntimeError(f"{RUNNER} is older than {source}: run `cargo build -p usbip-runner`")
+
+
 class RunningKey:
     def __init__(self, *args: str):
-        if not RUNNER.exists():
-            raise RuntimeError(f"{RUNNER} is missing: run `cargo build -p usbip-runner`")
+        _refuse_stale_runner()
         self.process = subprocess.Popen(
             [str(RUNNER), "--listen", "127.0.0.1:0", *args],
             stdin=subprocess.DEVNULL,

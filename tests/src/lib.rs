@@ -200,5 +200,42 @@ pub fn runner_binary() -> PathBuf {
         "{} is missing: run `cargo build -p usbip-runner` first",
         binary.display()
     );
+    // A binary older than the code it is built from would test yesterday's key.
+    let built = modified(&binary);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in ["usbip-runner/src", "authenticator/src"] {
+        if let Some(newer) = newest_source(&workspace.join(dir)).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: run `cargo build -p usbip-runner` first",
+                binary.display(),
+                newer.1.display()
+            );
+        }
+    }
     binary
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+}
+
+/// The most recently modified `.rs` file under `dir`, and when.
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            Some((modified(&path), path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate.filter(|c| newest.as_ref().is_none_or(|n| c.0 > n.0)) {
+            newest = Some(c);
+        }
+    }
+    newest
 }

@@ -213,7 +213,8 @@ fn trace_writes_one_json_line_per_request_and_response_without_secrets() {
 }
 
 /// The runner's own log, at its most verbose level, holds no secret either: not the PIN, not
-/// its hash (in hex or as a Debug list of bytes), not the pinUvAuthToken, not a signature.
+/// its hash (in hex or as a Debug list of bytes), not the pinUvAuthToken, not a signature; and
+/// written to a file it is plain text.
 #[test]
 fn logs_at_trace_level_hold_no_secret() {
     use e2e_tests::pin::PinClient;
@@ -259,6 +260,11 @@ fn logs_at_trace_level_hold_no_secret() {
     assert!(
         text.contains("makeCredential"),
         "the log has the trace lines: {text}"
+    );
+    // Written to a file, not a terminal: plain text, no ANSI colour escapes.
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in a log file: {text:.300}"
     );
     let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
     let debug_list = |bytes: &[u8]| -> String {
