@@ -325,3 +325,42 @@ fn memory_stays_bounded_under_hostile_clients() {
     check("a 4 GiB URB", 32);
     assert!(key.terminate(), "the runner exits cleanly");
 }
+
+/// Past `max_connections` open at once, a new connection is closed as it arrives (each served
+/// connection costs a thread), and the key serves again once clients go away.
+#[test]
+fn connections_past_the_cap_are_refused() {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        PresenceMode::Auto,
+        StateLocation::Ephemeral,
+    );
+    config.max_connections = 4;
+    let key = Key::start_config(config);
+    let open: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(key.addr()).unwrap();
+            stream.write_all(&[0x01, 0x11]).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut refused = TcpStream::connect(key.addr()).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match refused.read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "the fifth connection is closed at once");
+    assert!(
+        usbip::list(key.addr()).is_err(),
+        "no device list past the cap"
+    );
+    drop(open);
+    let device = import_when_free(&key, "1-1");
+    assert_ne!(device.ep_in, 0, "the key serves again below the cap");
+}

@@ -24,4 +24,4 @@ pub mod storage;
 pub mod trace;
 
 pub use platform::PresenceMode;
-pub use server::{start, Server, ServerConfig, StateLocation};
+pub use server::{start, Server, ServerConfig, StateLocation, DEFAULT_MAX_CONNECTIONS};

@@ -45,6 +45,10 @@ struct Args {
     /// tool makes them) on every key that has none, instead of provisioning it over USB.
     #[arg(long, value_name = "DIR")]
     attestation: Option<PathBuf>,
+    /// Serve at most N USB/IP connections at once; more are closed as they arrive (logged).
+    #[arg(long, value_name = "N", default_value_t = usbip_runner::DEFAULT_MAX_CONNECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_connections: u16,
 }
 
 #[derive(clap::Subcommand)]
@@ -137,6 +141,7 @@ fn main() {
         control: args.control.clone(),
         trace: args.trace.clone(),
         attestation,
+        max_connections: usize::from(args.max_connections),
     };
     let server = match start(config) {
         Ok(server) => server,

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,7 +50,13 @@ pub struct ServerConfig {
     pub trace: Option<PathBuf>,
     /// A batch attestation to install on every key that has none (see [`crate::attestation`]).
     pub attestation: Option<Attestation>,
+    /// Connections served at once (each has a thread); more are closed as they arrive.
+    pub max_connections: usize,
 }
+
+/// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
+/// need (a host keeps one connection per attached key, plus short device lists).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 impl ServerConfig {
     /// One key, state kept `state`, presence by `presence`, on `listen`.
@@ -63,6 +69,7 @@ impl ServerConfig {
             control: None,
             trace: None,
             attestation: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -195,7 +202,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         let stopping = stopping.clone();
         std::thread::Builder::new()
             .name("usbip-accept".into())
-            .spawn(move || accept_loop(listener, keys, stopping))?
+            .spawn(move || accept_loop(listener, keys, stopping, config.max_connections))?
     };
     tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
     Ok(Server {
@@ -256,18 +263,53 @@ fn spawn_key(
     })
 }
 
-fn accept_loop(listener: TcpListener, keys: Arc<Vec<KeySlot>>, stopping: Arc<AtomicBool>) {
+/// Counts a connection as open until its thread ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    keys: Arc<Vec<KeySlot>>,
+    stopping: Arc<AtomicBool>,
+    max_connections: usize,
+) {
     let ids = Arc::new(AtomicU64::new(1));
+    let open = Arc::new(AtomicUsize::new(0));
+    // Logged once when refusing starts, not once per refused connection of a flood.
+    let mut refusing = false;
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = stream else { continue };
+        if open.load(Ordering::SeqCst) >= max_connections {
+            if !refusing {
+                tracing::warn!(
+                    max_connections,
+                    "refusing connections: {max_connections} already open (--max-connections)"
+                );
+                refusing = true;
+            }
+            drop(stream);
+            continue;
+        }
+        if refusing {
+            tracing::info!("accepting connections again");
+            refusing = false;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenConnection(open.clone());
         let keys = keys.clone();
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name(format!("usbip-conn-{id}"))
             .spawn(move || {
+                let _open = guard;
                 if let Err(error) = serve_connection(stream, &keys, id) {
                     tracing::debug!(%error, connection = id, "connection ended");
                 }
