@@ -592,6 +592,18 @@ fn requests_are_busy_while_one_is_processed() {
     assert_eq!(h.transact(b, PING, b"x"), vec![error(b, ERR_CHANNEL_BUSY)]);
     assert_eq!(h.transact(a, PING, b"x"), vec![error(a, ERR_CHANNEL_BUSY)]);
     assert_eq!(h.transact(a, CBOR, &[4]), vec![error(a, ERR_CHANNEL_BUSY)]);
+    // Arbitration before channel checks (CTAP 2.1 §11.2.5, and SoloKeys' fido2-tests): any other
+    // CID that tries to use the busy device is told it is busy, allocated or not. The
+    // reserved CIDs stay invalid.
+    let never = b + 1000;
+    assert_eq!(
+        h.transact(never, PING, b"x"),
+        vec![error(never, ERR_CHANNEL_BUSY)]
+    );
+    assert_eq!(
+        h.transact(0, PING, b"x"),
+        vec![error(0, ERR_INVALID_CHANNEL)]
+    );
     // INIT is always answered, and a broadcast INIT doesn't disturb channel A.
     let c = h.open_channel();
     assert!(c != a && c != b);
@@ -747,8 +759,9 @@ fn keepalives_flow_every_100ms_while_the_app_waits() {
     times.push(end);
     assert!(times.len() > 10);
     for pair in times.windows(2) {
+        // The spec asks for ≤ 100 ms; the key keeps to half of it (Windows' webauthn.dll).
         assert!(
-            pair[1] - pair[0] <= 100,
+            pair[1] - pair[0] <= 50,
             "keepalive gap {} ms",
             pair[1] - pair[0]
         );
@@ -782,7 +795,7 @@ fn keepalive_cadence_holds_with_sparse_polls() {
         }
     }
     for pair in times.windows(2) {
-        assert!(pair[1] - pair[0] <= 100);
+        assert!(pair[1] - pair[0] <= 50, "gap {} ms", pair[1] - pair[0]);
     }
 }
 
