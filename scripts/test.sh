@@ -9,6 +9,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+scripts/check-layers.sh
 
 step "Rust tests: core, runner, end to end over USB/IP"
 cargo build --workspace

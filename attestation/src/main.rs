@@ -1,6 +1,7 @@
 //! `attestation`: be your own vendor. Make a root CA, batch attestation certificates and a FIDO
 //! metadata statement, and provision keys with a batch.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -178,13 +179,20 @@ fn metadata(batch_dir: &Path, target: Option<&str>) -> Result<serde_json::Value,
         Some(target) => provision::get_info(&target.parse()?)?,
         None => {
             // The getInfo of a key running this very core, provisioned with this batch.
-            let key = e2e_tests::Key::start(usbip_runner::PresenceMode::Auto);
+            let config = usbip_runner::ServerConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                usbip_runner::PresenceMode::Auto,
+                usbip_runner::StateLocation::Ephemeral,
+            );
+            let key = usbip_runner::start(config)?;
             let target = Target::UsbIp {
                 addr: key.addr(),
                 bus_id: "1-1".into(),
             };
             provision::provision(&target, &batch)?;
-            provision::get_info(&target)?
+            let info = provision::get_info(&target)?;
+            key.shutdown();
+            info
         }
     };
     attestation::metadata::statement(&batch.certificate, &root, &info)

@@ -10,9 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ciborium::Value;
-use e2e_tests::ctaphid::{Channel, Reports, CBOR};
-use e2e_tests::hidraw::Hidraw;
-use e2e_tests::usbip::Device;
+use fido_client::ctaphid::{Channel, Reports, CBOR};
+use fido_client::hidraw::Hidraw;
+use fido_client::usbip::Device;
 use zeroize::Zeroizing;
 
 use crate::certificate::Issued;

@@ -11,14 +11,10 @@ use core::fmt;
 
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Sequence};
-use serde_indexed::DeserializeIndexed;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::credential::{p256_scalar, sign_es256, PublicKey, Signature};
-use crate::ctap2::Error;
-use crate::platform::Platform;
-use crate::Authenticator;
 
 /// id-fido-gen-ce-aaguid, the extension carrying the AAGUID in an attestation certificate.
 const AAGUID_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
@@ -182,33 +178,5 @@ impl fmt::Debug for Attestation {
             .field("aaguid", &self.aaguid)
             .field("certificate_len", &self.certificate.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// The vendor command's request: `{1: private key (32 bytes), 2: DER certificate}`.
-#[derive(DeserializeIndexed)]
-#[serde_indexed(offset = 1)]
-struct ProvisionRequest<'a> {
-    key: &'a serde_bytes::Bytes,
-    certificate: &'a serde_bytes::Bytes,
-}
-
-/// The vendor CTAPHID command PROVISION_ATTESTATION: install a batch attestation if none is
-/// installed. The response is one CTAP status byte.
-pub(crate) fn provision<P: Platform>(auth: &mut Authenticator<'_, P>, request: &[u8]) -> u8 {
-    let result = cbor_smol::cbor_deserialize::<ProvisionRequest<'_>>(request)
-        .map_err(|_| Error::InvalidCbor)
-        .and_then(|request| {
-            let attestation = Attestation::new(request.key, request.certificate)
-                .map_err(|_| Error::InvalidParameter)?;
-            auth.install_attestation(&attestation)
-                .map_err(|error| match error {
-                    AttestationError::AlreadyProvisioned => Error::NotAllowed,
-                    _ => Error::Other,
-                })
-        });
-    match result {
-        Ok(()) => 0,
-        Err(error) => error as u8,
     }
 }

@@ -140,7 +140,7 @@ impl<P: Platform> App for Authenticator<'_, P> {
             }
             Transaction::Cbor => crate::ctap2::handle(self, request, response),
             Transaction::Provision => {
-                response.push(crate::attestation::provision(self, request));
+                response.push(crate::vendor::provision(self, request));
                 Outcome::Done
             }
         }

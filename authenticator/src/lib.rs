@@ -20,6 +20,7 @@ mod ctap1;
 mod ctap2;
 pub mod pin_protocol;
 mod presence;
+mod vendor;
 
 pub use authenticator::{Authenticator, Config};
 pub use presence::TIMEOUT_MS as PRESENCE_TIMEOUT_MS;

@@ -1,20 +1,10 @@
-//! End-to-end tests of the key as real clients drive it: a strict userspace USB/IP client
-//! ([`usbip`]), a CTAPHID host on top ([`ctaphid`]), and the CTAP vocabulary ([`ctap`]).
+//! End-to-end tests of the key as real clients drive it, through the host-side client crate
+//! [`fido_client`] (re-exported here: [`usbip`], [`ctaphid`], [`ctap`], [`pin`], [`hidraw`]).
 //!
 //! [`Key`] starts a virtual key: in-process (fast) or as the `usbip-runner` binary (for
 //! restarts and kills), which `cargo build -p usbip-runner` must have built.
 
-pub mod ctap;
-pub mod ctaphid;
-pub mod hidraw;
-pub mod pin;
-pub mod usbip;
-
-impl<D: ctaphid::Reports> ctap::Transport for ctaphid::Channel<D> {
-    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
-        self.cbor(request).expect("a CTAPHID answer")
-    }
-}
+pub use fido_client::{ctap, ctaphid, hidraw, pin, usbip};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

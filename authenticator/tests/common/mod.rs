@@ -9,7 +9,7 @@ use authenticator::platform::{Indicator, Platform, Presence};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 
-#[path = "../../../tests/src/ctap.rs"]
+#[path = "../../../fido-client/src/ctap.rs"]
 mod ctap;
 pub use ctap::*;
 use littlefs2::fs::Allocation;
@@ -121,7 +121,7 @@ pub fn decode(response: &[u8]) -> (u8, Option<Value>) {
     (status, body)
 }
 
-#[path = "../../../tests/src/pin.rs"]
+#[path = "../../../fido-client/src/pin.rs"]
 pub mod pin_client;
 
 impl<T: App> Transport for T {
