@@ -57,6 +57,13 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         }
     }
 
+    /// Hold at most `limit` discoverable credentials, fewer than the storage allows: getInfo's
+    /// remainingDiscoverableCredentials counts down to 0 from it, and credentials already
+    /// stored beyond it stay (only new ones are refused).
+    pub fn set_credential_limit(&mut self, limit: usize) {
+        self.store.set_capacity_limit(limit);
+    }
+
     /// The platform, for runners that need to reach it (e.g. to answer a presence prompt).
     pub fn platform(&mut self) -> &mut P {
         &mut self.platform

@@ -285,3 +285,51 @@ fn logs_at_trace_level_hold_no_secret() {
         assert!(!text.contains(&needle), "{what} is in the log");
     }
 }
+
+/// `--max-credentials N`: a key that is full after N discoverable credentials, so a CI job can
+/// test an RP's "key full" path in seconds; the remaining count is exact all the way down.
+#[test]
+fn max_credentials_makes_a_small_exact_capacity() {
+    let key = Key::spawn(&[
+        "--ephemeral",
+        "--presence",
+        "auto",
+        "--max-credentials",
+        "20",
+    ]);
+    let mut channel = key.channel();
+    let remaining = |channel: &mut Channel<_>| {
+        let (status, body) = channel.cbor(&request(0x04, None)).unwrap();
+        assert_eq!(status, 0);
+        as_int(get(&decode_body(&body).unwrap(), 0x14).expect("remainingDiscoverableCredentials"))
+    };
+    assert_eq!(remaining(&mut channel), 20);
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        let make = make_credential_request("full.example", user.as_bytes(), &[-7], true);
+        let (status, _) = channel.cbor(&request(0x01, Some(&make))).unwrap();
+        assert_eq!(status, 0, "credential {i}");
+        assert_eq!(
+            remaining(&mut channel),
+            19 - i,
+            "each creation takes exactly one place"
+        );
+    }
+    let make = make_credential_request("full.example", b"one-more", &[-7], true);
+    let (status, _) = channel.cbor(&request(0x01, Some(&make))).unwrap();
+    assert_eq!(status, 0x28, "0 remaining: CTAP2_ERR_KEY_STORE_FULL");
+    // Replacing a user's credential needs no room; non-discoverable ones need none either.
+    let again = make_credential_request("full.example", b"user-3", &[-7], true);
+    assert_eq!(channel.cbor(&request(0x01, Some(&again))).unwrap().0, 0);
+    let plain = make_credential_request("full.example", b"one-more", &[-7], false);
+    assert_eq!(channel.cbor(&request(0x01, Some(&plain))).unwrap().0, 0);
+    // A discovery sign-in on the full key finds all 20.
+    let (status, body) = channel
+        .cbor(&request(
+            0x02,
+            Some(&get_assertion_request("full.example", &[1; 32], &[])),
+        ))
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(as_int(get(&decode_body(&body).unwrap(), 5).unwrap()), 20);
+}

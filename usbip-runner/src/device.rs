@@ -147,12 +147,21 @@ fn install_attestation<S: littlefs2::driver::Storage>(
     }
 }
 
+/// What a key is given at start beyond its state.
+#[derive(Clone, Default)]
+pub struct KeySetup {
+    /// A batch attestation to install if the key has none.
+    pub attestation: Option<Attestation>,
+    /// At most this many discoverable credentials (below what the state's geometry holds).
+    pub max_credentials: Option<usize>,
+}
+
 /// Run a key until `Shutdown` (or until every sender is gone).
 pub fn run<S: littlefs2::driver::Storage>(
     mut storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
-    attestation: Option<Attestation>,
+    setup: KeySetup,
     trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
@@ -172,8 +181,11 @@ pub fn run<S: littlefs2::driver::Storage>(
             firmware_version: firmware_version(),
         },
     );
-    if let Some(attestation) = attestation {
+    if let Some(attestation) = setup.attestation {
         install_attestation(&mut auth, &attestation, &serial);
+    }
+    if let Some(limit) = setup.max_credentials {
+        auth.set_credential_limit(limit);
     }
     let (bus, handle) = new_bus();
     let usb_alloc = UsbBusAllocator::new(bus);

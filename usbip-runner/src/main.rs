@@ -49,6 +49,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = usbip_runner::DEFAULT_MAX_CONNECTIONS as u16,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_connections: u16,
+    /// Hold at most N discoverable credentials per key (default: what the 16 MiB state holds,
+    /// 19,740), so a test reaches "key full" in N registrations.
+    #[arg(long, value_name = "N")]
+    max_credentials: Option<usize>,
 }
 
 #[derive(clap::Subcommand)]
@@ -142,6 +146,7 @@ fn main() {
         trace: args.trace.clone(),
         attestation,
         max_connections: usize::from(args.max_connections),
+        max_credentials: args.max_credentials,
     };
     let server = match start(config) {
         Ok(server) => server,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use authenticator::attestation::Attestation;
 
 use crate::control::Control;
-use crate::device::{self, Event};
+use crate::device::{self, Event, KeySetup};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::protocol::{self, OpRequest};
 use crate::storage::{FileStorage, RamStorage};
@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub attestation: Option<Attestation>,
     /// Connections served at once (each has a thread); more are closed as they arrive.
     pub max_connections: usize,
+    /// Hold at most this many discoverable credentials per key (a small, exact capacity for
+    /// tests of an RP's "key full" path); `None`: what the 16 MiB state holds (19,740).
+    pub max_credentials: Option<usize>,
 }
 
 /// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
@@ -70,6 +73,7 @@ impl ServerConfig {
             trace: None,
             attestation: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_credentials: None,
         }
     }
 }
@@ -231,7 +235,10 @@ fn spawn_key(
     };
     let label = bus_id.to_string();
     let name = format!("key-{bus_id}");
-    let attestation = config.attestation.clone();
+    let setup = KeySetup {
+        attestation: config.attestation.clone(),
+        max_credentials: config.max_credentials,
+    };
     let thread = match &config.state {
         StateLocation::Dir(dir) => {
             // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
@@ -243,15 +250,15 @@ fn spawn_key(
             std::fs::create_dir_all(&dir)?;
             let storage = FileStorage::open(&dir.join("state.lfs"))?;
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
-            std::thread::Builder::new().name(name).spawn(move || {
-                device::run(storage, platform, serial, attestation, trace, receiver)
-            })?
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || device::run(storage, platform, serial, setup, trace, receiver))?
         }
         StateLocation::Ephemeral => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new().name(name).spawn(move || {
                 let storage = RamStorage::default();
-                device::run(storage, platform, serial, attestation, trace, receiver)
+                device::run(storage, platform, serial, setup, trace, receiver)
             })?
         }
     };
