@@ -42,9 +42,23 @@ trap 'rm -rf "$batch_dir"' EXIT
   --out "$batch_dir/batch" >/dev/null
 export ATTESTATION_BATCH="$batch_dir/batch"
 
+# State partitions pre-filled on the host by the core's own store code, in the Pico's geometry:
+# nearly full for the fill-to-full test, 1,000 maximal credentials (one per RP, or 300 on one
+# RP) for the figures with the store full.
+(cd .. && cargo build --release -p authenticator --example pico_state_image --quiet)
+images=../target/release/examples/pico_state_image
+"$images" "$batch_dir/nearly-full.img" 1736 300
+"$images" "$batch_dir/spread.img" 1000 0
+"$images" "$batch_dir/one-rp.img" 1000 300
+export PICO_NEARLY_FULL_IMAGE="$batch_dir/nearly-full.img"
+
 cd emulator
 npm ci --no-audit --no-fund
 node uf2.mjs "../$elf" ../target/rp2040-runner.uf2
 # The suite also runs from the UF2, so what a user flashes is what was tested.
 node --test --test-concurrency=2 test/
 RP2040_FIRMWARE=../target/rp2040-runner.uf2 node --test test/key.test.mjs
+
+# Figures with 1,000 maximal credentials stored (not a test: it prints cycles).
+node bench-scale.mjs "$batch_dir/spread.img" 500
+node bench-scale.mjs "$batch_dir/one-rp.img" shared

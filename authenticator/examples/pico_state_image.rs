@@ -1,0 +1,163 @@
+//! Write a Pico state partition (1.5 MiB, the firmware's exact littlefs geometry) holding N
+//! maximal discoverable credentials, made by this core's own makeCredential on the host: the
+//! emulated Pico then boots from it (`rp2040-runner/emulator/bench-scale.mjs`) instead of
+//! taking thousands of emulated requests to fill.
+//!
+//! `cargo run --release -p authenticator --example pico_state_image -- OUT COUNT [ONE_RP]`:
+//! COUNT credentials with RP IDs of 256 bytes, user ids of 64, names of 64 and a 32-byte
+//! credBlob; the first ONE_RP of them (default 0) on one RP, `rp-shared…`, the others one RP
+//! each, `rp-<n>…`.
+
+use authenticator::ctaphid::{App, Outcome, Transaction};
+use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::{Authenticator, Config};
+use ciborium::Value;
+use littlefs2::fs::Allocation;
+use rand_chacha::rand_core::SeedableRng;
+
+/// rp2040-runner/src/flash.rs: 4 KiB sectors, 256-byte pages, 384 sectors from 0x80000.
+const BLOCK_SIZE: usize = 4096;
+const BLOCK_COUNT: usize = 384;
+
+struct PicoImage(Vec<u8>);
+
+impl littlefs2::driver::Storage for PicoImage {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = 256;
+    const BLOCK_SIZE: usize = BLOCK_SIZE;
+    const BLOCK_COUNT: usize = BLOCK_COUNT;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = littlefs2::consts::U256;
+    type LOOKAHEAD_SIZE = littlefs2::consts::U8;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
+        let src = self
+            .0
+            .get(off..off + buf.len())
+            .ok_or(littlefs2::io::Error::IO)?;
+        buf.copy_from_slice(src);
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
+        self.0
+            .get_mut(off..off + data.len())
+            .ok_or(littlefs2::io::Error::IO)?
+            .copy_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
+        self.0
+            .get_mut(off..off + len)
+            .ok_or(littlefs2::io::Error::IO)?
+            .fill(0xff);
+        Ok(len)
+    }
+}
+
+/// The host's stand-in for the Pico: a seeded CSPRNG and a user who always touches.
+struct Host(rand_chacha::ChaCha20Rng);
+
+impl Platform for Host {
+    type Rng = rand_chacha::ChaCha20Rng;
+    type Storage = PicoImage;
+    fn rng(&mut self) -> &mut Self::Rng {
+        &mut self.0
+    }
+    fn now_ms(&self) -> u64 {
+        0
+    }
+    fn start_presence(&mut self) {}
+    fn poll_presence(&mut self) -> Presence {
+        Presence::Granted
+    }
+    fn stop_presence(&mut self) {}
+    fn indicate(&mut self, _: Indicator) {}
+}
+
+fn padded(prefix: &str, len: usize, fill: char) -> String {
+    let mut s = prefix.to_string();
+    while s.len() < len {
+        s.push(fill);
+    }
+    s
+}
+
+fn rp_id(n: usize, one_rp: usize) -> String {
+    if n < one_rp {
+        padded("rp-shared.", 248, 'r') + ".example"
+    } else {
+        padded(&format!("rp-{n}."), 248, 'r') + ".example"
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn make(rp: &str, user: usize) -> Vec<u8> {
+    let name = padded(&format!("name-{user}-"), 64, 'n');
+    let user_id = padded(&format!("user-{user}-"), 64, 'u');
+    let body = Value::Map(vec![
+        (Value::from(1), Value::Bytes(vec![7; 32])),
+        (Value::from(2), Value::Map(vec![(text("id"), text(rp))])),
+        (
+            Value::from(3),
+            Value::Map(vec![
+                (text("id"), Value::Bytes(user_id.into_bytes())),
+                (text("name"), text(&name)),
+                (text("displayName"), text(&name)),
+            ]),
+        ),
+        (
+            Value::from(4),
+            Value::Array(vec![Value::Map(vec![
+                (text("alg"), Value::from(-7)),
+                (text("type"), text("public-key")),
+            ])]),
+        ),
+        (
+            Value::from(6),
+            Value::Map(vec![(text("credBlob"), Value::Bytes(vec![0xAB; 32]))]),
+        ),
+        (
+            Value::from(7),
+            Value::Map(vec![(text("rk"), Value::Bool(true))]),
+        ),
+    ]);
+    let mut request = vec![0x01];
+    ciborium::into_writer(&body, &mut request).expect("CBOR");
+    request
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: pico_state_image OUT COUNT [ONE_RP]";
+    let out = args.get(1).expect(usage);
+    let count: usize = args.get(2).and_then(|n| n.parse().ok()).expect(usage);
+    let one_rp: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut storage = PicoImage(vec![0xff; BLOCK_SIZE * BLOCK_COUNT]);
+    {
+        let mut alloc = Allocation::new();
+        let fs = authenticator::store::mount(&mut alloc, &mut storage).expect("format");
+        let platform = Host(rand_chacha::ChaCha20Rng::seed_from_u64(count as u64));
+        let config = Config {
+            aaguid: [0; 16],
+            firmware_version: 0,
+        };
+        let mut key = Authenticator::new(platform, fs, config);
+        for i in 0..count {
+            let mut response = Vec::new();
+            let outcome = key.call(
+                Transaction::Cbor,
+                &make(&rp_id(i, one_rp), i),
+                &mut response,
+            );
+            assert_eq!(outcome, Outcome::Done);
+            assert_eq!(response.first(), Some(&0), "credential {i}: status");
+        }
+    }
+    std::fs::write(out, &storage.0).expect("write the image");
+    eprintln!("{out}: {count} maximal discoverable credentials ({one_rp} on one RP)");
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The Pico with its store full of credentials: exact emulated cycles at 125 MHz for
+// makeCredential, getAssertion with an allow list and a discovery getAssertion, booted from a
+// state partition the core's own code filled on the host (authenticator's example
+// `pico_state_image`: maximal credentials, RP IDs of 256 bytes). Prints figures.
+//
+//   node bench-scale.mjs IMAGE [RP]   RP: `shared` (the RP holding many) or a number
+import fs from 'node:fs';
+import { bootKey } from './lib/harness.mjs';
+import { decodeCbor, encodeCbor } from './lib/cbor.mjs';
+import * as ctap2 from './lib/ctap2.mjs';
+
+const STATE_OFFSET = 0x80000;
+const [image, which = 'shared'] = process.argv.slice(2);
+if (!image) throw new Error('usage: bench-scale.mjs IMAGE [shared|N]');
+
+const padded = (prefix, len, fill) => prefix + fill.repeat(Math.max(0, len - prefix.length));
+const rpId = (label) => `${padded(`rp-${label}.`, 248, 'r')}.example`;
+const rp = rpId(which);
+
+// Boot once for the firmware's flash, put the pre-filled state behind it, and boot from that.
+const first = await bootKey();
+const flash = first.machine.snapshotFlash();
+flash.set(fs.readFileSync(image), STATE_OFFSET);
+const { machine, hid } = await bootKey({ flash });
+machine.bootselPressed = true;
+await hid.init();
+
+const rows = [];
+const record = (name, r) => {
+  if (r.status !== 0) throw new Error(`${name}: status 0x${r.status.toString(16)}`);
+  rows.push({ name, busy: r.activeCycles, total: r.cycles });
+  return decodeCbor(r.body);
+};
+
+const discovery = record(`discovery getAssertion (${which})`, await hid.cbor(0x02, encodeCbor(new Map([
+  [1, rp], [2, ctap2.sha256('discover')],
+]))));
+const count = discovery.get(5) ?? 1;
+const credentialId = discovery.get(1).get('id');
+// Before any other request: a new one ends the series (§6.3).
+if (count > 1) record('getNextAssertion', await hid.cbor(0x08));
+record('getAssertion (allowList)', await hid.cbor(0x02, encodeCbor(new Map([
+  [1, rp], [2, ctap2.sha256('assert')],
+  [3, [new Map([['id', credentialId], ['type', 'public-key']])]],
+]))));
+const name = padded('name-new-', 64, 'n');
+record('makeCredential (rk, maximal)', await hid.cbor(0x01, encodeCbor(new Map([
+  [1, ctap2.sha256('make')],
+  [2, new Map([['id', rp]])],
+  [3, new Map([['id', new TextEncoder().encode(padded('user-new-', 64, 'u'))], ['name', name], ['displayName', name]])],
+  [4, [new Map([['alg', -7], ['type', 'public-key']])]],
+  [6, new Map([['credBlob', new Uint8Array(32).fill(0xab)]])],
+  [7, new Map([['rk', true]])],
+]))));
+const info = decodeCbor((await hid.cbor(0x04)).body);
+
+const fmt = (n) => n.toLocaleString('en-US').padStart(12);
+console.log(`${image}: ${count} credential(s) on the RP asked; remaining after one more: ${info.get(0x14)}`);
+console.log('request                              busy cycles   ms@125MHz   total cycles   ms@125MHz');
+for (const r of rows) {
+  console.log(`${r.name.padEnd(35)}${fmt(r.busy)}  ${(r.busy / 125e3).toFixed(1).padStart(9)}  ${fmt(r.total)}  ${(r.total / 125e3).toFixed(1).padStart(9)}`);
+}
