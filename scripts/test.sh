@@ -35,3 +35,6 @@ step "benchmark: CTAP round trips over USB/IP (figures, not a test)"
 if cargo bench -p e2e-tests --bench roundtrip --no-run >/dev/null 2>&1; then
     cargo bench -p e2e-tests --bench roundtrip
 fi
+
+step "benchmark: the credential store at 10, 100 and 1,000 stored (STORE_BENCH_COUNTS)"
+STORE_BENCH_COUNTS="${STORE_BENCH_COUNTS:-10,100,1000}" cargo bench -p e2e-tests --bench store_scale
