@@ -1,0 +1,194 @@
+//! Flash wear of the store on the Pico's geometry: erases and programs per 1,000 discoverable
+//! registrations and per 100,000 assertions, and how evenly littlefs spreads the erases over
+//! the 384 blocks (block_cycles 500). Prints figures.
+//!
+//! `cargo run --release -p authenticator --example store_wear`
+
+use authenticator::ctaphid::{App, Outcome, Transaction};
+use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::{Authenticator, Config};
+use ciborium::Value;
+use littlefs2::fs::Allocation;
+use rand_chacha::rand_core::SeedableRng;
+
+const BLOCK_SIZE: usize = 4096;
+const BLOCK_COUNT: usize = 384;
+
+/// The Pico's state partition in RAM, counting what is done to each block.
+struct CountingFlash {
+    bytes: Vec<u8>,
+    erases: Vec<u32>,
+    programs: u64,
+}
+
+impl littlefs2::driver::Storage for CountingFlash {
+    const READ_SIZE: usize = 16;
+    const WRITE_SIZE: usize = 256;
+    const BLOCK_SIZE: usize = BLOCK_SIZE;
+    const BLOCK_COUNT: usize = BLOCK_COUNT;
+    const BLOCK_CYCLES: isize = 500;
+    type CACHE_SIZE = littlefs2::consts::U256;
+    type LOOKAHEAD_SIZE = littlefs2::consts::U8;
+
+    fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
+        buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
+        Ok(buf.len())
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
+        self.programs += 1;
+        self.bytes[off..off + data.len()].copy_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
+        for block in off / BLOCK_SIZE..(off + len).div_ceil(BLOCK_SIZE) {
+            self.erases[block] += 1;
+        }
+        self.bytes[off..off + len].fill(0xff);
+        Ok(len)
+    }
+}
+
+struct Host(rand_chacha::ChaCha20Rng);
+
+impl Platform for Host {
+    type Rng = rand_chacha::ChaCha20Rng;
+    type Storage = CountingFlash;
+    fn rng(&mut self) -> &mut Self::Rng {
+        &mut self.0
+    }
+    fn now_ms(&self) -> u64 {
+        0
+    }
+    fn start_presence(&mut self) {}
+    fn poll_presence(&mut self) -> Presence {
+        Presence::Granted
+    }
+    fn stop_presence(&mut self) {}
+    fn indicate(&mut self, _: Indicator) {}
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn call(key: &mut impl App, command: u8, body: &Value) -> Vec<u8> {
+    let mut request = vec![command];
+    ciborium::into_writer(body, &mut request).expect("CBOR");
+    let mut response = Vec::new();
+    assert_eq!(
+        key.call(Transaction::Cbor, &request, &mut response),
+        Outcome::Done
+    );
+    assert_eq!(response.first(), Some(&0), "status");
+    response
+}
+
+fn make(rp: &str, user: usize) -> Value {
+    Value::Map(vec![
+        (Value::from(1), Value::Bytes(vec![7; 32])),
+        (Value::from(2), Value::Map(vec![(text("id"), text(rp))])),
+        (
+            Value::from(3),
+            Value::Map(vec![
+                (
+                    text("id"),
+                    Value::Bytes(format!("user-{user}").into_bytes()),
+                ),
+                (text("name"), text(&format!("user {user}"))),
+            ]),
+        ),
+        (
+            Value::from(4),
+            Value::Array(vec![Value::Map(vec![
+                (text("alg"), Value::from(-7)),
+                (text("type"), text("public-key")),
+            ])]),
+        ),
+        (
+            Value::from(7),
+            Value::Map(vec![(text("rk"), Value::Bool(true))]),
+        ),
+    ])
+}
+
+fn main() {
+    let mut flash = CountingFlash {
+        bytes: vec![0xff; BLOCK_SIZE * BLOCK_COUNT],
+        erases: vec![0; BLOCK_COUNT],
+        programs: 0,
+    };
+    let mut alloc = Allocation::new();
+    let fs = authenticator::store::mount(&mut alloc, &mut flash).expect("format");
+    let platform = Host(rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    let mut key = Authenticator::new(
+        platform,
+        fs,
+        Config {
+            aaguid: [0; 16],
+            firmware_version: 0,
+        },
+    );
+    // The filesystem borrows the storage while a key runs: each phase runs on its own key
+    // and is read from the totals after it.
+    for i in 0..1000 {
+        call(&mut key, 0x01, &make(&format!("rp{}.example", i % 50), i));
+    }
+    drop(key);
+    let registrations = (
+        flash.erases.iter().map(|&e| u64::from(e)).sum::<u64>(),
+        flash.programs,
+    );
+    let after_registrations = flash.erases.clone();
+
+    let mut alloc = Allocation::new();
+    let fs = authenticator::store::mount(&mut alloc, &mut flash).expect("mount");
+    let platform = Host(rand_chacha::ChaCha20Rng::seed_from_u64(2));
+    let mut key = Authenticator::new(
+        platform,
+        fs,
+        Config {
+            aaguid: [0; 16],
+            firmware_version: 0,
+        },
+    );
+    let assertion = Value::Map(vec![
+        (Value::from(1), text("rp0.example")),
+        (Value::from(2), Value::Bytes(vec![1; 32])),
+    ]);
+    for _ in 0..100_000 {
+        call(&mut key, 0x02, &assertion);
+    }
+    drop(key);
+    let total = (
+        flash.erases.iter().map(|&e| u64::from(e)).sum::<u64>(),
+        flash.programs,
+    );
+    let assertions: Vec<u32> = flash
+        .erases
+        .iter()
+        .zip(&after_registrations)
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "1,000 discoverable registrations (50 RPs): {} erases, {} page programs (format and first use included)",
+        registrations.0, registrations.1
+    );
+    println!(
+        "100,000 assertions (signature counter reserved 64 at a time): {} erases, {} page programs",
+        total.0 - registrations.0,
+        total.1 - registrations.1
+    );
+    let spread = |erases: &[u32]| {
+        let touched = erases.iter().filter(|&&e| e > 0).count();
+        let max = erases.iter().max().copied().unwrap_or(0);
+        format!("{touched} of {BLOCK_COUNT} blocks erased, at most {max} times each")
+    };
+    println!("  registrations: {}", spread(&after_registrations));
+    println!("  assertions: {}", spread(&assertions));
+    println!(
+        "at 100,000 erase cycles per block (W25Q16), the assertions' most-erased block lasts {:.0} million assertions",
+        100_000.0 * 100_000.0 / f64::from(assertions.iter().max().copied().unwrap_or(1).max(1)) / 1e6
+    );
+}
