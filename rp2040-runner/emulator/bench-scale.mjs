@@ -6,7 +6,8 @@
 //
 //   node bench-scale.mjs IMAGE [RP]   RP: `shared` (the RP holding many) or a number
 import fs from 'node:fs';
-import { bootKey } from './lib/harness.mjs';
+import { bootKey, firmwarePath } from './lib/harness.mjs';
+import { elfSymbol } from './lib/image.mjs';
 import { decodeCbor, encodeCbor } from './lib/cbor.mjs';
 import * as ctap2 from './lib/ctap2.mjs';
 
@@ -55,8 +56,11 @@ record('makeCredential (rk, maximal)', await hid.cbor(0x01, encodeCbor(new Map([
 ]))));
 const info = decodeCbor((await hid.cbor(0x04)).body);
 
+// The firmware's high-water mark of heap use since this boot (index, littlefs, every request).
+const heapPeak = machine.mcu.readUint32(elfSymbol(fs.readFileSync(firmwarePath()), 'HEAP_PEAK'));
+
 const fmt = (n) => n.toLocaleString('en-US').padStart(12);
-console.log(`${image}: ${count} credential(s) on the RP asked; remaining after one more: ${info.get(0x14)}`);
+console.log(`${image}: ${count} credential(s) on the RP asked; remaining after one more: ${info.get(0x14)}; heap peak ${heapPeak} of 98,304 bytes`);
 console.log('request                              busy cycles   ms@125MHz   total cycles   ms@125MHz');
 for (const r of rows) {
   console.log(`${r.name.padEnd(35)}${fmt(r.busy)}  ${(r.busy / 125e3).toFixed(1).padStart(9)}  ${fmt(r.total)}  ${(r.total / 125e3).toFixed(1).padStart(9)}`);

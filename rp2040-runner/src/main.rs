@@ -47,7 +47,33 @@ use crate::platform::PicoPlatform;
 pub static BOOT2_FIRMWARE: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
 
 #[global_allocator]
-static HEAP: Heap = Heap::empty();
+static HEAP: PeakTracking = PeakTracking(Heap::empty());
+
+/// The most heap ever in use, in bytes: read by the emulated tests and benchmarks (from the
+/// ELF's symbol table) to report the firmware's peak heap with the store full.
+#[no_mangle]
+static HEAP_PEAK: portable_atomic::AtomicUsize = portable_atomic::AtomicUsize::new(0);
+
+/// The heap, noting its high-water mark after each allocation.
+struct PeakTracking(Heap);
+
+// SAFETY: every call is forwarded unchanged to embedded-alloc's heap, which upholds
+// GlobalAlloc's contract; the only addition is reading how much of it is in use.
+unsafe impl core::alloc::GlobalAlloc for PeakTracking {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's layout is passed on as GlobalAlloc::alloc requires.
+        let ptr = unsafe { self.0.alloc(layout) };
+        if !ptr.is_null() {
+            HEAP_PEAK.fetch_max(self.0.used(), portable_atomic::Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: ptr and layout come from a call to alloc above, as the caller guarantees.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
 /// Heap for CTAP messages (up to 7.6 KB each, a few copies), littlefs and credentials.
 const HEAP_SIZE: usize = 96 * 1024;
 
@@ -305,7 +331,7 @@ fn init_heap() {
     static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
     // SAFETY: called once, first thing in main, before any allocation; HEAP_MEM is used by
     // nothing else.
-    unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
+    unsafe { HEAP.0.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
 }
 
 /// The USB serial number: the flash chip's unique ID as 16 hex digits (as the Pico SDK's

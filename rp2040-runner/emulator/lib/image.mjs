@@ -81,3 +81,28 @@ export function readImage(path) {
   const bytes = new Uint8Array(fs.readFileSync(path));
   return path.endsWith('.uf2') ? uf2Segments(bytes) : elfSegments(bytes);
 }
+
+/** The address of a symbol in an ELF's symbol table (e.g. the firmware's HEAP_PEAK). */
+export function elfSymbol(bytes, name) {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const shoff = dv.getUint32(32, true);
+  const shentsize = dv.getUint16(46, true);
+  const shnum = dv.getUint16(48, true);
+  const section = (i) => {
+    const at = shoff + i * shentsize;
+    return { type: dv.getUint32(at + 4, true), offset: dv.getUint32(at + 16, true),
+      size: dv.getUint32(at + 20, true), link: dv.getUint32(at + 24, true) };
+  };
+  for (let i = 0; i < shnum; i++) {
+    const symtab = section(i);
+    if (symtab.type !== 2) continue; // SHT_SYMTAB
+    const strtab = section(symtab.link);
+    for (let at = symtab.offset; at < symtab.offset + symtab.size; at += 16) {
+      let s = strtab.offset + dv.getUint32(at, true);
+      let symbol = '';
+      while (bytes[s] !== 0) symbol += String.fromCharCode(bytes[s++]);
+      if (symbol === name) return dv.getUint32(at + 4, true);
+    }
+  }
+  throw new Error(`no symbol ${name} in the ELF`);
+}

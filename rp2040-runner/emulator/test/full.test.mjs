@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { bootKey } from '../lib/harness.mjs';
+import { bootKey, firmwarePath } from '../lib/harness.mjs';
+import { elfSymbol } from '../lib/image.mjs';
 import { decodeCbor, encodeCbor } from '../lib/cbor.mjs';
 import * as ctap2 from '../lib/ctap2.mjs';
 
@@ -76,4 +77,11 @@ test('a nearly full Pico fills to KEY_STORE_FULL with an exact count, then signs
     Buffer.concat([authData, cdh]), body.get(3)));
   // And the next one, a credential the host made before the Pico ever booted.
   assert.equal((await hid.cbor(0x08)).status, 0);
+
+  // The heap's high-water mark over all of it, the store full: the RAM index (16 bytes a
+  // slot, 27,840) and what requests need, well inside the 96 KiB heap.
+  const peak = machine.mcu.readUint32(elfSymbol(fs.readFileSync(firmwarePath()), 'HEAP_PEAK'));
+  console.log(`heap peak with the store full: ${peak} of 98,304 bytes`);
+  assert.ok(peak >= 27840, `the index is on the heap (peak ${peak})`);
+  assert.ok(peak <= 64 * 1024, `heap peak ${peak} leaves a third of the heap free`);
 });
