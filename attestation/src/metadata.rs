@@ -11,7 +11,7 @@ use crate::certificate::aaguid_of;
 use crate::{format_aaguid, Error};
 
 /// authenticatorGetInfo's member names (CTAP 2.2 §6.4), by CBOR key.
-const GET_INFO_NAMES: [&str; 24] = [
+const GET_INFO_NAMES: [&str; 31] = [
     "versions",
     "extensions",
     "aaguid",
@@ -36,6 +36,13 @@ const GET_INFO_NAMES: [&str; 24] = [
     "attestationFormats",
     "uvCountSinceLastPinEntry",
     "longTouchForReset",
+    "encIdentifier",
+    "transportsForReset",
+    "pinComplexityPolicy",
+    "pinComplexityPolicyURL",
+    "maxPINLength",
+    "encCredStoreState",
+    "authenticatorConfigCommands",
 ];
 
 /// The key's getInfo (CBOR) as the statement's `authenticatorGetInfo` object: members by name,

@@ -108,6 +108,37 @@ fn get_info_reports_what_the_key_does() {
         assert!(get(&info, 0x0E).is_some(), "firmwareVersion");
         let remaining = i64::try_from(get(&info, 0x14).unwrap().as_integer().unwrap()).unwrap();
         assert!(remaining > 0);
+        // CTAP 2.2's additions that this key has.
+        let texts = |key: i64| -> Vec<String> {
+            get(&info, key)
+                .unwrap_or_else(|| panic!("getInfo 0x{key:02x}"))
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_text().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(texts(0x16), ["packed", "none"], "attestationFormats");
+        assert_eq!(texts(0x1A), ["usb"], "transportsForReset");
+        assert_eq!(get(&info, 0x1D).map(as_int), Some(63), "maxPINLength");
+        let config: Vec<i64> = get(&info, 0x1F)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(as_int)
+            .collect();
+        assert_eq!(
+            config,
+            [2, 3],
+            "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength"
+        );
+        for absent in [0x15, 0x17, 0x18, 0x19, 0x1B, 0x1C, 0x1E] {
+            assert!(
+                get(&info, absent).is_none(),
+                "0x{absent:02x} is not advertised"
+            );
+        }
     });
 }
 

@@ -32,6 +32,12 @@ def test_get_info(device):
     assert info.max_cred_id_length <= 128
     assert [a["alg"] for a in info.algorithms] == [-7, -8]
     assert info.remaining_disc_creds > 0
+    # CTAP 2.2's getInfo additions, as python-fido2 reads them.
+    assert info.attestation_formats == ["packed", "none"]
+    assert info.transports_for_reset == ["usb"]
+    assert info.max_pin_length == 63
+    assert info.authenticator_config_commands == [2, 3]
+    assert info.long_touch_for_reset is False and info.enc_identifier is None
 
 
 def test_make_credential_and_get_assertion(device):

@@ -24,7 +24,7 @@ const TOKEN_INITIAL_USE_MS: u64 = 30_000;
 /// No token outlives this.
 const TOKEN_LIFETIME_MS: u64 = 10 * 60_000;
 /// The longest PIN, in UTF-8 bytes.
-const MAX_PIN_BYTES: usize = 63;
+pub(super) const MAX_PIN_BYTES: usize = 63;
 
 /// pinUvAuthToken permissions (§6.5.5.7).
 pub(crate) mod permission {

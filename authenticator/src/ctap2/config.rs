@@ -10,8 +10,8 @@ use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
 use crate::Authenticator;
 
 const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
-const TOGGLE_ALWAYS_UV: u8 = 0x02;
-const SET_MIN_PIN_LENGTH: u8 = 0x03;
+pub(super) const TOGGLE_ALWAYS_UV: u8 = 0x02;
+pub(super) const SET_MIN_PIN_LENGTH: u8 = 0x03;
 
 /// The most RP IDs parsed from a request; more than [`MAX_MIN_PIN_LENGTH_RP_IDS`] is refused.
 const PARSED_RP_IDS: usize = 8;

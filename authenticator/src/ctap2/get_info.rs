@@ -73,6 +73,28 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     certifications: Option<u8>,
     remaining_discoverable_credentials: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor_prototype_config_commands: Option<[u32; 0]>,
+    /// CTAP 2.2: the formats a platform may ask for in attestationFormatsPreference.
+    attestation_formats: [&'static str; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uv_count_since_last_pin_entry: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    long_touch_for_reset: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enc_identifier: Option<serde_bytes::ByteArray<0>>,
+    /// CTAP 2.2: authenticatorReset works over every transport the key has.
+    transports_for_reset: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_complexity_policy: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_complexity_policy_url: Option<serde_bytes::ByteArray<0>>,
+    /// CTAP 2.2: the longest PIN accepted, in bytes of UTF-8.
+    max_pin_length: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enc_cred_store_state: Option<serde_bytes::ByteArray<0>>,
+    /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
+    authenticator_config_commands: [u8; 2],
 }
 
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
@@ -126,5 +148,19 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         uv_modality: None,
         certifications: None,
         remaining_discoverable_credentials: auth.store.remaining_resident_slots(),
+        vendor_prototype_config_commands: None,
+        attestation_formats: ["packed", "none"],
+        uv_count_since_last_pin_entry: None,
+        long_touch_for_reset: None,
+        enc_identifier: None,
+        transports_for_reset: ["usb"],
+        pin_complexity_policy: None,
+        pin_complexity_policy_url: None,
+        max_pin_length: super::client_pin::MAX_PIN_BYTES,
+        enc_cred_store_state: None,
+        authenticator_config_commands: [
+            super::config::TOGGLE_ALWAYS_UV,
+            super::config::SET_MIN_PIN_LENGTH,
+        ],
     }
 }
