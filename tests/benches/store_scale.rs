@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use e2e_tests::ctap::*;
-use e2e_tests::ctaphid::Channel;
+use e2e_tests::ctaphid::{self, Channel};
 use e2e_tests::pin::PinClient;
 use e2e_tests::Key;
 use sha2::{Digest, Sha256};
@@ -98,7 +98,12 @@ fn timed(f: impl FnOnce()) -> Duration {
 }
 
 /// Credential management over all of `rp`'s credentials: begin, then get-next for the rest.
-fn enumerate(channel: &mut Channel, client: &PinClient, rp: &str, expected: usize) -> Duration {
+fn enumerate(
+    channel: &mut Channel,
+    client: &PinClient,
+    rp: &str,
+    expected: usize,
+) -> (Duration, usize) {
     let token = client.token(channel, PIN, Some(0x04), None).unwrap();
     let rp_hash: [u8; 32] = Sha256::digest(rp.as_bytes()).into();
     let params = map(vec![(int(1), bytes(&rp_hash))]);
@@ -114,15 +119,28 @@ fn enumerate(channel: &mut Channel, client: &PinClient, rp: &str, expected: usiz
         ])),
     );
     let next = request(0x0A, Some(&map(vec![(int(1), int(5))])));
-    timed(|| {
+    let mut answer = 0;
+    let elapsed = timed(|| {
         let (status, body) = channel.cbor(&begin).unwrap();
         assert_eq!(status, 0);
+        answer = body.len();
         let total = as_int(get(&decode_body(&body).unwrap(), 9).unwrap()) as usize;
         assert_eq!(total, expected, "totalCredentials");
         for _ in 1..total {
             assert_eq!(channel.cbor(&next).unwrap().0, 0);
         }
-    })
+    });
+    (elapsed, answer)
+}
+
+/// The transport alone: a PING as long as one enumeration answer, echoed (median).
+fn ping(channel: &mut Channel, length: usize) -> f64 {
+    let data = vec![0x5a; length + 1];
+    median(
+        (0..20)
+            .map(|_| timed(|| assert_eq!(channel.transact(ctaphid::PING, &data).unwrap().1, data)))
+            .collect(),
+    )
 }
 
 fn creds_metadata(channel: &mut Channel, client: &PinClient) -> (Duration, i64) {
@@ -153,8 +171,8 @@ fn scenario(label: &str, rps: usize, counts: &[usize]) {
     assert_eq!(client.set_pin(&mut channel, PIN), 0);
     println!("-- {label}");
     println!(
-        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}   (ms; medians but enumeration)",
-        "stored", "makeCred", "getAssert", "discovery", "getNext", "enumerate", "metadata"
+        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}   (ms; medians but enumeration)",
+        "stored", "makeCred", "getAssert", "discovery", "getNext", "enumerate", "metadata", "PING"
     );
     let mut stored = 0;
     let mut first_id = Vec::new();
@@ -207,11 +225,12 @@ fn scenario(label: &str, rps: usize, counts: &[usize]) {
                 elapsed
             })
             .collect();
-        let enumeration = enumerate(&mut channel, &client, &rp0, on_rp0);
+        let (enumeration, answer) = enumerate(&mut channel, &client, &rp0, on_rp0);
+        let transport = ping(&mut channel, answer);
         let (metadata, existing) = creds_metadata(&mut channel, &client);
         assert_eq!(existing as usize, stored);
         println!(
-            "{stored:>6} {:>10.2} {:>10.2} {:>10.2} {:>10} {:>12.1} {:>10.2}   ({on_rp0} on the RP enumerated)",
+            "{stored:>6} {:>10.2} {:>10.2} {:>10.2} {:>10} {:>12.1} {:>10.2} {:>8.2}   ({on_rp0} on the RP enumerated)",
             median(make),
             median(assert),
             median(discovery),
@@ -222,6 +241,7 @@ fn scenario(label: &str, rps: usize, counts: &[usize]) {
             },
             enumeration.as_secs_f64() * 1e3,
             metadata.as_secs_f64() * 1e3,
+            transport,
         );
     }
     println!(

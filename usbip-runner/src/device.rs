@@ -232,6 +232,23 @@ pub fn run<S: littlefs2::driver::Storage>(
     tracing::info!(serial = %key.serial, "key stopped");
 }
 
+/// How long the key's thread looks for the next URB before it sleeps. A host asks for its next
+/// report tens of microseconds after the last one completed (usbhid resubmits its IN URB at
+/// once); waking a sleeping thread costs about as much again, on each of a message's packets.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+
+/// The next event if one arrives within `SPIN_BEFORE_SLEEP`, without sleeping.
+fn spin_for_event(events: &Receiver<Event>) -> Option<Event> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < SPIN_BEFORE_SLEEP {
+        if let Ok(event) = events.try_recv() {
+            return Some(event);
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
 fn version() -> DeviceVersion {
     let v = firmware_version();
     DeviceVersion {
@@ -249,6 +266,9 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
     /// The next event, or `Some(None)` when a CTAPHID deadline passes first; `None` when every
     /// sender is gone.
     fn next_event(&mut self, events: &Receiver<Event>) -> Option<Option<Event>> {
+        if let Some(event) = spin_for_event(events) {
+            return Some(Some(event));
+        }
         match self.ctaphid.next_deadline() {
             Some(deadline) => {
                 let wait = deadline.saturating_sub(self.now());
