@@ -136,6 +136,14 @@ impl<P: Platform> App for Authenticator<'_, P> {
         request: &[u8],
         response: &mut Vec<u8>,
     ) -> Outcome {
+        // Room for a status-only answer, so that every failure below can be reported; without
+        // even that, an empty answer, which CTAPHID turns into ERR_OTHER.
+        if response
+            .try_reserve(crate::ctaphid::MIN_RESPONSE_ROOM)
+            .is_err()
+        {
+            return Outcome::Done;
+        }
         let mut digest = Sha256::new();
         digest.update([transaction as u8]);
         digest.update(request);

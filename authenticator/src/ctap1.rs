@@ -8,8 +8,10 @@
 use alloc::vec::Vec;
 
 use crate::credential::{Algorithm, CredProtect, Credential};
+use crate::fallible::{self, OutOfMemory};
 use crate::platform::Platform;
 use crate::presence::Refusal;
+use crate::store::StoreError;
 use crate::Authenticator;
 
 /// ISO 7816-4 status words.
@@ -23,6 +25,8 @@ mod sw {
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
     pub const UNKNOWN: u16 = 0x6F00;
+    /// ISO 7816-4's "not enough memory space": the heap could not hold the answer.
+    pub const NOT_ENOUGH_MEMORY: u16 = 0x6A84;
 }
 
 const REGISTER: u8 = 0x01;
@@ -109,10 +113,7 @@ fn dispatch<P: Platform>(
     match apdu.ins {
         REGISTER => register(auth, apdu.data, out),
         AUTHENTICATE => authenticate(auth, apdu.p1, apdu.data, out),
-        VERSION if apdu.data.is_empty() => {
-            out.extend_from_slice(b"U2F_V2");
-            Ok(())
-        }
+        VERSION if apdu.data.is_empty() => write(out, &[b"U2F_V2"]),
         VERSION => Err(sw::WRONG_LENGTH),
         _ => Err(sw::INS_NOT_SUPPORTED),
     }
@@ -158,23 +159,42 @@ fn register<P: Platform>(
     // The key handle is at most 128 bytes, so its length fits the one-byte field.
     let signed: [&[u8]; 5] = [&[0x00], application, challenge, &key_handle, &public_key];
     // Signed by the batch attestation key once one is provisioned, else self-signed.
-    let (certificate, signature) = match auth.attestation() {
-        Some(attestation) => (
-            attestation.certificate().to_vec(),
-            attestation.sign(&signed),
-        ),
-        None => (
-            self_signed_certificate(&credential, &public_key),
-            credential.sign(&signed),
-        ),
+    let self_signed;
+    let (certificate, signature) = match auth.store.attestation().map_err(store_error)? {
+        Some(attestation) => (attestation.certificate(), attestation.sign(&signed)),
+        None => {
+            self_signed = self_signed_certificate(&credential, &public_key)
+                .map_err(|OutOfMemory| sw::NOT_ENOUGH_MEMORY)?;
+            (self_signed.as_slice(), credential.sign(&signed))
+        }
     };
-    out.push(0x05);
-    out.extend_from_slice(&public_key);
-    out.push(key_handle.len() as u8);
-    out.extend_from_slice(&key_handle);
-    out.extend_from_slice(&certificate);
-    out.extend_from_slice(&signature);
+    let pieces: [&[u8]; 6] = [
+        &[0x05],
+        &public_key,
+        &[key_handle.len() as u8],
+        &key_handle,
+        certificate,
+        &signature,
+    ];
+    write(out, &pieces)
+}
+
+/// Append the pieces to the answer, with room for the status word `handle` adds, or fail as a
+/// whole if the heap cannot hold them.
+fn write(out: &mut Vec<u8>, pieces: &[&[u8]]) -> Result<(), u16> {
+    let total = pieces.iter().map(|piece| piece.len()).sum::<usize>() + 2;
+    out.try_reserve(total).map_err(|_| sw::NOT_ENOUGH_MEMORY)?;
+    for piece in pieces {
+        out.extend_from_slice(piece);
+    }
     Ok(())
+}
+
+fn store_error(error: StoreError) -> u16 {
+    match error {
+        StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
+        StoreError::Full | StoreError::Io => sw::UNKNOWN,
+    }
 }
 
 fn authenticate<P: Platform>(
@@ -221,85 +241,75 @@ fn authenticate<P: Platform>(
         .to_be_bytes();
     let flags = [u8::from(user_present)];
     let signature = credential.sign(&[application, &flags, &counter, challenge]);
-    out.extend_from_slice(&flags);
-    out.extend_from_slice(&counter);
-    out.extend_from_slice(&signature);
-    Ok(())
+    write(out, &[&flags, &counter, &signature])
 }
 
 /// U2F requires an attestation certificate. Until a batch certificate is provisioned, each
 /// registration carries a certificate self-signed by the credential's own key, which proves
 /// possession and reveals nothing that links registrations together.
-fn self_signed_certificate(credential: &Credential, public_key: &[u8; 65]) -> Vec<u8> {
+fn self_signed_certificate(
+    credential: &Credential,
+    public_key: &[u8; 65],
+) -> Result<Vec<u8>, OutOfMemory> {
     use der::*;
+    use fallible::concat;
     const ECDSA_WITH_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
     const EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
     const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
     const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 
-    let algorithm = tlv(SEQUENCE, &tlv(OID, ECDSA_WITH_SHA256));
-    let name = tlv(
-        SEQUENCE,
-        &tlv(
-            SET,
-            &tlv(
-                SEQUENCE,
-                &[
-                    tlv(OID, COMMON_NAME),
-                    tlv(UTF8_STRING, b"U2F self attestation"),
-                ]
-                .concat(),
-            ),
-        ),
-    );
+    let algorithm = tlv(SEQUENCE, &tlv(OID, ECDSA_WITH_SHA256)?)?;
+    let common_name = concat(&[
+        &tlv(OID, COMMON_NAME)?,
+        &tlv(UTF8_STRING, b"U2F self attestation")?,
+    ])?;
+    let name = tlv(SEQUENCE, &tlv(SET, &tlv(SEQUENCE, &common_name)?)?)?;
     let validity = tlv(
         SEQUENCE,
-        &[
-            tlv(UTC_TIME, b"200101000000Z"),
-            tlv(GENERALIZED_TIME, b"99991231235959Z"),
-        ]
-        .concat(),
-    );
+        &concat(&[
+            &tlv(UTC_TIME, b"200101000000Z")?,
+            &tlv(GENERALIZED_TIME, b"99991231235959Z")?,
+        ])?,
+    )?;
     let key_algorithm = tlv(
         SEQUENCE,
-        &[tlv(OID, EC_PUBLIC_KEY), tlv(OID, PRIME256V1)].concat(),
-    );
+        &concat(&[&tlv(OID, EC_PUBLIC_KEY)?, &tlv(OID, PRIME256V1)?])?,
+    )?;
     let spki = tlv(
         SEQUENCE,
-        &[
-            key_algorithm,
-            tlv(BIT_STRING, &[&[0u8][..], public_key].concat()),
-        ]
-        .concat(),
-    );
+        &concat(&[
+            &key_algorithm,
+            &tlv(BIT_STRING, &concat(&[&[0u8], public_key])?)?,
+        ])?,
+    )?;
     let tbs = tlv(
         SEQUENCE,
-        &[
-            tlv(CONTEXT_0, &tlv(INTEGER, &[2])), // v3
-            tlv(INTEGER, &[1]),
-            algorithm.clone(),
-            name.clone(),
-            validity,
-            name,
-            spki,
-        ]
-        .concat(),
-    );
+        &concat(&[
+            &tlv(CONTEXT_0, &tlv(INTEGER, &[2])?)?, // v3
+            &tlv(INTEGER, &[1])?,
+            &algorithm,
+            &name,
+            &validity,
+            &name,
+            &spki,
+        ])?,
+    )?;
     let signature = credential.sign(&[&tbs]);
     tlv(
         SEQUENCE,
-        &[
-            tbs,
-            algorithm,
-            tlv(BIT_STRING, &[&[0u8][..], &signature].concat()),
-        ]
-        .concat(),
+        &concat(&[
+            &tbs,
+            &algorithm,
+            &tlv(BIT_STRING, &concat(&[&[0u8], &signature])?)?,
+        ])?,
     )
 }
 
 /// Just enough DER to write a certificate (not a parser).
 mod der {
     use alloc::vec::Vec;
+
+    use crate::fallible::{self, OutOfMemory};
 
     pub const INTEGER: u8 = 0x02;
     pub const BIT_STRING: u8 = 0x03;
@@ -312,8 +322,8 @@ mod der {
     pub const CONTEXT_0: u8 = 0xA0;
 
     /// Tag, definite length, value.
-    pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(value.len() + 4);
+    pub fn tlv(tag: u8, value: &[u8]) -> Result<Vec<u8>, OutOfMemory> {
+        let mut out = fallible::with_capacity(value.len() + 4)?;
         out.push(tag);
         match value.len() {
             len @ 0..=0x7F => out.push(len as u8),
@@ -321,6 +331,6 @@ mod der {
             len => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
         }
         out.extend_from_slice(value);
-        out
+        Ok(out)
     }
 }

@@ -21,6 +21,8 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use zeroize::Zeroize;
 
+use crate::fallible::{self, OutOfMemory};
+
 /// HID report size, both directions.
 pub const PACKET_SIZE: usize = 64;
 /// The largest message CTAPHID can carry: one INIT packet and 128 CONT packets.
@@ -65,7 +67,8 @@ pub trait App {
     /// Handle, or keep handling, one request. On [`Outcome::Done`], `response` holds the whole
     /// response payload (for CBOR: status byte, then CBOR; for MSG: data, then SW1 SW2). On
     /// [`Outcome::Waiting`], `response` is ignored and the same request is passed again on a
-    /// later poll: an app must make no lasting change before its last wait.
+    /// later poll: an app must make no lasting change before its last wait. An empty response
+    /// on `Done` means the app had no memory even for a status: CTAPHID answers ERR_OTHER.
     fn call(&mut self, transaction: Transaction, request: &[u8], response: &mut Vec<u8>)
         -> Outcome;
 
@@ -142,6 +145,8 @@ const MAX_LOCK_SECONDS: u8 = 10;
 /// for a few errors and keepalives. A message that does not fit is dropped whole, never cut,
 /// so a host that does not read its answers cannot make us grow without bound.
 const QUEUE_CAPACITY: usize = 1 + 128 + 8;
+/// What the response buffer holds before the app is called: more than any status-only answer.
+pub const MIN_RESPONSE_ROOM: usize = 64;
 
 /// The CTAPHID layer of one HID interface. See the module documentation.
 pub struct Ctaphid {
@@ -313,10 +318,15 @@ impl Ctaphid {
             return self.out.error(cid, code);
         }
         if start.len <= INIT_DATA {
-            let payload = start.data[..start.len].to_vec();
-            self.dispatch(cid, start.cmd, payload, now_ms, app);
+            match fallible::copy(&start.data[..start.len]) {
+                Ok(payload) => self.dispatch(cid, start.cmd, payload, now_ms, app),
+                Err(OutOfMemory) => self.out.error(cid, error::OTHER),
+            }
         } else {
-            self.rx = Some(Reassembly::new(start, now_ms));
+            match Reassembly::new(start, now_ms) {
+                Ok(rx) => self.rx = Some(rx),
+                Err(OutOfMemory) => self.out.error(cid, error::OTHER),
+            }
         }
     }
 
@@ -435,11 +445,23 @@ impl Ctaphid {
     fn run_job(&mut self, now_ms: u64, app: &mut impl App) {
         let Some(job) = self.job.as_mut() else { return };
         self.response.clear();
+        // Room for any status-only answer, so an app can always report its own failure.
+        if self.response.try_reserve(MIN_RESPONSE_ROOM).is_err() {
+            let cid = job.cid;
+            self.job = None;
+            app.abort();
+            return self.out.error(cid, error::OTHER);
+        }
         match app.call(job.transaction, &job.request, &mut self.response) {
             Outcome::Done => {
                 let cmd = job.command();
                 let cid = job.cid;
                 self.job = None;
+                if self.response.is_empty() {
+                    // Every answer has at least a status: an app with no memory left for one
+                    // answers nothing.
+                    return self.out.error(cid, error::OTHER);
+                }
                 self.out.message(cid, cmd, &self.response);
                 // The response may carry key agreement or token material; don't leave it
                 // lying in a buffer that lives as long as the device.
@@ -548,18 +570,19 @@ struct Reassembly {
 }
 
 impl Reassembly {
-    fn new(start: &MessageStart, now_ms: u64) -> Self {
-        let mut data = Vec::with_capacity(start.len);
+    /// The whole message's room is taken at once, so `append` never allocates.
+    fn new(start: &MessageStart, now_ms: u64) -> Result<Self, OutOfMemory> {
+        let mut data = fallible::with_capacity(start.len)?;
         data.extend_from_slice(&start.data[..INIT_DATA.min(start.len)]);
         let deadline = now_ms.saturating_add(REASSEMBLY_TIMEOUT_MS);
-        Self {
+        Ok(Self {
             cid: start.cid,
             cmd: start.cmd,
             len: start.len,
             data,
             next_seq: 0,
             deadline,
-        }
+        })
     }
 
     fn append(&mut self, chunk: &[u8], now_ms: u64) {
@@ -642,6 +665,13 @@ impl Outbox {
         let (first, rest) = data.split_at(INIT_DATA.min(data.len()));
         let packet_count = 1 + rest.len().div_ceil(CONT_DATA);
         if self.packets.len() + packet_count > QUEUE_CAPACITY {
+            return;
+        }
+        if self.packets.try_reserve(packet_count).is_err() {
+            // The queue keeps the room it once had, so an error packet usually still fits.
+            if cmd != command::ERROR {
+                self.error(cid, error::OTHER);
+            }
             return;
         }
         let mut packet = [0u8; PACKET_SIZE];

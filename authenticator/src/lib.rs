@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod attestation;
 pub mod credential;
 pub mod ctaphid;
+pub mod fallible;
 pub mod platform;
 pub mod store;
 pub mod usb;

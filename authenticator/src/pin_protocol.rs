@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::fallible::{self, OutOfMemory};
+
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 type HmacSha256 = Hmac<Sha256>;
@@ -92,40 +94,50 @@ impl SharedSecret {
         self.hmac_key()
     }
 
-    /// decrypt(sharedSecret, ciphertext): `None` if the length is not whole blocks (plus the IV
-    /// for protocol 2).
-    pub fn decrypt(&self, ciphertext: &[u8]) -> Option<Zeroizing<alloc::vec::Vec<u8>>> {
+    /// decrypt(sharedSecret, ciphertext): `Ok(None)` if the length is not whole blocks (plus
+    /// the IV for protocol 2). Out of memory is told apart, so that it never counts as a wrong
+    /// PIN.
+    pub fn decrypt(
+        &self,
+        ciphertext: &[u8],
+    ) -> Result<Option<Zeroizing<alloc::vec::Vec<u8>>>, OutOfMemory> {
         let (iv, body) = match self.protocol {
             PinProtocol::V1 => ([0u8; 16], ciphertext),
-            PinProtocol::V2 => {
-                let (iv, body) = ciphertext.split_first_chunk::<16>()?;
-                (*iv, body)
-            }
+            PinProtocol::V2 => match ciphertext.split_first_chunk::<16>() {
+                Some((iv, body)) => (*iv, body),
+                None => return Ok(None),
+            },
         };
         if body.is_empty() || body.len() % 16 != 0 {
-            return None;
+            return Ok(None);
         }
-        let mut buffer = Zeroizing::new(body.to_vec());
-        Aes256CbcDec::new(self.aes_key().into(), &iv.into())
+        let mut buffer = Zeroizing::new(fallible::copy(body)?);
+        let decrypted = Aes256CbcDec::new(self.aes_key().into(), &iv.into())
             .decrypt_padded::<NoPadding>(&mut buffer)
-            .ok()?;
-        Some(buffer)
+            .is_ok();
+        Ok(decrypted.then_some(buffer))
     }
 
     /// encrypt(sharedSecret, plaintext) for a whole number of blocks.
-    pub fn encrypt(&self, plaintext: &[u8], rng: &mut impl CryptoRng) -> alloc::vec::Vec<u8> {
+    pub fn encrypt(
+        &self,
+        plaintext: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<alloc::vec::Vec<u8>, OutOfMemory> {
         let mut iv = [0u8; 16];
-        if self.protocol == PinProtocol::V2 {
-            rng.fill_bytes(&mut iv);
-        }
-        let mut buffer = plaintext.to_vec();
-        let len = buffer.len();
+        let iv_len = match self.protocol {
+            PinProtocol::V1 => 0,
+            PinProtocol::V2 => {
+                rng.fill_bytes(&mut iv);
+                16
+            }
+        };
+        // Protocol 2 sends the IV first: write the ciphertext after it, in the same buffer.
+        let mut buffer = fallible::concat(&[&iv[..iv_len], plaintext])?;
+        let len = plaintext.len();
         let _ = Aes256CbcEnc::new(self.aes_key().into(), &iv.into())
-            .encrypt_padded::<NoPadding>(&mut buffer, len);
-        match self.protocol {
-            PinProtocol::V1 => buffer,
-            PinProtocol::V2 => [&iv[..], &buffer].concat(),
-        }
+            .encrypt_padded::<NoPadding>(&mut buffer[iv_len..], len);
+        Ok(buffer)
     }
 }
 

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::attestation::Attestation;
+use crate::fallible::{self, OutOfMemory};
 
 /// How far ahead the signature counter is reserved on storage.
 pub const COUNTER_STEP: u32 = 64;
@@ -63,6 +64,14 @@ pub enum StoreError {
     Full,
     /// The filesystem failed or holds something unreadable.
     Io,
+    /// The heap could not hold what was read.
+    OutOfMemory,
+}
+
+impl From<OutOfMemory> for StoreError {
+    fn from(_: OutOfMemory) -> Self {
+        StoreError::OutOfMemory
+    }
 }
 
 impl From<FsError> for StoreError {
@@ -310,20 +319,23 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     pub fn large_blob_array(&self) -> Result<Vec<u8>> {
         Ok(self
             .read_whole("/dev/lb")?
-            .unwrap_or_else(Self::empty_large_blob_array))
+            .map_or_else(Self::empty_large_blob_array, Ok)?)
     }
 
     /// A whole file of any length; `None` if absent, or empty because the power was cut while
     /// it was first created (its write was never acknowledged).
     fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let read = self.fs.open_file_and_then(&path(name), |file| {
-            let mut bytes = alloc::vec![0u8; file.len()?];
+            let Ok(mut bytes) = fallible::zeroed(file.len()?) else {
+                return Ok(Err(OutOfMemory));
+            };
             let n = file.read(&mut bytes)?;
             bytes.truncate(n);
-            Ok(bytes)
+            Ok(Ok(bytes))
         });
         match read {
-            Ok(bytes) if !bytes.is_empty() => Ok(Some(bytes)),
+            Ok(Err(OutOfMemory)) => Err(StoreError::OutOfMemory),
+            Ok(Ok(bytes)) if !bytes.is_empty() => Ok(Some(bytes)),
             Ok(_) => Ok(None),
             Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(None),
             Err(e) => Err(e.into()),
@@ -352,10 +364,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     }
 
     /// CBOR [] and the first 16 bytes of its SHA-256.
-    fn empty_large_blob_array() -> Vec<u8> {
-        let mut empty = alloc::vec![0x80];
-        empty.extend_from_slice(&sha256(&[0x80])[..16]);
-        empty
+    fn empty_large_blob_array() -> core::result::Result<Vec<u8>, OutOfMemory> {
+        fallible::concat(&[&[0x80], &sha256(&[0x80])[..16]])
     }
 
     /// Replace the large-blob array (atomically, like every file).

@@ -138,16 +138,20 @@ impl PinClient {
     }
 
     pub fn set_pin(&self, key: &mut impl Transport, pin: &str) -> u8 {
+        call(key, 0x06, Some(self.set_pin_request(pin))).0
+    }
+
+    /// The clientPin setPIN request for `pin`, not sent.
+    pub fn set_pin_request(&self, pin: &str) -> Value {
         let new_pin_enc = self.encrypt(&Self::padded(pin));
         let auth = Self::mac(self.protocol, &self.shared, &new_pin_enc);
-        let request = map(vec![
+        map(vec![
             (int(1), int(self.protocol.into())),
             (int(2), int(3)),
             (int(3), self.platform_key.clone()),
             (int(4), bytes(&auth)),
             (int(5), bytes(&new_pin_enc)),
-        ]);
-        call(key, 0x06, Some(request)).0
+        ])
     }
 
     pub fn change_pin(&self, key: &mut impl Transport, old: &str, new: &str) -> u8 {

@@ -130,7 +130,13 @@ impl App for Proxy {
                 let id = mailbox.last;
                 mailbox.current = id;
                 mailbox.status = KeepaliveStatus::Processing;
-                mailbox.request = Some((id, transaction, request.to_vec()));
+                let Ok(request) = authenticator::fallible::copy(request) else {
+                    // No heap for the request: an empty answer, which CTAPHID turns into
+                    // ERR_OTHER.
+                    mailbox.current = 0;
+                    return Outcome::Done;
+                };
+                mailbox.request = Some((id, transaction, request));
             }
             Outcome::Waiting(mailbox.status)
         })

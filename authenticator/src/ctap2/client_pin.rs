@@ -256,7 +256,7 @@ fn get_token<P: Platform>(
         Some(id) => Some(heapless::String::try_from(id).map_err(|_| Error::InvalidParameter)?),
         None => None,
     };
-    let encrypted = shared.encrypt(&*value, auth.platform.rng());
+    let encrypted = shared.encrypt(&*value, auth.platform.rng())?;
     auth.pin.token = Some(Token {
         value,
         protocol,
@@ -285,10 +285,12 @@ fn check_current_pin<P: Platform>(
     if auth.pin.blocked_until_power_cycle() {
         return Err(Error::PinAuthBlocked.into());
     }
+    // Decrypted first (nothing is compared yet): a heap too full to decrypt must not cost a
+    // retry.
+    let presented = shared.decrypt(pin_hash_enc)?.filter(|p| p.len() == 16);
     pin.retries -= 1;
     auth.store.save_pin(&pin)?;
 
-    let presented = shared.decrypt(pin_hash_enc).filter(|p| p.len() == 16);
     let matches = presented.is_some_and(|p| bool::from(p.as_slice().ct_eq(stored.as_slice())));
     if !matches {
         auth.pin.regenerate_key_agreement(&mut auth.platform);
@@ -314,7 +316,9 @@ fn new_pin<P: Platform>(
     shared: &SharedSecret,
     new_pin_enc: &[u8],
 ) -> Step<(Bytes<16>, u8)> {
-    let padded = shared.decrypt(new_pin_enc).ok_or(Error::InvalidParameter)?;
+    let padded = shared
+        .decrypt(new_pin_enc)?
+        .ok_or(Error::InvalidParameter)?;
     if padded.len() != 64 {
         return Err(Error::InvalidParameter.into());
     }

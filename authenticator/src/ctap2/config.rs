@@ -3,7 +3,7 @@
 use serde_indexed::{DeserializeIndexed, SerializeIndexed};
 
 use super::client_pin::{permission, verify_token, RpScope};
-use super::{encode, parse, Error, Step};
+use super::{parse, to_cbor, Error, Step};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
 use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
@@ -73,7 +73,7 @@ fn authorize<P: Platform>(auth: &mut Authenticator<'_, P>, request: &Request<'_>
         .ok_or(Error::MissingParameter)?;
     let protocol = PinProtocol::from_number(protocol).ok_or(Error::InvalidParameter)?;
     let params = match &request.sub_command_params {
-        Some(params) => encode(params)?,
+        Some(params) => to_cbor(params)?,
         None => alloc::vec::Vec::new(),
     };
     let message: [&[u8]; 4] = [

@@ -10,7 +10,7 @@ use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialRpE
 use serde_bytes::ByteArray;
 
 use super::client_pin::{permission, verify_token, RpScope};
-use super::{encode, Error, Step};
+use super::{to_cbor, Error, Step};
 use crate::credential::Credential;
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
@@ -183,7 +183,7 @@ fn authorize<P: Platform>(
     let protocol = request.pin_protocol.ok_or(Error::MissingParameter)?;
     let protocol = PinProtocol::from_number(protocol.into()).ok_or(Error::InvalidParameter)?;
     let params = match &request.sub_command_params {
-        Some(params) => encode(params)?,
+        Some(params) => to_cbor(params)?,
         None => Vec::new(),
     };
     let message: [&[u8]; 2] = [&[request.sub_command as u8], &params];

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{Error, Step};
 use crate::credential::Credential;
+use crate::fallible;
 use crate::pin_protocol::{PinProtocol, SharedSecret};
 use crate::platform::Platform;
 use crate::Authenticator;
@@ -35,7 +36,7 @@ pub(crate) fn hmac_secret_input<P: Platform>(
         return Err(Error::PinAuthInvalid.into());
     }
     let salts = shared
-        .decrypt(&input.salt_enc)
+        .decrypt(&input.salt_enc)?
         .ok_or(Error::InvalidLength)?;
     if salts.len() != 32 && salts.len() != 64 {
         return Err(Error::InvalidLength.into());
@@ -52,13 +53,13 @@ pub(crate) fn hmac_secret_output<P: Platform>(
 ) -> Step<Bytes<80>> {
     use hmac::{KeyInit, Mac};
     let cred_random = credential.cred_random(user_verified);
-    let mut outputs = Zeroizing::new(Vec::with_capacity(64));
+    let mut outputs = Zeroizing::new(fallible::with_capacity(64)?);
     for salt in input.salts.chunks(32) {
         let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&cred_random[..])
             .map_err(|_| Error::Other)?;
         mac.update(salt);
         outputs.extend_from_slice(&mac.finalize().into_bytes());
     }
-    let encrypted = input.shared.encrypt(&outputs, auth.platform.rng());
+    let encrypted = input.shared.encrypt(&outputs, auth.platform.rng())?;
     Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other.into())
 }

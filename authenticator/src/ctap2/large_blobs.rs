@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use super::client_pin::{permission, verify_token, RpScope};
 use super::{Error, Step};
 use crate::ctaphid::MAX_MESSAGE_SIZE;
+use crate::fallible;
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
 use crate::store::MAX_LARGE_BLOB_ARRAY;
@@ -78,7 +79,7 @@ fn get<P: Platform>(
     }
     let end = offset.saturating_add(count).min(array.len());
     Ok(Response {
-        config: serde_bytes::ByteBuf::from(array[offset..end].to_vec()),
+        config: serde_bytes::ByteBuf::from(fallible::copy(&array[offset..end])?),
     })
 }
 
@@ -101,7 +102,8 @@ fn set<P: Platform>(
         }
         auth.large_blob_write = Some(PendingWrite {
             expected_length: length,
-            buffer: Vec::with_capacity(length),
+            // Room for the whole array now, so no fragment allocates.
+            buffer: fallible::with_capacity(length)?,
         });
     } else {
         if request.length.is_some() {

@@ -228,7 +228,7 @@ pub(crate) fn make_credential<P: Platform>(
         let signed: [&[u8]; 2] = [&auth_data, client_data_hash];
         (
             AttestationStatementFormat::Packed,
-            AttestationStatement::Packed(packed(auth.attestation(), &credential, &signed)?),
+            AttestationStatement::Packed(packed(auth.store.attestation()?, &credential, &signed)?),
         )
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();

@@ -19,6 +19,7 @@ pub use ctap_types::ctap2::Error;
 use serde::Serialize;
 
 use crate::ctaphid::{KeepaliveStatus, Outcome};
+use crate::fallible::{self, OutOfMemory};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
 use crate::presence::Refusal;
@@ -64,11 +65,17 @@ impl From<Error> for Halt {
     }
 }
 
+impl From<OutOfMemory> for Halt {
+    fn from(_: OutOfMemory) -> Self {
+        Halt::Fail(Error::Other)
+    }
+}
+
 impl From<StoreError> for Halt {
     fn from(error: StoreError) -> Self {
         Halt::Fail(match error {
             StoreError::Full => Error::KeyStoreFull,
-            StoreError::Io => Error::Other,
+            StoreError::Io | StoreError::OutOfMemory => Error::Other,
         })
     }
 }
@@ -106,38 +113,49 @@ pub(crate) fn handle<P: Platform>(
     {
         auth.enumeration = None;
     }
+    // Room for the whole answer before the command runs: one that changes what is stored must
+    // not fail afterwards for want of memory, leaving a change the platform was told failed.
+    if response.try_reserve(1 + MAX_RESPONSE).is_err() {
+        // Authenticator::call left room for a status byte (MIN_RESPONSE_ROOM).
+        response.push(Error::Other as u8);
+        return Outcome::Done;
+    }
+    response.push(Error::Success as u8);
     let result = match command {
-        command::GET_INFO => encode(&get_info::get_info(auth)),
+        command::GET_INFO => encode(response, &get_info::get_info(auth)),
         command::MAKE_CREDENTIAL => parse(payload)
             .and_then(|r| make_credential::make_credential(auth, &r))
-            .and_then(|r| encode(&r)),
+            .and_then(|r| encode(response, &r)),
         command::GET_ASSERTION => parse(payload)
             .and_then(|r| get_assertion::get_assertion(auth, &r))
-            .and_then(|r| encode(&r)),
+            .and_then(|r| encode(response, &r)),
         command::GET_NEXT_ASSERTION => {
-            get_assertion::get_next_assertion(auth).and_then(|r| encode(&r))
+            get_assertion::get_next_assertion(auth).and_then(|r| encode(response, &r))
         }
         command::CLIENT_PIN => parse(payload)
             .and_then(|r| client_pin::client_pin(auth, &r))
-            .and_then(|r| encode(&r)),
+            .and_then(|r| encode(response, &r)),
         command::CREDENTIAL_MANAGEMENT | command::CREDENTIAL_MANAGEMENT_PREVIEW => parse(payload)
             .and_then(|r| credential_management::credential_management(auth, &r))
-            .and_then(|r| encode(&r)),
+            .and_then(|r| encode(response, &r)),
         command::LARGE_BLOBS => parse(payload)
             .and_then(|r| large_blobs::large_blobs(auth, &r))
-            .and_then(|r| r.map_or_else(|| Ok(Vec::new()), |r| encode(&r))),
-        command::CONFIG => config::config(auth, payload).map(|()| Vec::new()),
-        command::RESET => reset(auth).map(|()| Vec::new()),
-        command::SELECTION => auth.user_presence().map(|()| Vec::new()),
+            .and_then(|r| r.map_or(Ok(()), |r| encode(response, &r))),
+        command::CONFIG => config::config(auth, payload),
+        command::RESET => reset(auth),
+        command::SELECTION => auth.user_presence(),
         _ => Err(Halt::Fail(Error::InvalidCommand)),
     };
     match result {
-        Ok(body) => {
-            response.push(Error::Success as u8);
-            response.extend_from_slice(&body);
+        Ok(()) => {}
+        Err(Halt::Wait(status)) => {
+            response.clear();
+            return Outcome::Waiting(status);
         }
-        Err(Halt::Wait(status)) => return Outcome::Waiting(status),
-        Err(Halt::Fail(error)) => response.push(error as u8),
+        Err(Halt::Fail(error)) => {
+            response.clear();
+            response.push(error as u8);
+        }
     }
     Outcome::Done
 }
@@ -161,13 +179,25 @@ fn parse<'de, T: serde::Deserialize<'de>>(payload: &'de [u8]) -> Step<T> {
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Step<Vec<u8>> {
-    let mut buffer = alloc::vec![0u8; MAX_RESPONSE];
+/// `value`'s CBOR on its own, e.g. a request's parameters to check their MAC.
+fn to_cbor<T: Serialize>(value: &T) -> Step<Vec<u8>> {
+    let mut buffer = fallible::zeroed(MAX_RESPONSE)?;
     let len = cbor_smol::cbor_serialize(value, &mut buffer)
         .map_err(|_| Error::Other)?
         .len();
     buffer.truncate(len);
     Ok(buffer)
+}
+
+/// Append `value`'s CBOR to `response`, in the room `handle` reserved (no allocation).
+fn encode<T: Serialize>(response: &mut Vec<u8>, value: &T) -> Step<()> {
+    let start = response.len();
+    response.resize(start + MAX_RESPONSE, 0);
+    let len = cbor_smol::cbor_serialize(value, &mut response[start..])
+        .map(|encoded| encoded.len())
+        .map_err(|_| Error::Other);
+    response.truncate(start + len.unwrap_or(0));
+    len.map(|_| ()).map_err(Halt::from)
 }
 
 /// authenticatorReset (§6.6): only within 10 s of power-up, and only with the user's touch.

@@ -170,7 +170,7 @@ impl Index {
         let mut entries = alloc::vec::Vec::new();
         entries
             .try_reserve_exact(capacity)
-            .map_err(|_| StoreError::Io)?;
+            .map_err(|_| StoreError::OutOfMemory)?;
         entries.resize(capacity, Entry::default());
         let mut index = Self {
             entries,
