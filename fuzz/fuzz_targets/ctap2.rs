@@ -216,7 +216,9 @@ impl Platform {
 
     fn encrypt(&mut self, plain: &[u8]) -> Vec<u8> {
         match &self.shared {
-            Some(shared) => shared.encrypt(plain, &mut self.rng),
+            Some(shared) => shared
+                .encrypt(plain, &mut self.rng)
+                .expect("the fuzzer's heap is not full"),
             None => plain.to_vec(),
         }
     }
@@ -276,7 +278,7 @@ impl Platform {
         if let (0, Some(body)) = send(key, 0x06, &encode(&Value::Map(request))) {
             let token = get(&body, 2).and_then(Value::as_bytes);
             if let (Some(token), Some(shared)) = (token, &self.shared) {
-                self.token = shared.decrypt(token).map(|t| t.to_vec());
+                self.token = shared.decrypt(token).ok().flatten().map(|t| t.to_vec());
             }
         }
     }
@@ -328,7 +330,7 @@ impl Platform {
             0x06 if matches!(sub, Some(5 | 9)) => {
                 let token = get(body, 2).and_then(Value::as_bytes);
                 if let (Some(token), Some(shared)) = (token, &self.shared) {
-                    self.token = shared.decrypt(token).map(|t| t.to_vec());
+                    self.token = shared.decrypt(token).ok().flatten().map(|t| t.to_vec());
                 }
             }
             _ => {}

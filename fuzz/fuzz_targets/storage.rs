@@ -333,6 +333,7 @@ fn failed(power: &Power, result: Result<(), StoreError>) -> End {
         _ if power.dead.get() => End::Cut,
         Ok(()) | Err(StoreError::Full) => End::Done,
         Err(StoreError::Io) => panic!("an I/O error with the power on"),
+        Err(StoreError::OutOfMemory) => panic!("out of memory with the heap free"),
     }
 }
 
