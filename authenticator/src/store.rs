@@ -470,6 +470,19 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         visibility: Visibility,
         after: Option<ResidentRef>,
     ) -> Result<Option<ResidentRef>> {
+        Ok(self
+            .next_resident_record(rp_id_hash, visibility, after)?
+            .map(|(r, _)| r))
+    }
+
+    /// `next_resident` with the record it had to read to be sure of it, so that a caller who
+    /// answers with the credential does not read it twice.
+    pub fn next_resident_record(
+        &mut self,
+        rp_id_hash: &[u8; 32],
+        visibility: Visibility,
+        after: Option<ResidentRef>,
+    ) -> Result<Option<(ResidentRef, ResidentCredential)>> {
         self.slots()?.next(rp_id_hash, visibility, after)
     }
 

@@ -83,9 +83,9 @@ pub(crate) fn credential_management<P: Platform>(
             let rp_id_hash: [u8; 32] =
                 **params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
             authorize(auth, request, RpScope::Within(&rp_id_hash))?;
-            let first = auth
+            let (first, record) = auth
                 .store
-                .next_resident(&rp_id_hash, Visibility::All, None)?
+                .next_resident_record(&rp_id_hash, Visibility::All, None)?
                 .ok_or(Error::NoCredentials)?;
             let total = auth.store.resident_count_of(&rp_id_hash, Visibility::All)?;
             auth.enumeration = Some(Enumeration::Credentials {
@@ -93,7 +93,7 @@ pub(crate) fn credential_management<P: Platform>(
                 last: first,
                 remaining: total.saturating_sub(1),
             });
-            let mut response = credential_response(auth, &first)?;
+            let mut response = credential_response(auth, record)?;
             response.total_credentials = Some(total as u32);
             Ok(response)
         }
@@ -103,16 +103,16 @@ pub(crate) fn credential_management<P: Platform>(
                 last,
                 remaining,
             }) if remaining > 0 => {
-                let next = auth
+                let (next, record) = auth
                     .store
-                    .next_resident(&rp_id_hash, Visibility::All, Some(last))?
+                    .next_resident_record(&rp_id_hash, Visibility::All, Some(last))?
                     .ok_or(Error::NoCredentials)?;
                 auth.enumeration = Some(Enumeration::Credentials {
                     rp_id_hash,
                     last: next,
                     remaining: remaining - 1,
                 });
-                credential_response(auth, &next)
+                credential_response(auth, record)
             }
             _ => Err(Error::NotAllowed.into()),
         },
@@ -210,12 +210,8 @@ fn rp_response(rp: StoredRp) -> Step<Response> {
 
 fn credential_response<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    reference: &ResidentRef,
+    stored: ResidentCredential,
 ) -> Step<Response> {
-    let stored = auth
-        .store
-        .load_resident(reference)?
-        .ok_or(Error::NoCredentials)?;
     let kwk = auth.store.kwk(auth.platform.rng())?;
     let rp_id_hash = sha256(stored.rp_id.as_bytes());
     let credential = Credential::open(&kwk, &rp_id_hash, &stored.id).ok_or(Error::Other)?;

@@ -16,7 +16,7 @@ use super::hmac_secret::{hmac_secret_input, hmac_secret_output, HmacSecret};
 use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
 use crate::credential::{CredProtect, Credential, CredentialId};
 use crate::platform::Platform;
-use crate::store::{sha256, ResidentRef, Visibility};
+use crate::store::{sha256, ResidentCredential, ResidentRef, Visibility};
 use crate::Authenticator;
 
 /// The request (§6.2), parsed here rather than with ctap-types' type so that every extension
@@ -65,14 +65,16 @@ type AuthenticatorData<'a> =
 const NEXT_ASSERTION_WINDOW_MS: u64 = 30_000;
 
 /// A credential chosen for an assertion.
+// One lives on the stack for one request; boxing the large variant would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Candidate {
     /// From the allow list: its ID, and where it is stored if it is discoverable.
     Listed {
         id: CredentialId,
         stored: Option<ResidentRef>,
     },
-    /// A discoverable credential, read from storage when its turn comes.
-    Stored(ResidentRef),
+    /// A discoverable credential, with the record the walk read to find it.
+    Stored(ResidentRef, ResidentCredential),
 }
 
 /// What every assertion of one getAssertion (and its getNextAssertions) shares.
@@ -147,9 +149,11 @@ pub(crate) fn get_assertion<P: Platform>(
             (select_from_allow_list(auth, &kwk, &rp_id_hash, ids, uv)?, 1)
         }
         None => {
-            let first = auth.store.next_resident(&rp_id_hash, visibility, None)?;
+            let first = auth
+                .store
+                .next_resident_record(&rp_id_hash, visibility, None)?;
             let count = auth.store.resident_count_of(&rp_id_hash, visibility)?;
-            (first.map(Candidate::Stored), count)
+            (first.map(|(r, record)| Candidate::Stored(r, record)), count)
         }
     };
     let first = first.ok_or(Error::NoCredentials)?;
@@ -172,8 +176,8 @@ pub(crate) fn get_assertion<P: Platform>(
         cred_blob: request.extensions.as_ref().and_then(|e| e.cred_blob) == Some(true),
         large_blob_key: request.extensions.as_ref().and_then(|e| e.large_blob_key) == Some(true),
     };
-    let last = match first {
-        Candidate::Stored(reference) => Some(reference),
+    let last = match &first {
+        Candidate::Stored(reference, _) => Some(*reference),
         Candidate::Listed { .. } => None,
     };
     let mut response = assert(auth, &series, first)?;
@@ -196,16 +200,16 @@ pub(crate) fn get_next_assertion<P: Platform>(auth: &mut Authenticator<'_, P>) -
     if now > pending.expires_ms || pending.remaining == 0 {
         return Err(Error::NotAllowed.into());
     }
-    let next = auth
+    let (next, record) = auth
         .store
-        .next_resident(
+        .next_resident_record(
             &pending.series.rp_id_hash,
             pending.visibility,
             Some(pending.last),
         )?
         // The rest were deleted since the series began.
         .ok_or(Error::NoCredentials)?;
-    let response = assert(auth, &pending.series, Candidate::Stored(next))?;
+    let response = assert(auth, &pending.series, Candidate::Stored(next, record))?;
     pending.last = next;
     pending.remaining -= 1;
     pending.expires_ms = now + NEXT_ASSERTION_WINDOW_MS;
@@ -264,13 +268,16 @@ fn assert<P: Platform>(
         Candidate::Listed {
             stored: Some(reference),
             ..
-        }
-        | Candidate::Stored(reference) => {
+        } => {
             // Deleted since the series began: nothing to sign with.
             let stored = auth
                 .store
                 .load_resident(&reference)?
                 .ok_or(Error::NoCredentials)?;
+            let id = CredentialId::from_slice(&stored.id).map_err(|_| Error::Other)?;
+            (id, Some(stored.user))
+        }
+        Candidate::Stored(_, stored) => {
             let id = CredentialId::from_slice(&stored.id).map_err(|_| Error::Other)?;
             (id, Some(stored.user))
         }

@@ -438,11 +438,11 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         rp_id_hash: &[u8; 32],
         visibility: Visibility,
         mut after: Option<ResidentRef>,
-    ) -> Result<Option<ResidentRef>> {
+    ) -> Result<Option<(ResidentRef, ResidentCredential)>> {
         while let Some(reference) = self.index.next(rp_id_hash, visibility, after.as_ref()) {
             match self.read(usize::from(reference.slot))? {
                 Some(record) if sha256(record.rp_id.as_bytes()) == *rp_id_hash => {
-                    return Ok(Some(reference))
+                    return Ok(Some((reference, record)))
                 }
                 _ => after = Some(reference),
             }
