@@ -147,6 +147,10 @@ pub struct Settings {
     pub min_pin_length_rp_ids: heapless::Vec<heapless::String<256>, MAX_MIN_PIN_LENGTH_RP_IDS>,
     #[serde(rename = "f")]
     pub force_pin_change: bool,
+    /// CTAP 2.2's pinComplexityPolicy: new PINs must pass `pin_policy::complex_enough`. Once
+    /// on, only authenticatorReset turns it off (settings written before it read as off).
+    #[serde(rename = "c", default)]
+    pub pin_complexity: bool,
 }
 
 impl Default for Settings {
@@ -156,6 +160,7 @@ impl Default for Settings {
             min_pin_length: DEFAULT_MIN_PIN_LENGTH,
             min_pin_length_rp_ids: heapless::Vec::new(),
             force_pin_change: false,
+            pin_complexity: false,
         }
     }
 }

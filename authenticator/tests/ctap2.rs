@@ -133,7 +133,12 @@ fn get_info_reports_what_the_key_does() {
             [2, 3],
             "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength"
         );
-        for absent in [0x15, 0x17, 0x18, 0x19, 0x1B, 0x1C, 0x1E] {
+        assert_eq!(
+            get(&info, 0x1B),
+            Some(&Value::Bool(false)),
+            "pinComplexityPolicy: can be turned on, is off"
+        );
+        for absent in [0x15, 0x17, 0x18, 0x19, 0x1C, 0x1E] {
             assert!(
                 get(&info, absent).is_none(),
                 "0x{absent:02x} is not advertised"

@@ -425,6 +425,87 @@ fn a_raised_minimum_forces_a_pin_change() {
 }
 
 #[test]
+fn the_pin_complexity_policy_is_turned_on_reported_and_enforced() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 14, |key| {
+        let pin_complexity = |key: &mut _| get(&ctap2(key, 0x04, None).1.unwrap(), 0x1B).cloned();
+        assert_eq!(pin_complexity(key), Some(Value::Bool(false)));
+        let client = PinClient::new(key, 2, 21);
+        assert_eq!(client.set_pin(key, PIN), 0, "no policy yet: {PIN} will do");
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        let off = map(vec![(int(4), Value::Bool(false))]);
+        assert_eq!(config(key, Some(&token), 0x03, Some(off)), 0);
+        assert_eq!(
+            pin_complexity(key),
+            Some(Value::Bool(false)),
+            "false: no change"
+        );
+        let on = map(vec![
+            (int(2), Value::Array(vec![text("example.com")])),
+            (int(4), Value::Bool(true)),
+        ]);
+        assert_eq!(config(key, Some(&token), 0x03, Some(on)), 0);
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        assert_eq!(
+            get(&info, 0x1B),
+            Some(&Value::Bool(true)),
+            "pinComplexityPolicy"
+        );
+        assert_eq!(
+            get(&info, 0x0C),
+            Some(&Value::Bool(true)),
+            "forcePINChange: the old PIN's complexity is unknown (only its hash is kept)"
+        );
+        for weak in [
+            "123456",
+            "111111",
+            "13579",
+            "password",
+            "abcdefgh1"[..7].as_ref(),
+        ] {
+            let client = PinClient::new(key, 2, 21);
+            assert_eq!(client.change_pin(key, PIN, weak), 0x37, "{weak}");
+        }
+        let client = PinClient::new(key, 2, 21);
+        assert_eq!(client.change_pin(key, PIN, "271828"), 0);
+        // The extension tells the RPs that may see minPINLength, and only them.
+        for (rp, expected) in [
+            ("example.com", Some(Value::Bool(true))),
+            ("other.com", None),
+        ] {
+            // A token is bound to the first RP it is used for: one each.
+            let token = client.token(key, "271828", Some(MC), None).unwrap();
+            let mut request = make_credential_request(rp, b"u", &[-7], false);
+            let Value::Map(entries) = &mut request else {
+                unreachable!()
+            };
+            entries.push((
+                int(6),
+                map(vec![(text("pinComplexityPolicy"), Value::Bool(true))]),
+            ));
+            entries.push((int(8), bytes(&PinClient::mac(2, &token, &[7u8; 32]))));
+            entries.push((int(9), int(2)));
+            let (status, body) = ctap2(key, 0x01, Some(request));
+            assert_eq!(status, 0, "{rp}");
+            let auth_data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+            let extensions = auth_data.extensions.as_ref();
+            assert_eq!(
+                extensions
+                    .and_then(|e| get_text(e, "pinComplexityPolicy"))
+                    .cloned(),
+                expected,
+                "{rp}"
+            );
+        }
+
+        // Reset turns it off.
+        let (status, _) = ctap2(key, 0x07, None);
+        assert_eq!(status, 0);
+        assert_eq!(pin_complexity(key), Some(Value::Bool(false)), "after reset");
+    });
+}
+
+#[test]
 fn a_silent_preflight_does_not_spend_the_token() {
     let mut storage = RamStorage::default();
     with_key(&mut storage, &Knobs::default(), 10, |key| {

@@ -90,6 +90,8 @@ pub struct AuthData {
     pub counter: u32,
     pub credential_id: Vec<u8>,
     pub public_key: Option<Value>,
+    /// The extension outputs (flag ED), a CBOR map.
+    pub extensions: Option<Value>,
     pub raw: Vec<u8>,
 }
 
@@ -97,20 +99,25 @@ pub fn parse_auth_data(raw: &[u8]) -> AuthData {
     let rp_id_hash = raw[..32].try_into().unwrap();
     let flags = raw[32];
     let counter = u32::from_be_bytes(raw[33..37].try_into().unwrap());
+    let mut rest = &raw[37..];
     let (credential_id, public_key) = if flags & 0x40 != 0 {
-        let len = u16::from_be_bytes([raw[53], raw[54]]) as usize;
-        let id = raw[55..55 + len].to_vec();
-        let key: Value = ciborium::from_reader(&raw[55 + len..]).unwrap();
+        let len = u16::from_be_bytes([rest[16], rest[17]]) as usize;
+        let id = rest[18..18 + len].to_vec();
+        rest = &rest[18 + len..];
+        let key: Value = ciborium::from_reader(&mut rest).unwrap();
         (id, Some(key))
     } else {
         (Vec::new(), None)
     };
+    let extensions = (flags & 0x80 != 0).then(|| ciborium::from_reader(&mut rest).unwrap());
+    assert!(rest.is_empty(), "bytes after authenticatorData's last part");
     AuthData {
         rp_id_hash,
         flags,
         counter,
         credential_id,
         public_key,
+        extensions,
         raw: raw.to_vec(),
     }
 }

@@ -117,3 +117,37 @@ def test_config_always_uv_and_min_pin_length(device):
     assert error.value.code == CtapError.ERR.PIN_POLICY_VIOLATION
     client_pin.change_pin(PIN, "a much longer passphrase")
     assert Ctap2(device).get_info().force_pin_change is False
+
+
+def test_pin_complexity_policy(device):
+    """CTAP 2.2's pinComplexityPolicy: off but available, turned on through setMinPINLength,
+    enforced on changePIN with PIN_POLICY_VIOLATION, and told to the RPs allowed to see the
+    minimum PIN length by the pinComplexityPolicy extension (attestation verified)."""
+    from fido2.ctap2.extensions import PinComplexityPolicyExtension
+
+    ctap2 = Ctap2(device)
+    assert ctap2.get_info().pin_complexity_policy is False
+    assert "pinComplexityPolicy" in ctap2.get_info().extensions
+    client_pin = ClientPin(ctap2)
+    client_pin.set_pin("1234")
+    token = client_pin.get_pin_token("1234", ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    Config(ctap2, client_pin.protocol, token).set_min_pin_length(rp_ids=["example.com"], pin_complexity_policy=True)
+    info = Ctap2(device).get_info()
+    assert info.pin_complexity_policy is True
+    assert info.force_pin_change is True, "only the old PIN's hash is kept: it must change"
+    for weak in ["123456", "999999", "passwords", "12345"]:
+        with pytest.raises(CtapError) as error:
+            client_pin.change_pin("1234", weak)
+        assert error.value.code == CtapError.ERR.PIN_POLICY_VIOLATION, weak
+    client_pin.change_pin("1234", "correct horse 9")
+    assert Ctap2(device).get_info().force_pin_change is False
+
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id="example.com"))
+    user = PublicKeyCredentialUserEntity(id=b"alice", name="alice")
+    options, state = server.register_begin(user, user_verification="required", extensions={"pinComplexityPolicy": True})
+    client = Fido2Client(
+        device, DefaultClientDataCollector("https://example.com"), PinInteraction("correct horse 9"), [PinComplexityPolicyExtension()]
+    )
+    response = client.make_credential(options.public_key)
+    auth_data = server.register_complete(state, response)
+    assert auth_data.extensions == {"pinComplexityPolicy": True}

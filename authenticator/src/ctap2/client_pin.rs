@@ -331,7 +331,11 @@ fn new_pin<P: Platform>(
         .map_err(|_| Error::PinPolicyViolation)?
         .chars()
         .count();
-    if code_points < usize::from(auth.store.settings()?.min_pin_length) {
+    let settings = auth.store.settings()?;
+    if code_points < usize::from(settings.min_pin_length) {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    if settings.pin_complexity && !super::pin_policy::complex_enough(pin) {
         return Err(Error::PinPolicyViolation.into());
     }
     let hash = sha256(pin);

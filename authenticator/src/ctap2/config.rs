@@ -39,6 +39,9 @@ struct SubCommandParams {
     min_pin_length_rp_ids: Option<heapless::Vec<heapless::String<256>, PARSED_RP_IDS>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     force_change_pin: Option<bool>,
+    /// CTAP 2.2: turn the PIN complexity policy on (false changes nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_complexity_policy: Option<bool>,
 }
 
 pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8]) -> Step<()> {
@@ -115,7 +118,14 @@ fn set_min_pin_length<P: Platform>(
         settings.min_pin_length_rp_ids = rp_ids.iter().cloned().collect();
     }
     settings.min_pin_length = new_length;
-    if pin.hash.is_some() && (force || pin.code_points < new_length) {
+    // Only a hash of the current PIN is kept, so whether it meets the complexity policy cannot
+    // be known: turning the policy on asks for a new PIN, as a longer minimum does.
+    let complexity_now =
+        params.and_then(|p| p.pin_complexity_policy) == Some(true) && !settings.pin_complexity;
+    if complexity_now {
+        settings.pin_complexity = true;
+    }
+    if pin.hash.is_some() && (force || pin.code_points < new_length || complexity_now) {
         settings.force_pin_change = true;
     }
     auth.store.save_settings(&settings)?;

@@ -17,13 +17,14 @@ use crate::Authenticator;
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
 
 /// The extensions this key supports, exactly.
-const EXTENSIONS: [&str; 6] = [
+const EXTENSIONS: [&str; 7] = [
     "credBlob",
     "credProtect",
     "hmac-secret",
     "largeBlobKey",
     "minPinLength",
     "hmac-secret-mc",
+    "pinComplexityPolicy",
 ];
 
 /// The options map, its fields in CTAP's canonical CBOR order (shorter keys first, then
@@ -51,7 +52,7 @@ struct Options {
 #[serde_indexed(offset = 1)]
 pub(crate) struct Info {
     versions: Vec<&'static str, 3>,
-    extensions: [&'static str; 6],
+    extensions: [&'static str; 7],
     aaguid: serde_bytes::ByteArray<16>,
     options: Options,
     max_msg_size: usize,
@@ -154,7 +155,8 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         long_touch_for_reset: None,
         enc_identifier: None,
         transports_for_reset: ["usb"],
-        pin_complexity_policy: None,
+        // Present: the policy can be turned on; its value: whether it is.
+        pin_complexity_policy: Some(settings.pin_complexity),
         pin_complexity_policy_url: None,
         max_pin_length: super::client_pin::MAX_PIN_BYTES,
         enc_cred_store_state: None,

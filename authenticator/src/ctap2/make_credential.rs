@@ -62,6 +62,8 @@ struct Extensions<'a> {
     large_blob_key: Option<bool>,
     #[serde(rename = "minPinLength", default)]
     min_pin_length: Option<bool>,
+    #[serde(rename = "pinComplexityPolicy", default)]
+    pin_complexity_policy: Option<bool>,
     #[serde(rename = "hmac-secret-mc", default)]
     hmac_secret_mc: Option<ctap_types::ctap2::get_assertion::HmacSecretInput>,
 }
@@ -79,6 +81,11 @@ struct ExtensionOutputs {
     min_pin_length: Option<u8>,
     #[serde(rename = "hmac-secret-mc", skip_serializing_if = "Option::is_none")]
     hmac_secret_mc: Option<Bytes<80>>,
+    #[serde(
+        rename = "pinComplexityPolicy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pin_complexity_policy: Option<bool>,
 }
 
 type AuthenticatorData<'a> =
@@ -187,6 +194,7 @@ pub(crate) fn make_credential<P: Platform>(
         // Every credential can answer hmac-secret: its CredRandom derives from its key.
         hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
         min_pin_length: min_pin_length_output(auth, request)?,
+        pin_complexity_policy: pin_complexity_output(auth, request)?,
         hmac_secret_mc: match &hmac_secret_mc {
             Some(input) => Some(hmac_secret_output(auth, input, &credential, uv)?),
             None => None,
@@ -196,6 +204,7 @@ pub(crate) fn make_credential<P: Platform>(
         || outputs.cred_protect.is_some()
         || outputs.hmac_secret.is_some()
         || outputs.min_pin_length.is_some()
+        || outputs.pin_complexity_policy.is_some()
         || outputs.hmac_secret_mc.is_some();
     let extensions = any_output.then_some(outputs);
     let mut flags =
@@ -282,6 +291,25 @@ fn min_pin_length_output<P: Platform>(
     let settings = auth.store.settings()?;
     let allowed = settings.min_pin_length_rp_ids.contains(&request.rp.id);
     Ok(allowed.then_some(settings.min_pin_length))
+}
+
+/// pinComplexityPolicy (CTAP 2.2): whether the policy is on, to the same RPs minPinLength
+/// tells the length.
+fn pin_complexity_output<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+) -> Step<Option<bool>> {
+    if request
+        .extensions
+        .as_ref()
+        .and_then(|e| e.pin_complexity_policy)
+        != Some(true)
+    {
+        return Ok(None);
+    }
+    let settings = auth.store.settings()?;
+    let allowed = settings.min_pin_length_rp_ids.contains(&request.rp.id);
+    Ok(allowed.then_some(settings.pin_complexity))
 }
 
 /// attestationFormatsPreference: the platform's first format we know is "none".

@@ -12,6 +12,7 @@ mod get_info;
 mod hmac_secret;
 mod large_blobs;
 mod make_credential;
+mod pin_policy;
 
 use alloc::vec::Vec;
 
