@@ -113,6 +113,9 @@ pub struct Credential {
     /// credBlob (§12.2): a few bytes the RP stores with the credential.
     #[zeroize(skip)]
     pub cred_blob: Vec<u8, MAX_CRED_BLOB_LEN>,
+    /// thirdPartyPayment (CTAP 2.2): made for payments another origin may start.
+    #[zeroize(skip)]
+    pub third_party_payment: bool,
     secret: [u8; 32],
 }
 
@@ -146,6 +149,7 @@ impl Credential {
             discoverable,
             cred_protect,
             cred_blob: Vec::new(),
+            third_party_payment: false,
             secret,
         }
     }
@@ -161,7 +165,11 @@ impl Credential {
         rng.fill_bytes(&mut nonce);
         let mut plain = [0u8; MAX_PLAIN_LEN];
         plain[0] = self.alg.code();
-        plain[1] = u8::from(self.discoverable) | ((self.cred_protect as u8) << 1);
+        // Flags: discoverable, the credProtect level, thirdPartyPayment (IDs sealed before
+        // it existed have the bit clear, which reads as "not for payments").
+        plain[1] = u8::from(self.discoverable)
+            | ((self.cred_protect as u8) << 1)
+            | (u8::from(self.third_party_payment) << 3);
         plain[2..FIXED_PLAIN_LEN].copy_from_slice(&self.secret);
         let len = FIXED_PLAIN_LEN + self.cred_blob.len();
         plain[FIXED_PLAIN_LEN..len].copy_from_slice(&self.cred_blob);
@@ -207,6 +215,7 @@ impl Credential {
         let alg = Algorithm::from_code(plain[0])?;
         let discoverable = plain[1] & 1 != 0;
         let cred_protect = CredProtect::from_level((plain[1] >> 1) & 3)?;
+        let third_party_payment = plain[1] & 8 != 0;
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&plain[2..FIXED_PLAIN_LEN]);
         let cred_blob = Vec::from_slice(&plain[FIXED_PLAIN_LEN..]).ok()?;
@@ -215,6 +224,7 @@ impl Credential {
             discoverable,
             cred_protect,
             cred_blob,
+            third_party_payment,
             secret,
         })
     }

@@ -416,3 +416,72 @@ fn min_pin_length_goes_only_to_allowed_rps() {
         assert!(extensions.is_none(), "not for other RPs");
     });
 }
+
+/// getAssertion's thirdPartyPayment output for credential `id` (an allow list of one).
+fn payment_output(key: &mut impl App, id: &[u8], ask: bool) -> Option<Value> {
+    let mut request = get_assertion_request("bank.example", &[3; 32], &[id]);
+    if let (Value::Map(entries), true) = (&mut request, ask) {
+        entries.push((
+            int(4),
+            map(vec![(text("thirdPartyPayment"), Value::Bool(true))]),
+        ));
+    }
+    let (status, body) = ctap2(key, 0x02, Some(request));
+    assert_eq!(status, 0);
+    let auth_data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+    auth_data
+        .extensions
+        .and_then(|e| get_text(&e, "thirdPartyPayment").cloned())
+}
+
+#[test]
+fn third_party_payment_is_sealed_into_the_credential_and_reported() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 6, |key| {
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        assert!(get(&info, 2)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .contains(&text("thirdPartyPayment")));
+        for rk in [false, true] {
+            let payment = map(vec![(text("thirdPartyPayment"), Value::Bool(true))]);
+            let (status, paying, extensions) =
+                register_with(key, "bank.example", b"payer", rk, payment);
+            assert_eq!(status, 0);
+            assert_eq!(
+                get_text(&extensions.unwrap(), "thirdPartyPayment"),
+                Some(&Value::Bool(true)),
+                "the output says it is set"
+            );
+            let (status, plain, extensions) =
+                register_with(key, "bank.example", b"saver", rk, map(vec![]));
+            assert_eq!(status, 0);
+            assert!(extensions.is_none(), "not asked: no output");
+            assert_eq!(payment_output(key, &paying, true), Some(Value::Bool(true)));
+            assert_eq!(payment_output(key, &plain, true), Some(Value::Bool(false)));
+            assert_eq!(
+                payment_output(key, &paying, false),
+                None,
+                "not asked: not told"
+            );
+        }
+        // With another extension the outputs stay in canonical CBOR order (shorter keys first).
+        let both = map(vec![
+            (text("thirdPartyPayment"), Value::Bool(true)),
+            (text("credProtect"), int(1)),
+        ]);
+        let mut request = make_credential_request("bank.example", b"both", &[-7], false);
+        if let Value::Map(entries) = &mut request {
+            entries.push((int(6), both));
+        }
+        let (status, body) = ctap2(key, 0x01, Some(request));
+        assert_eq!(status, 0);
+        let raw = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+        let keys: Vec<_> = match raw.extensions.unwrap() {
+            Value::Map(entries) => entries.into_iter().map(|(k, _)| k).collect(),
+            _ => unreachable!(),
+        };
+        assert_eq!(keys, [text("credProtect"), text("thirdPartyPayment")]);
+    });
+}

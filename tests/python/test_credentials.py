@@ -141,3 +141,33 @@ def test_prf_at_registration_uses_hmac_secret_mc(device):
     options, state = server.authenticate_begin([credential], user_verification="required", extensions={"prf": {"eval": {"first": b"registration salt"}}})
     result = _client(device).get_assertion(options.public_key).get_response(0)
     assert websafe_decode(result.client_extension_results["prf"]["results"]["first"]) == first, "same PRF at registration and sign-in"
+
+
+def test_third_party_payment(device):
+    """CTAP 2.2's thirdPartyPayment through python-fido2's ThirdPartyPaymentExtension (WebAuthn's
+    payment input): set at registration, reported at sign-in and by credential management."""
+    from fido2.ctap2.extensions import ThirdPartyPaymentExtension
+
+    ClientPin(Ctap2(device)).set_pin(PIN)
+    assert "thirdPartyPayment" in Ctap2(device).get_info().extensions
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Bank", id="example.com"))
+    client = Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(), [ThirdPartyPaymentExtension()])
+    payment = {"payment": {"isPayment": True}}
+    credentials = {}
+    for name, extensions in [("payer", payment), ("saver", {})]:
+        user = PublicKeyCredentialUserEntity(id=name.encode(), name=name)
+        options, state = server.register_begin(user, resident_key_requirement="required", user_verification="required", extensions=extensions)
+        auth_data = server.register_complete(state, client.make_credential(options.public_key))
+        assert auth_data.extensions == ({"thirdPartyPayment": True} if extensions else None), name
+        credentials[name] = auth_data.credential_data
+    for name, expected in [("payer", True), ("saver", False)]:
+        options, state = server.authenticate_begin([credentials[name]], user_verification="required", extensions=payment)
+        response = client.get_assertion(options.public_key).get_response(0)
+        server.authenticate_complete(state, [credentials[name]], response)
+        assert response.response.authenticator_data.extensions == {"thirdPartyPayment": expected}, name
+    ctap2 = Ctap2(device)
+    client_pin = ClientPin(ctap2)
+    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    creds = CredentialManagement(ctap2, client_pin.protocol, token).enumerate_creds(hashlib.sha256(b"example.com").digest())
+    flags = {c[CredentialManagement.RESULT.USER]["name"]: c[CredentialManagement.RESULT.THIRD_PARTY_PAYMENT] for c in creds}
+    assert flags == {"payer": True, "saver": False}

@@ -222,6 +222,7 @@ fn credential_response<P: Platform>(
         key_type: heapless::String::try_from("public-key").map_err(|_| Error::Other)?,
     });
     response.public_key = Some(credential.public_key().to_cosey());
+    response.third_party_payment = Some(credential.third_party_payment);
     response.cred_protect = Some(match credential.cred_protect as u8 {
         3 => CredentialProtectionPolicy::Required,
         2 => CredentialProtectionPolicy::OptionalWithCredentialIdList,

@@ -47,15 +47,19 @@ struct Extensions {
     cred_blob: Option<bool>,
     #[serde(rename = "largeBlobKey", default)]
     large_blob_key: Option<bool>,
+    #[serde(rename = "thirdPartyPayment", default)]
+    third_party_payment: Option<bool>,
 }
 
-/// The extension outputs in authenticatorData.
+/// The extension outputs in authenticatorData, in canonical CBOR order.
 #[derive(Default, Serialize)]
 struct ExtensionOutputs {
     #[serde(rename = "credBlob", skip_serializing_if = "Option::is_none")]
     cred_blob: Option<heapless_bytes::Bytes<{ crate::credential::MAX_CRED_BLOB_LEN }>>,
     #[serde(rename = "hmac-secret", skip_serializing_if = "Option::is_none")]
     hmac_secret: Option<Bytes<80>>,
+    #[serde(rename = "thirdPartyPayment", skip_serializing_if = "Option::is_none")]
+    third_party_payment: Option<bool>,
 }
 
 type AuthenticatorData<'a> =
@@ -87,6 +91,7 @@ struct Series {
     hmac_secret: Option<HmacSecret>,
     cred_blob: bool,
     large_blob_key: bool,
+    third_party_payment: bool,
 }
 
 /// The rest of a discoverable-credential series, for getNextAssertion: only the last
@@ -175,6 +180,11 @@ pub(crate) fn get_assertion<P: Platform>(
         hmac_secret,
         cred_blob: request.extensions.as_ref().and_then(|e| e.cred_blob) == Some(true),
         large_blob_key: request.extensions.as_ref().and_then(|e| e.large_blob_key) == Some(true),
+        third_party_payment: request
+            .extensions
+            .as_ref()
+            .and_then(|e| e.third_party_payment)
+            == Some(true),
     };
     let last = match &first {
         Candidate::Stored(reference, _) => Some(*reference),
@@ -290,9 +300,15 @@ fn assert<P: Platform>(
     let cred_blob = series.cred_blob.then(|| {
         heapless_bytes::Bytes::try_from(credential.cred_blob.as_slice()).unwrap_or_default()
     });
-    let extensions = (hmac_secret.is_some() || cred_blob.is_some()).then_some(ExtensionOutputs {
+    // thirdPartyPayment: whether this credential was made for payments.
+    let third_party_payment = series
+        .third_party_payment
+        .then_some(credential.third_party_payment);
+    let any_output = hmac_secret.is_some() || cred_blob.is_some() || third_party_payment.is_some();
+    let extensions = any_output.then_some(ExtensionOutputs {
         cred_blob,
         hmac_secret,
+        third_party_payment,
     });
     let counter = auth.store.next_counter()?;
     let mut flags = AuthenticatorDataFlags::empty();

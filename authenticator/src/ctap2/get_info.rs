@@ -17,7 +17,7 @@ use crate::Authenticator;
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
 
 /// The extensions this key supports, exactly.
-const EXTENSIONS: [&str; 7] = [
+const EXTENSIONS: [&str; 8] = [
     "credBlob",
     "credProtect",
     "hmac-secret",
@@ -25,6 +25,7 @@ const EXTENSIONS: [&str; 7] = [
     "minPinLength",
     "hmac-secret-mc",
     "pinComplexityPolicy",
+    "thirdPartyPayment",
 ];
 
 /// The options map, its fields in CTAP's canonical CBOR order (shorter keys first, then
@@ -52,7 +53,7 @@ struct Options {
 #[serde_indexed(offset = 1)]
 pub(crate) struct Info {
     versions: Vec<&'static str, 3>,
-    extensions: [&'static str; 7],
+    extensions: [&'static str; 8],
     aaguid: serde_bytes::ByteArray<16>,
     options: Options,
     max_msg_size: usize,

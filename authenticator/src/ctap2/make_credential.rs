@@ -64,11 +64,14 @@ struct Extensions<'a> {
     min_pin_length: Option<bool>,
     #[serde(rename = "pinComplexityPolicy", default)]
     pin_complexity_policy: Option<bool>,
+    #[serde(rename = "thirdPartyPayment", default)]
+    third_party_payment: Option<bool>,
     #[serde(rename = "hmac-secret-mc", default)]
     hmac_secret_mc: Option<ctap_types::ctap2::get_assertion::HmacSecretInput>,
 }
 
-/// The extension outputs in authenticatorData.
+/// The extension outputs in authenticatorData, in CTAP's canonical CBOR order (shorter names
+/// first, then bytewise), which serde keeps: the fields' order is the map's.
 #[derive(Default, Serialize)]
 struct ExtensionOutputs {
     #[serde(rename = "credBlob", skip_serializing_if = "Option::is_none")]
@@ -81,6 +84,8 @@ struct ExtensionOutputs {
     min_pin_length: Option<u8>,
     #[serde(rename = "hmac-secret-mc", skip_serializing_if = "Option::is_none")]
     hmac_secret_mc: Option<Bytes<80>>,
+    #[serde(rename = "thirdPartyPayment", skip_serializing_if = "Option::is_none")]
+    third_party_payment: Option<bool>,
     #[serde(
         rename = "pinComplexityPolicy",
         skip_serializing_if = "Option::is_none"
@@ -166,6 +171,9 @@ pub(crate) fn make_credential<P: Platform>(
         discoverable,
         cred_protect.unwrap_or(CredProtect::Optional),
     );
+    // thirdPartyPayment: sealed into the credential; the output says whether it is set.
+    let third_party_payment = extensions.and_then(|e| e.third_party_payment);
+    credential.third_party_payment = third_party_payment == Some(true);
     // credBlob: kept if it fits, and the output says whether it did (§12.2).
     let cred_blob = extensions.and_then(|e| e.cred_blob).map(|blob| {
         let fits = blob.len() <= MAX_CRED_BLOB_LEN;
@@ -195,6 +203,7 @@ pub(crate) fn make_credential<P: Platform>(
         hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
         min_pin_length: min_pin_length_output(auth, request)?,
         pin_complexity_policy: pin_complexity_output(auth, request)?,
+        third_party_payment,
         hmac_secret_mc: match &hmac_secret_mc {
             Some(input) => Some(hmac_secret_output(auth, input, &credential, uv)?),
             None => None,
@@ -205,6 +214,7 @@ pub(crate) fn make_credential<P: Platform>(
         || outputs.hmac_secret.is_some()
         || outputs.min_pin_length.is_some()
         || outputs.pin_complexity_policy.is_some()
+        || outputs.third_party_payment.is_some()
         || outputs.hmac_secret_mc.is_some();
     let extensions = any_output.then_some(outputs);
     let mut flags =
