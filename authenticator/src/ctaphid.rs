@@ -11,7 +11,7 @@
 //! - INIT is always answered (never busy, never locked out), so a host can always get a
 //!   channel or resynchronise its own; a broadcast INIT disturbs nobody.
 //! - CANCEL only acts on its own channel's waiting request (or partial message); any other
-//!   CANCEL is ignored silently, as CANCEL never gets a response.
+//!   CANCEL, on any CID, is ignored silently, as CANCEL never gets a response.
 //! - A new request on a channel whose previous message is still incomplete is ERR_INVALID_SEQ
 //!   and drops both.
 //! - A waiting app is called again every 20 ms, not on every `poll`, so a runner may poll
@@ -248,7 +248,8 @@ impl Ctaphid {
     /// (allocation) or an allocated one (synchronisation), and answering would hand the host a
     /// channel on which every later command is invalid. Hosts that lost their channel (the key
     /// was unplugged) get ERR_INVALID_CHANNEL and allocate again on the broadcast CID, as
-    /// libfido2 and the browsers do.
+    /// libfido2 and the browsers do. (solo1, usbd-ctaphid and pico-fido track no allocations
+    /// and answer INIT on any CID; OpenSK refuses it, as this key does.)
     fn handle_init(&mut self, start: &MessageStart, app: &mut impl App) {
         let cid = start.cid;
         if cid != BROADCAST_CID && !self.channels.is_allocated(cid) {
@@ -289,6 +290,12 @@ impl Ctaphid {
     /// The first packet of any request other than INIT.
     fn handle_request_start(&mut self, start: &MessageStart, now_ms: u64, app: &mut impl App) {
         let cid = start.cid;
+        if start.cmd == command::CANCEL {
+            // Before any channel check: a CANCEL "received while no CTAPHID_CBOR request is
+            // being processed, or on a non-active CID SHALL be ignored" (§11.2.9.1.5), so no
+            // CANCEL gets an answer, whatever its CID.
+            return self.cancel(cid, now_ms, app);
+        }
         if !self.channels.is_allocated(cid) {
             // Arbitration comes first (CTAP 2.1 §11.2.5: another CID that tries to use the device
             // during a transaction gets ERR_CHANNEL_BUSY), as the reference test suite expects;
@@ -301,9 +308,6 @@ impl Ctaphid {
                 error::INVALID_CHANNEL
             };
             return self.out.error(cid, code);
-        }
-        if start.cmd == command::CANCEL {
-            return self.cancel(cid, now_ms, app);
         }
         if self.rx.as_ref().is_some_and(|rx| rx.cid == cid) {
             // A new message before the previous one on this channel was complete: the host

@@ -2,6 +2,8 @@
 //! host side written here from the spec (its own framing code, so a framing bug on either side
 //! shows up as a failure rather than cancelling out).
 
+mod common;
+
 use authenticator::ctaphid::{
     App, Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet, Transaction, MAX_MESSAGE_SIZE,
     PACKET_SIZE,
@@ -36,6 +38,10 @@ const VERSION: DeviceVersion = DeviceVersion {
     minor: 2,
     build: 3,
 };
+
+/// The largest gap between KEEPALIVEs of a waiting request: half the spec's 100 ms (§11.2.9.1.7),
+/// as Windows' webauthn.dll needs over USB/IP (see the reasons at the interval in ctaphid.rs).
+const KEEPALIVE_GAP_MS: u64 = 50;
 
 /// The largest number of IN packets the layer may hold: one maximal response and a few more.
 const QUEUE_BOUND: usize = 129 + 8;
@@ -361,7 +367,107 @@ fn broadcast_cid_zero_and_unknown_channels_are_invalid() {
         h.transact(never, INIT, &[0; 8]),
         vec![error(never, ERR_INVALID_CHANNEL)]
     );
+    // CANCEL never gets a response, whatever its CID (§11.2.9.1.5).
+    for cid in [0, BROADCAST, never] {
+        assert!(h.transact(cid, CANCEL, &[]).is_empty());
+    }
     assert!(h.app.calls.is_empty());
+}
+
+/// The reference suite's `test_check_busy` (SoloKeys fido2-tests): while a transaction is in
+/// progress, a request from a CID that was never allocated gets ERR_CHANNEL_BUSY, not
+/// ERR_INVALID_CHANNEL. §11.2.5.1: a request "from a different channel while the device is busy
+/// with a transaction ... will immediately fail with a busy-error message sent to the
+/// requesting channel"; nothing there depends on allocation, and solo1, usbd-ctaphid and
+/// pico-fido answer so. Once idle, the same CID is ERR_INVALID_CHANNEL again; CID 0 and the
+/// broadcast CID are never channels (§11.2.3), busy or not.
+#[test]
+fn a_never_allocated_cid_is_busy_while_a_transaction_is_in_progress() {
+    let mut h = Harness::with_app(FakeApp::waiting(1000));
+    let a = h.open_channel();
+    let never = 0x1122_3344;
+    // A's PING of 1024 bytes, of which only the first packet comes: A is receiving.
+    h.send_packet(&init_packet(a, PING, 1024, &[0x44; 57]));
+    assert_eq!(
+        h.transact(never, PING, &[0; 4]),
+        vec![error(never, ERR_CHANNEL_BUSY)]
+    );
+    assert_eq!(
+        h.transact(0, PING, b"x"),
+        vec![error(0, ERR_INVALID_CHANNEL)]
+    );
+    assert_eq!(
+        h.transact(BROADCAST, PING, b"x"),
+        vec![error(BROADCAST, ERR_INVALID_CHANNEL)]
+    );
+    // A's message was not disturbed: it times out as its own (the suite's last step).
+    let log = h.run_for(600);
+    assert_eq!(
+        log.iter().map(|(_, m)| m).collect::<Vec<_>>(),
+        vec![&error(a, ERR_MSG_TIMEOUT)]
+    );
+
+    // The same while a request is processed (waiting for a touch).
+    h.send(a, CBOR, &[1]);
+    assert_eq!(h.responses(), vec![msg(a, KEEPALIVE, &[2])]);
+    assert_eq!(
+        h.transact(never, CBOR, &[4]),
+        vec![error(never, ERR_CHANNEL_BUSY)]
+    );
+    assert!(h.transact(never, CANCEL, &[]).is_empty(), "not its request");
+    assert_eq!(h.app.cancels, 0);
+    assert_eq!(
+        h.transact(a, CANCEL, &[]),
+        vec![msg(a, CBOR, &[KEEPALIVE_CANCEL])]
+    );
+
+    // Idle again: a CID nobody was given is not a channel.
+    assert_eq!(
+        h.transact(never, PING, b"x"),
+        vec![error(never, ERR_INVALID_CHANNEL)]
+    );
+    assert_eq!(
+        h.app.calls.len(),
+        2,
+        "only A's CBOR request reached the app"
+    );
+}
+
+/// The reference suite's `test_ping_abort_from_different_cid` and `test_check_busy_interleaved`
+/// send INIT on CIDs they made up and expect an answer, as from solo1, usbd-ctaphid and
+/// pico-fido, which track no allocations. We answer INIT only on the broadcast CID and on
+/// allocated CIDs, which is all §11.2.9.1.3 defines: the device allocates "a unique 32-bit
+/// channel identifier", and taking a host's own pick would let the allocator later hand the
+/// same ID to another application (OpenSK refuses too). With an allocated CID the suite's
+/// scenario works: INIT on another channel is answered while A receives, and A is undisturbed.
+#[test]
+fn init_on_a_made_up_cid_is_refused_but_an_allocated_one_resyncs_while_another_is_busy() {
+    let mut h = Harness::new();
+    let a = h.open_channel();
+    let b = h.open_channel();
+    let payload: Vec<u8> = (0..200).map(|i| i as u8).collect();
+    let packets = frame(a, PING, &payload);
+    h.send_packet(&packets[0]);
+    h.send_packet(&packets[1]);
+    let made_up = 0x1122_3344;
+    assert_eq!(
+        h.transact(made_up, INIT, &[0x11; 8]),
+        vec![error(made_up, ERR_INVALID_CHANNEL)]
+    );
+    let answer = h.transact(b, INIT, &[0x22; 8]);
+    assert_eq!(answer.len(), 1);
+    assert_eq!((answer[0].cid, answer[0].cmd), (b, INIT));
+    assert_eq!(&answer[0].data[..8], &[0x22; 8]);
+    assert_eq!(&answer[0].data[8..12], &b.to_be_bytes());
+    for p in &packets[2..] {
+        h.send_packet(p);
+    }
+    assert_eq!(h.responses(), vec![msg(a, PING, &payload)]);
+    // A made-up CID is still no channel afterwards.
+    assert_eq!(
+        h.transact(made_up, PING, b"x"),
+        vec![error(made_up, ERR_INVALID_CHANNEL)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,7 +835,7 @@ fn wake_has_the_app_asked_at_the_next_poll() {
 }
 
 #[test]
-fn keepalives_flow_every_100ms_while_the_app_waits() {
+fn keepalives_flow_every_50ms_while_the_app_waits() {
     let mut h = Harness::with_app(FakeApp::waiting(100));
     let a = h.open_channel();
     let start = h.now;
@@ -779,7 +885,7 @@ fn keepalives_flow_every_100ms_while_the_app_waits() {
 
 #[test]
 fn keepalive_cadence_holds_with_sparse_polls() {
-    // A runner that polls only exactly at next_deadline still meets the 100 ms rule.
+    // A runner that polls only exactly at next_deadline still keeps to the 50 ms.
     let mut h = Harness::with_app(FakeApp::waiting(40));
     let a = h.open_channel();
     h.send(a, CBOR, &[1]);
@@ -797,6 +903,80 @@ fn keepalive_cadence_holds_with_sparse_polls() {
     for pair in times.windows(2) {
         assert!(pair[1] - pair[0] <= 50, "gap {} ms", pair[1] - pair[0]);
     }
+}
+
+/// The real authenticator behind CTAPHID, waiting for a touch that comes after 3 s, on a
+/// scripted clock stepped 1 ms at a time with a poll whenever `next_deadline` is due (as the
+/// runners do): a KEEPALIVE(UPNEEDED) at once, then one every 50 ms, neither later (the bound)
+/// nor much earlier (a flood would cost the host for nothing), then the response.
+#[test]
+fn keepalive_gaps_while_the_authenticator_waits_for_a_touch() {
+    use authenticator::platform::Presence;
+    let mut storage = common::RamStorage::default();
+    let knobs = common::Knobs::default();
+    common::with_key(&mut storage, &knobs, 21, |key| {
+        let mut hid = Ctaphid::new(VERSION);
+        let mut now = 1_000;
+        knobs.now_ms.set(now);
+        let drain = |hid: &mut Ctaphid| {
+            let packets: Vec<Packet> = std::iter::from_fn(|| hid.pop_packet()).collect();
+            reassemble(&packets)
+        };
+        hid.handle_packet(&init_packet(BROADCAST, INIT, 8, &[3; 8]), now, key);
+        let cid = u32::from_be_bytes(drain(&mut hid)[0].data[8..12].try_into().unwrap());
+
+        knobs.presence.set(Presence::Pending);
+        let mut request = vec![0x01]; // authenticatorMakeCredential
+        ciborium::into_writer(
+            &common::make_credential_request("example.com", b"u", &[-7], false),
+            &mut request,
+        )
+        .unwrap();
+        for p in frame(cid, CBOR, &request) {
+            hid.handle_packet(&p, now, key);
+        }
+        let start = now;
+        let mut log: Vec<(u64, Message)> = drain(&mut hid).into_iter().map(|m| (now, m)).collect();
+        assert_eq!(log, vec![(start, msg(cid, KEEPALIVE, &[2]))], "at once");
+        while !log.iter().any(|(_, m)| m.cmd == CBOR) {
+            now += 1;
+            assert!(now < start + 10_000, "no answer");
+            knobs.now_ms.set(now);
+            if now == start + 3_000 {
+                knobs.presence.set(Presence::Granted);
+            }
+            if hid.next_deadline().is_some_and(|d| d <= now) {
+                hid.poll(now, key);
+            }
+            log.extend(drain(&mut hid).into_iter().map(|m| (now, m)));
+        }
+        let (end, answer) = log.pop().unwrap();
+        assert_eq!((answer.cmd, answer.data[0]), (CBOR, 0), "registered");
+        assert!(
+            end - start >= 3_000 && end - start <= 3_020,
+            "answered {} ms in",
+            end - start
+        );
+        let keepalives = keepalive_times(&log, cid, 2);
+        let gaps: Vec<u64> = keepalives.windows(2).map(|w| w[1] - w[0]).collect();
+        let (min, max) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+        println!(
+            "keepalive gaps while waiting for a touch: {min}..={max} ms, {} keepalives",
+            keepalives.len()
+        );
+        assert!(*max <= KEEPALIVE_GAP_MS, "a gap of {max} ms");
+        let last = end - keepalives.last().unwrap();
+        assert!(
+            last <= KEEPALIVE_GAP_MS,
+            "{last} ms from the last keepalive to the answer"
+        );
+        assert!(*min >= 40, "a flood: {gaps:?}");
+        assert!(
+            keepalives.len() >= 60,
+            "{} keepalives in 3 s",
+            keepalives.len()
+        );
+    });
 }
 
 #[test]
