@@ -356,10 +356,21 @@ fn keepalives_while_waiting_and_cancel() {
         first < Duration::from_millis(100),
         "first keepalive after {first:?}"
     );
-    for pair in keepalives.windows(2) {
-        let gap = pair[1].1.duration_since(pair[0].1);
-        assert!(gap <= Duration::from_millis(100), "keepalive gap {gap:?}");
-    }
+    // The key sends one every 50 ms; what the client sees also holds loopback TCP and thread
+    // wake-ups, so the wall-clock bound here is the spec's 100 ms (§11.2.9.1.7).
+    let gaps: Vec<Duration> = keepalives
+        .windows(2)
+        .map(|pair| pair[1].1.duration_since(pair[0].1))
+        .collect();
+    let largest = gaps.iter().max().unwrap();
+    println!(
+        "keepalive gaps over USB/IP: {} keepalives in 500 ms, largest gap {largest:?}",
+        keepalives.len()
+    );
+    assert!(
+        *largest <= Duration::from_millis(100),
+        "keepalive gap {largest:?}"
+    );
     channel.send(ctaphid::CANCEL, &[]).unwrap();
     let (command, payload) = channel.receive().unwrap();
     assert_eq!(
@@ -501,13 +512,14 @@ fn ctaphid_errors_on_the_wire() {
     let mut wrong = packets[1];
     wrong[4] = 5;
     assert_eq!(error(&mut channel, wrong, cid), 0x04, "ERR_INVALID_SEQ");
-    // Another channel interrupting a message in progress.
+    // Another CID interrupting a message in progress, one INIT never handed out: busy, as any
+    // other channel would be while a transaction is in progress (CTAP 2.1 §11.2.5.1).
     channel.device.write_report(&packets[0]).unwrap();
     let other = ctaphid::packets(cid.wrapping_add(1), ctaphid::PING, b"x").remove(0);
-    let status = error(&mut channel, other, cid.wrapping_add(1));
-    assert!(
-        status == 0x06 || status == 0x0B,
-        "busy or invalid channel: {status:#x}"
+    assert_eq!(
+        error(&mut channel, other, cid.wrapping_add(1)),
+        0x06,
+        "ERR_CHANNEL_BUSY"
     );
     // The abandoned message times out.
     let reply = channel.device.read_report(Duration::from_secs(5)).unwrap();
