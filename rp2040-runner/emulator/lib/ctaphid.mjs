@@ -49,7 +49,7 @@ export class CtaphidClient {
         if (!(p[4] & 0x80)) throw new Error('CONT packet before INIT packet');
         const rcmd = p[4] & 0x7f | 0x80;
         if (rcmd === CMD.KEEPALIVE) {
-          this.keepalives.push({ status: p[7], ms: m.nowMs });
+          this.keepalives.push({ status: p[7], ms: p.ms });
           onKeepalive?.(p[7]);
           continue;
         }

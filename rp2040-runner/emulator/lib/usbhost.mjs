@@ -48,6 +48,9 @@ export class UsbHost {
 
   onIn(ep, data) {
     if (ep !== 0) {
+      // When the device queued it: the run loop may go on for a while (sleeps are jumped
+      // over) before the host looks, so reading the clock then would be late.
+      data.ms = this.m.nowMs;
       this.inReports.push(data);
       this.onReport?.(data);
       return;
@@ -78,6 +81,9 @@ export class UsbHost {
     const dirIn = (packet[0] & 0x80) !== 0;
     const c = { stage: dirIn && wLength ? 'data-in' : 'status-in', wLength, data: [], done: false };
     this.control = c;
+    // The RP2040 clears EP0's EP_STALL_ARM bits when a SETUP arrives; rp2040js does not, so
+    // a STALL would outlive its transfer and the next transfer would look stalled at once.
+    this.usb.epStallArm &= ~0b11;
     this.usb.sendSetupPacket(packet);
     let stall = false;
     const ok = await this.m.run({ until: () => c.done || (stall = this.stalled()), maxCycles });
@@ -140,7 +146,7 @@ export class UsbHost {
   /** Queue a 64-byte interrupt OUT report. */
   sendReport(report) { this.sendOut(this.epOut, report); }
 
-  /** Wait for the next IN report. */
+  /** Wait for the next IN report (its `ms`: the emulated time the device queued it). */
   async nextReport({ maxCycles = 125_000_000 } = {}) {
     const ok = await this.m.run({ until: () => this.inReports.length > 0, maxCycles });
     if (!ok) throw new Error('no IN report in time');

@@ -52,12 +52,20 @@ test('GET_DESCRIPTOR(HID) answers the 9 bytes of the configuration\'s copy, cut 
     const d = await host.getDescriptor(0x21, 0, length, { langId: hid, recipient: 0x81 });
     assert.deepEqual([...d], inConfig, `wLength ${length}`);
   }
+  // The report descriptor, the length that copy declares, the same way.
+  const reportLength = inConfig[7] | (inConfig[8] << 8);
+  for (const length of [reportLength, 0xffff]) {
+    const d = await host.getDescriptor(0x22, 0, length, { langId: hid, recipient: 0x81 });
+    assert.equal(d.length, reportLength, `report descriptor, wLength ${length}`);
+    assert.deepEqual([...d], [...info.reportDescriptor]);
+  }
 });
 
-test('an unknown descriptor request is stalled', async () => {
+test('an unknown descriptor request is stalled, and the next request works', async () => {
   const { host } = await sharedKey();
   // DEVICE_QUALIFIER: a full-speed-only device must STALL it.
   await assert.rejects(host.getDescriptor(6, 0, 10), /STALL/);
+  assert.equal((await host.getDescriptor(1, 0, 18)).length, 18);
 });
 
 test('CTAPHID INIT allocates distinct channels and echoes the nonce', async () => {
