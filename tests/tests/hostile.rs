@@ -371,3 +371,22 @@ fn connections_past_the_cap_are_refused() {
     let device = import_when_free(&key, "1-1");
     assert_ne!(device.ep_in, 0, "the key serves again below the cap");
 }
+
+/// Each attached key holds a connection, so a cap that leaves no room beyond the keys (no
+/// `usbip list`, no second attach once all are attached) is refused at start.
+#[test]
+fn a_cap_with_no_room_beyond_the_keys_is_refused() {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        PresenceMode::Auto,
+        StateLocation::Ephemeral,
+    );
+    config.keys = 4;
+    config.max_connections = 4;
+    let error = usbip_runner::start(config.clone()).err().expect("refused");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    config.max_connections = 5;
+    usbip_runner::start(config)
+        .expect("room for one more")
+        .shutdown();
+}

@@ -46,9 +46,9 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     attestation: Option<PathBuf>,
     /// Serve at most N USB/IP connections at once; more are closed as they arrive (logged).
-    #[arg(long, value_name = "N", default_value_t = usbip_runner::DEFAULT_MAX_CONNECTIONS as u16,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    max_connections: u16,
+    /// Default: 64, or the number of keys plus 16 if that is more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    max_connections: Option<u16>,
     /// Hold at most N discoverable credentials per key (default: what the 16 MiB state holds,
     /// 19,740), so a test reaches "key full" in N registrations.
     #[arg(long, value_name = "N")]
@@ -145,7 +145,10 @@ fn main() {
         control: args.control.clone(),
         trace: args.trace.clone(),
         attestation,
-        max_connections: usize::from(args.max_connections),
+        max_connections: args.max_connections.map_or(
+            usbip_runner::DEFAULT_MAX_CONNECTIONS.max(usize::from(args.keys) + 16),
+            usize::from,
+        ),
         max_credentials: args.max_credentials,
     };
     let server = match start(config) {

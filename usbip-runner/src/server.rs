@@ -50,7 +50,8 @@ pub struct ServerConfig {
     pub trace: Option<PathBuf>,
     /// A batch attestation to install on every key that has none (see [`crate::attestation`]).
     pub attestation: Option<Attestation>,
-    /// Connections served at once (each has a thread); more are closed as they arrive.
+    /// Connections served at once (each has a thread); more are closed as they arrive. More
+    /// than `keys`: each attached key holds one, and a host needs one more to list or attach.
     pub max_connections: usize,
     /// Hold at most this many discoverable credentials per key (a small, exact capacity for
     /// tests of an RP's "key full" path); `None`: what the 16 MiB state holds (19,740).
@@ -152,6 +153,12 @@ impl Drop for Server {
 
 /// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
+    if config.max_connections <= config.keys {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--max-connections must be more than --keys (each attached key holds a connection)",
+        ));
+    }
     let listener = TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
