@@ -28,9 +28,11 @@ use crate::trace::{TraceSink, Traced};
 /// pid.codes' test VID/PID, until the project has an ID of its own.
 pub const VENDOR_ID: u16 = 0x1209;
 pub const PRODUCT_ID: u16 = 0x0001;
-const BCD_DEVICE: u16 = 0x0100;
+pub const BCD_DEVICE: u16 = 0x0100;
 const MANUFACTURER: &str = "Open FIDO Key";
 const PRODUCT: &str = "Open FIDO Key (USB/IP)";
+/// The HID device's name through uhid (where USB would show "manufacturer product").
+pub const PRODUCT_UHID: &str = "Open FIDO Key (uhid)";
 
 /// This authenticator model's AAGUID.
 pub const AAGUID: [u8; 16] = [
@@ -115,8 +117,8 @@ impl Connection {
 }
 
 /// Everything one key owns besides the USB stack (which borrows its bus allocator).
-struct Key<'a, S: littlefs2::driver::Storage> {
-    auth: Authenticator<'a, RunnerPlatform<S>>,
+struct Key<'k, 'a, S: littlefs2::driver::Storage> {
+    auth: &'k mut Authenticator<'a, RunnerPlatform<S>>,
     ctaphid: Ctaphid,
     bus: BusHandle,
     connection: Option<Connection>,
@@ -158,18 +160,32 @@ pub struct KeySetup {
 
 /// Run a key until `Shutdown` (or until every sender is gone).
 pub fn run<S: littlefs2::driver::Storage>(
-    mut storage: S,
+    storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
     setup: KeySetup,
     trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
+    with_authenticator(storage, platform, &serial, setup, |auth| {
+        serve_usb(auth, serial.clone(), trace, events)
+    });
+}
+
+/// Mount the key's state and give `f` its authenticator, set up as `setup` asks; both
+/// transports (USB/IP here, uhid) run their key inside this.
+pub fn with_authenticator<S: littlefs2::driver::Storage>(
+    mut storage: S,
+    platform: RunnerPlatform<S>,
+    serial: &str,
+    setup: KeySetup,
+    f: impl FnOnce(&mut Authenticator<'_, RunnerPlatform<S>>),
+) {
     let mut alloc = Allocation::new();
     let fs = match authenticator::store::mount(&mut alloc, &mut storage) {
         Ok(fs) => fs,
         Err(error) => {
-            tracing::error!(?error, "cannot mount the key's state");
+            tracing::error!(?error, serial, "cannot mount the key's state");
             return;
         }
     };
@@ -182,11 +198,21 @@ pub fn run<S: littlefs2::driver::Storage>(
         },
     );
     if let Some(attestation) = setup.attestation {
-        install_attestation(&mut auth, &attestation, &serial);
+        install_attestation(&mut auth, &attestation, serial);
     }
     if let Some(limit) = setup.max_credentials {
         auth.set_credential_limit(limit);
     }
+    f(&mut auth);
+}
+
+/// The USB device over USB/IP, until `Shutdown` (or until every sender is gone).
+fn serve_usb<S: littlefs2::driver::Storage>(
+    auth: &mut Authenticator<'_, RunnerPlatform<S>>,
+    serial: String,
+    trace: Option<TraceSink>,
+    events: Receiver<Event>,
+) {
     let (bus, handle) = new_bus();
     let usb_alloc = UsbBusAllocator::new(bus);
     let mut hid = FidoHid::new(&usb_alloc);
@@ -249,7 +275,8 @@ fn spin_for_event(events: &Receiver<Event>) -> Option<Event> {
     None
 }
 
-fn version() -> DeviceVersion {
+/// The firmware version in CTAPHID INIT answers.
+pub fn version() -> DeviceVersion {
     let v = firmware_version();
     DeviceVersion {
         major: (v >> 16) as u8,
@@ -258,7 +285,7 @@ fn version() -> DeviceVersion {
     }
 }
 
-impl<S: littlefs2::driver::Storage> Key<'_, S> {
+impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
     fn now(&mut self) -> u64 {
         self.auth.platform().now_ms()
     }
@@ -416,7 +443,7 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
         let now = self.now();
         if self.ctaphid.next_deadline().is_some_and(|d| d <= now) {
             let mut app = Traced {
-                app: &mut self.auth,
+                app: &mut *self.auth,
                 sink: self.trace.as_ref(),
                 key: &self.bus_id,
                 in_flight: &mut self.traced_request,
@@ -435,7 +462,7 @@ impl<S: littlefs2::driver::Storage> Key<'_, S> {
             while let Some(report) = hid.read_report() {
                 let now = self.now();
                 let mut app = Traced {
-                    app: &mut self.auth,
+                    app: &mut *self.auth,
                     sink: self.trace.as_ref(),
                     key: &self.bus_id,
                     in_flight: &mut self.traced_request,

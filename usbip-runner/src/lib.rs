@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod server;
 pub mod storage;
 pub mod trace;
+pub mod uhid;
 
 pub use platform::PresenceMode;
-pub use server::{start, Server, ServerConfig, StateLocation, DEFAULT_MAX_CONNECTIONS};
+pub use server::{start, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation};
+use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation, Transport};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +19,14 @@ struct Args {
     /// Address to listen on (loopback unless you ask for more).
     #[arg(long, default_value = "127.0.0.1:3240")]
     listen: SocketAddr,
+    /// How the keys reach the host: usbip (attach with `usbip attach`, needs vhci-hcd) or uhid
+    /// (a HID device made through /dev/uhid, no USB, no network, no root if the device is
+    /// writable).
+    #[arg(long, value_enum, default_value = "usbip")]
+    transport: TransportArg,
+    /// The uhid device, with --transport uhid.
+    #[arg(long, value_name = "PATH", default_value = "/dev/uhid")]
+    uhid_device: PathBuf,
     /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
     /// Default: prompt on a terminal, deny otherwise.
     #[arg(long, value_enum)]
@@ -53,6 +61,12 @@ struct Args {
     /// 19,740), so a test reaches "key full" in N registrations.
     #[arg(long, value_name = "N")]
     max_credentials: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Usbip,
+    Uhid,
 }
 
 #[derive(clap::Subcommand)]
@@ -137,8 +151,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let transport = match args.transport {
+        TransportArg::Usbip => Transport::Usbip,
+        TransportArg::Uhid => Transport::Uhid(args.uhid_device.clone()),
+    };
     let config = ServerConfig {
         listen: args.listen,
+        transport: transport.clone(),
         presence,
         state: state.clone(),
         keys: usize::from(args.keys),
@@ -154,7 +173,12 @@ fn main() {
     let server = match start(config) {
         Ok(server) => server,
         Err(error) => {
-            eprintln!("usbip-runner: cannot start on {}: {error}", args.listen);
+            match &transport {
+                Transport::Usbip => {
+                    eprintln!("usbip-runner: cannot start on {}: {error}", args.listen)
+                }
+                Transport::Uhid(_) => eprintln!("usbip-runner: cannot start: {error}"),
+            }
             std::process::exit(1);
         }
     };
@@ -162,13 +186,32 @@ fn main() {
     // socket's, if there is one).
     // (A reader that went away is no reason to stop: ignore errors writing these.)
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on {}", server.addr());
+    match &transport {
+        Transport::Usbip => {
+            let _ = writeln!(stdout, "listening on {}", server.addr());
+        }
+        Transport::Uhid(path) => {
+            let _ = writeln!(
+                stdout,
+                "uhid on {}: keys {}",
+                path.display(),
+                server.bus_ids().join(" ")
+            );
+        }
+    }
     if let Some(socket) = server.control_socket() {
         let _ = writeln!(stdout, "control socket {}", socket.display());
     }
     let _ = stdout.flush();
     drop(stdout);
-    tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip());
+    match &transport {
+        Transport::Usbip => {
+            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip())
+        }
+        Transport::Uhid(_) => {
+            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
+        }
+    }
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::protocol::{self, OpRequest};
 use crate::storage::{FileStorage, RamStorage};
 use crate::trace::TraceSink;
+use crate::uhid;
 
 /// A client that stops reading is dropped after this long, so it cannot stall its key.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,10 +36,22 @@ pub enum StateLocation {
     Ephemeral,
 }
 
+/// How the keys reach the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// A USB/IP server: `usbip attach` (vhci-hcd) makes each key a USB device.
+    #[default]
+    Usbip,
+    /// Linux's uhid at this path (`/dev/uhid`): each key a HID device, no USB and no network.
+    Uhid(PathBuf),
+}
+
 /// How to run the server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Where USB/IP listens (unused with [`Transport::Uhid`]).
     pub listen: SocketAddr,
+    pub transport: Transport,
     pub presence: PresenceMode,
     pub state: StateLocation,
     /// Independent keys to serve, at bus ids 1-1 … 1-N.
@@ -67,6 +80,7 @@ impl ServerConfig {
     pub fn new(listen: SocketAddr, presence: PresenceMode, state: StateLocation) -> Self {
         Self {
             listen,
+            transport: Transport::Usbip,
             presence,
             state,
             keys: 1,
@@ -81,13 +95,37 @@ impl ServerConfig {
 
 struct KeySlot {
     bus_id: String,
-    events: SyncSender<Event>,
+    events: Inbox,
     attached: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where a key's thread takes its events from.
+enum Inbox {
+    Usbip(SyncSender<Event>),
+    Uhid(SyncSender<uhid::Input>),
+}
+
+impl Inbox {
+    /// A USB/IP key's events (a connection on a uhid key has none to send).
+    fn usbip(&self) -> io::Result<&SyncSender<Event>> {
+        match self {
+            Inbox::Usbip(events) => Ok(events),
+            Inbox::Uhid(_) => Err(io::Error::other("not a USB/IP key")),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Inbox::Usbip(events) => events.send(Event::Shutdown).is_ok(),
+            Inbox::Uhid(inputs) => inputs.send(uhid::Input::Shutdown).is_ok(),
+        };
+    }
+}
+
 /// A running server.
 pub struct Server {
+    /// Where USB/IP listens; with uhid, the configured address, never bound.
     addr: SocketAddr,
     control: Option<(PathBuf, Arc<Control>)>,
     stopping: Arc<AtomicBool>,
@@ -127,13 +165,13 @@ impl Server {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the acceptor, which is blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(acceptor) = self.acceptor.take() {
+            // Wake the acceptor, which is blocked in accept().
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = acceptor.join();
         }
         for key in self.keys.iter() {
-            let _ = key.events.send(Event::Shutdown);
+            key.events.shutdown();
         }
         if let Some(keys) = Arc::get_mut(&mut self.keys) {
             for key in keys.iter_mut() {
@@ -153,14 +191,20 @@ impl Drop for Server {
 
 /// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
-    if config.max_connections <= config.keys {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--max-connections must be more than --keys (each attached key holds a connection)",
-        ));
-    }
-    let listener = TcpListener::bind(config.listen)?;
-    let addr = listener.local_addr()?;
+    let listener = match config.transport {
+        Transport::Usbip if config.max_connections <= config.keys => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--max-connections must be more than --keys (each attached key holds a connection)",
+            ))
+        }
+        Transport::Usbip => Some(TcpListener::bind(config.listen)?),
+        Transport::Uhid(_) => None,
+    };
+    let addr = match &listener {
+        Some(listener) => listener.local_addr()?,
+        None => config.listen,
+    };
     let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
@@ -208,20 +252,24 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         .collect::<io::Result<Vec<_>>>()?;
     let keys = Arc::new(keys);
     let stopping = Arc::new(AtomicBool::new(false));
-    let acceptor = {
-        let keys = keys.clone();
-        let stopping = stopping.clone();
-        std::thread::Builder::new()
-            .name("usbip-accept".into())
-            .spawn(move || accept_loop(listener, keys, stopping, config.max_connections))?
+    let acceptor = match listener {
+        Some(listener) => {
+            let keys = keys.clone();
+            let stopping = stopping.clone();
+            let acceptor = std::thread::Builder::new()
+                .name("usbip-accept".into())
+                .spawn(move || accept_loop(listener, keys, stopping, config.max_connections))?;
+            tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
+            Some(acceptor)
+        }
+        None => None,
     };
-    tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
     Ok(Server {
         addr,
         control,
         stopping,
         keys,
-        acceptor: Some(acceptor),
+        acceptor,
     })
 }
 
@@ -233,12 +281,46 @@ fn spawn_key(
     control: Arc<Control>,
     trace: Option<TraceSink>,
 ) -> io::Result<KeySlot> {
+    let prefix = match config.transport {
+        Transport::Usbip => "usbip",
+        Transport::Uhid(_) => "uhid",
+    };
+    let serial = match &config.state {
+        StateLocation::Dir(_) => format!("{prefix}-{bus_id}"),
+        StateLocation::Ephemeral => format!("{prefix}-{bus_id}-ephemeral"),
+    };
     // Bounded: a connection that sends faster than its key works waits in its read, so the
     // client feels TCP's backpressure instead of the runner buffering whatever it sends.
-    let (events, receiver) = sync_channel(EVENT_QUEUE);
-    let serial = match &config.state {
-        StateLocation::Dir(_) => format!("usbip-{bus_id}"),
-        StateLocation::Ephemeral => format!("usbip-{bus_id}-ephemeral"),
+    let (events, body) = match &config.transport {
+        Transport::Usbip => {
+            let (events, receiver) = sync_channel(EVENT_QUEUE);
+            (Inbox::Usbip(events), Body::Usbip(receiver))
+        }
+        Transport::Uhid(path) => {
+            let device = uhid::open(path)?;
+            let reader = device.try_clone()?;
+            let (inputs, receiver) = sync_channel(EVENT_QUEUE);
+            let to_key = inputs.clone();
+            std::thread::Builder::new()
+                .name(format!("uhid-read-{bus_id}"))
+                .spawn(move || uhid::read_events(reader, to_key))?;
+            let identity = uhid::Identity {
+                name: device::PRODUCT_UHID.to_string(),
+                phys: format!("usbip-runner/uhid/{bus_id}"),
+                uniq: serial.clone(),
+                vendor: device::VENDOR_ID,
+                product: device::PRODUCT_ID,
+                version: device::BCD_DEVICE,
+            };
+            (
+                Inbox::Uhid(inputs),
+                Body::Uhid {
+                    device,
+                    inputs: receiver,
+                    identity,
+                },
+            )
+        }
     };
     let label = bus_id.to_string();
     let name = format!("key-{bus_id}");
@@ -259,14 +341,13 @@ fn spawn_key(
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || device::run(storage, platform, serial, setup, trace, receiver))?
+                .spawn(move || body.run(storage, platform, serial, setup, trace))?
         }
         StateLocation::Ephemeral => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
-            std::thread::Builder::new().name(name).spawn(move || {
-                let storage = RamStorage::default();
-                device::run(storage, platform, serial, setup, trace, receiver)
-            })?
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
         }
     };
     Ok(KeySlot {
@@ -275,6 +356,36 @@ fn spawn_key(
         attached: Arc::new(AtomicBool::new(false)),
         thread: Some(thread),
     })
+}
+
+/// What a key's thread runs: the USB device over USB/IP, or a uhid device.
+enum Body {
+    Usbip(Receiver<Event>),
+    Uhid {
+        device: std::fs::File,
+        inputs: Receiver<uhid::Input>,
+        identity: uhid::Identity,
+    },
+}
+
+impl Body {
+    fn run<S: littlefs2::driver::Storage>(
+        self,
+        storage: S,
+        platform: RunnerPlatform<S>,
+        serial: String,
+        setup: KeySetup,
+        trace: Option<TraceSink>,
+    ) {
+        match self {
+            Body::Usbip(events) => device::run(storage, platform, serial, setup, trace, events),
+            Body::Uhid {
+                device,
+                inputs,
+                identity,
+            } => uhid::run(storage, platform, identity, setup, trace, device, inputs),
+        }
+    }
 }
 
 /// Counts a connection as open until its thread ends.
@@ -361,7 +472,9 @@ fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Res
                 }
                 let result = run_imported(&mut stream, key, &bus_id, id);
                 key.attached.store(false, Ordering::SeqCst);
-                let _ = key.events.send(Event::Detach { id });
+                if let Ok(events) = key.events.usbip() {
+                    let _ = events.send(Event::Detach { id });
+                }
                 let _ = stream.shutdown(Shutdown::Both);
                 return result;
             }
@@ -374,12 +487,13 @@ fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) ->
     // An attached device may be idle for as long as the host likes.
     stream.set_read_timeout(None)?;
     let writer = stream.try_clone()?;
-    if key.events.send(Event::Attach { id, writer }).is_err() {
+    let events = key.events.usbip()?;
+    if events.send(Event::Attach { id, writer }).is_err() {
         return Err(io::Error::other("key stopped"));
     }
     loop {
         let command = protocol::read_command(stream)?;
-        if key.events.send(Event::Command { id, command }).is_err() {
+        if events.send(Event::Command { id, command }).is_err() {
             return Err(io::Error::other("key stopped"));
         }
     }
