@@ -23,7 +23,7 @@ kernel_meta=linux-image-amd64
 tool_packages=(busybox-static usbip usb.ids fido2-tools openssh-client)
 lib_packages=(libc6 libudev1 libcap2 libfido2-1 libcbor0.8 libssl3 zlib1g libselinux1 libpcre2-8-0)
 # Modules loaded in the guest (their dependencies are added from the modules' own metadata).
-modules=(vhci-hcd usbhid hid-generic e1000)
+modules=(vhci-hcd usbhid hid-generic uhid e1000)
 # What goes into the initramfs from the unpacked packages.
 binaries=(bin/busybox usr/sbin/usbip usr/bin/fido2-token usr/bin/fido2-cred usr/bin/fido2-assert
           usr/bin/ssh-keygen usr/lib/openssh/ssh-sk-helper)

@@ -293,6 +293,83 @@ dmesg_clean() {
     fi
 }
 
+# --- the same key through uhid: the runner runs in the guest and makes a HID device itself ---
+# (the transport for machines and containers without vhci-hcd; run.sh bundles the runner).
+detach_all() {
+    usbip detach -p 0 && usbip detach -p 1 && wait_for hidraw_absent
+}
+
+uhid_module() {
+    modprobe uhid && ls -l /dev/uhid
+}
+
+RUNNER_PID=""
+uhid_start() {
+    /opt/usbip-runner/ld-linux-x86-64.so.2 --library-path /opt/usbip-runner \
+        /opt/usbip-runner/usbip-runner --transport uhid --ephemeral --presence auto \
+        >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
+    RUNNER_PID=$!
+    wait_for hidraw_present || { cat /tmp/uhid-runner.out /tmp/uhid-runner.log; return 1; }
+    cat /tmp/uhid-runner.out
+    expect '^uhid on /dev/uhid: keys 1-1$' /tmp/uhid-runner.out || return 1
+    ls -l /dev/hidraw*
+    # What udev rules match on: a USB bus HID device with the key's IDs and serial.
+    cat /sys/class/hidraw/hidraw*/device/uevent | tee /tmp/uevent.out
+    expect '^HID_ID=0003:00001209:00000001$' /tmp/uevent.out &&
+        expect '^HID_NAME=Open FIDO Key \(uhid\)$' /tmp/uevent.out &&
+        expect '^HID_UNIQ=uhid-1-1-ephemeral$' /tmp/uevent.out
+}
+
+# packet FILE BYTES...: a hidraw write of one report: the report number (0: the key has no
+# report IDs) and 64 bytes, the given ones (octal escapes) then zeros.
+packet() {
+    local file=$1
+    shift
+    { printf '\000'; printf "$@"; } >"$file.head"
+    { cat "$file.head"; head -c 64 /dev/zero; } | head -c 65 >"$file"
+}
+
+# A client that opens hidraw, starts a message and closes the node before finishing it leaves
+# nothing behind: the runner logs the abandoned transaction, and the next client is answered
+# at once instead of getting CHANNEL_BUSY until the message times out.
+uhid_close_mid_message() {
+    local octal="" hh
+    exec 3<>"$DEV" || return 1
+    # CTAPHID_INIT on the broadcast channel, nonce "abcdefgh"; the answer names our channel.
+    packet /tmp/init.pkt '\377\377\377\377\206\000\010abcdefgh'
+    dd if=/tmp/init.pkt bs=65 count=1 >&3 2>/dev/null || return 1
+    dd bs=64 count=1 <&3 >/tmp/init.bin 2>/dev/null || return 1
+    od -An -tx1 /tmp/init.bin
+    for hh in $(od -An -tx1 -j15 -N4 /tmp/init.bin); do
+        octal="$octal$(printf '\\%03o' "0x$hh")"
+    done
+    # The first packet of a 100-byte PING on that channel; the rest never comes.
+    packet /tmp/ping.pkt "$octal"'\201\000\144'
+    dd if=/tmp/ping.pkt bs=65 count=1 >&3 2>/dev/null || return 1
+    exec 3<&-
+    wait_for grep -q 'abandoned' /tmp/uhid-runner.log || { cat /tmp/uhid-runner.log; return 1; }
+    grep 'abandoned' /tmp/uhid-runner.log
+    fido2-token -I "$DEV" | head -n 3
+}
+
+uhid_sigterm() {
+    kill -TERM "$RUNNER_PID" && wait_for hidraw_absent || return 1
+    wait "$RUNNER_PID"
+    local status=$?
+    cat /tmp/uhid-runner.log
+    [ "$status" -eq 0 ] || { echo "the runner exited with $status"; return 1; }
+    expect 'uhid device destroyed' /tmp/uhid-runner.log
+}
+
+uhid_dmesg_clean() {
+    dmesg >/tmp/dmesg.out
+    grep -Ei 'uhid|hid' /tmp/dmesg.out | tail -n 20
+    if grep -Ei '(uhid|hid-generic).*(error|fail|cannot|can.t)' /tmp/dmesg.out; then
+        echo "uhid or HID trouble in the kernel log (lines above)"
+        return 1
+    fi
+}
+
 run_steps() {
     step setup setup
     step "usbip-list" list
@@ -333,6 +410,24 @@ run_steps() {
     step "presence-timed-out" presence timeout FIDO_ERR_USER_ACTION_TIMEOUT
     step "presence-approved" presence approve ''
     step "dmesg-at-end" dmesg_clean 1
+    step "usbip-detach-both" detach_all
+    step "uhid-module" uhid_module
+    step "uhid-runner-start" uhid_start
+    step "uhid-fido2-token-L" token_list
+    step "uhid-fido2-token-I" token_info 'noclientPin'
+    step "uhid-close-mid-message" uhid_close_mid_message
+    step "uhid-cred-es256" cred es256 ''
+    step "uhid-assert-es256" assert es256 '-p'
+    step "uhid-cred-discoverable" cred rk '-r'
+    step "uhid-assert-discoverable" assert rk '-p -r'
+    step "uhid-cred-u2f" cred u2f '-u'
+    step "uhid-assert-u2f" assert u2f '-p -u'
+    step "uhid-ssh-ecdsa-sk" ssh_sk ecdsa-sk
+    step "uhid-ssh-ed25519-sk" ssh_sk ed25519-sk
+    step "uhid-pin-set" set_pin
+    step "uhid-assert-uv-pin" assert es256 '-p -v' es256 1234 '-p -v'
+    step "uhid-dmesg" uhid_dmesg_clean
+    step "uhid-sigterm-destroys" uhid_sigterm
     finish PASS
 }
 

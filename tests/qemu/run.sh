@@ -99,12 +99,18 @@ pids+=($!)
 # unpacks concatenated archives in order), so editing the test never rebuilds the guest.
 mkdir -p "$work/overlay"
 install -m 0755 tests/qemu/guest-init.sh "$work/overlay/init"
-# The host-built attestation tool, stripped, with the host's loader and libraries beside it (the
-# guest has only what its Debian packages bring), and a batch made for the test.
-mkdir -p "$work/overlay/opt/attestation" "$work/overlay/batch"
-strip -o "$work/overlay/opt/attestation/attestation" "$attestation"
-ldd "$attestation" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
-    while read -r lib; do cp -L "$lib" "$work/overlay/opt/attestation/"; done
+# Host-built programs, stripped, with the host's loader and libraries beside them (the guest
+# has only what its Debian packages bring): the attestation tool, and the runner itself, which
+# the guest starts with --transport uhid.
+bundle() { # bundle BINARY NAME: /opt/NAME/NAME and its libraries
+    mkdir -p "$work/overlay/opt/$2"
+    strip -o "$work/overlay/opt/$2/$2" "$1"
+    ldd "$1" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+        while read -r lib; do cp -L "$lib" "$work/overlay/opt/$2/"; done
+}
+bundle "$attestation" attestation
+bundle "$runner" usbip-runner
+mkdir -p "$work/overlay/batch"
 "$attestation" ca --out "$work/ca" >/dev/null
 "$attestation" batch --ca "$work/ca" --aaguid 6f70656e-6669-646f-2d71-656d75000001 \
     --out "$work/overlay/batch" >/dev/null
