@@ -303,21 +303,44 @@ uhid_module() {
     modprobe uhid && ls -l /dev/uhid
 }
 
+# A command, not a function: `$RUNNER ... &` makes $! the runner's own PID (a backgrounded
+# function would be a subshell, which SIGTERM would kill without the runner).
+RUNNER="/opt/usbip-runner/ld-linux-x86-64.so.2 --library-path /opt/usbip-runner /opt/usbip-runner/usbip-runner"
+
+# Two keys, a control socket and a trace, as over USB/IP.
 RUNNER_PID=""
 uhid_start() {
-    /opt/usbip-runner/ld-linux-x86-64.so.2 --library-path /opt/usbip-runner \
-        /opt/usbip-runner/usbip-runner --transport uhid --ephemeral --presence auto \
-        >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
+    # shellcheck disable=SC2086 # $RUNNER is words
+    $RUNNER --transport uhid --ephemeral --presence auto --keys 2 --control /tmp/uhid.sock \
+        --trace /tmp/uhid.trace >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
     RUNNER_PID=$!
-    wait_for hidraw_present || { cat /tmp/uhid-runner.out /tmp/uhid-runner.log; return 1; }
+    wait_for two_hidraws || { cat /tmp/uhid-runner.out /tmp/uhid-runner.log; return 1; }
     cat /tmp/uhid-runner.out
-    expect '^uhid on /dev/uhid: keys 1-1$' /tmp/uhid-runner.out || return 1
+    expect '^uhid on /dev/uhid: keys 1-1 1-2$' /tmp/uhid-runner.out || return 1
     ls -l /dev/hidraw*
     # What udev rules match on: a USB bus HID device with the key's IDs and serial.
     cat /sys/class/hidraw/hidraw*/device/uevent | tee /tmp/uevent.out
     expect '^HID_ID=0003:00001209:00000001$' /tmp/uevent.out &&
         expect '^HID_NAME=Open FIDO Key \(uhid\)$' /tmp/uevent.out &&
-        expect '^HID_UNIQ=uhid-1-1-ephemeral$' /tmp/uevent.out
+        expect '^HID_UNIQ=uhid-1-1-ephemeral$' /tmp/uevent.out &&
+        expect '^HID_UNIQ=uhid-1-2-ephemeral$' /tmp/uevent.out &&
+        $RUNNER control /tmp/uhid.sock status
+}
+
+# The node of key 1-1 (by its serial), for the steps that follow.
+uhid_first_key() {
+    local node
+    for node in /sys/class/hidraw/hidraw*; do
+        grep -q '^HID_UNIQ=uhid-1-1-ephemeral$' "$node/device/uevent" && DEV=/dev/${node##*/}
+    done
+    echo "key 1-1 is $DEV"
+    fido2-token -L | tee /tmp/L.out
+    expect "^$DEV: vendor=0x1209, product=0x0001" /tmp/L.out
+}
+
+uhid_traced() {
+    cat /tmp/uhid.trace | head -n 4
+    expect '"key":"1-1"' /tmp/uhid.trace
 }
 
 # packet FILE BYTES...: a hidraw write of one report: the report number (0: the key has no
@@ -353,7 +376,8 @@ uhid_close_mid_message() {
 }
 
 uhid_sigterm() {
-    kill -TERM "$RUNNER_PID" && wait_for hidraw_absent || return 1
+    kill -TERM "$RUNNER_PID" || return 1
+    wait_for hidraw_absent || { ls -l /dev/hidraw*; cat /tmp/uhid-runner.log; return 1; }
     wait "$RUNNER_PID"
     local status=$?
     cat /tmp/uhid-runner.log
@@ -413,7 +437,7 @@ run_steps() {
     step "usbip-detach-both" detach_all
     step "uhid-module" uhid_module
     step "uhid-runner-start" uhid_start
-    step "uhid-fido2-token-L" token_list
+    step "uhid-fido2-token-L" uhid_first_key
     step "uhid-fido2-token-I" token_info 'noclientPin'
     step "uhid-close-mid-message" uhid_close_mid_message
     step "uhid-cred-es256" cred es256 ''
@@ -426,6 +450,7 @@ run_steps() {
     step "uhid-ssh-ed25519-sk" ssh_sk ed25519-sk
     step "uhid-pin-set" set_pin
     step "uhid-assert-uv-pin" assert es256 '-p -v' es256 1234 '-p -v'
+    step "uhid-traced" uhid_traced
     step "uhid-dmesg" uhid_dmesg_clean
     step "uhid-sigterm-destroys" uhid_sigterm
     finish PASS
