@@ -124,6 +124,11 @@ pub struct PinState {
     /// Length of the current PIN in code points: a raised minimum may force a change.
     #[serde(rename = "l")]
     pub code_points: u8,
+    /// CTAP 2.2's persistentPinUvAuthToken (pcmr: read-only credential management): made with
+    /// each new PIN, so it lasts across power cycles until the PIN changes, a change is forced,
+    /// or the key is reset. A PIN set before it existed has none until first asked for one.
+    #[serde(rename = "p", default)]
+    pub persistent_token: Option<heapless_bytes::Bytes<32>>,
 }
 
 impl Default for PinState {
@@ -132,6 +137,7 @@ impl Default for PinState {
             hash: None,
             retries: PIN_RETRIES,
             code_points: 0,
+            persistent_token: None,
         }
     }
 }

@@ -269,3 +269,87 @@ fn three_hundred_users_of_one_rp() {
         assert_eq!(as_int(get(&body.unwrap(), 5).unwrap()), (USERS / 2) as i64);
     });
 }
+
+const PCMR: u8 = 0x40;
+
+#[test]
+fn the_persistent_token_reads_but_never_writes_and_lasts_until_the_pin_changes() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    let (persistent, id) = with_key(&mut storage, &knobs, 11, |key| {
+        let client = PinClient::new(key, 2, 5);
+        client.set_pin(key, PIN);
+        let mc = client
+            .token(key, PIN, Some(0x01), Some("a.example"))
+            .unwrap();
+        let id = register(key, &mc, "a.example", "alice");
+        assert_eq!(
+            client.token(key, PIN, Some(PCMR | CM), None).unwrap_err(),
+            0x40,
+            "pcmr comes alone: UNAUTHORIZED_PERMISSION"
+        );
+        let persistent = client.token(key, PIN, Some(PCMR), None).unwrap();
+        let again = PinClient::new(key, 2, 6)
+            .token(key, PIN, Some(PCMR), None)
+            .unwrap();
+        assert_eq!(
+            persistent, again,
+            "the same token each time it is asked for"
+        );
+        // An ordinary token issued since does not end it.
+        let ordinary = client.token(key, PIN, Some(CM), None).unwrap();
+        assert_ne!(ordinary, persistent);
+        (persistent, id)
+    });
+    // A power cycle later (the RAM state is gone), it still reads.
+    with_key(&mut storage, &knobs, 12, |key| {
+        let (status, body) = cm(key, 0x0A, Some(&persistent), 0x01, None);
+        assert_eq!(status, 0, "getCredsMetadata");
+        assert_eq!(get(&body.unwrap(), 1).map(as_int), Some(1));
+        let (status, body) = cm(key, 0x0A, Some(&persistent), 0x02, None);
+        assert_eq!(status, 0, "enumerateRPsBegin");
+        assert_eq!(get(&body.unwrap(), 5).map(as_int), Some(1), "totalRPs");
+        let rp_hash: [u8; 32] = Sha256::digest(b"a.example").into();
+        let params = map(vec![(int(1), bytes(&rp_hash))]);
+        let (status, body) = cm(key, 0x0A, Some(&persistent), 0x04, Some(params));
+        assert_eq!(status, 0, "enumerateCredentialsBegin");
+        let body = body.unwrap();
+        let listed = get(&body, 7).and_then(|d| get_text(d, "id")).unwrap();
+        assert_eq!(listed, &bytes(&id));
+        // Never a write.
+        let descriptor = map(vec![
+            (text("id"), bytes(&id)),
+            (text("type"), text("public-key")),
+        ]);
+        let params = map(vec![(int(2), descriptor)]);
+        assert_eq!(
+            cm(key, 0x0A, Some(&persistent), 0x06, Some(params)).0,
+            0x33,
+            "deleteCredential: PIN_AUTH_INVALID"
+        );
+        // getInfo says it is there, and carries the identifier under it.
+        let info = ctap2(key, 0x04, None).1.unwrap();
+        let options = get(&info, 4).unwrap();
+        assert_eq!(get_text(options, "perCredMgmtRO"), Some(&Value::Bool(true)));
+        assert_eq!(
+            get(&info, 0x19).unwrap().as_bytes().unwrap().len(),
+            32,
+            "encIdentifier"
+        );
+        // A new PIN ends it.
+        let client = PinClient::new(key, 2, 7);
+        assert_eq!(client.change_pin(key, PIN, "98765"), 0);
+        assert_eq!(cm(key, 0x0A, Some(&persistent), 0x01, None).0, 0x33);
+        let renewed = client.token(key, "98765", Some(PCMR), None).unwrap();
+        assert_ne!(renewed, persistent);
+        assert_eq!(cm(key, 0x0A, Some(&renewed), 0x01, None).0, 0);
+        // And reset ends everything.
+        assert_eq!(ctap2(key, 0x07, None).0, 0);
+        assert_eq!(
+            cm(key, 0x0A, Some(&renewed), 0x01, None).0,
+            0x33,
+            "no PIN, no token"
+        );
+        assert!(get(&ctap2(key, 0x04, None).1.unwrap(), 0x19).is_none());
+    });
+}

@@ -422,6 +422,7 @@ fn operate<S: Storage>(
                 hash: Some(hash),
                 retries: PIN_RETRIES,
                 code_points: u.int_in_range(4..=63)?,
+                persistent_token: Some(heapless_bytes::Bytes::from([u.arbitrary::<u8>()?; 32])),
             };
             save_pin(store, model, power, pin)
         }

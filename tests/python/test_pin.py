@@ -151,3 +151,54 @@ def test_pin_complexity_policy(device):
     response = client.make_credential(options.public_key)
     auth_data = server.register_complete(state, response)
     assert auth_data.extensions == {"pinComplexityPolicy": True}
+
+
+def test_persistent_token_and_enc_identifier(tmp_path):
+    """CTAP 2.2's persistentPinUvAuthToken: python-fido2 asks for PERSISTENT_CREDENTIAL_MGMT, reads
+    credential management with it after the key restarts (no PIN asked again), cannot delete
+    with it, and decrypts getInfo's encIdentifier with it (Info.get_identifier): the same
+    identifier every time and across restarts, a new one after reset."""
+    from fido2.ctap2.credman import CredentialManagement
+
+    state = ["--state", str(tmp_path), "--presence", "auto"]
+    key = RunningKey(*state)
+    device = key.device()
+    ctap2 = Ctap2(device)
+    assert ctap2.get_info().options.get("perCredMgmtRO") is True
+    assert ctap2.get_info().enc_identifier is None, "no PIN, no persistent token to read it with"
+    client_pin = ClientPin(ctap2)
+    client_pin.set_pin(PIN)
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id="example.com"))
+    options, _ = server.register_begin(PublicKeyCredentialUserEntity(id=b"alice", name="alice"), resident_key_requirement="required")
+    Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(PIN)).make_credential(options.public_key)
+    with pytest.raises(CtapError) as error:
+        client_pin.get_pin_token(PIN, ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT | ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    assert error.value.code == CtapError.ERR.UNAUTHORIZED_PERMISSION
+    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT)
+    identifier = ctap2.get_info().get_identifier(token)
+    assert len(identifier) == 16
+    assert ctap2.get_info().enc_identifier != ctap2.get_info().enc_identifier, "a fresh IV each time"
+    assert ctap2.get_info().get_identifier(token) == identifier
+    device.close()
+    key.stop()
+
+    key = RunningKey(*state)
+    device = key.device()
+    ctap2 = Ctap2(device)
+    credman = CredentialManagement(ctap2, ClientPin(ctap2).protocol, token)
+    assert credman.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 1
+    rps = credman.enumerate_rps()
+    assert [rp[CredentialManagement.RESULT.RP]["id"] for rp in rps] == ["example.com"]
+    creds = credman.enumerate_creds(rps[0][CredentialManagement.RESULT.RP_ID_HASH])
+    with pytest.raises(CtapError) as error:
+        credman.delete_cred(creds[0][CredentialManagement.RESULT.CREDENTIAL_ID])
+    assert error.value.code == CtapError.ERR.PIN_AUTH_INVALID, "read-only"
+    assert ctap2.get_info().get_identifier(token) == identifier, "the same key after a restart"
+    ctap2.reset()
+    client_pin = ClientPin(ctap2)
+    client_pin.set_pin(PIN)
+    renewed = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT)
+    assert renewed != token
+    assert ctap2.get_info().get_identifier(renewed) != identifier, "reset: another identity"
+    device.close()
+    key.stop()

@@ -33,12 +33,15 @@ pub(crate) mod permission {
     pub const LARGE_BLOB_WRITE: u8 = 0x10;
     pub const CREDENTIAL_MANAGEMENT: u8 = 0x04;
     pub const AUTHENTICATOR_CONFIGURATION: u8 = 0x20;
+    /// CTAP 2.2 pcmr: read-only credential management with the persistent token, alone.
+    pub const PERSISTENT_CREDENTIAL_MANAGEMENT_RO: u8 = 0x40;
     /// The permissions this key can grant.
     pub const SUPPORTED: u8 = MAKE_CREDENTIAL
         | GET_ASSERTION
         | CREDENTIAL_MANAGEMENT
         | LARGE_BLOB_WRITE
-        | AUTHENTICATOR_CONFIGURATION;
+        | AUTHENTICATOR_CONFIGURATION
+        | PERSISTENT_CREDENTIAL_MANAGEMENT_RO;
 }
 
 /// A pinUvAuthToken and the state §6.5.2.1 attaches to it.
@@ -132,6 +135,13 @@ pub(crate) fn client_pin<P: Platform>(
             if permissions & !permission::SUPPORTED != 0 {
                 return Err(Error::UnauthorizedPermission.into());
             }
+            if permissions & permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO != 0 {
+                // pcmr comes alone: its token is another, longer-lived one.
+                if permissions != permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO {
+                    return Err(Error::UnauthorizedPermission.into());
+                }
+                return get_persistent_token(auth, protocol, request);
+            }
             get_token(auth, protocol, request, permissions, request.rp_id)
         }
         // No built-in user verification: the UV subcommands do not exist here.
@@ -192,10 +202,12 @@ fn set_pin<P: Platform>(
         return Err(Error::PinAuthInvalid.into());
     }
     let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
+    let persistent_token = Some(new_persistent_token(auth));
     auth.store.save_pin(&PinState {
         hash: Some(hash),
         retries: PIN_RETRIES,
         code_points,
+        persistent_token,
     })?;
     Ok(())
 }
@@ -218,10 +230,13 @@ fn change_pin<P: Platform>(
     }
     check_current_pin(auth, &shared, pin_hash_enc)?;
     let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
+    // A new PIN ends every token made under the old one, the persistent one too.
+    let persistent_token = Some(new_persistent_token(auth));
     auth.store.save_pin(&PinState {
         hash: Some(hash),
         retries: PIN_RETRIES,
         code_points,
+        persistent_token,
     })?;
     let mut settings = auth.store.settings()?;
     if settings.force_pin_change {
@@ -269,6 +284,63 @@ fn get_token<P: Platform>(
     let mut response = Response::default();
     response.pin_token = Some(Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other)?);
     Ok(response)
+}
+
+/// A fresh persistentPinUvAuthToken.
+pub(super) fn new_persistent_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+) -> heapless_bytes::Bytes<32> {
+    let mut value = Zeroizing::new([0u8; 32]);
+    auth.platform.rng().fill_bytes(&mut *value);
+    Bytes::from(*value)
+}
+
+/// getPinUvAuthTokenUsingPinWithPermissions with pcmr: the PIN is checked as for any token,
+/// and the answer is the persistent token, which the ordinary token's state never touches.
+fn get_persistent_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+) -> Step<Response> {
+    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
+    request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    let shared = shared_secret(auth, protocol, request)?;
+    check_current_pin(auth, &shared, pin_hash_enc)?;
+    if auth.store.settings()?.force_pin_change {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    let mut pin = auth.store.pin()?;
+    let token = match &pin.persistent_token {
+        Some(token) => token.clone(),
+        None => {
+            let token = new_persistent_token(auth);
+            pin.persistent_token = Some(token.clone());
+            auth.store.save_pin(&pin)?;
+            token
+        }
+    };
+    let encrypted = shared.encrypt(&token, auth.platform.rng())?;
+    let mut response = Response::default();
+    response.pin_token = Some(Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other)?);
+    Ok(response)
+}
+
+/// pinUvAuthParam made with the persistent token, for read-only credential management.
+pub(crate) fn verify_persistent_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    message: &[&[u8]],
+    param: &[u8],
+) -> Step<()> {
+    let pin = auth.store.pin()?;
+    let token = pin.persistent_token.ok_or(Error::PinAuthInvalid)?;
+    if pin.hash.is_none() || !protocol.verify(&token, message, param) {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    Ok(())
 }
 
 /// Check pinHashEnc against the stored PIN, paying for the guess first (§6.5.5.5 step 6).

@@ -127,6 +127,10 @@ fn set_min_pin_length<P: Platform>(
     }
     if pin.hash.is_some() && (force || pin.code_points < new_length || complexity_now) {
         settings.force_pin_change = true;
+        // A forced change ends the persistent token now, not when the PIN finally changes.
+        let mut pin = pin;
+        pin.persistent_token = Some(super::client_pin::new_persistent_token(auth));
+        auth.store.save_pin(&pin)?;
     }
     auth.store.save_settings(&settings)?;
     Ok(())

@@ -9,7 +9,7 @@ use ctap_types::ctap2::credential_management::{
 use ctap_types::webauthn::{PublicKeyCredentialDescriptor, PublicKeyCredentialRpEntity};
 use serde_bytes::ByteArray;
 
-use super::client_pin::{permission, verify_token, RpScope};
+use super::client_pin::{permission, verify_persistent_token, verify_token, RpScope};
 use super::{to_cbor, Error, Step};
 use crate::credential::Credential;
 use crate::pin_protocol::PinProtocol;
@@ -44,7 +44,7 @@ pub(crate) fn credential_management<P: Platform>(
     }
     match request.sub_command {
         Subcommand::GetCredsMetadata => {
-            authorize(auth, request, RpScope::AllRps)?;
+            authorize_read(auth, request, RpScope::AllRps)?;
             let mut response = Response::default();
             response.existing_resident_credentials_count =
                 Some(auth.store.resident_count()? as u32);
@@ -53,7 +53,7 @@ pub(crate) fn credential_management<P: Platform>(
             Ok(response)
         }
         Subcommand::EnumerateRpsBegin => {
-            authorize(auth, request, RpScope::AllRps)?;
+            authorize_read(auth, request, RpScope::AllRps)?;
             let first = auth.store.next_rp(None)?.ok_or(Error::NoCredentials)?;
             let total = auth.store.rp_count()?;
             auth.enumeration = Some(Enumeration::Rps {
@@ -82,7 +82,7 @@ pub(crate) fn credential_management<P: Platform>(
         Subcommand::EnumerateCredentialsBegin => {
             let rp_id_hash: [u8; 32] =
                 **params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
-            authorize(auth, request, RpScope::Within(&rp_id_hash))?;
+            authorize_read(auth, request, RpScope::Within(&rp_id_hash))?;
             let (first, record) = auth
                 .store
                 .next_resident_record(&rp_id_hash, Visibility::All, None)?
@@ -170,6 +170,31 @@ fn stored_credential<P: Platform>(
     auth.store
         .find_resident(descriptor.id)?
         .ok_or_else(|| Error::NoCredentials.into())
+}
+
+/// The reading subcommands (metadata, enumerations) also take the persistent token (pcmr,
+/// CTAP 2.2), which deleting and updating never do.
+fn authorize_read<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+    scope: RpScope<'_>,
+) -> Step<()> {
+    let ordinary = authorize(auth, request, scope);
+    if ordinary.is_ok() {
+        return ordinary;
+    }
+    let (Some(param), Some(protocol)) = (request.pin_auth, request.pin_protocol) else {
+        return ordinary;
+    };
+    let Some(protocol) = PinProtocol::from_number(protocol.into()) else {
+        return ordinary;
+    };
+    let params = match &request.sub_command_params {
+        Some(params) => to_cbor(params)?,
+        None => Vec::new(),
+    };
+    let message: [&[u8]; 2] = [&[request.sub_command as u8], &params];
+    verify_persistent_token(auth, protocol, &message, param).or(ordinary)
 }
 
 /// Every subcommand but the two "get next" ones carries pinUvAuthParam over

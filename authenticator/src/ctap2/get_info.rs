@@ -12,6 +12,8 @@ use crate::ctaphid::MAX_MESSAGE_SIZE;
 use crate::platform::Platform;
 use crate::store::{MAX_LARGE_BLOB_ARRAY, MAX_MIN_PIN_LENGTH_RP_IDS};
 use crate::Authenticator;
+use rand_core::Rng;
+use zeroize::Zeroizing;
 
 /// What getInfo advertises as maxCredentialCountInList: the allow list ctap-types parses.
 pub const MAX_CREDENTIALS_IN_LIST: usize = ctap_types::sizes::MAX_CREDENTIAL_COUNT_IN_LIST;
@@ -41,6 +43,9 @@ struct Options {
     authnr_cfg: bool,
     client_pin: bool,
     large_blobs: bool,
+    /// CTAP 2.2: the persistent token (pcmr) for read-only credential management.
+    #[serde(rename = "perCredMgmtRO")]
+    per_cred_mgmt_ro: bool,
     pin_uv_auth_token: bool,
     #[serde(rename = "setMinPINLength")]
     set_min_pin_length: bool,
@@ -84,7 +89,8 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     long_touch_for_reset: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    enc_identifier: Option<serde_bytes::ByteArray<0>>,
+    /// CTAP 2.2: the key's identifier, encrypted under the persistent token (with a PIN set).
+    enc_identifier: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: authenticatorReset works over every transport the key has.
     transports_for_reset: [&'static str; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +103,36 @@ pub(crate) struct Info {
     enc_cred_store_state: Option<serde_bytes::ByteArray<0>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
     authenticator_config_commands: [u8; 2],
+}
+
+/// encIdentifier: a random IV, then the key's 16-byte identifier under AES-128-CBC with
+/// HKDF-SHA-256(salt 32 zero bytes, the persistent token, "encIdentifier"). Only a platform
+/// holding the persistent token (so, once, the PIN) can read it: it recognises the key without
+/// the key telling anyone else who it is. The identifier is derived from the key-wrapping key,
+/// so it stays until authenticatorReset, and changes then, like everything else the key knew.
+fn enc_identifier<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+) -> Option<serde_bytes::ByteArray<32>> {
+    use aes::cipher::{block_padding::NoPadding, BlockModeEncrypt, KeyIvInit};
+    let pin = auth.store.pin().ok()?;
+    let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
+    let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
+    let mut identifier = Zeroizing::new([0u8; 16]);
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
+        .expand(b"device identifier", &mut identifier[..])
+        .ok()?;
+    let mut key = Zeroizing::new([0u8; 16]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &token)
+        .expand(b"encIdentifier", &mut key[..])
+        .ok()?;
+    let mut out = [0u8; 32];
+    auth.platform.rng().fill_bytes(&mut out[..16]);
+    let iv: [u8; 16] = out[..16].try_into().ok()?;
+    out[16..].copy_from_slice(&identifier[..]);
+    cbc::Encryptor::<aes::Aes128>::new((&*key).into(), &iv.into())
+        .encrypt_padded::<NoPadding>(&mut out[16..], 16)
+        .ok()?;
+    Some(serde_bytes::ByteArray::new(out))
 }
 
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
@@ -120,6 +156,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         authnr_cfg: true,
         client_pin: pin_set,
         large_blobs: true,
+        per_cred_mgmt_ro: true,
         pin_uv_auth_token: true,
         set_min_pin_length: true,
         make_cred_uv_not_rqd: true,
@@ -154,7 +191,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         attestation_formats: ["packed", "none"],
         uv_count_since_last_pin_entry: None,
         long_touch_for_reset: None,
-        enc_identifier: None,
+        enc_identifier: enc_identifier(auth),
         transports_for_reset: ["usb"],
         // Present: the policy can be turned on; its value: whether it is.
         pin_complexity_policy: Some(settings.pin_complexity),
