@@ -530,3 +530,49 @@ fn ctaphid_errors_on_the_wire() {
     );
     assert_eq!(channel.transact(ctaphid::PING, b"fine").unwrap().1, b"fine");
 }
+
+/// How Chrome's `device/fido` picks a protocol: INIT's capability flags (CBOR set, NMSG clear:
+/// both CTAP2 and U2F are there), then getInfo's versions, which name exactly what the key
+/// implements (CTAP 2.3 forbids "FIDO_2_2"); U2F (for the appid extension, or a key without
+/// CTAP2) answers VERSION over MSG. With alwaysUv on, U2F_V2 leaves the versions, so such a
+/// client never falls back to U2F, which cannot verify the user, and MSG refuses.
+#[test]
+fn chrome_style_version_negotiation() {
+    let key = Key::start(PresenceMode::Auto);
+    let mut channel = key.channel();
+    let capabilities = channel.init_response[16];
+    assert_eq!(capabilities & 0x04, 0x04, "CAPABILITY_CBOR");
+    assert_eq!(
+        capabilities & 0x08,
+        0,
+        "no CAPABILITY_NMSG: MSG (U2F) is implemented"
+    );
+    assert_eq!(capabilities & 0x01, 0x01, "CAPABILITY_WINK");
+    let versions = |channel: &mut Channel| -> Vec<String> {
+        let (status, info) = call(channel, GET_INFO, None);
+        assert_eq!(status, 0);
+        get(&info.unwrap(), 1)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_text().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(versions(&mut channel), ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]);
+    assert_eq!(
+        channel
+            .msg(&[0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00])
+            .unwrap(),
+        (b"U2F_V2".to_vec(), 0x9000),
+        "U2F VERSION (extended-length APDU, as Chrome sends it)"
+    );
+    // alwaysUv (no PIN: no token needed).
+    let toggle = map(vec![(int(1), int(2))]);
+    assert_eq!(call(&mut channel, 0x0D, Some(toggle)).0, 0);
+    assert_eq!(versions(&mut channel), ["FIDO_2_0", "FIDO_2_1"]);
+    let mut register = vec![0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 64];
+    register.extend_from_slice(&[1; 64]);
+    register.extend_from_slice(&[0, 0]);
+    assert_eq!(channel.msg(&register).unwrap().1, 0x6986, "U2F refused");
+}
