@@ -24,7 +24,8 @@ if $want_all; then
     # The kernel-path test (tests/qemu): QEMU with its BIOS and the e1000's option ROM, and cpio
     # to pack the guest's initramfs. The guest itself comes from Debian packages unpacked into
     # target/qemu-guest by tests/qemu/build-guest.sh, never installed.
-    for pkg in qemu-system-x86 seabios ipxe-qemu cpio; do
+    # libudev and OpenSSL headers: tests/firefox-stack links them (Firefox's FIDO library).
+    for pkg in qemu-system-x86 seabios ipxe-qemu cpio libudev-dev libssl-dev; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
     done
 fi

@@ -215,6 +215,19 @@ list_rps() {
     expect "$(sed -n 5p /tmp/rk.cred | sed 's/[+/]/./g')" /tmp/rk.out
 }
 
+# --- Firefox's FIDO stack (Mozilla's authenticator crate), a stand-in for the browser ---
+# It finds the key itself (libudev's hidraw enumeration, as Firefox does), registers a
+# discoverable credential with UV (answering its PIN prompt) and signs in, checking the
+# signature, rpIdHash and flags.
+firefox_stack() {
+    /opt/firefox-stack/ld-linux-x86-64.so.2 --library-path /opt/firefox-stack \
+        /opt/firefox-stack/firefox-stack 9876543 firefox.example >/tmp/ff.out 2>&1
+    local status=$?
+    cat /tmp/ff.out
+    sed 's/^/  /' /tmp/ff.out >/dev/console
+    [ "$status" -eq 0 ] && expect 'signature verified' /tmp/ff.out
+}
+
 # --- batch attestation, provisioned through hidraw by our attestation tool ---
 # run.sh puts the host-built tool in /opt/attestation with the loader and libraries it was
 # linked against, and a batch for AAGUID 6f70656e-6669-646f-2d71-656d75000001 in /batch.
@@ -419,6 +432,7 @@ run_steps() {
     step "assert-uv-resets-retries" assert es256 '-p -v' es256 9876543 '-p -v'
     step "pin-retries-8-again" token_info 'pin retries: 8'
     step "cred-management-list" list_rps
+    step "firefox-stack-stand-in" firefox_stack
     step "dmesg-before-detach" dmesg_clean 0
     step "usbip-detach" detach
     step "usbip-reattach" attach

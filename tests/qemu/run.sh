@@ -36,6 +36,10 @@ fi
 # The attestation tool provisions the key from inside the guest, through hidraw.
 cargo build -q -p attestation
 attestation=target/debug/attestation
+# Firefox's FIDO library (Mozilla's `authenticator` crate) as a stand-in for the browser; outside
+# the workspace for its C libraries (libudev, OpenSSL).
+CARGO_TARGET_DIR=target/firefox-stack cargo build -q --manifest-path tests/firefox-stack/Cargo.toml
+firefox_stack=target/firefox-stack/debug/firefox-stack
 t_built=$(date +%s.%N)
 
 work=$(mktemp -d)
@@ -110,6 +114,7 @@ bundle() { # bundle BINARY NAME: /opt/NAME/NAME and its libraries
 }
 bundle "$attestation" attestation
 bundle "$runner" usbip-runner
+bundle "$firefox_stack" firefox-stack
 mkdir -p "$work/overlay/batch"
 "$attestation" ca --out "$work/ca" >/dev/null
 "$attestation" batch --ca "$work/ca" --aaguid 6f70656e-6669-646f-2d71-656d75000001 \
