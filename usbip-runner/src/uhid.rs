@@ -405,6 +405,92 @@ mod tests {
         );
     }
 
+    /// `run` over a pipe instead of /dev/uhid: every event it writes, in order.
+    #[test]
+    fn the_key_loop_speaks_uhid() {
+        use std::sync::mpsc::sync_channel;
+        let (mut written, writer) = std::io::pipe().unwrap();
+        let device = File::from(std::os::fd::OwnedFd::from(writer));
+        let (inputs, receiver) = sync_channel(16);
+        let key = std::thread::spawn(move || {
+            let platform =
+                RunnerPlatform::new(crate::PresenceMode::Auto, None, None, "1-1".into()).unwrap();
+            let storage = crate::storage::RamStorage::default();
+            run(
+                storage,
+                platform,
+                identity(),
+                KeySetup::default(),
+                None,
+                device,
+                receiver,
+            );
+        });
+        let mut next = || {
+            let mut event = vec![0u8; EVENT_SIZE];
+            written.read_exact(&mut event).unwrap();
+            event
+        };
+        let kind = |event: &[u8]| u32::from_ne_bytes(event[..4].try_into().unwrap());
+        assert_eq!(
+            next(),
+            create2(&identity(), &REPORT_DESCRIPTOR),
+            "CREATE2 first"
+        );
+
+        // CTAPHID_INIT on the broadcast channel, as hidraw passes it (report number first).
+        let mut init = [0u8; PACKET_SIZE];
+        init[..5].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x86]);
+        init[6] = 8;
+        init[7..15].copy_from_slice(b"abcdefgh");
+        let with_number = [&[0u8][..], &init].concat();
+        inputs
+            .send(Input::Uhid(parse(&output(&with_number)).unwrap()))
+            .unwrap();
+        let answer = next();
+        assert_eq!(kind(&answer), INPUT2);
+        assert_eq!(u16::from_ne_bytes([answer[4], answer[5]]), 64);
+        assert_eq!(&answer[6..11], &[0xFF, 0xFF, 0xFF, 0xFF, 0x86]);
+        assert_eq!(&answer[13..21], b"abcdefgh");
+        let cid: [u8; 4] = answer[21..25].try_into().unwrap();
+
+        // Feature reports are refused at once; noise is ignored.
+        inputs
+            .send(Input::Uhid(Event::ReportRequest {
+                kind: GET_REPORT,
+                id: 7,
+            }))
+            .unwrap();
+        assert_eq!(next(), refuse(GET_REPORT, 7));
+        inputs.send(Input::Uhid(Event::Other(99))).unwrap();
+        inputs.send(Input::Uhid(Event::Start)).unwrap();
+
+        // The first packet of a 100-byte PING, then the node is closed: the message is
+        // abandoned, so the next client's PING on a new channel is answered, not BUSY.
+        let mut ping = [0u8; PACKET_SIZE];
+        ping[..4].copy_from_slice(&cid);
+        ping[4..7].copy_from_slice(&[0x81, 0, 100]);
+        inputs.send(Input::Uhid(Event::Output(ping))).unwrap();
+        inputs.send(Input::Uhid(Event::Close)).unwrap();
+        inputs.send(Input::Uhid(Event::Output(init))).unwrap();
+        let answer = next();
+        let cid2: [u8; 4] = answer[21..25].try_into().unwrap();
+        let mut short_ping = [0u8; PACKET_SIZE];
+        short_ping[..4].copy_from_slice(&cid2);
+        short_ping[4..8].copy_from_slice(&[0x81, 0, 1, 0x5A]);
+        inputs.send(Input::Uhid(Event::Output(short_ping))).unwrap();
+        let answer = next();
+        assert_eq!(
+            &answer[6..14],
+            &[cid2[0], cid2[1], cid2[2], cid2[3], 0x81, 0, 1, 0x5A]
+        );
+
+        // Shutdown: UHID_DESTROY last.
+        inputs.send(Input::Shutdown).unwrap();
+        assert_eq!(kind(&next()), DESTROY);
+        key.join().unwrap();
+    }
+
     #[test]
     fn a_missing_device_says_which_module_to_load() {
         let error = open(Path::new("/nonexistent/uhid")).unwrap_err();
