@@ -312,6 +312,17 @@ detach_all() {
     usbip detach -p 0 && usbip detach -p 1 && wait_for hidraw_absent
 }
 
+# Before the module is loaded: a clear error and a failed exit, not a hang.
+uhid_missing_module() {
+    # shellcheck disable=SC2086 # $RUNNER is words
+    if $RUNNER --transport uhid --ephemeral --presence auto >/tmp/missing.out 2>&1; then
+        echo "the runner started without /dev/uhid"
+        return 1
+    fi
+    cat /tmp/missing.out
+    expect 'modprobe uhid' /tmp/missing.out
+}
+
 uhid_module() {
     modprobe uhid && ls -l /dev/uhid
 }
@@ -449,6 +460,7 @@ run_steps() {
     step "presence-approved" presence approve ''
     step "dmesg-at-end" dmesg_clean 1
     step "usbip-detach-both" detach_all
+    step "uhid-missing-module" uhid_missing_module
     step "uhid-module" uhid_module
     step "uhid-runner-start" uhid_start
     step "uhid-fido2-token-L" uhid_first_key
