@@ -536,6 +536,12 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         Ok(self.slots()?.index.used())
     }
 
+    /// A number that changes with every change to the discoverable credentials (creation,
+    /// replacement, update, deletion) and with nothing else; it starts again at reset.
+    pub fn resident_generation(&mut self) -> Result<u32> {
+        Ok(self.slots()?.generation())
+    }
+
     /// How many more discoverable credentials fit: exactly, since the capacity is fixed by the
     /// geometry (see [`resident::capacity`]) or the runner's limit. Reported in getInfo and
     /// enforced in [`Store::save_resident`], so the number is what the key will accept.

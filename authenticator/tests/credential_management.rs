@@ -353,3 +353,104 @@ fn the_persistent_token_reads_but_never_writes_and_lasts_until_the_pin_changes()
         assert!(get(&ctap2(key, 0x04, None).1.unwrap(), 0x19).is_none());
     });
 }
+
+/// getInfo's encCredStoreState, decrypted with the persistent token as a platform would.
+fn cred_store_state(key: &mut impl App, persistent: &[u8]) -> [u8; 16] {
+    use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, KeyIvInit};
+    let info = ctap2(key, 0x04, None).1.unwrap();
+    let encrypted = get(&info, 0x1E).unwrap().as_bytes().unwrap().clone();
+    assert_eq!(encrypted.len(), 32);
+    let mut aes_key = [0u8; 16];
+    hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), persistent)
+        .expand(b"encCredStoreState", &mut aes_key)
+        .unwrap();
+    let mut state = [0u8; 16];
+    state.copy_from_slice(&encrypted[16..]);
+    let iv: [u8; 16] = encrypted[..16].try_into().unwrap();
+    cbc::Decryptor::<aes::Aes128>::new((&aes_key).into(), (&iv).into())
+        .decrypt_padded::<NoPadding>(&mut state)
+        .unwrap();
+    state
+}
+
+#[test]
+fn the_credential_store_state_moves_with_every_change_and_nothing_else() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    let (persistent, states, id) = with_key(&mut storage, &knobs, 21, |key| {
+        let client = PinClient::new(key, 2, 8);
+        client.set_pin(key, PIN);
+        let persistent = client.token(key, PIN, Some(PCMR), None).unwrap();
+        let empty = cred_store_state(key, &persistent);
+        assert_eq!(
+            empty,
+            cred_store_state(key, &persistent),
+            "stable while nothing changes"
+        );
+        let mc = client
+            .token(key, PIN, Some(0x01), Some("a.example"))
+            .unwrap();
+        let id = register(key, &mc, "a.example", "alice");
+        let one = cred_store_state(key, &persistent);
+        assert_ne!(one, empty, "a creation");
+        // A sign-in changes nothing stored.
+        let request = get_assertion_request("a.example", &[1; 32], &[&id]);
+        assert_eq!(ctap2(key, 0x02, Some(request)).0, 0);
+        assert_eq!(
+            cred_store_state(key, &persistent),
+            one,
+            "a sign-in is no change"
+        );
+        // An update of the user's name is one.
+        let token = client.token(key, PIN, Some(CM), None).unwrap();
+        let descriptor = map(vec![
+            (text("id"), bytes(&id)),
+            (text("type"), text("public-key")),
+        ]);
+        let user = map(vec![
+            (text("id"), bytes(b"alice")),
+            (text("name"), text("Alice B.")),
+        ]);
+        let params = map(vec![(int(2), descriptor), (int(3), user)]);
+        assert_eq!(
+            cm(key, 0x0A, Some(&token), 0x07, Some(params)).0,
+            0,
+            "update"
+        );
+        let updated = cred_store_state(key, &persistent);
+        assert_ne!(updated, one, "an update");
+        (persistent, [empty, one, updated], id)
+    });
+    // Across a power cycle it stays; a deletion moves it; reset starts a state never seen.
+    with_key(&mut storage, &knobs, 22, |key| {
+        assert_eq!(
+            cred_store_state(key, &persistent),
+            states[2],
+            "kept across power-up"
+        );
+        let token = PinClient::new(key, 2, 9)
+            .token(key, PIN, Some(CM), None)
+            .unwrap();
+        let descriptor = map(vec![
+            (text("id"), bytes(&id)),
+            (text("type"), text("public-key")),
+        ]);
+        let params = map(vec![(int(2), descriptor)]);
+        assert_eq!(
+            cm(key, 0x0A, Some(&token), 0x06, Some(params)).0,
+            0,
+            "delete"
+        );
+        let deleted = cred_store_state(key, &persistent);
+        assert!(!states.contains(&deleted), "a deletion");
+        assert_eq!(ctap2(key, 0x07, None).0, 0);
+        let client = PinClient::new(key, 2, 10);
+        client.set_pin(key, PIN);
+        let renewed = client.token(key, PIN, Some(PCMR), None).unwrap();
+        let after_reset = cred_store_state(key, &renewed);
+        assert!(
+            !states.contains(&after_reset) && after_reset != deleted,
+            "reset"
+        );
+    });
+}

@@ -157,7 +157,8 @@ def test_persistent_token_and_enc_identifier(tmp_path):
     """CTAP 2.2's persistentPinUvAuthToken: python-fido2 asks for PERSISTENT_CREDENTIAL_MGMT, reads
     credential management with it after the key restarts (no PIN asked again), cannot delete
     with it, and decrypts getInfo's encIdentifier with it (Info.get_identifier): the same
-    identifier every time and across restarts, a new one after reset."""
+    identifier every time and across restarts, a new one after reset; and encCredStoreState
+    (Info.get_cred_store_state): the same until a credential is made."""
     from fido2.ctap2.credman import CredentialManagement
 
     state = ["--state", str(tmp_path), "--presence", "auto"]
@@ -179,6 +180,8 @@ def test_persistent_token_and_enc_identifier(tmp_path):
     assert len(identifier) == 16
     assert ctap2.get_info().enc_identifier != ctap2.get_info().enc_identifier, "a fresh IV each time"
     assert ctap2.get_info().get_identifier(token) == identifier
+    store_state = ctap2.get_info().get_cred_store_state(token)
+    assert len(store_state) == 16 and ctap2.get_info().get_cred_store_state(token) == store_state
     device.close()
     key.stop()
 
@@ -194,6 +197,10 @@ def test_persistent_token_and_enc_identifier(tmp_path):
         credman.delete_cred(creds[0][CredentialManagement.RESULT.CREDENTIAL_ID])
     assert error.value.code == CtapError.ERR.PIN_AUTH_INVALID, "read-only"
     assert ctap2.get_info().get_identifier(token) == identifier, "the same key after a restart"
+    assert ctap2.get_info().get_cred_store_state(token) == store_state, "nothing changed"
+    options, _ = server.register_begin(PublicKeyCredentialUserEntity(id=b"bob", name="bob"), resident_key_requirement="required")
+    Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(PIN)).make_credential(options.public_key)
+    assert ctap2.get_info().get_cred_store_state(token) != store_state, "a new credential"
     ctap2.reset()
     client_pin = ClientPin(ctap2)
     client_pin.set_pin(PIN)

@@ -99,40 +99,73 @@ pub(crate) struct Info {
     pin_complexity_policy_url: Option<serde_bytes::ByteArray<0>>,
     /// CTAP 2.2: the longest PIN accepted, in bytes of UTF-8.
     max_pin_length: usize,
+    /// CTAP 2.2: the credential store's state, encrypted under the persistent token.
     #[serde(skip_serializing_if = "Option::is_none")]
-    enc_cred_store_state: Option<serde_bytes::ByteArray<0>>,
+    enc_cred_store_state: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
     authenticator_config_commands: [u8; 2],
 }
 
-/// encIdentifier: a random IV, then the key's 16-byte identifier under AES-128-CBC with
-/// HKDF-SHA-256(salt 32 zero bytes, the persistent token, "encIdentifier"). Only a platform
-/// holding the persistent token (so, once, the PIN) can read it: it recognises the key without
-/// the key telling anyone else who it is. The identifier is derived from the key-wrapping key,
-/// so it stays until authenticatorReset, and changes then, like everything else the key knew.
-fn enc_identifier<P: Platform>(
+/// encIdentifier and encCredStoreState: a random IV, then 16 bytes under AES-128-CBC with
+/// HKDF-SHA-256(salt 32 zero bytes, the persistent token, the field's name). Only a platform
+/// holding the persistent token (so, once, the PIN) can read them: it recognises the key, and
+/// knows whether its list of credentials is still current, without the key telling anyone else.
+/// `None` without a PIN (no persistent token to encrypt under).
+fn under_persistent_token<P: Platform>(
     auth: &mut Authenticator<'_, P>,
+    info: &[u8],
+    plain: &[u8; 16],
 ) -> Option<serde_bytes::ByteArray<32>> {
     use aes::cipher::{block_padding::NoPadding, BlockModeEncrypt, KeyIvInit};
     let pin = auth.store.pin().ok()?;
     let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
+    let mut key = Zeroizing::new([0u8; 16]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &token)
+        .expand(info, &mut key[..])
+        .ok()?;
+    let mut out = [0u8; 32];
+    auth.platform.rng().fill_bytes(&mut out[..16]);
+    let iv: [u8; 16] = out[..16].try_into().ok()?;
+    out[16..].copy_from_slice(plain);
+    cbc::Encryptor::<aes::Aes128>::new((&*key).into(), &iv.into())
+        .encrypt_padded::<NoPadding>(&mut out[16..], 16)
+        .ok()?;
+    Some(serde_bytes::ByteArray::new(out))
+}
+
+/// The key's 16-byte identifier: derived from the key-wrapping key, so it stays until
+/// authenticatorReset and changes then, like everything else the key knew.
+fn identifier<P: Platform>(auth: &mut Authenticator<'_, P>) -> Option<Zeroizing<[u8; 16]>> {
     let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
     let mut identifier = Zeroizing::new([0u8; 16]);
     hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
         .expand(b"device identifier", &mut identifier[..])
         .ok()?;
-    let mut key = Zeroizing::new([0u8; 16]);
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &token)
-        .expand(b"encIdentifier", &mut key[..])
-        .ok()?;
-    let mut out = [0u8; 32];
-    auth.platform.rng().fill_bytes(&mut out[..16]);
-    let iv: [u8; 16] = out[..16].try_into().ok()?;
-    out[16..].copy_from_slice(&identifier[..]);
-    cbc::Encryptor::<aes::Aes128>::new((&*key).into(), &iv.into())
-        .encrypt_padded::<NoPadding>(&mut out[16..], 16)
-        .ok()?;
-    Some(serde_bytes::ByteArray::new(out))
+    Some(identifier)
+}
+
+fn enc_identifier<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+) -> Option<serde_bytes::ByteArray<32>> {
+    let identifier = identifier(auth)?;
+    under_persistent_token(auth, b"encIdentifier", &identifier)
+}
+
+/// The credential store's state: its generation (see `Store::resident_generation`) bound to the
+/// key's identifier, so a reset, which starts the generation again, never repeats a state.
+fn enc_cred_store_state<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+) -> Option<serde_bytes::ByteArray<32>> {
+    use sha2::Digest;
+    let identifier = identifier(auth)?;
+    let generation = auth.store.resident_generation().ok()?;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"credential store state")
+        .chain_update(&identifier[..])
+        .chain_update(generation.to_le_bytes())
+        .finalize();
+    let state: [u8; 16] = digest[..16].try_into().ok()?;
+    under_persistent_token(auth, b"encCredStoreState", &state)
 }
 
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
@@ -197,7 +230,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         pin_complexity_policy: Some(settings.pin_complexity),
         pin_complexity_policy_url: None,
         max_pin_length: super::client_pin::MAX_PIN_BYTES,
-        enc_cred_store_state: None,
+        enc_cred_store_state: enc_cred_store_state(auth),
         authenticator_config_commands: [
             super::config::TOGGLE_ALWAYS_UV,
             super::config::SET_MIN_PIN_LENGTH,

@@ -35,8 +35,14 @@ pub const SLOTS_PER_FILE: usize = 5;
 const ENTRY_LEN: usize = 16;
 const HEADER_LEN: usize = SLOTS_PER_FILE * ENTRY_LEN;
 /// The size of a full slot file: at most one block of the geometries the key runs on.
-pub(super) const FILE_LEN: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN;
+pub(super) const FILE_LEN: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN + GENERATION_LEN;
 const _: () = assert!(FILE_LEN <= 4096);
+/// After the records: the store's generation when the file was last written (u32, little
+/// endian), committed with the change it counts. The highest over all files is the store's
+/// generation, which moves with every creation, replacement, update and deletion (getInfo's
+/// encCredStoreState); files written before it existed end earlier and count as 0.
+const GENERATION_LEN: usize = 4;
+const GENERATION_OFFSET: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN;
 /// Slot files per directory: keeps each directory to one metadata pair, so opening a file
 /// reads a bounded number of metadata blocks.
 const FILES_PER_DIR: usize = 64;
@@ -148,6 +154,8 @@ pub(super) struct Index {
     /// One past the highest slot in use: scans stop there (slots are taken lowest first, so
     /// a key holding few credentials scans few entries whatever its capacity).
     end: usize,
+    /// The store's generation: the highest any slot file carries.
+    generation: u32,
 }
 
 /// How many slots a filesystem of `blocks` blocks holds: every block but the reserved ones and
@@ -176,10 +184,20 @@ impl Index {
             entries,
             used: 0,
             end: 0,
+            generation: 0,
         };
         for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
             let mut header = [0u8; HEADER_LEN];
-            let read = fs.open_file_and_then(&file_path(file), |f| f.read(&mut header));
+            let mut generation = [0u8; GENERATION_LEN];
+            let read = fs.open_file_and_then(&file_path(file), |f| {
+                let n = f.read(&mut header)?;
+                if f.len()? >= FILE_LEN {
+                    f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
+                    f.read(&mut generation)?;
+                }
+                Ok(n)
+            });
+            index.generation = index.generation.max(u32::from_le_bytes(generation));
             let n = match read {
                 Ok(n) => n,
                 Err(e) if e == FsError::NO_SUCH_ENTRY => continue,
@@ -335,6 +353,7 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         let _ = core::fmt::write(&mut dir, format_args!("/cr/{}", file / FILES_PER_DIR));
         self.fs.create_dir_all(&path(&dir))?;
         let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
+        let generation = self.index.generation.wrapping_add(1);
         self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
@@ -342,10 +361,13 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
                 f.seek(SeekFrom::Start(header_offset as u32))?;
                 write_all(f, &entry.to_bytes())?;
                 f.seek(SeekFrom::Start(record_offset(slot) as u32))?;
-                write_all(f, record)
+                write_all(f, record)?;
+                f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
+                write_all(f, &generation.to_le_bytes())
             },
         )?;
         self.index.set(slot, entry);
+        self.index.generation = generation;
         Ok(())
     }
 
@@ -454,6 +476,11 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         self.index.count(rp_id_hash, visibility)
     }
 
+    /// The store's generation (see [`GENERATION_OFFSET`]).
+    pub fn generation(&self) -> u32 {
+        self.index.generation
+    }
+
     /// The next RP in key order after `after` (the first if `None`).
     pub fn next_rp(&self, after: Option<[u8; 8]>) -> Result<Option<StoredRp>> {
         let mut after = after;
@@ -546,6 +573,7 @@ mod tests {
             entries: alloc::vec![Entry::default(); 10],
             used: 0,
             end: 0,
+            generation: 0,
         };
         let entry = |created| Entry {
             rp: [7; 8],
