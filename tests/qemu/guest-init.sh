@@ -362,6 +362,41 @@ uhid_first_key() {
     expect "^$DEV: vendor=0x1209, product=0x0001" /tmp/L.out
 }
 
+# The key again, now waiting for touches answered on its control socket (one key, fresh).
+uhid_restart_control() {
+    kill -TERM "$RUNNER_PID" && wait "$RUNNER_PID" && wait_for hidraw_absent || return 1
+    # shellcheck disable=SC2086 # $RUNNER is words
+    $RUNNER --transport uhid --ephemeral --presence control --control /tmp/uhid-c.sock \
+        >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
+    RUNNER_PID=$!
+    wait_for hidraw_present || { cat /tmp/uhid-runner.log; return 1; }
+    token_list
+}
+
+uctl() { $RUNNER control /tmp/uhid-c.sock "$@"; }
+uhid_waiting() { uctl status | grep -q 'waiting 1-1'; }
+uhid_not_waiting() { ! uhid_waiting; }
+remaining_rks() { fido2-token -I "$DEV" | sed -n 's/^remaining rk(s): //p'; }
+
+# A client killed while its request waits for a touch (its hidraw closed: UHID_CLOSE): the
+# wait ends, nothing is stored, and a request after it is served and approved.
+uhid_close_mid_request() {
+    local before after pid
+    before=$(remaining_rks)
+    printf '%s\n%s\n%s\n%s\n' "$(rand64)" "closed.example" "user" "$(rand64 16)" >/tmp/closed.param
+    fido2-cred -M -r -i /tmp/closed.param -o /tmp/closed.cred "$DEV" </dev/null >/tmp/closed.out 2>&1 &
+    pid=$!
+    wait_for uhid_waiting || { uctl status; kill "$pid"; return 1; }
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null
+    wait_for uhid_not_waiting || { echo "still waiting after the client closed hidraw"; return 1; }
+    after=$(remaining_rks)
+    echo "remaining discoverable credentials: $before before, $after after"
+    [ -n "$before" ] && [ "$before" = "$after" ] || return 1
+    uctl approve 1-1
+    cred approved ''
+}
+
 uhid_traced() {
     cat /tmp/uhid.trace | head -n 4
     expect '"key":"1-1"' /tmp/uhid.trace
@@ -477,6 +512,8 @@ run_steps() {
     step "uhid-pin-set" set_pin
     step "uhid-assert-uv-pin" assert es256 '-p -v' es256 1234 '-p -v'
     step "uhid-traced" uhid_traced
+    step "uhid-restart-control" uhid_restart_control
+    step "uhid-close-mid-request" uhid_close_mid_request
     step "uhid-dmesg" uhid_dmesg_clean
     step "uhid-sigterm-destroys" uhid_sigterm
     finish PASS
