@@ -254,17 +254,7 @@ fn get_token<P: Platform>(
     permissions: u8,
     rp_id: Option<&str>,
 ) -> Step<Response> {
-    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
-    request
-        .key_agreement
-        .as_ref()
-        .ok_or(Error::MissingParameter)?;
-    let shared = shared_secret(auth, protocol, request)?;
-    check_current_pin(auth, &shared, pin_hash_enc)?;
-    if auth.store.settings()?.force_pin_change {
-        return Err(Error::PinPolicyViolation.into());
-    }
-
+    let shared = pin_for_token(auth, protocol, request)?;
     let mut value = Zeroizing::new([0u8; 32]);
     auth.platform.rng().fill_bytes(&mut *value);
     let rp_id = match rp_id {
@@ -280,9 +270,33 @@ fn get_token<P: Platform>(
         issued_ms: auth.platform.now_ms(),
         used: false,
     });
+    token_response(&encrypted)
+}
 
+/// What every token request checks before any token is handed out: the request's key
+/// agreement, the PIN (a retry spent first), no pending forced change. Returns the shared
+/// secret to encrypt the token under.
+fn pin_for_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    request: &Request<'_>,
+) -> Step<SharedSecret> {
+    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
+    request
+        .key_agreement
+        .as_ref()
+        .ok_or(Error::MissingParameter)?;
+    let shared = shared_secret(auth, protocol, request)?;
+    check_current_pin(auth, &shared, pin_hash_enc)?;
+    if auth.store.settings()?.force_pin_change {
+        return Err(Error::PinPolicyViolation.into());
+    }
+    Ok(shared)
+}
+
+fn token_response(encrypted: &[u8]) -> Step<Response> {
     let mut response = Response::default();
-    response.pin_token = Some(Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other)?);
+    response.pin_token = Some(Bytes::try_from(encrypted).map_err(|_| Error::Other)?);
     Ok(response)
 }
 
@@ -302,16 +316,7 @@ fn get_persistent_token<P: Platform>(
     protocol: PinProtocol,
     request: &Request<'_>,
 ) -> Step<Response> {
-    let pin_hash_enc = request.pin_hash_enc.ok_or(Error::MissingParameter)?;
-    request
-        .key_agreement
-        .as_ref()
-        .ok_or(Error::MissingParameter)?;
-    let shared = shared_secret(auth, protocol, request)?;
-    check_current_pin(auth, &shared, pin_hash_enc)?;
-    if auth.store.settings()?.force_pin_change {
-        return Err(Error::PinPolicyViolation.into());
-    }
+    let shared = pin_for_token(auth, protocol, request)?;
     let mut pin = auth.store.pin()?;
     let token = match &pin.persistent_token {
         Some(token) => token.clone(),
@@ -323,9 +328,7 @@ fn get_persistent_token<P: Platform>(
         }
     };
     let encrypted = shared.encrypt(&token, auth.platform.rng())?;
-    let mut response = Response::default();
-    response.pin_token = Some(Bytes::try_from(encrypted.as_slice()).map_err(|_| Error::Other)?);
-    Ok(response)
+    token_response(&encrypted)
 }
 
 /// pinUvAuthParam made with the persistent token, for read-only credential management.
