@@ -44,7 +44,7 @@ pub(crate) fn credential_management<P: Platform>(
     }
     match request.sub_command {
         Subcommand::GetCredsMetadata => {
-            authorize_read(auth, request, RpScope::AllRps)?;
+            authorize(auth, request, RpScope::AllRps, Access::Read)?;
             let mut response = Response::default();
             response.existing_resident_credentials_count =
                 Some(auth.store.resident_count()? as u32);
@@ -53,7 +53,7 @@ pub(crate) fn credential_management<P: Platform>(
             Ok(response)
         }
         Subcommand::EnumerateRpsBegin => {
-            authorize_read(auth, request, RpScope::AllRps)?;
+            authorize(auth, request, RpScope::AllRps, Access::Read)?;
             let first = auth.store.next_rp(None)?.ok_or(Error::NoCredentials)?;
             let total = auth.store.rp_count()?;
             auth.enumeration = Some(Enumeration::Rps {
@@ -82,7 +82,7 @@ pub(crate) fn credential_management<P: Platform>(
         Subcommand::EnumerateCredentialsBegin => {
             let rp_id_hash: [u8; 32] =
                 **params(request)?.rp_id_hash.ok_or(Error::MissingParameter)?;
-            authorize_read(auth, request, RpScope::Within(&rp_id_hash))?;
+            authorize(auth, request, RpScope::Within(&rp_id_hash), Access::Read)?;
             let (first, record) = auth
                 .store
                 .next_resident_record(&rp_id_hash, Visibility::All, None)?
@@ -122,6 +122,7 @@ pub(crate) fn credential_management<P: Platform>(
                 auth,
                 request,
                 RpScope::Within(&sha256(credential.rp_id.as_bytes())),
+                Access::Write,
             )?;
             auth.store.delete_resident(&credential)?;
             Ok(Response::default())
@@ -136,6 +137,7 @@ pub(crate) fn credential_management<P: Platform>(
                 auth,
                 request,
                 RpScope::Within(&sha256(credential.rp_id.as_bytes())),
+                Access::Write,
             )?;
             if user.id != credential.user.id {
                 return Err(Error::InvalidParameter.into());
@@ -172,29 +174,12 @@ fn stored_credential<P: Platform>(
         .ok_or_else(|| Error::NoCredentials.into())
 }
 
-/// The reading subcommands (metadata, enumerations) also take the persistent token (pcmr,
-/// CTAP 2.2), which deleting and updating never do.
-fn authorize_read<P: Platform>(
-    auth: &mut Authenticator<'_, P>,
-    request: &Request<'_>,
-    scope: RpScope<'_>,
-) -> Step<()> {
-    let ordinary = authorize(auth, request, scope);
-    if ordinary.is_ok() {
-        return ordinary;
-    }
-    let (Some(param), Some(protocol)) = (request.pin_auth, request.pin_protocol) else {
-        return ordinary;
-    };
-    let Some(protocol) = PinProtocol::from_number(protocol.into()) else {
-        return ordinary;
-    };
-    let params = match &request.sub_command_params {
-        Some(params) => to_cbor(params)?,
-        None => Vec::new(),
-    };
-    let message: [&[u8]; 2] = [&[request.sub_command as u8], &params];
-    verify_persistent_token(auth, protocol, &message, param).or(ordinary)
+/// What a subcommand does to the store: the reading ones (metadata, enumerations) also take
+/// the persistent token (pcmr, CTAP 2.2), which deleting and updating never do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 /// Every subcommand but the two "get next" ones carries pinUvAuthParam over
@@ -203,6 +188,7 @@ fn authorize<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     request: &Request<'_>,
     scope: RpScope<'_>,
+    access: Access,
 ) -> Step<()> {
     let param = request.pin_auth.ok_or(Error::PinRequired)?;
     let protocol = request.pin_protocol.ok_or(Error::MissingParameter)?;
@@ -212,14 +198,20 @@ fn authorize<P: Platform>(
         None => Vec::new(),
     };
     let message: [&[u8]; 2] = [&[request.sub_command as u8], &params];
-    verify_token(
+    let ordinary = verify_token(
         auth,
         protocol,
         &message,
         param,
         permission::CREDENTIAL_MANAGEMENT,
         scope,
-    )
+    );
+    match ordinary {
+        Err(_) if access == Access::Read => {
+            verify_persistent_token(auth, protocol, &message, param).or(ordinary)
+        }
+        _ => ordinary,
+    }
 }
 
 fn rp_response(rp: StoredRp) -> Step<Response> {
