@@ -106,21 +106,50 @@ pub(crate) struct Info {
     authenticator_config_commands: [u8; 2],
 }
 
-/// encIdentifier and encCredStoreState: a random IV, then 16 bytes under AES-128-CBC with
-/// HKDF-SHA-256(salt 32 zero bytes, the persistent token, the field's name). Only a platform
-/// holding the persistent token (so, once, the PIN) can read them: it recognises the key, and
-/// knows whether its list of credentials is still current, without the key telling anyone else.
-/// `None` without a PIN (no persistent token to encrypt under).
-fn under_persistent_token<P: Platform>(
+/// encIdentifier and encCredStoreState (CTAP 2.2), `None` without a PIN (no persistent token to
+/// encrypt under; nothing is derived, so getInfo on a blank key writes nothing).
+/// - encIdentifier: the key's 16-byte identifier, derived from the key-wrapping key, so it stays
+///   until authenticatorReset and changes then, like everything else the key knew.
+/// - encCredStoreState: the store's generation (see `Store::resident_generation`) bound to that
+///   identifier, so a reset, which starts the generation again, never repeats a state.
+///
+/// Each is sealed by [`seal`]: only a platform holding the persistent token (so, once, the PIN)
+/// recognises the key and knows whether its list of credentials is still current.
+fn sealed_state<P: Platform>(
     auth: &mut Authenticator<'_, P>,
+) -> Option<(serde_bytes::ByteArray<32>, serde_bytes::ByteArray<32>)> {
+    use sha2::Digest;
+    let pin = auth.store.pin().ok()?;
+    let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
+    let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
+    let mut identifier = Zeroizing::new([0u8; 16]);
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
+        .expand(b"device identifier", &mut identifier[..])
+        .ok()?;
+    let generation = auth.store.resident_generation().ok()?;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"credential store state")
+        .chain_update(&identifier[..])
+        .chain_update(generation.to_le_bytes())
+        .finalize();
+    let state: [u8; 16] = digest[..16].try_into().ok()?;
+    Some((
+        seal(auth, &token, b"encIdentifier", &identifier)?,
+        seal(auth, &token, b"encCredStoreState", &state)?,
+    ))
+}
+
+/// A random IV, then `plain` under AES-128-CBC with HKDF-SHA-256(salt 32 zero bytes, the
+/// persistent token, `info`).
+fn seal<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    token: &[u8],
     info: &[u8],
     plain: &[u8; 16],
 ) -> Option<serde_bytes::ByteArray<32>> {
     use aes::cipher::{block_padding::NoPadding, BlockModeEncrypt, KeyIvInit};
-    let pin = auth.store.pin().ok()?;
-    let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
     let mut key = Zeroizing::new([0u8; 16]);
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &token)
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), token)
         .expand(info, &mut key[..])
         .ok()?;
     let mut out = [0u8; 32];
@@ -133,44 +162,10 @@ fn under_persistent_token<P: Platform>(
     Some(serde_bytes::ByteArray::new(out))
 }
 
-/// The key's 16-byte identifier: derived from the key-wrapping key, so it stays until
-/// authenticatorReset and changes then, like everything else the key knew.
-fn identifier<P: Platform>(auth: &mut Authenticator<'_, P>) -> Option<Zeroizing<[u8; 16]>> {
-    let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
-    let mut identifier = Zeroizing::new([0u8; 16]);
-    hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
-        .expand(b"device identifier", &mut identifier[..])
-        .ok()?;
-    Some(identifier)
-}
-
-fn enc_identifier<P: Platform>(
-    auth: &mut Authenticator<'_, P>,
-) -> Option<serde_bytes::ByteArray<32>> {
-    let identifier = identifier(auth)?;
-    under_persistent_token(auth, b"encIdentifier", &identifier)
-}
-
-/// The credential store's state: its generation (see `Store::resident_generation`) bound to the
-/// key's identifier, so a reset, which starts the generation again, never repeats a state.
-fn enc_cred_store_state<P: Platform>(
-    auth: &mut Authenticator<'_, P>,
-) -> Option<serde_bytes::ByteArray<32>> {
-    use sha2::Digest;
-    let identifier = identifier(auth)?;
-    let generation = auth.store.resident_generation().ok()?;
-    let digest = sha2::Sha256::new()
-        .chain_update(b"credential store state")
-        .chain_update(&identifier[..])
-        .chain_update(generation.to_le_bytes())
-        .finalize();
-    let state: [u8; 16] = digest[..16].try_into().ok()?;
-    under_persistent_token(auth, b"encCredStoreState", &state)
-}
-
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
     let pin_set = auth.store.pin_is_set();
+    let (enc_identifier, enc_cred_store_state) = sealed_state(auth).unzip();
 
     let mut versions = Vec::new();
     // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 3 holds all three.
@@ -224,13 +219,13 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         attestation_formats: ["packed", "none"],
         uv_count_since_last_pin_entry: None,
         long_touch_for_reset: None,
-        enc_identifier: enc_identifier(auth),
+        enc_identifier,
         transports_for_reset: ["usb"],
         // Present: the policy can be turned on; its value: whether it is.
         pin_complexity_policy: Some(settings.pin_complexity),
         pin_complexity_policy_url: None,
         max_pin_length: super::client_pin::MAX_PIN_BYTES,
-        enc_cred_store_state: enc_cred_store_state(auth),
+        enc_cred_store_state,
         authenticator_config_commands: [
             super::config::TOGGLE_ALWAYS_UV,
             super::config::SET_MIN_PIN_LENGTH,
