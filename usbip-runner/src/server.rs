@@ -115,11 +115,16 @@ impl Inbox {
         }
     }
 
+    /// Tell the key's thread to stop (one that has ended already needs no telling).
     fn shutdown(&self) {
-        let _ = match self {
-            Inbox::Usbip(events) => events.send(Event::Shutdown).is_ok(),
-            Inbox::Uhid(inputs) => inputs.send(uhid::Input::Shutdown).is_ok(),
-        };
+        match self {
+            Inbox::Usbip(events) => {
+                let _ = events.send(Event::Shutdown);
+            }
+            Inbox::Uhid(inputs) => {
+                let _ = inputs.send(uhid::Input::Shutdown);
+            }
+        }
     }
 }
 
