@@ -4,6 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --all
 
+# A clean run needs ~5 GB of build output (all tiers); incremental caches only cost space there.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "disk: $((free_kib / 1024 / 1024)) GiB free where the tests build"
+if [ "$free_kib" -lt $((8 * 1024 * 1024)) ]; then
+    echo "warning: less than 8 GiB free; the build may run out of space (No space left on device)" >&2
+fi
+
 step() { printf '\n==> %s\n' "$*"; }
 
 step "format and lints"
