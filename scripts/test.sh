@@ -26,6 +26,9 @@ cargo test --workspace
 step "the real kernel: usbip attach in a QEMU guest, libfido2 and OpenSSH (tests/qemu)"
 tests/qemu/run.sh
 
+step "a real browser through the real kernel: Chromium, Playwright, python-fido2's RP (tests/browser)"
+tests/browser/run.sh
+
 if [ -x tests/python/run.sh ]; then
     step "python-fido2 over USB/IP"
     tests/python/run.sh

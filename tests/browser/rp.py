@@ -1,0 +1,304 @@
+"""The relying party of the browser tier: an HTTPS site whose WebAuthn ceremonies a real
+browser runs against the key, verified server-side by Yubico's python-fido2 (Fido2Server).
+
+It serves the page (tests/browser/page/) and four JSON endpoints under /api/, and checks every
+response the way a careful RP would: client data (type, challenge, origin), rpIdHash, the UP
+and UV flags, the signature, a signature counter that must grow, and for registrations the
+packed attestation, which must chain to the vendor root in our own metadata statement
+(`attestation metadata`) and name its AAGUID.
+
+The site plays the AWS console's MFA pages: rp id `signin.aws.amazon.com`, one root user and
+IAM users on the same key, and a legacy U2F credential (registered over CTAP1 before the
+browser starts, as AWS's old U2F enrolment did) that signs in through the `appid` extension.
+
+    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID] [--log FILE]
+
+It prints `ready PORT SPKI` once listening on 127.0.0.1 (SPKI: base64 SHA-256 of the TLS key,
+for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust this
+self-signed certificate as it would a CA-issued one), then serves until killed. GET /api/log
+returns every verdict so far, so the driving test can show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import hashlib
+import http.server
+import json
+import os
+import ssl
+import sys
+import threading
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fido2.attestation import AttestationType, AttestationVerifier
+from fido2.server import Fido2Server
+from fido2.webauthn import (
+    AttestedCredentialData,
+    AuthenticationResponse,
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
+)
+
+RP_ID = "signin.aws.amazon.com"
+# The AppID of AWS's legacy U2F enrolment (a FIDO AppID is a URL; its SHA-256 is the U2F
+# application parameter, and the rpIdHash of an appid-extension sign-in).
+APP_ID = "https://signin.aws.amazon.com"
+PAGE = Path(__file__).resolve().parent / "page"
+
+
+class OurVendor(AttestationVerifier):
+    """Attestation must chain to the root of our metadata statement and carry its AAGUID."""
+
+    def __init__(self, metadata: dict):
+        super().__init__()
+        self.aaguid = bytes.fromhex(metadata["aaguid"].replace("-", ""))
+        self.roots = [base64.b64decode(c) for c in metadata["attestationRootCertificates"]]
+
+    def ca_lookup(self, result, auth_data):
+        # Returning no root refuses the attestation. Self attestation has no chain to check
+        # (python-fido2 would accept it against any root), so only a certificate chain counts.
+        if result.attestation_type != AttestationType.BASIC or not result.trust_path:
+            return None
+        if auth_data.credential_data.aaguid != self.aaguid:
+            return None
+        return self.roots[0]
+
+
+class Site:
+    def __init__(self, origin: str, metadata: dict):
+        rp = PublicKeyCredentialRpEntity(name="Amazon Web Services", id=RP_ID)
+        self.origin = origin
+        self.server = Fido2Server(
+            rp,
+            attestation="direct",
+            verify_origin=lambda o: o == origin,
+            verify_attestation=OurVendor(metadata),
+        )
+        # The appid sign-in is verified as if the AppID were the RP ID: Fido2Server compares the
+        # rpIdHash with SHA-256 of its RP's id, which is then SHA-256 of the AppID.
+        self.legacy_server = Fido2Server(
+            PublicKeyCredentialRpEntity(name="AWS (U2F)", id=APP_ID),
+            verify_origin=lambda o: o == origin,
+        )
+        self.users: dict[str, bytes] = {}  # name -> user handle, as AWS sends it
+        self.credentials: dict[str, list[AttestedCredentialData]] = {}
+        self.legacy: dict[str, AttestedCredentialData] = {}
+        self.counters: dict[bytes, int] = {}
+        self.pending: dict[str, tuple] = {}
+        self.log: list[dict] = []
+        self.lock = threading.Lock()
+
+    def user_handle(self, name: str) -> bytes:
+        # AWS sends an opaque 64-byte handle per (account, user); random here, fixed per name.
+        return self.users.setdefault(name, os.urandom(64))
+
+    def register_begin(self, body: dict) -> dict:
+        name = body["user"]
+        user = PublicKeyCredentialUserEntity(id=self.user_handle(name), name=name, display_name=name)
+        existing = self.credentials.get(name, [])
+        options, state = self.server.register_begin(
+            user,
+            credentials=existing,
+            user_verification="discouraged",
+            authenticator_attachment="cross-platform",
+        )
+        self.pending[name] = ("register", state)
+        options = dict(options)
+        if body.get("timeout"):
+            options["publicKey"]["timeout"] = int(body["timeout"])
+        return options
+
+    def register_complete(self, body: dict) -> dict:
+        name = body["user"]
+        kind, state = self.pending.pop(name)
+        assert kind == "register"
+        auth_data = self.server.register_complete(state, body["credential"])
+        if not auth_data.is_user_present():
+            raise ValueError("UP flag not set")
+        cred = auth_data.credential_data
+        if any(cred.credential_id == c.credential_id for cs in self.credentials.values() for c in cs):
+            raise ValueError("credential id seen before")
+        self.credentials.setdefault(name, []).append(cred)
+        self.counters[cred.credential_id] = auth_data.counter
+        return {
+            "verified": "registration",
+            "user": name,
+            "aaguid": str(cred.aaguid),
+            "counter": auth_data.counter,
+            "attestation": "packed, chains to our root",
+        }
+
+    def authenticate_begin(self, body: dict) -> dict:
+        name = body["user"]
+        if body.get("legacy"):
+            cred = self.legacy[name]
+            options, state = self.legacy_server.authenticate_begin([cred], user_verification="discouraged")
+            options = dict(options)
+            # The page asks as the WebAuthn RP; the browser falls back to the AppID (§10.1.1).
+            options["publicKey"]["rpId"] = RP_ID
+            options["publicKey"]["extensions"] = {"appid": APP_ID}
+            self.pending[name] = ("legacy", state)
+            return options
+        creds = self.credentials[name]
+        options, state = self.server.authenticate_begin(creds, user_verification="discouraged")
+        self.pending[name] = ("authenticate", state)
+        return dict(options)
+
+    def authenticate_complete(self, body: dict) -> dict:
+        name = body["user"]
+        kind, state = self.pending.pop(name)
+        response = AuthenticationResponse.from_dict(body["credential"])
+        if kind == "legacy":
+            if response.client_extension_results.get("appid") is not True:
+                raise ValueError("the browser did not report appid: true")
+            cred = self.legacy_server.authenticate_complete(state, [self.legacy[name]], response)
+        else:
+            # Only this user's credentials: another user's credential on the same key must fail.
+            cred = self.server.authenticate_complete(state, self.credentials[name], response)
+        auth_data = response.response.authenticator_data
+        if not auth_data.is_user_present():
+            raise ValueError("UP flag not set")
+        last = self.counters.get(cred.credential_id, -1)
+        if auth_data.counter <= last:
+            raise ValueError(f"signature counter went from {last} to {auth_data.counter}")
+        self.counters[cred.credential_id] = auth_data.counter
+        return {
+            "verified": "legacy U2F sign-in via appid" if kind == "legacy" else "sign-in",
+            "user": name,
+            "counter": auth_data.counter,
+        }
+
+    def enroll_u2f(self, target: str, name: str) -> None:
+        """Register a U2F credential over CTAP1, as AWS's pre-WebAuthn enrolment did."""
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+        from fido2.ctap1 import Ctap1
+        from usbip_hid import open_device
+
+        host, port, bus_id = target.rsplit(":", 2)
+        device = open_device(host, int(port), bus_id)
+        try:
+            app_param = hashlib.sha256(APP_ID.encode()).digest()
+            client_param = os.urandom(32)
+            registration = Ctap1(device).register(client_param, app_param)
+            registration.verify(app_param, client_param)
+        finally:
+            device.close()
+        cred = AttestedCredentialData.from_ctap1(registration.key_handle, registration.public_key)
+        self.legacy[name] = cred
+        self.counters[cred.credential_id] = -1
+
+
+def tls_certificate(directory: Path) -> tuple[Path, Path, str]:
+    """A self-signed certificate for the RP's host name; returns its files and SPKI hash."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RP_ID)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RP_ID)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = directory / "rp-cert.pem", directory / "rp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return cert_file, key_file, base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def handler_for(site_ref: list):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):
+            pass  # verdicts go to the site's log; one line per request is noise
+
+        def reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            site = site_ref[0]
+            if self.path == "/api/log":
+                with site.lock:
+                    return self.reply(200, json.dumps(site.log).encode(), "application/json")
+            files = {"/": "index.html", "/webauthn.js": "webauthn.js"}
+            if self.path not in files:
+                return self.reply(404, b"not found", "text/plain")
+            kind = "text/html" if self.path == "/" else "text/javascript"
+            self.reply(200, (PAGE / files[self.path]).read_bytes(), kind + "; charset=utf-8")
+
+        def do_POST(self):
+            site = site_ref[0]
+            routes = {
+                "/api/register/begin": site.register_begin,
+                "/api/register/complete": site.register_complete,
+                "/api/authenticate/begin": site.authenticate_begin,
+                "/api/authenticate/complete": site.authenticate_complete,
+            }
+            route = routes.get(self.path)
+            if route is None:
+                return self.reply(404, b"not found", "text/plain")
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with site.lock:
+                try:
+                    result = route(body)
+                    status = 200
+                except Exception as error:  # every refusal is a verdict the test reads
+                    result = {"error": f"{type(error).__name__}: {error}"}
+                    status = 400
+                if self.path.endswith("/complete") or status != 200:
+                    site.log.append({"path": self.path, "user": body.get("user"), **result})
+            self.reply(status, json.dumps(result).encode(), "application/json")
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--metadata", required=True, help="our metadata statement (attestation metadata)")
+    parser.add_argument("--cert-dir", required=True, type=Path, help="where the TLS certificate goes")
+    parser.add_argument("--port", type=int, default=0, help="default: any free port")
+    parser.add_argument("--u2f", help="HOST:PORT:BUSID of the key: enrol a legacy U2F credential first")
+    args = parser.parse_args()
+
+    cert_file, key_file, spki = tls_certificate(args.cert_dir)
+    site_ref: list = [None]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(site_ref))
+    port = server.server_address[1]
+    site = Site(f"https://{RP_ID}:{port}", json.loads(Path(args.metadata).read_text()))
+    site_ref[0] = site
+    if args.u2f:
+        site.enroll_u2f(args.u2f, "legacy-root")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(f"ready {port} {spki}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
