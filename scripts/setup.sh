@@ -25,9 +25,10 @@ if $want_all; then
     # to pack the guest's initramfs. The guest itself comes from Debian packages unpacked into
     # target/qemu-guest by tests/qemu/build-guest.sh, never installed.
     # libudev and OpenSSL headers: tests/firefox-stack links them (Firefox's FIDO library).
-    # The browser tier (tests/browser): Chromium's headless shell, packed into the guest from
-    # here, and curl to wait for its DevTools endpoint.
-    for pkg in qemu-system-x86 seabios ipxe-qemu cpio libudev-dev libssl-dev chromium-headless-shell curl; do
+    # The browser tier (tests/browser): Chromium's headless shell and Firefox ESR, packed into
+    # the guest from here, and curl to wait for their remote endpoints.
+    for pkg in qemu-system-x86 seabios ipxe-qemu cpio libudev-dev libssl-dev \
+        chromium-headless-shell firefox-esr curl; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
     done
 fi

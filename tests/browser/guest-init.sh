@@ -1,13 +1,15 @@
 #!/bin/sh
 # shellcheck shell=dash # busybox ash
 # /init of the browser tier's QEMU guest (tests/browser/run.sh): attach the host's virtual key
-# through vhci-hcd, as `usbip attach` does on a user's machine, then start Chromium's headless
-# shell with its DevTools endpoint, which QEMU forwards to the host. The host's
-# Playwright script drives the browser from there; when it closes the browser, the guest ends.
+# through vhci-hcd, as `usbip attach` does on a user's machine, then start the browser the
+# kernel command line names (browser=chromium: Chromium's headless shell, DevTools protocol;
+# browser=firefox: Firefox ESR headless, WebDriver BiDi) with its remote endpoint relayed to a
+# port QEMU forwards to the host. The host's script (webauthn.mjs) drives the browser from
+# there; when it closes the browser, the guest ends.
 # Marker lines on the serial console, parsed by the host:
 #   GUEST-ATTACHED /dev/hidrawN      the key is attached and its hidraw node exists
-#   BROWSER-START                    Chromium is starting
-#   BROWSER-EXIT <status>            Chromium exited (closed by the host, or crashed)
+#   BROWSER-START <engine>           the browser is starting
+#   BROWSER-EXIT <status>            it exited (closed by the host, or crashed)
 #   GUEST-FAIL <reason>
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
@@ -30,15 +32,18 @@ fail() {
 
 PORT=""
 SPKI=""
+BROWSER=""
 # shellcheck disable=SC2013 # the command line is words
 for word in $(cat /proc/cmdline); do
     case $word in
         usbip_port=*) PORT=${word#usbip_port=} ;;
         rp_spki=*) SPKI=${word#rp_spki=} ;;
+        browser=*) BROWSER=${word#browser=} ;;
     esac
 done
 HOST=10.0.2.2 # QEMU's user network: the host's loopback
-[ -n "$PORT" ] && [ -n "$SPKI" ] || fail "usbip_port or rp_spki missing from the kernel command line"
+[ -n "$PORT" ] && [ -n "$SPKI" ] && [ -n "$BROWSER" ] ||
+    fail "usbip_port, rp_spki or browser missing from the kernel command line"
 
 for module in e1000 vhci-hcd usbhid hid-generic; do
     modprobe "$module" || fail "modprobe $module"
@@ -59,25 +64,60 @@ while ! ls /dev/hidraw* >/dev/null 2>&1; do
 done
 echo "GUEST-ATTACHED $(ls /dev/hidraw*)"
 
-# Flags: root needs --no-sandbox; no GPU; the guest's /dev/shm is small; no network beyond the
-# test's (background requests to Google would only fail). The RP's host name resolves to the
-# host, whose self-signed certificate the browser trusts by its key (SPKI), as it would trust
-# a CA-issued one: the origin is a real https origin, so WebAuthn runs as on the real site.
-echo "BROWSER-START"
-# The headless shell binds DevTools to 127.0.0.1 whatever --remote-debugging-address says, and
-# QEMU's forward arrives on eth0: busybox nc relays port 9223 to it, one connection at a time
-# (-ll: listen again after each; Playwright holds a single WebSocket).
+# The RP's host name resolves to the host (Chromium is also told so by --host-resolver-rules).
+printf "127.0.0.1 localhost\n%s signin.aws.amazon.com\n" "$HOST" >/etc/hosts
+echo "hosts: files" >/etc/nsswitch.conf
+
+# Both browsers bind their remote endpoint to 127.0.0.1 only (the headless shell ignores
+# --remote-debugging-address), and QEMU's forward arrives on eth0: busybox nc relays port 9223
+# to it, one connection at a time (-ll: listen again after each; the drivers hold one WebSocket).
 nc -ll -p 9223 -e nc 127.0.0.1 9222 &
-LD_LIBRARY_PATH=/opt/chs /opt/chs/chromium-headless-shell \
-    --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
-    --disable-background-networking --disable-component-update --disable-sync \
-    --user-data-dir=/tmp/profile \
-    --remote-debugging-port=9222 \
-    --host-resolver-rules="MAP signin.aws.amazon.com $HOST" \
-    --ignore-certificate-errors-spki-list="$SPKI" \
-    about:blank >/tmp/browser.log 2>&1
+echo "BROWSER-START $BROWSER"
+case $BROWSER in
+chromium)
+    # Root needs --no-sandbox; no GPU; the guest's /dev/shm is small; no network beyond the
+    # test's (background requests to Google would only fail). The RP's self-signed certificate
+    # is trusted by its key (SPKI), as a CA-issued one would be: the origin is a real https
+    # origin, so WebAuthn runs as on the real site.
+    LD_LIBRARY_PATH=/opt/chs /opt/chs/chromium-headless-shell \
+        --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --user-data-dir=/tmp/profile \
+        --remote-debugging-port=9222 \
+        --host-resolver-rules="MAP signin.aws.amazon.com $HOST" \
+        --ignore-certificate-errors-spki-list="$SPKI" \
+        about:blank >/tmp/browser.log 2>&1
+    ;;
+firefox)
+    # The RP's CA comes in through an enterprise policy (/opt/firefox/distribution, put there
+    # by run.sh); Firefox refuses WebAuthn on a site whose certificate error was overridden.
+    # Prefs: USB security keys on, direct attestation without the consent prompt (a headless
+    # browser has no one to answer it), nothing fetched from Mozilla.
+    mkdir -p /tmp/profile
+    cat >/tmp/profile/user.js <<'PREFS'
+user_pref("security.webauth.webauthn_enable_usbtoken", true);
+user_pref("security.webauthn.always_allow_direct_attestation", true);
+user_pref("remote.active-protocols", 1);
+user_pref("app.update.enabled", false);
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("browser.safebrowsing.update.enabled", false);
+user_pref("extensions.update.enabled", false);
+PREFS
+    # Root in a guest without user namespaces: the content sandboxes cannot start.
+    MOZ_DISABLE_CONTENT_SANDBOX=1 MOZ_DISABLE_GMP_SANDBOX=1 MOZ_DISABLE_RDD_SANDBOX=1 \
+        MOZ_DISABLE_SOCKET_PROCESS_SANDBOX=1 MOZ_DISABLE_UTILITY_SANDBOX=1 \
+        LD_LIBRARY_PATH=/opt/firefox:/opt/firefox/lib /opt/firefox/firefox-esr \
+        --headless --no-remote --profile /tmp/profile --remote-debugging-port 9222 \
+        about:blank >/tmp/browser.log 2>&1
+    ;;
+*) fail "unknown browser $BROWSER" ;;
+esac
 status=$?
 echo "BROWSER-EXIT $status"
-# Chromium's own complaints (dbus, GPU) are expected here; show the end for a crash.
+# The browsers' own complaints (dbus, GPU) are expected here; show the end for a crash.
 [ "$status" -eq 0 ] || tail -n 20 /tmp/browser.log
 finish

@@ -14,8 +14,9 @@ browser starts, as AWS's old U2F enrolment did) that signs in through the `appid
     rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID] [--log FILE]
 
 It prints `ready PORT SPKI` once listening on 127.0.0.1 (SPKI: base64 SHA-256 of the TLS key,
-for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust this
-self-signed certificate as it would a CA-issued one), then serves until killed. GET /api/log
+for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust the
+certificate as it would a publicly issued one; for Firefox, DIR/rp-ca.pem is the CA to install
+by policy), then serves until killed. GET /api/log
 returns every verdict so far, so the driving test can show them.
 """
 
@@ -196,22 +197,37 @@ class Site:
 
 
 def tls_certificate(directory: Path) -> tuple[Path, Path, str]:
-    """A self-signed certificate for the RP's host name; returns its files and SPKI hash."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RP_ID)])
+    """A throwaway CA and the RP's certificate from it; returns the certificate and key files and
+    the SPKI hash of the RP's key. Chromium trusts the RP by that hash
+    (--ignore-certificate-errors-spki-list); Firefox, which refuses WebAuthn on a site whose
+    certificate error was merely overridden, trusts the CA (rp-ca.pem) through an enterprise
+    policy, as a company's own CA would be."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RP_ID)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+
+    def certificate(subject, issuer, public_key, signer, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(RP_ID)]), critical=False
+            ).add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Browser tier test CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RP_ID)])
+    ca = certificate(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
+    cert = certificate(name, ca_name, key.public_key(), ca_key, ca=False)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rp-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file, key_file = directory / "rp-cert.pem", directory / "rp-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(

@@ -1,25 +1,30 @@
 #!/usr/bin/env node
-// The browser tier's test, and the README's CI recipe: Playwright drives a real Chromium
-// through a WebAuthn site (tests/browser/rp.py) that registers and signs in AWS-style users with
-// the security key, the "user" answering each touch through the key's control socket.
+// The browser tier's test, and the README's CI recipe: a real browser goes through a WebAuthn
+// site (tests/browser/rp.py) that registers and signs in AWS-style users with the security key,
+// the "user" answering each touch through the key's control socket. Chromium is driven by
+// Playwright (DevTools protocol), Firefox by Puppeteer (WebDriver BiDi: Playwright drives only
+// its own patched Firefox builds, not Firefox ESR).
 //
 //   node tests/browser/webauthn.mjs --site https://signin.aws.amazon.com:PORT/ \
-//       (--cdp http://127.0.0.1:9222 | --browser /usr/bin/chromium-headless-shell) \
+//       [--engine chromium] (--cdp http://127.0.0.1:9222 | --browser PATH) \
+//       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
 //       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--browser-arg=--flag ...]
 //
-// --cdp attaches to a browser already running (the tier's QEMU guest runs it beside the kernel
-// that attached the key) and closes it at the end; --browser launches one on this machine.
+// --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
+// kernel that attached the key) and close it at the end; --browser launches one on this machine.
 // With --control, registration 1 of a user is approved, one denied and one left to time out,
 // and the page must see NotAllowedError for the last two; without it (--presence auto) those
 // two are skipped. Exit status 0 only if every step passed.
-import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { parseArgs } from "node:util";
 
 const { values: args } = parseArgs({
   options: {
     site: { type: "string" },
+    engine: { type: "string", default: "chromium" },
     cdp: { type: "string" },
+    bidi: { type: "string" },
+    "bidi-host": { type: "string" },
     browser: { type: "string" },
     "browser-arg": { type: "string", multiple: true, default: [] },
     runner: { type: "string", default: "usbip-runner" },
@@ -27,8 +32,8 @@ const { values: args } = parseArgs({
     bus: { type: "string", default: "1-1" },
   },
 });
-if (!args.site || !(args.cdp || args.browser)) {
-  console.error("usage: webauthn.mjs --site URL (--cdp URL | --browser PATH) [--control SOCK]");
+if (!args.site || !(args.cdp || args.bidi || args.browser)) {
+  console.error("usage: webauthn.mjs --site URL [--engine E] (--cdp URL | --bidi URL | --browser PATH) [--control SOCK]");
   process.exit(2);
 }
 
@@ -38,14 +43,15 @@ const control = (...words) =>
 
 // The steps, in order. `answer` is what the user does when the key asks for a touch.
 //
-// Timeouts: a key that gives up waiting answers CTAP2_ERR_USER_ACTION_TIMEOUT, and Chromium
-// then asks it again, as it would a real key left untouched. Chrome ends such a request with
-// NotAllowedError at the request's `timeout`; the headless shell does not (measured: a create()
-// with a 20 s timeout was still pending 60 s later, with a key waiting and with no key at all;
-// its content-layer delegate has no timeout handling). So the page enforces the deadline the
-// way a site can, with AbortSignal.timeout, and there sees TimeoutError; in Chrome it would see
-// NotAllowedError first. run.sh checks the key's side in its trace: it did answer
-// CTAP2_ERR_USER_ACTION_TIMEOUT and, for the cancelled one, CTAP2_ERR_OPERATION_DENIED.
+// Timeouts: a key left untouched gives up with CTAP2_ERR_USER_ACTION_TIMEOUT. Firefox then
+// ends the request with NotAllowedError at once. Chromium asks the key again, as it would a
+// real key, and Chrome would end the request with NotAllowedError at publicKey.timeout; the
+// headless shell never does (measured: a create() with a 20 s timeout was still pending 60 s
+// later, with a key waiting and with no key at all; its content-layer delegate has no timeout
+// handling). So the page also enforces the deadline the way a site can, AbortSignal.timeout,
+// and the headless shell's page sees TimeoutError there. run.sh checks the key's side in its
+// trace: it did answer CTAP2_ERR_USER_ACTION_TIMEOUT and, for the cancelled one,
+// CTAP2_ERR_OPERATION_DENIED.
 const steps = [
   ["register the root user", "#register", "root", "approve", /^ok .*"verified":"registration"/],
   ["register IAM user alice", "#register", "alice", "approve", /^ok .*"verified":"registration"/],
@@ -60,16 +66,26 @@ const steps = [
   ["carol registers after all", "#register", "carol", "approve", /^ok .*"verified":"registration"/],
 ];
 
+// Both libraries' pages have goto, click and evaluate (with one argument); the rest goes
+// through evaluate so that one script drives both.
+const fill = (page, selector, value) =>
+  page.evaluate(([s, v]) => (document.querySelector(s).value = v), [selector, value]);
+const result = (page) =>
+  page.evaluate(() => {
+    const r = document.querySelector("#result");
+    return { state: r.dataset.state, text: r.textContent };
+  });
+
 // Click, then answer each touch the key asks for until the page shows a result.
 async function ceremony(page, button, user, answer, timeout) {
-  await page.fill("#user", user);
-  await page.fill("#timeout", timeout ? String(timeout) : "");
+  await fill(page, "#user", user);
+  await fill(page, "#timeout", timeout ? String(timeout) : "");
   await page.click(button);
   const deadline = Date.now() + 120_000;
   let asked = 0;
   for (;;) {
-    const state = await page.getAttribute("#result", "data-state");
-    if (state !== "waiting") return { text: await page.textContent("#result"), asked };
+    const { state, text } = await result(page);
+    if (state !== "waiting") return { text, asked };
     if (Date.now() > deadline) throw new Error("the page had no result after 120 s");
     if (args.control && control("status").split(" ").includes(args.bus)) {
       control(answer, args.bus);
@@ -79,16 +95,52 @@ async function ceremony(page, button, user, answer, timeout) {
   }
 }
 
-const browser = args.cdp
-  ? await chromium.connectOverCDP(args.cdp, { timeout: 120_000 })
-  : await chromium.launch({ executablePath: args.browser, args: args["browser-arg"] });
-const context = browser.contexts()[0] ?? (await browser.newContext());
-const page = await context.newPage();
+// Attach to the browser, or launch it: { page, close } for either library.
+async function openBrowser() {
+  if (args.engine === "firefox") {
+    const { default: puppeteer } = await import("puppeteer-core");
+    const browser = args.bidi
+      ? await puppeteer.connect({
+          browserWSEndpoint: args.bidi,
+          protocol: "webDriverBiDi",
+          // Firefox refuses (400) a WebSocket whose Host header names another port than its
+          // own, as it does through a port forward: --bidi-host gives the one it listens on.
+          headers: args["bidi-host"] ? { Host: args["bidi-host"] } : undefined,
+        })
+      : await puppeteer.launch({
+          browser: "firefox",
+          executablePath: args.browser,
+          args: args["browser-arg"],
+          extraPrefsFirefox: {
+            "security.webauth.webauthn_enable_usbtoken": true,
+            "security.webauthn.always_allow_direct_attestation": true,
+            // The site runs on this machine: its name resolves to the loopback.
+            "network.dns.localDomains": new URL(args.site).hostname,
+          },
+        });
+    const page = await browser.newPage();
+    return { page, close: () => browser.close() };
+  }
+  const { chromium } = await import("playwright-core");
+  const browser = args.cdp
+    ? await chromium.connectOverCDP(args.cdp, { timeout: 120_000 })
+    : await chromium.launch({ executablePath: args.browser, args: args["browser-arg"] });
+  const context = browser.contexts()[0] ?? (await browser.newContext());
+  const page = await context.newPage();
+  // Closing a CDP connection only disconnects: close the browser itself.
+  const close = args.cdp
+    ? async () => (await browser.newBrowserCDPSession()).send("Browser.close").catch(() => {})
+    : () => browser.close();
+  return { page, close };
+}
+
+const { page, close } = await openBrowser();
 page.setDefaultTimeout(120_000);
 let failed = 0;
 try {
   await page.goto(args.site);
-  console.log(`page: ${page.url()} (${await page.title()}), secure context: ${await page.evaluate(() => isSecureContext)}`);
+  const where = await page.evaluate(() => `${location.href} (${document.title}), secure context: ${isSecureContext}`);
+  console.log(`${args.engine}: ${await page.evaluate(() => navigator.userAgent)}\npage: ${where}`);
   for (const [name, button, user, answer, expected, timeout] of steps) {
     if (answer !== "approve" && !args.control) {
       console.log(`SKIP ${name}: needs --control`);
@@ -113,13 +165,7 @@ try {
   failed += 1;
   console.log(`FAIL ${error.message}`);
 } finally {
-  if (args.cdp) {
-    // Close the browser itself (closing a CDP connection only disconnects).
-    const session = await browser.newBrowserCDPSession();
-    await session.send("Browser.close").catch(() => {});
-  } else {
-    await browser.close();
-  }
+  await close();
 }
 console.log(failed ? `browser test: ${failed} failed` : "browser test: every step passed");
 process.exit(failed ? 1 : 0);
