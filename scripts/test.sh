@@ -26,7 +26,7 @@ cargo test --workspace
 step "the real kernel: usbip attach in a QEMU guest, libfido2 and OpenSSH (tests/qemu)"
 tests/qemu/run.sh
 
-step "a real browser through the real kernel: Chromium, Playwright, python-fido2's RP (tests/browser)"
+step "real browsers through the real kernel: Chromium and Firefox ESR, python-fido2's RP (tests/browser)"
 tests/browser/run.sh
 
 if [ -x tests/python/run.sh ]; then

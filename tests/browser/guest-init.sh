@@ -33,12 +33,14 @@ fail() {
 PORT=""
 SPKI=""
 BROWSER=""
+PIN=""
 # shellcheck disable=SC2013 # the command line is words
 for word in $(cat /proc/cmdline); do
     case $word in
         usbip_port=*) PORT=${word#usbip_port=} ;;
         rp_spki=*) SPKI=${word#rp_spki=} ;;
         browser=*) BROWSER=${word#browser=} ;;
+        webauthn_pin=*) PIN=${word#webauthn_pin=} ;; # what the "user" types at Firefox's prompt
     esac
 done
 HOST=10.0.2.2 # QEMU's user network: the host's loopback
@@ -91,6 +93,7 @@ chromium)
 firefox)
     # The RP's CA comes in through an enterprise policy (/opt/firefox/distribution, put there
     # by run.sh); Firefox refuses WebAuthn on a site whose certificate error was overridden.
+    # run.sh also puts the autoconfig script there that plays the user at the PIN prompt.
     # Prefs: USB security keys on, direct attestation without the consent prompt (a headless
     # browser has no one to answer it), nothing fetched from Mozilla.
     mkdir -p /tmp/profile
@@ -107,6 +110,8 @@ user_pref("network.connectivity-service.enabled", false);
 user_pref("browser.safebrowsing.update.enabled", false);
 user_pref("extensions.update.enabled", false);
 PREFS
+    # The PIN the "user" types (/opt/firefox/webauthn-user.cfg answers the prompts).
+    echo "user_pref(\"webauthn.test.pin\", \"$PIN\");" >>/tmp/profile/user.js
     # Root in a guest without user namespaces: the content sandboxes cannot start.
     MOZ_DISABLE_CONTENT_SANDBOX=1 MOZ_DISABLE_GMP_SANDBOX=1 MOZ_DISABLE_RDD_SANDBOX=1 \
         MOZ_DISABLE_SOCKET_PROCESS_SANDBOX=1 MOZ_DISABLE_UTILITY_SANDBOX=1 \

@@ -11,7 +11,7 @@ The site plays the AWS console's MFA pages: rp id `signin.aws.amazon.com`, one r
 IAM users on the same key, and a legacy U2F credential (registered over CTAP1 before the
 browser starts, as AWS's old U2F enrolment did) that signs in through the `appid` extension.
 
-    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID] [--log FILE]
+    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN]]
 
 It prints `ready PORT SPKI` once listening on 127.0.0.1 (SPKI: base64 SHA-256 of the TLS key,
 for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust the
@@ -104,10 +104,13 @@ class Site:
         name = body["user"]
         user = PublicKeyCredentialUserEntity(id=self.user_handle(name), name=name, display_name=name)
         existing = self.credentials.get(name, [])
+        # A passkey: discoverable, and verified (the key's PIN, typed into the browser).
+        passkey = bool(body.get("passkey"))
         options, state = self.server.register_begin(
             user,
             credentials=existing,
-            user_verification="discouraged",
+            resident_key_requirement="required" if passkey else "discouraged",
+            user_verification="required" if passkey else "discouraged",
             authenticator_attachment="cross-platform",
         )
         self.pending[name] = ("register", state)
@@ -123,6 +126,8 @@ class Site:
         auth_data = self.server.register_complete(state, body["credential"])
         if not auth_data.is_user_present():
             raise ValueError("UP flag not set")
+        if state["user_verification"] == "required" and not auth_data.is_user_verified():
+            raise ValueError("UV flag not set")
         cred = auth_data.credential_data
         if any(cred.credential_id == c.credential_id for cs in self.credentials.values() for c in cs):
             raise ValueError("credential id seen before")
@@ -131,12 +136,19 @@ class Site:
         return {
             "verified": "registration",
             "user": name,
+            "uv": auth_data.is_user_verified(),
             "aaguid": str(cred.aaguid),
             "counter": auth_data.counter,
             "attestation": "packed, chains to our root",
         }
 
     def authenticate_begin(self, body: dict) -> dict:
+        if body.get("passkey"):
+            # No allow list: the key offers its discoverable credentials for the RP, the browser
+            # (here: the user at its prompt) picks one, and its user handle says who signed in.
+            options, state = self.server.authenticate_begin(None, user_verification="required")
+            self.pending["(passkey)"] = ("passkey", state)
+            return dict(options)
         name = body["user"]
         if body.get("legacy"):
             cred = self.legacy[name]
@@ -153,9 +165,16 @@ class Site:
         return dict(options)
 
     def authenticate_complete(self, body: dict) -> dict:
-        name = body["user"]
-        kind, state = self.pending.pop(name)
         response = AuthenticationResponse.from_dict(body["credential"])
+        if body.get("passkey"):
+            kind, state = self.pending.pop("(passkey)")
+            handle = response.response.user_handle
+            name = next((n for n, h in self.users.items() if h == handle), None)
+            if name is None:
+                raise ValueError("unknown user handle")
+        else:
+            name = body["user"]
+            kind, state = self.pending.pop(name)
         if kind == "legacy":
             if response.client_extension_results.get("appid") is not True:
                 raise ValueError("the browser did not report appid: true")
@@ -166,24 +185,44 @@ class Site:
         auth_data = response.response.authenticator_data
         if not auth_data.is_user_present():
             raise ValueError("UP flag not set")
+        if kind == "passkey" and not auth_data.is_user_verified():
+            raise ValueError("UV flag not set")
         last = self.counters.get(cred.credential_id, -1)
         if auth_data.counter <= last:
             raise ValueError(f"signature counter went from {last} to {auth_data.counter}")
         self.counters[cred.credential_id] = auth_data.counter
+        verdicts = {"legacy": "legacy U2F sign-in via appid", "passkey": "passkey sign-in"}
         return {
-            "verified": "legacy U2F sign-in via appid" if kind == "legacy" else "sign-in",
+            "verified": verdicts.get(kind, "sign-in"),
             "user": name,
             "counter": auth_data.counter,
         }
 
-    def enroll_u2f(self, target: str, name: str) -> None:
-        """Register a U2F credential over CTAP1, as AWS's pre-WebAuthn enrolment did."""
+    @staticmethod
+    def set_pin(target: str, pin: str) -> None:
+        """Give the key a PIN, as its owner would have before using it with the site."""
+        from fido2.ctap2 import Ctap2
+        from fido2.ctap2.pin import ClientPin
+
+        device = Site.open(target)
+        try:
+            ClientPin(Ctap2(device)).set_pin(pin)
+        finally:
+            device.close()
+
+    @staticmethod
+    def open(target: str):
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-        from fido2.ctap1 import Ctap1
         from usbip_hid import open_device
 
         host, port, bus_id = target.rsplit(":", 2)
-        device = open_device(host, int(port), bus_id)
+        return open_device(host, int(port), bus_id)
+
+    def enroll_u2f(self, target: str, name: str) -> None:
+        """Register a U2F credential over CTAP1, as AWS's pre-WebAuthn enrolment did."""
+        from fido2.ctap1 import Ctap1
+
+        device = Site.open(target)
         try:
             app_param = hashlib.sha256(APP_ID.encode()).digest()
             client_param = os.urandom(32)
@@ -299,6 +338,7 @@ def main() -> None:
     parser.add_argument("--cert-dir", required=True, type=Path, help="where the TLS certificate goes")
     parser.add_argument("--port", type=int, default=0, help="default: any free port")
     parser.add_argument("--u2f", help="HOST:PORT:BUSID of the key: enrol a legacy U2F credential first")
+    parser.add_argument("--pin", help="set this PIN on the key (at --u2f) first")
     args = parser.parse_args()
 
     cert_file, key_file, spki = tls_certificate(args.cert_dir)
@@ -309,6 +349,8 @@ def main() -> None:
     site_ref[0] = site
     if args.u2f:
         site.enroll_u2f(args.u2f, "legacy-root")
+        if args.pin:
+            Site.set_pin(args.u2f, args.pin)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)

@@ -51,6 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+pin=270419 # the key's PIN where the browser can be given one (Firefox)
 free_port() {
     "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -95,8 +96,12 @@ run_engine() {
     # U2F registration), the touch approved here.
     "$runner" control "$dir/key.sock" approve 1-1 >/dev/null
     mkfifo "$dir/rp.out"
+    # For Firefox, which can be made to answer its PIN prompt, the key gets a PIN too, and the
+    # steps add passkeys (discoverable, PIN-verified) and a sign-in without an allow list.
+    local pin_args=() passkeys=()
+    [ "$engine" = firefox ] && pin_args=(--pin "$pin") && passkeys=(--passkeys)
     "$python" tests/browser/rp.py --metadata "$dir/batch/metadata.json" --cert-dir "$dir/tls" \
-        --u2f "127.0.0.1:$port:1-1" >"$dir/rp.out" 2>"$dir/rp.log" &
+        --u2f "127.0.0.1:$port:1-1" "${pin_args[@]}" >"$dir/rp.out" 2>"$dir/rp.log" &
     pids+=($!)
     exec 4<"$dir/rp.out"
     read -r -t 60 ready rp_port spki <&4 || fail "the RP did not start"
@@ -109,7 +114,9 @@ run_engine() {
     mkdir -p "$dir/overlay"
     install -m 0755 tests/browser/guest-init.sh "$dir/overlay/init"
     if [ "$engine" = firefox ]; then
-        mkdir -p "$dir/overlay/opt/firefox/distribution"
+        mkdir -p "$dir/overlay/opt/firefox/distribution" "$dir/overlay/opt/firefox/defaults/pref"
+        cp tests/browser/firefox/webauthn-user.cfg "$dir/overlay/opt/firefox/"
+        cp tests/browser/firefox/autoconfig.js "$dir/overlay/opt/firefox/defaults/pref/"
         cp "$dir/tls/rp-ca.pem" "$dir/overlay/rp-ca.pem"
         echo '{"policies": {"Certificates": {"Install": ["/rp-ca.pem"]}}}' \
             >"$dir/overlay/opt/firefox/distribution/policies.json"
@@ -127,7 +134,7 @@ run_engine() {
     timeout --foreground "$timeout_s" qemu-system-x86_64 \
         -accel tcg -cpu max -smp 1 -m 2048 -display none -monitor none -no-reboot \
         -kernel "$cache/vmlinuz" -initrd "$dir/initrd.gz" \
-        -append "console=ttyS0 quiet panic=-1 usbip_port=$port rp_spki=$spki browser=$engine" \
+        -append "console=ttyS0 quiet panic=-1 usbip_port=$port rp_spki=$spki browser=$engine webauthn_pin=$pin" \
         -nic "user,model=e1000,hostfwd=tcp:127.0.0.1:$remote_port-:9223" \
         -serial "file:$dir/console.log" </dev/null &
     qemu=$!
@@ -148,7 +155,7 @@ run_engine() {
     [ "$engine" = firefox ] &&
         remote=(--bidi "ws://127.0.0.1:$remote_port/session" --bidi-host 127.0.0.1:9222)
     set +e
-    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" \
+    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" \
         --site "https://signin.aws.amazon.com:$rp_port/" --runner "$runner" --control "$dir/key.sock"
     status=$?
     set -e
@@ -169,6 +176,14 @@ run_engine() {
         grep -q "\"command\":\"makeCredential\",\"dir\":\"response\".*\"status\":${answer%%:*}}" \
             "$dir/trace.jsonl" || fail "the key never answered a makeCredential with ${answer#*:}"
     done
+    # The passkey sign-in listed both accounts to the browser (getNextAssertion) and was verified
+    # with the PIN typed at Firefox's prompt (pinUvAuthParam, key 6, in that getAssertion).
+    if [ ${#passkeys[@]} -gt 0 ]; then
+        grep -q '"command":"getNextAssertion","dir":"request"' "$dir/trace.jsonl" ||
+            fail "no getNextAssertion: the passkey sign-in did not list the accounts"
+        grep '"command":"getAssertion","dir":"request"' "$dir/trace.jsonl" | grep -v '"3":' |
+            grep -q '"6":{"bytes":' || fail "no PIN-verified getAssertion without an allow list"
+    fi
     echo "browser test ($engine): passed"
 }
 

@@ -8,7 +8,8 @@
 //   node tests/browser/webauthn.mjs --site https://signin.aws.amazon.com:PORT/ \
 //       [--engine chromium] (--cdp http://127.0.0.1:9222 | --browser PATH) \
 //       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
-//       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--browser-arg=--flag ...]
+//       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] \
+//       [--browser-arg=--flag ...]
 //
 // --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
 // kernel that attached the key) and close it at the end; --browser launches one on this machine.
@@ -29,6 +30,7 @@ const { values: args } = parseArgs({
     "browser-arg": { type: "string", multiple: true, default: [] },
     runner: { type: "string", default: "usbip-runner" },
     control: { type: "string" },
+    passkeys: { type: "boolean", default: false },
     bus: { type: "string", default: "1-1" },
   },
 });
@@ -65,6 +67,16 @@ const steps = [
   ["registration timed out (20 s)", "#register", "dave", "timeout", /^error (NotAllowedError|TimeoutError)/, 20000],
   ["carol registers after all", "#register", "carol", "approve", /^ok .*"verified":"registration"/],
 ];
+// With --passkeys (a browser that can be given the key's PIN: Firefox, see
+// firefox/webauthn-user.cfg): discoverable credentials registered with the PIN, then a sign-in
+// without an allow list, the user chosen at the browser's account prompt and named by the user
+// handle the key returns.
+const passkeySteps = [
+  ["dana registers a passkey (PIN typed)", "#register", "dana", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, true],
+  ["erin registers a passkey (PIN typed)", "#register", "erin", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, true],
+  ["sign in with a passkey, no user name (PIN typed, account chosen)", "#signin", "", "approve", /^ok .*"verified":"passkey sign-in","user":"(dana|erin)"/, 0, true],
+];
+if (args.passkeys) steps.push(...passkeySteps);
 
 // Both libraries' pages have goto, click and evaluate (with one argument); the rest goes
 // through evaluate so that one script drives both.
@@ -77,9 +89,10 @@ const result = (page) =>
   });
 
 // Click, then answer each touch the key asks for until the page shows a result.
-async function ceremony(page, button, user, answer, timeout) {
+async function ceremony(page, button, user, answer, timeout, passkey) {
   await fill(page, "#user", user);
   await fill(page, "#timeout", timeout ? String(timeout) : "");
+  await page.evaluate((on) => (document.querySelector("#passkey").checked = on), Boolean(passkey));
   await page.click(button);
   const deadline = Date.now() + 120_000;
   let asked = 0;
@@ -141,13 +154,13 @@ try {
   await page.goto(args.site);
   const where = await page.evaluate(() => `${location.href} (${document.title}), secure context: ${isSecureContext}`);
   console.log(`${args.engine}: ${await page.evaluate(() => navigator.userAgent)}\npage: ${where}`);
-  for (const [name, button, user, answer, expected, timeout] of steps) {
+  for (const [name, button, user, answer, expected, timeout, passkey] of steps) {
     if (answer !== "approve" && !args.control) {
       console.log(`SKIP ${name}: needs --control`);
       continue;
     }
     const start = Date.now();
-    const { text, asked } = await ceremony(page, button, user, answer, timeout);
+    const { text, asked } = await ceremony(page, button, user, answer, timeout, passkey);
     const secs = ((Date.now() - start) / 1000).toFixed(1);
     // A deny or timeout the key never asked for would prove nothing.
     const ok = expected.test(text) && (!args.control || asked > 0);

@@ -16,7 +16,8 @@ async function post(path, body) {
 
 async function register(user) {
   const timeout = document.getElementById("timeout").value;
-  const options = await post("/api/register/begin", { user, timeout });
+  const passkey = document.getElementById("passkey").checked;
+  const options = await post("/api/register/begin", { user, timeout, passkey });
   const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
   // The site's own deadline: not every browser ends a request at publicKey.timeout.
   const signal = timeout ? AbortSignal.timeout(Number(timeout)) : undefined;
@@ -25,10 +26,11 @@ async function register(user) {
 }
 
 async function signIn(user, legacy) {
-  const options = await post("/api/authenticate/begin", { user, legacy });
+  const passkey = !legacy && document.getElementById("passkey").checked;
+  const options = await post("/api/authenticate/begin", { user, legacy, passkey });
   const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey);
   const credential = await navigator.credentials.get({ publicKey });
-  return post("/api/authenticate/complete", { user, credential: credential.toJSON() });
+  return post("/api/authenticate/complete", { user, passkey, credential: credential.toJSON() });
 }
 
 // Each button writes one line to #result: "ok <verdict>" or "error <DOMException name>: ...".
