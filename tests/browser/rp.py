@@ -88,7 +88,7 @@ class Site:
             PublicKeyCredentialRpEntity(name="AWS (U2F)", id=APP_ID),
             verify_origin=lambda o: o == origin,
         )
-        self.users: dict[str, bytes] = {}  # name -> user handle, as AWS sends it
+        self.users: dict[str, bytes] = {}  # name -> user handle
         self.credentials: dict[str, list[AttestedCredentialData]] = {}
         self.legacy: dict[str, AttestedCredentialData] = {}
         self.counters: dict[bytes, int] = {}
@@ -97,7 +97,8 @@ class Site:
         self.lock = threading.Lock()
 
     def user_handle(self, name: str) -> bytes:
-        # AWS sends an opaque 64-byte handle per (account, user); random here, fixed per name.
+        # An opaque random handle per user, at the 64 bytes WebAuthn allows at most (AWS sends
+        # opaque handles too); fixed per name, so a user registering twice keeps it.
         return self.users.setdefault(name, os.urandom(64))
 
     def register_begin(self, body: dict) -> dict:
