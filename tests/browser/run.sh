@@ -10,15 +10,16 @@
 #
 #   tests/browser/run.sh [ENGINE...]        default: chromium firefox
 #
-# Environment: BROWSER_TEST_TIMEOUT (seconds per guest, default 400), QEMU_GUEST_CACHE (default
-# target/qemu-guest, shared with tests/qemu), USBIP_RUNNER (a runner binary to test),
-# BROWSER_KEEP=1 (keep the work directory: key log and CTAP trace, RP log, guest console).
+# Environment: BROWSER_TEST_TIMEOUT (seconds per guest, default 600; Firefox took up to 215 s),
+# QEMU_GUEST_CACHE (default target/qemu-guest, shared with tests/qemu), USBIP_RUNNER (a runner
+# binary to test), BROWSER_KEEP=1 (keep the work directory: key log and CTAP trace, RP log,
+# guest console).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 engines=("$@")
 [ ${#engines[@]} -gt 0 ] || engines=(chromium firefox)
-timeout_s=${BROWSER_TEST_TIMEOUT:-400}
+timeout_s=${BROWSER_TEST_TIMEOUT:-600}
 cache=${QEMU_GUEST_CACHE:-target/qemu-guest}
 
 # --- what runs here: the guest and browser archives (cached), the key, the RP, the driver ---
