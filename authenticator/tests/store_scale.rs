@@ -130,6 +130,47 @@ impl littlefs2::driver::Storage for PicoFlash {
     }
 }
 
+/// A batch and an enterprise attestation near their largest: certificates of over 1,000 of
+/// the 1,024 bytes allowed (a long subject), and 8 RP IDs of 256 bytes.
+fn largest_attestations() -> (
+    authenticator::attestation::Attestation,
+    authenticator::attestation::EnterpriseAttestation,
+) {
+    use attestation::certificate::{self, Subject};
+    use der::Encode;
+    let subject = |cn: &str| Subject {
+        country: "SE".into(),
+        organization: "o".repeat(64),
+        common_name: cn.into(),
+    };
+    let ca = certificate::root_ca(&subject("root"), 30).unwrap();
+    let der = |issued: &certificate::Issued| issued.certificate.to_der().unwrap();
+    // The longest common name that keeps each certificate within the limit.
+    let fit = |make: &dyn Fn(&str) -> certificate::Issued| {
+        (0..600)
+            .rev()
+            .step_by(8)
+            .map(|n| make(&"c".repeat(n)))
+            .find(|issued| der(issued).len() <= authenticator::attestation::MAX_CERTIFICATE_LEN)
+            .unwrap()
+    };
+    let batch = fit(&|cn| certificate::batch(&ca, &subject(cn), [1; 16], 20).unwrap());
+    let enterprise =
+        fit(&|cn| certificate::enterprise(&ca, &subject(cn), "SN-1", [1; 16], 20).unwrap());
+    assert!(der(&batch).len() > 1000 && der(&enterprise).len() > 1000);
+    let ids: Vec<String> = (0..8).map(|i| format!("{i}{}", "r".repeat(255))).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    (
+        authenticator::attestation::Attestation::new(&batch.key.to_bytes(), &der(&batch)).unwrap(),
+        authenticator::attestation::EnterpriseAttestation::new(
+            &enterprise.key.to_bytes(),
+            &der(&enterprise),
+            &ids,
+        )
+        .unwrap(),
+    )
+}
+
 fn rp_hash(rp: &str) -> [u8; 32] {
     Sha256::digest(rp.as_bytes()).into()
 }
@@ -195,6 +236,9 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
         }
         store.save_settings(&settings).unwrap();
         store.save_pin(&PinState::default()).unwrap();
+        let (batch, enterprise) = largest_attestations();
+        store.save_attestation(&batch).unwrap();
+        store.save_enterprise_attestation(&enterprise).unwrap();
         assert_eq!(store.remaining_resident_slots(), capacity);
 
         for i in 0..capacity {
