@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::credential::{p256_scalar, sign_es256, PublicKey, Signature};
+use crate::fallible;
 
 /// id-fido-gen-ce-aaguid, the extension carrying the AAGUID in an attestation certificate.
 const AAGUID_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
@@ -141,7 +142,7 @@ impl Attestation {
         Ok(Self {
             key,
             aaguid,
-            certificate: certificate.to_vec(),
+            certificate: fallible::copy(certificate).map_err(|_| AttestationError::OutOfMemory)?,
         })
     }
 
@@ -223,8 +224,7 @@ impl EnterpriseAttestation {
             return Err(AttestationError::InvalidRpIds);
         }
         let attestation = Attestation::new(key, certificate)?;
-        let mut list = Vec::new();
-        list.try_reserve_exact(rp_ids.iter().map(|id| 2 + id.len()).sum())
+        let mut list = fallible::with_capacity(rp_ids.iter().map(|id| 2 + id.len()).sum())
             .map_err(|_| AttestationError::OutOfMemory)?;
         for id in rp_ids {
             list.extend_from_slice(&(id.len() as u16).to_be_bytes());
@@ -264,10 +264,9 @@ impl EnterpriseAttestation {
         let certificate = self.attestation.certificate();
         let count = self.rp_ids().count();
         let len = 1 + 32 + 2 + certificate.len() + 1 + self.rp_ids.len();
-        let mut record = Zeroizing::new(Vec::new());
-        record
-            .try_reserve_exact(len)
-            .map_err(|_| AttestationError::OutOfMemory)?;
+        let mut record = Zeroizing::new(
+            fallible::with_capacity(len).map_err(|_| AttestationError::OutOfMemory)?,
+        );
         record.push(ENTERPRISE_RECORD_VERSION);
         record.extend_from_slice(&*self.attestation.key);
         record.extend_from_slice(&(certificate.len() as u16).to_be_bytes());

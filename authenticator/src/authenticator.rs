@@ -91,7 +91,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// authenticatorData must be what both certificates name, so they must name the same.
     pub fn install_enterprise_attestation(
         &mut self,
-        attestation: &EnterpriseAttestation,
+        attestation: EnterpriseAttestation,
     ) -> Result<(), AttestationError> {
         match self.store.attestation() {
             Ok(Some(batch)) if batch.aaguid() != attestation.attestation().aaguid() => {

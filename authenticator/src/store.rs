@@ -405,14 +405,14 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// Install an enterprise attestation: one file write, so a power cut leaves none or all.
     pub fn save_enterprise_attestation(
         &mut self,
-        attestation: &EnterpriseAttestation,
+        attestation: EnterpriseAttestation,
     ) -> Result<()> {
         let record = attestation
             .to_record()
             .map_err(|_| StoreError::OutOfMemory)?;
         self.fs.create_dir_all(&path("/dev"))?;
         self.fs.write(&path("/dev/eatt"), &record)?;
-        self.enterprise_attestation = Some(Some(attestation.clone()));
+        self.enterprise_attestation = Some(Some(attestation));
         Ok(())
     }
 

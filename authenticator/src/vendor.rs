@@ -36,7 +36,7 @@ pub(crate) fn provision<P: Platform>(auth: &mut Authenticator<'_, P>, request: &
                     .and_then(|attestation| auth.install_attestation(&attestation)),
                 Some(rp_ids) => {
                     EnterpriseAttestation::new(request.key, request.certificate, rp_ids)
-                        .and_then(|attestation| auth.install_enterprise_attestation(&attestation))
+                        .and_then(|attestation| auth.install_enterprise_attestation(attestation))
                 }
             };
             installed.map_err(|error| match error {

@@ -238,7 +238,7 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
         store.save_pin(&PinState::default()).unwrap();
         let (batch, enterprise) = largest_attestations();
         store.save_attestation(&batch).unwrap();
-        store.save_enterprise_attestation(&enterprise).unwrap();
+        store.save_enterprise_attestation(enterprise).unwrap();
         assert_eq!(store.remaining_resident_slots(), capacity);
 
         for i in 0..capacity {
@@ -616,7 +616,9 @@ fn the_enterprise_record_survives_a_power_cut_at_every_write() {
     };
     let mut probe = fresh(&base.bytes);
     with_store(&mut probe, |store| {
-        store.save_enterprise_attestation(&enterprise).unwrap()
+        store
+            .save_enterprise_attestation(enterprise.clone())
+            .unwrap()
     });
     let ops = probe.counts.programs.get() + probe.counts.erases.get();
     let (mut none, mut whole) = (0, 0);
@@ -628,7 +630,7 @@ fn the_enterprise_record_survives_a_power_cut_at_every_write() {
             {
                 let mut alloc = Allocation::new();
                 if let Ok(fs) = store::mount(&mut alloc, &mut flash) {
-                    let _ = Store::new(fs).save_enterprise_attestation(&enterprise);
+                    let _ = Store::new(fs).save_enterprise_attestation(enterprise.clone());
                 }
             }
             flash.counts.budget.set(None);
