@@ -65,9 +65,12 @@ impl Subject {
         }
     }
 
-    fn name(&self, unit: Option<&str>) -> Result<Name, Error> {
+    fn name(&self, unit: Option<&str>, serial: Option<&str>) -> Result<Name, Error> {
         // RFC 4514 order: the most specific attribute first.
         let mut parts = vec![format!("CN={}", escape(&self.common_name))];
+        if let Some(serial) = serial {
+            parts.push(format!("serialNumber={}", escape(serial)));
+        }
         if let Some(unit) = unit {
             parts.push(format!("OU={}", escape(unit)));
         }
@@ -157,7 +160,7 @@ fn build_error(e: impl std::fmt::Display) -> Error {
 /// A self-signed root CA, valid for `years`.
 pub fn root_ca(subject: &Subject, years: u32) -> Result<Issued, Error> {
     let key = generate_key()?;
-    let name = subject.name(None)?;
+    let name = subject.name(None, None)?;
     let spki = public_key_info(&key)?;
     let ski = key_identifier(&spki)?;
     let validity = Validity::from_now(YEAR * years).map_err(build_error)?;
@@ -190,6 +193,33 @@ pub fn batch(
     aaguid: [u8; 16],
     years: u32,
 ) -> Result<Issued, Error> {
+    attestation_certificate(ca, subject.name(Some(ATTESTATION_OU), None)?, aaguid, years)
+}
+
+/// An enterprise attestation key and certificate (CTAP 2.1 §7.1) for the one key whose serial
+/// is `serial`: like a batch certificate (same profile, same AAGUID, issued by the same CA),
+/// but its own key pair and a subject that names the individual key (the X.520 serialNumber
+/// attribute), so a relying party it is given to can tell this key from every other.
+pub fn enterprise(
+    ca: &Issued,
+    subject: &Subject,
+    serial: &str,
+    aaguid: [u8; 16],
+    years: u32,
+) -> Result<Issued, Error> {
+    if serial.is_empty() || serial.len() > 64 {
+        return Err(Error::new("the key's serial must be 1 to 64 characters"));
+    }
+    let name = subject.name(Some(ATTESTATION_OU), Some(serial))?;
+    attestation_certificate(ca, name, aaguid, years)
+}
+
+fn attestation_certificate(
+    ca: &Issued,
+    subject: Name,
+    aaguid: [u8; 16],
+    years: u32,
+) -> Result<Issued, Error> {
     let key = generate_key()?;
     let spki = public_key_info(&key)?;
     let ski = key_identifier(&spki)?;
@@ -197,7 +227,7 @@ pub fn batch(
     let validity = Validity::from_now(YEAR * years).map_err(build_error)?;
     let profile = Names {
         issuer: ca.certificate.tbs_certificate().subject().clone(),
-        subject: subject.name(Some(ATTESTATION_OU))?,
+        subject,
     };
     let mut builder =
         CertificateBuilder::new(profile, serial_number()?, validity, spki).map_err(build_error)?;

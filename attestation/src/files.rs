@@ -19,6 +19,8 @@ pub const CA_CERT: &str = "ca.pem";
 pub const BATCH_KEY: &str = "batch.key.pem";
 pub const BATCH_CERT: &str = "batch.pem";
 pub const METADATA: &str = "metadata.json";
+pub const ENTERPRISE_KEY: &str = "enterprise.key.pem";
+pub const ENTERPRISE_CERT: &str = "enterprise.pem";
 
 /// Write a key and its certificate into `dir` (created if needed). Refuses to overwrite a key:
 /// losing a CA or batch key cannot be undone.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use attestation::certificate::{self, Subject};
-use attestation::files::{self, BATCH_CERT, BATCH_KEY, CA_CERT, CA_KEY, METADATA};
+use attestation::files::{
+    self, BATCH_CERT, BATCH_KEY, CA_CERT, CA_KEY, ENTERPRISE_CERT, ENTERPRISE_KEY, METADATA,
+};
 use attestation::provision::{self, Target};
 use attestation::{format_aaguid, parse_aaguid, Error};
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +66,30 @@ enum Command {
         target: String,
         #[arg(long, value_name = "DIR")]
         batch: PathBuf,
+    },
+    /// Issue an enterprise attestation certificate for one key (its own key pair, its serial in
+    /// the subject, the batch's AAGUID, signed by the CA in --ca), write it to --out, and
+    /// install it on --target (which has the batch already) with the RP IDs that
+    /// vendor-facilitated enterprise attestation goes to.
+    Enterprise {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The batch installed on the key: its AAGUID is the enterprise certificate's.
+        #[arg(long, value_name = "DIR")]
+        batch: PathBuf,
+        /// The key's serial, named in the certificate's subject (serialNumber).
+        #[arg(long)]
+        serial: String,
+        /// An RP ID enterprise attestation is given to when the platform asks for the
+        /// vendor-facilitated kind; repeat for each (at most 8, each at most 256 bytes).
+        #[arg(long = "rp-id", value_name = "RP_ID")]
+        rp_ids: Vec<String>,
+        #[arg(long)]
+        target: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        years: u32,
     },
 }
 
@@ -166,6 +192,35 @@ fn run(command: Command) -> Result<(), Error> {
             println!(
                 "provisioned {target:?} with {}",
                 batch.join(BATCH_CERT).display()
+            );
+        }
+        Command::Enterprise {
+            ca,
+            batch,
+            serial,
+            rp_ids,
+            target,
+            out,
+            years,
+        } => {
+            let target: Target = target.parse()?;
+            let ca = files::load(&ca, CA_KEY, CA_CERT)?;
+            let batch = files::load_certificate(&batch.join(BATCH_CERT))?;
+            let aaguid = certificate::aaguid_of(&batch)
+                .ok_or_else(|| Error::new("the batch certificate has no AAGUID"))?;
+            let subject = Subject::of(&ca.certificate);
+            let subject = Subject {
+                common_name: format!("{} Enterprise Attestation", subject.organization),
+                ..subject
+            };
+            let issued = certificate::enterprise(&ca, &subject, &serial, aaguid, years)?;
+            files::save(&out, &issued, ENTERPRISE_KEY, ENTERPRISE_CERT)?;
+            files::save_certificate(&out.join(CA_CERT), &ca.certificate)?;
+            provision::provision_enterprise(&target, &issued, &rp_ids)?;
+            println!(
+                "provisioned {target:?} with enterprise attestation {} for {} RP IDs",
+                out.join(ENTERPRISE_CERT).display(),
+                rp_ids.len()
             );
         }
     }

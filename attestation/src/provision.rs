@@ -81,7 +81,14 @@ fn transact(target: &Target, command: u8, payload: &[u8]) -> Result<(u8, Vec<u8>
 }
 
 /// The vendor command's request: `{1: private key (32 bytes), 2: DER certificate}`.
-fn provisioning_request(batch: &Issued) -> Result<Zeroizing<Vec<u8>>, Error> {
+/// The most RP IDs, and the longest, an enterprise attestation's list takes.
+pub use authenticator::attestation::{MAX_ENTERPRISE_RP_IDS, MAX_ENTERPRISE_RP_ID_LEN};
+
+/// The request: `{1: key, 2: certificate}`, and for an enterprise attestation `3: [RP ID]`.
+fn provisioning_request(
+    batch: &Issued,
+    rp_ids: Option<&[String]>,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     use der::Encode;
     let key = Zeroizing::new(batch.key.to_bytes().to_vec());
     let certificate = batch
@@ -92,6 +99,14 @@ fn provisioning_request(batch: &Issued) -> Result<Zeroizing<Vec<u8>>, Error> {
         (Value::Integer(1.into()), Value::Bytes(key.to_vec())),
         (Value::Integer(2.into()), Value::Bytes(certificate)),
     ]);
+    let request = match (request, rp_ids) {
+        (Value::Map(mut entries), Some(rp_ids)) => {
+            let list = rp_ids.iter().map(|id| Value::Text(id.clone())).collect();
+            entries.push((Value::Integer(3.into()), Value::Array(list)));
+            Value::Map(entries)
+        }
+        (request, _) => request,
+    };
     let mut bytes = Zeroizing::new(Vec::new());
     ciborium::into_writer(&request, &mut *bytes)
         .map_err(|e| Error::new(format!("encoding the request: {e}")))?;
@@ -108,8 +123,42 @@ fn provisioning_request(batch: &Issued) -> Result<Zeroizing<Vec<u8>>, Error> {
 
 /// Install `batch` on the key at `target`. A key accepts one attestation in its life.
 pub fn provision(target: &Target, batch: &Issued) -> Result<(), Error> {
-    let request = provisioning_request(batch)?;
-    let (command, response) = transact(target, PROVISION_ATTESTATION, &request)?;
+    let request = provisioning_request(batch, None)?;
+    send(target, &request)
+}
+
+/// Install an enterprise attestation (see `certificate::enterprise`) with the RP IDs that
+/// vendor-facilitated enterprise attestation is for, on a key that has its batch already.
+pub fn provision_enterprise(
+    target: &Target,
+    enterprise: &Issued,
+    rp_ids: &[String],
+) -> Result<(), Error> {
+    if rp_ids.len() > MAX_ENTERPRISE_RP_IDS {
+        return Err(Error::new(format!(
+            "at most {MAX_ENTERPRISE_RP_IDS} RP IDs, not {}",
+            rp_ids.len()
+        )));
+    }
+    if let Some(id) = rp_ids
+        .iter()
+        .find(|id| id.is_empty() || id.len() > MAX_ENTERPRISE_RP_ID_LEN)
+    {
+        return Err(Error::new(format!(
+            "{id:?}: an RP ID takes 1 to {MAX_ENTERPRISE_RP_ID_LEN} bytes"
+        )));
+    }
+    let request = provisioning_request(enterprise, Some(rp_ids))?;
+    send(target, &request).map_err(|error| {
+        Error::new(format!(
+            "{error} (an enterprise attestation needs the batch installed first, with the same \
+             AAGUID, and a key takes one enterprise attestation in its life)"
+        ))
+    })
+}
+
+fn send(target: &Target, request: &[u8]) -> Result<(), Error> {
+    let (command, response) = transact(target, PROVISION_ATTESTATION, request)?;
     if command != PROVISION_ATTESTATION || response.len() != 1 {
         return Err(Error::new(format!(
             "the key does not know the provisioning command (answered {command:02x} {response:02x?})"

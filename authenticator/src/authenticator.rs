@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 use littlefs2::fs::Filesystem;
 use sha2::{Digest, Sha256};
 
-use crate::attestation::{Attestation, AttestationError};
+use crate::attestation::{Attestation, AttestationError, EnterpriseAttestation};
 use crate::credential::{CredProtect, Credential};
 use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
@@ -82,6 +82,32 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         }
         self.store
             .save_attestation(attestation)
+            .map_err(|_| AttestationError::Storage)
+    }
+
+    /// Install an enterprise attestation (CTAP 2.1 §7.1), disabled until authenticatorConfig
+    /// enables it. Only a key with a batch attestation and no enterprise attestation accepts
+    /// it: the batch answers every RP the enterprise attestation is not for, and the AAGUID in
+    /// authenticatorData must be what both certificates name, so they must name the same.
+    pub fn install_enterprise_attestation(
+        &mut self,
+        attestation: EnterpriseAttestation,
+    ) -> Result<(), AttestationError> {
+        match self.store.attestation() {
+            Ok(Some(batch)) if batch.aaguid() != attestation.attestation().aaguid() => {
+                return Err(AttestationError::AaguidMismatch)
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(AttestationError::NoBatch),
+            Err(_) => return Err(AttestationError::Storage),
+        }
+        match self.store.enterprise_attestation() {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
+            Err(_) => return Err(AttestationError::Storage),
+        }
+        self.store
+            .save_enterprise_attestation(attestation)
             .map_err(|_| AttestationError::Storage)
     }
 

@@ -10,6 +10,7 @@
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
 //! /dev/att            the batch attestation (key and certificate), if provisioned
+//! /dev/eatt           the enterprise attestation (key, certificate, RP IDs), if provisioned
 //! /cr/<d>/<f>         discoverable credentials, packed in fixed-size slots (see [`resident`])
 //! ```
 //!
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::attestation::Attestation;
+use crate::attestation::{Attestation, EnterpriseAttestation};
 use crate::fallible::{self, OutOfMemory};
 
 /// How far ahead the signature counter is reserved on storage.
@@ -157,6 +158,10 @@ pub struct Settings {
     /// on, only authenticatorReset turns it off (settings written before it read as off).
     #[serde(rename = "c", default)]
     pub pin_complexity: bool,
+    /// Enterprise attestation enabled (getInfo's `ep`), by authenticatorConfig; settings
+    /// written before it read as disabled, and authenticatorReset disables it (CTAP 2.1 §7.1).
+    #[serde(rename = "e", default)]
+    pub enterprise_attestation: bool,
 }
 
 impl Default for Settings {
@@ -167,6 +172,7 @@ impl Default for Settings {
             min_pin_length_rp_ids: heapless::Vec::new(),
             force_pin_change: false,
             pin_complexity: false,
+            enterprise_attestation: false,
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct Store<'a, S: littlefs2::driver::Storage> {
     settings: Option<Settings>,
     /// The attestation as last read or written (`Some(None)`: none installed).
     attestation: Option<Option<Attestation>>,
+    /// The enterprise attestation, likewise.
+    enterprise_attestation: Option<Option<EnterpriseAttestation>>,
     /// The discoverable credentials' RAM index, read at first use.
     index: Option<Index>,
     /// A runner's limit on discoverable credentials, below what the geometry holds.
@@ -200,6 +208,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             pin: None,
             settings: None,
             attestation: None,
+            enterprise_attestation: None,
             index: None,
             capacity_limit: None,
         }
@@ -371,6 +380,39 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         self.fs.create_dir_all(&path("/dev"))?;
         self.fs.write(&path("/dev/att"), &attestation.to_record())?;
         self.attestation = Some(Some(attestation.clone()));
+        Ok(())
+    }
+
+    /// The installed enterprise attestation, if any. authenticatorReset keeps it (and
+    /// disables it, see [`Settings::enterprise_attestation`]).
+    pub fn enterprise_attestation(&mut self) -> Result<Option<&EnterpriseAttestation>> {
+        if self.enterprise_attestation.is_none() {
+            let record = self.read_whole("/dev/eatt")?.map(Zeroizing::new);
+            let attestation = match record {
+                Some(record) => {
+                    Some(EnterpriseAttestation::from_record(&record).ok_or(StoreError::Io)?)
+                }
+                None => None,
+            };
+            self.enterprise_attestation = Some(attestation);
+        }
+        Ok(self
+            .enterprise_attestation
+            .as_ref()
+            .and_then(Option::as_ref))
+    }
+
+    /// Install an enterprise attestation: one file write, so a power cut leaves none or all.
+    pub fn save_enterprise_attestation(
+        &mut self,
+        attestation: EnterpriseAttestation,
+    ) -> Result<()> {
+        let record = attestation
+            .to_record()
+            .map_err(|_| StoreError::OutOfMemory)?;
+        self.fs.create_dir_all(&path("/dev"))?;
+        self.fs.write(&path("/dev/eatt"), &record)?;
+        self.enterprise_attestation = Some(Some(attestation));
         Ok(())
     }
 

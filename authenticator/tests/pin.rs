@@ -631,10 +631,41 @@ fn config_force_change_pin_and_enterprise_attestation() {
         assert_eq!(config(key, Some(&token), 0x03, Some(params)), 0);
         let info = ctap2(key, 0x04, None).1.unwrap();
         assert_eq!(get(&info, 0x0C), Some(&Value::Bool(true)), "forcePINChange");
+    });
+}
+
+/// A key without an enterprise attestation provisioned (CTAP 2.1 §7.1): getInfo has no `ep`
+/// option and does not list enableEnterpriseAttestation among its config commands, the
+/// subcommand is unsupported (CTAP2_ERR_INVALID_SUBCOMMAND) even with an acfg token, and
+/// makeCredential's enterpriseAttestation, whatever its value, gets CTAP1_ERR_INVALID_PARAMETER.
+#[test]
+fn enterprise_attestation_on_a_key_without_one() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 13, |key| {
+        assert_eq!(info_option(key, "ep"), None, "no ep option");
+        let info = ctap2(key, 0x04, None).1.unwrap();
         assert_eq!(
-            config(key, Some(&token), 0x01, None),
-            0x3E,
-            "no enterprise attestation yet"
+            get(&info, 0x1F),
+            Some(&Value::Array(vec![int(2), int(3)])),
+            "authenticatorConfigCommands without 0x01"
         );
+        assert_eq!(config(key, None, 0x01, None), 0x3E, "no PIN, no token");
+        let client = PinClient::new(key, 2, 6);
+        client.set_pin(key, PIN);
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        assert_eq!(config(key, Some(&token), 0x01, None), 0x3E, "with acfg");
+        assert_eq!(info_option(key, "ep"), None, "still no ep option");
+        for value in [1, 2, 0, 3] {
+            let token = client
+                .token(key, PIN, Some(0x01), Some("ep.example"))
+                .unwrap();
+            let mut request = make_credential_request("ep.example", b"user", &[-7], false);
+            if let Value::Map(entries) = &mut request {
+                entries.push((int(8), bytes(&PinClient::mac(2, &token, &[7u8; 32]))));
+                entries.push((int(9), int(2)));
+                entries.push((int(0x0A), int(value)));
+            }
+            assert_eq!(ctap2(key, MC, Some(request)).0, 0x02, "value {value}");
+        }
     });
 }

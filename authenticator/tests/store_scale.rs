@@ -130,6 +130,47 @@ impl littlefs2::driver::Storage for PicoFlash {
     }
 }
 
+/// A batch and an enterprise attestation near their largest: certificates of over 1,000 of
+/// the 1,024 bytes allowed (a long subject), and 8 RP IDs of 256 bytes.
+fn largest_attestations() -> (
+    authenticator::attestation::Attestation,
+    authenticator::attestation::EnterpriseAttestation,
+) {
+    use attestation::certificate::{self, Subject};
+    use der::Encode;
+    let subject = |cn: &str| Subject {
+        country: "SE".into(),
+        organization: "o".repeat(64),
+        common_name: cn.into(),
+    };
+    let ca = certificate::root_ca(&subject("root"), 30).unwrap();
+    let der = |issued: &certificate::Issued| issued.certificate.to_der().unwrap();
+    // The longest common name that keeps each certificate within the limit.
+    let fit = |make: &dyn Fn(&str) -> certificate::Issued| {
+        (0..600)
+            .rev()
+            .step_by(8)
+            .map(|n| make(&"c".repeat(n)))
+            .find(|issued| der(issued).len() <= authenticator::attestation::MAX_CERTIFICATE_LEN)
+            .unwrap()
+    };
+    let batch = fit(&|cn| certificate::batch(&ca, &subject(cn), [1; 16], 20).unwrap());
+    let enterprise =
+        fit(&|cn| certificate::enterprise(&ca, &subject(cn), "SN-1", [1; 16], 20).unwrap());
+    assert!(der(&batch).len() > 1000 && der(&enterprise).len() > 1000);
+    let ids: Vec<String> = (0..8).map(|i| format!("{i}{}", "r".repeat(255))).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    (
+        authenticator::attestation::Attestation::new(&batch.key.to_bytes(), &der(&batch)).unwrap(),
+        authenticator::attestation::EnterpriseAttestation::new(
+            &enterprise.key.to_bytes(),
+            &der(&enterprise),
+            &ids,
+        )
+        .unwrap(),
+    )
+}
+
 fn rp_hash(rp: &str) -> [u8; 32] {
     Sha256::digest(rp.as_bytes()).into()
 }
@@ -195,6 +236,9 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
         }
         store.save_settings(&settings).unwrap();
         store.save_pin(&PinState::default()).unwrap();
+        let (batch, enterprise) = largest_attestations();
+        store.save_attestation(&batch).unwrap();
+        store.save_enterprise_attestation(enterprise).unwrap();
         assert_eq!(store.remaining_resident_slots(), capacity);
 
         for i in 0..capacity {
@@ -556,4 +600,53 @@ fn the_migration_survives_a_power_cut_at_every_write() {
             }
         }
     }
+}
+
+/// Installing the enterprise attestation is one file write: a power cut at any program or
+/// erase of it, clean or torn, leaves either no record or the whole of it (never a record that
+/// reads wrong, which would fail every later read), and the batch is untouched.
+#[test]
+fn the_enterprise_record_survives_a_power_cut_at_every_write() {
+    let (batch, enterprise) = largest_attestations();
+    let mut base = PicoFlash::new();
+    with_store(&mut base, |store| store.save_attestation(&batch).unwrap());
+    let fresh = |bytes: &[u8]| PicoFlash {
+        bytes: bytes.to_vec(),
+        counts: Rc::default(),
+    };
+    let mut probe = fresh(&base.bytes);
+    with_store(&mut probe, |store| {
+        store
+            .save_enterprise_attestation(enterprise.clone())
+            .unwrap()
+    });
+    let ops = probe.counts.programs.get() + probe.counts.erases.get();
+    let (mut none, mut whole) = (0, 0);
+    for tear in [false, true] {
+        for cut in 1..=ops {
+            let mut flash = fresh(&base.bytes);
+            flash.counts.budget.set(Some(cut));
+            flash.counts.tear.set(tear);
+            {
+                let mut alloc = Allocation::new();
+                if let Ok(fs) = store::mount(&mut alloc, &mut flash) {
+                    let _ = Store::new(fs).save_enterprise_attestation(enterprise.clone());
+                }
+            }
+            flash.counts.budget.set(None);
+            with_store(&mut flash, |store| {
+                let context = format!("cut at operation {cut} (torn: {tear})");
+                match store.enterprise_attestation().expect(&context) {
+                    None => none += 1,
+                    Some(read) => {
+                        assert_eq!(read, &enterprise, "{context}");
+                        whole += 1;
+                    }
+                }
+                assert_eq!(store.attestation().unwrap(), Some(&batch), "{context}");
+            });
+        }
+    }
+    eprintln!("{ops} operations: {none} cuts left no record, {whole} the whole one");
+    assert!(none > 0 && whole > 0, "both outcomes seen");
 }

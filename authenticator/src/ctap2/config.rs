@@ -1,4 +1,4 @@
-//! authenticatorConfig (§6.11): alwaysUv and the minimum PIN length.
+//! authenticatorConfig (§6.11): enterprise attestation, alwaysUv and the minimum PIN length.
 
 use serde_indexed::{DeserializeIndexed, SerializeIndexed};
 
@@ -9,7 +9,7 @@ use crate::platform::Platform;
 use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
 use crate::Authenticator;
 
-const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
+pub(super) const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
 pub(super) const TOGGLE_ALWAYS_UV: u8 = 0x02;
 pub(super) const SET_MIN_PIN_LENGTH: u8 = 0x03;
 
@@ -55,10 +55,27 @@ pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8
             Ok(())
         }
         SET_MIN_PIN_LENGTH => set_min_pin_length(auth, request.sub_command_params.as_ref()),
-        // Enterprise attestation needs a provisioned attestation: not on this key yet.
-        ENABLE_ENTERPRISE_ATTESTATION => Err(Error::InvalidSubcommand.into()),
+        ENABLE_ENTERPRISE_ATTESTATION => enable_enterprise_attestation(auth),
         _ => Err(Error::InvalidSubcommand.into()),
     }
+}
+
+/// enableEnterpriseAttestation (§6.11.2, §7.1): only a key with an enterprise attestation
+/// provisioned has the subcommand (getInfo then lists it in authenticatorConfigCommands and has
+/// the `ep` option); on any other key it is a subcommand the key does not support, answered as
+/// every unsupported subcommand is, CTAP2_ERR_INVALID_SUBCOMMAND. Enabling an enabled key
+/// changes nothing and succeeds. It stays enabled across power cycles until
+/// authenticatorReset, which disables it (the settings file goes).
+fn enable_enterprise_attestation<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
+    if auth.store.enterprise_attestation()?.is_none() {
+        return Err(Error::InvalidSubcommand.into());
+    }
+    let mut settings = auth.store.settings()?;
+    if !settings.enterprise_attestation {
+        settings.enterprise_attestation = true;
+        auth.store.save_settings(&settings)?;
+    }
+    Ok(())
 }
 
 /// A key with a PIN (or alwaysUv) takes configuration only with an acfg token (§6.11.1).

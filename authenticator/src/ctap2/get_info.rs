@@ -35,6 +35,9 @@ const EXTENSIONS: [&str; 8] = [
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Options {
+    /// Enterprise attestation: absent on a key without one provisioned, else whether enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ep: Option<bool>,
     rk: bool,
     up: bool,
     plat: bool,
@@ -103,7 +106,7 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     enc_cred_store_state: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
-    authenticator_config_commands: [u8; 2],
+    authenticator_config_commands: Vec<u8, 3>,
 }
 
 /// encIdentifier and encCredStoreState (CTAP 2.2), `None` without a PIN (no persistent token to
@@ -166,6 +169,14 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
     let pin_set = auth.store.pin_is_set();
     let (enc_identifier, enc_cred_store_state) = sealed_state(auth).unzip();
+    // One that cannot be read counts as none, as the batch attestation does.
+    let enterprise = matches!(auth.store.enterprise_attestation(), Ok(Some(_)));
+    let mut config_commands = Vec::new();
+    if enterprise {
+        let _ = config_commands.push(super::config::ENABLE_ENTERPRISE_ATTESTATION);
+    }
+    let _ = config_commands.push(super::config::TOGGLE_ALWAYS_UV);
+    let _ = config_commands.push(super::config::SET_MIN_PIN_LENGTH);
 
     let mut versions = Vec::new();
     // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 3 holds all three.
@@ -176,6 +187,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let _ = versions.push("FIDO_2_1");
 
     let options = Options {
+        ep: enterprise.then_some(settings.enterprise_attestation),
         rk: true,
         up: true,
         plat: false,
@@ -226,9 +238,6 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         pin_complexity_policy_url: None,
         max_pin_length: super::client_pin::MAX_PIN_BYTES,
         enc_cred_store_state,
-        authenticator_config_commands: [
-            super::config::TOGGLE_ALWAYS_UV,
-            super::config::SET_MIN_PIN_LENGTH,
-        ],
+        authenticator_config_commands: config_commands,
     }
 }

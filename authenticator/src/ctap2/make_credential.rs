@@ -129,9 +129,7 @@ pub(crate) fn make_credential<P: Platform>(
     if !uv && options.and_then(|o| o.uv) == Some(true) {
         return Err(Error::InvalidOption.into());
     }
-    if request.enterprise_attestation.is_some() {
-        return Err(Error::InvalidParameter.into());
-    }
+    let enterprise = enterprise_attestation(auth, request)?;
     require_uv_if_configured(auth, uv, discoverable)?;
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
@@ -238,20 +236,33 @@ pub(crate) fn make_credential<P: Platform>(
     }
     .serialize()?;
 
-    let (fmt, att_stmt) = if prefers_no_attestation(request) {
+    // A platform that puts "none" first gets none, even if it also asked for enterprise
+    // attestation: it said it does not want an attestation, so the key gives away nothing
+    // that identifies it (and epAtt stays absent).
+    let no_attestation = prefers_no_attestation(request);
+    let (fmt, att_stmt) = if no_attestation {
         (
             AttestationStatementFormat::None,
             AttestationStatement::None(NoneAttestationStatement {}),
         )
     } else {
         let signed: [&[u8]; 2] = [&auth_data, client_data_hash];
+        let attestation = if enterprise {
+            auth.store
+                .enterprise_attestation()?
+                .map(|enterprise| enterprise.attestation())
+        } else {
+            auth.store.attestation()?
+        };
         (
             AttestationStatementFormat::Packed,
-            AttestationStatement::Packed(packed(auth.store.attestation()?, &credential, &signed)?),
+            AttestationStatement::Packed(packed(attestation, &credential, &signed)?),
         )
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();
     response.att_stmt = Some(att_stmt);
+    // epAtt (§6.1.2): present, true, exactly when the enterprise attestation was returned.
+    response.ep_att = (enterprise && !no_attestation).then_some(true);
     if large_blob_key {
         response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
     }
@@ -289,6 +300,36 @@ fn packed(
     };
     Ok(statement)
 }
+
+/// enterpriseAttestation (§6.1.2 step 9, §7.1): whether this registration gets the enterprise
+/// attestation.
+/// - On a key without one provisioned, or with it disabled: CTAP1_ERR_INVALID_PARAMETER.
+/// - A value other than 1 or 2: CTAP2_ERR_INVALID_OPTION.
+/// - 1, vendor-facilitated: only for an RP ID on the provisioned list (exact bytes); any other
+///   RP gets the ordinary batch attestation, as the spec asks, not an error.
+/// - 2, platform-managed: for any RP ID; the platform is trusted to ask only for the RPs its
+///   enterprise policy names.
+fn enterprise_attestation<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+) -> Step<bool> {
+    let Some(kind) = request.enterprise_attestation else {
+        return Ok(false);
+    };
+    let enabled = auth.store.settings()?.enterprise_attestation;
+    let Some(enterprise) = auth.store.enterprise_attestation()?.filter(|_| enabled) else {
+        return Err(Error::InvalidParameter.into());
+    };
+    match kind {
+        VENDOR_FACILITATED => Ok(enterprise.lists(&request.rp.id)),
+        PLATFORM_MANAGED => Ok(true),
+        _ => Err(Error::InvalidOption.into()),
+    }
+}
+
+/// enterpriseAttestation's values (§6.1).
+const VENDOR_FACILITATED: u32 = 1;
+const PLATFORM_MANAGED: u32 = 2;
 
 /// minPinLength (§12.4): the minimum PIN length, but only to RPs the key's owner allowed.
 fn min_pin_length_output<P: Platform>(

@@ -47,8 +47,9 @@ const GENERATION_OFFSET: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN;
 /// reads a bounded number of metadata blocks.
 const FILES_PER_DIR: usize = 64;
 /// Blocks never given to slot files: the superblock/root, /dev and /cr metadata pairs, the
-/// attestation record, the largest large-blob array twice over (it is rewritten copy-on-write),
-/// the settings file twice over, the copy a slot write makes, and littlefs's own relocations.
+/// attestation record, the enterprise attestation record (at most 3,124 bytes: one block), the
+/// largest large-blob array twice over (it is rewritten copy-on-write), the settings file twice
+/// over, the copy a slot write makes, and littlefs's own relocations.
 pub const RESERVED_BLOCKS: usize = 24;
 
 /// One slot's entry in a file header and in the RAM index. All zeros: the slot is free.
