@@ -616,7 +616,7 @@ fn uv_option_pin_probe_and_legacy_token_parameters() {
 }
 
 #[test]
-fn config_force_change_pin_and_enterprise_attestation() {
+fn config_force_change_pin() {
     let mut storage = RamStorage::default();
     with_key(&mut storage, &Knobs::default(), 13, |key| {
         let params = map(vec![(int(3), Value::Bool(true))]);
