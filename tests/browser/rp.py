@@ -39,6 +39,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fido2.attestation import AttestationType, AttestationVerifier
+from fido2.ctap1 import Ctap1
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.pin import ClientPin
 from fido2.server import Fido2Server
 from fido2.webauthn import (
     AttestedCredentialData,
@@ -46,6 +49,10 @@ from fido2.webauthn import (
     PublicKeyCredentialRpEntity,
     PublicKeyCredentialUserEntity,
 )
+
+# The USB/IP connection of the python-fido2 tests (tests/python/usbip_hid.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from usbip_hid import open_device  # noqa: E402
 
 RP_ID = "signin.aws.amazon.com"
 # The AppID of AWS's legacy U2F enrolment (a FIDO AppID is a URL; its SHA-256 is the U2F
@@ -199,38 +206,12 @@ class Site:
             "counter": auth_data.counter,
         }
 
-    @staticmethod
-    def set_pin(target: str, pin: str) -> None:
-        """Give the key a PIN, as its owner would have before using it with the site."""
-        from fido2.ctap2 import Ctap2
-        from fido2.ctap2.pin import ClientPin
-
-        device = Site.open(target)
-        try:
-            ClientPin(Ctap2(device)).set_pin(pin)
-        finally:
-            device.close()
-
-    @staticmethod
-    def open(target: str):
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-        from usbip_hid import open_device
-
-        host, port, bus_id = target.rsplit(":", 2)
-        return open_device(host, int(port), bus_id)
-
-    def enroll_u2f(self, target: str, name: str) -> None:
+    def enroll_u2f(self, device, name: str) -> None:
         """Register a U2F credential over CTAP1, as AWS's pre-WebAuthn enrolment did."""
-        from fido2.ctap1 import Ctap1
-
-        device = Site.open(target)
-        try:
-            app_param = hashlib.sha256(APP_ID.encode()).digest()
-            client_param = os.urandom(32)
-            registration = Ctap1(device).register(client_param, app_param)
-            registration.verify(app_param, client_param)
-        finally:
-            device.close()
+        app_param = hashlib.sha256(APP_ID.encode()).digest()
+        client_param = os.urandom(32)
+        registration = Ctap1(device).register(client_param, app_param)
+        registration.verify(app_param, client_param)
         cred = AttestedCredentialData.from_ctap1(registration.key_handle, registration.public_key)
         self.legacy[name] = cred
         self.counters[cred.credential_id] = -1
@@ -349,9 +330,16 @@ def main() -> None:
     site = Site(f"https://{RP_ID}:{port}", json.loads(Path(args.metadata).read_text()))
     site_ref[0] = site
     if args.u2f:
-        site.enroll_u2f(args.u2f, "legacy-root")
-        if args.pin:
-            Site.set_pin(args.u2f, args.pin)
+        # One USB/IP connection, closed before the browser's guest attaches the key.
+        key_host, key_port, bus_id = args.u2f.rsplit(":", 2)
+        device = open_device(key_host, int(key_port), bus_id)
+        try:
+            site.enroll_u2f(device, "legacy-root")
+            if args.pin:
+                # As the key's owner would have, before using it with the site.
+                ClientPin(Ctap2(device)).set_pin(args.pin)
+        finally:
+            device.close()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
