@@ -9,7 +9,7 @@
 //! each, `rp-<n>…`.
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 use littlefs2::fs::Allocation;
@@ -68,7 +68,7 @@ impl Platform for Host {
     fn now_ms(&self) -> u64 {
         0
     }
-    fn start_presence(&mut self) {}
+    fn start_presence(&mut self, _touch: Touch) {}
     fn poll_presence(&mut self) -> Presence {
         Presence::Granted
     }

@@ -8,7 +8,7 @@ use crate::attestation::{Attestation, AttestationError, EnterpriseAttestation};
 use crate::credential::{CredProtect, Credential};
 use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
-use crate::platform::{Indicator, Platform};
+use crate::platform::{Indicator, Platform, Touch};
 use crate::presence::{Presence, Refusal};
 use crate::store::Store;
 
@@ -129,10 +129,20 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         self.presence_check().map_err(Halt::from)
     }
 
+    /// CTAP2's presence check for a request that needs a long touch (reset, when the owner
+    /// enabled longTouchForReset).
+    pub(crate) fn long_touch(&mut self) -> Step<()> {
+        let request = self.request_digest;
+        self.presence
+            .check(&mut self.platform, &request, Touch::Long)
+            .map_err(Halt::from)
+    }
+
     /// The presence check for the current request, whatever the protocol.
     pub(crate) fn presence_check(&mut self) -> Result<(), Refusal> {
         let request = self.request_digest;
-        self.presence.check(&mut self.platform, &request)
+        self.presence
+            .check(&mut self.platform, &request, Touch::Short)
     }
 
     /// Is `id` a live credential of ours for this RP that this request may see? A discoverable

@@ -18,6 +18,21 @@ pub enum Presence {
     TimedOut,
 }
 
+/// The touch a request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// An ordinary touch: a press of the button (or the runner's approval).
+    Short,
+    /// A long touch (CTAP 2.2 longTouchForReset): the button held down without a break for
+    /// [`LONG_TOUCH_MS`]. A shorter press answers nothing; the wait goes on. Asked only of a
+    /// body whose [`Platform::has_long_touch`] is true.
+    Long,
+}
+
+/// How long the button must be held for a [`Touch::Long`]. The spec leaves the length to the
+/// key; five seconds is long enough that nobody holds it by accident while signing in.
+pub const LONG_TOUCH_MS: u64 = 5_000;
+
 /// What the key's indicator (LED, terminal line) should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Indicator {
@@ -42,9 +57,10 @@ pub trait Platform {
     /// Milliseconds on a monotonic clock whose origin is this power-up (or process start).
     fn now_ms(&self) -> u64;
 
-    /// A request needs the user's presence: start asking (light the LED, print a prompt).
-    /// Called once per wait, before the first [`Platform::poll_presence`].
-    fn start_presence(&mut self);
+    /// A request needs the user's presence: start asking (light the LED, print a prompt) for
+    /// the kind of `touch` it needs. Called once per wait, before the first
+    /// [`Platform::poll_presence`].
+    fn start_presence(&mut self, touch: Touch);
 
     /// Non-blocking: has the user answered the request started by [`Platform::start_presence`]?
     fn poll_presence(&mut self) -> Presence;
@@ -54,4 +70,10 @@ pub trait Platform {
 
     /// Show something on the key's indicator.
     fn indicate(&mut self, indicator: Indicator);
+
+    /// Whether this body can tell a long touch ([`Touch::Long`]) from a short one. Only then
+    /// does the key offer longTouchForReset.
+    fn has_long_touch(&self) -> bool {
+        false
+    }
 }

@@ -4,7 +4,7 @@
 //! the platform's prompt; later asks poll it. The wait belongs to one request (by digest): a
 //! different request starts a new wait, so one touch never approves two things.
 
-use crate::platform::{Indicator, Platform, Presence as Answer};
+use crate::platform::{Indicator, Platform, Presence as Answer, Touch};
 
 /// How long the user has to touch the key.
 pub const TIMEOUT_MS: u64 = 30_000;
@@ -35,11 +35,13 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Has the user approved `request`? Starts the wait on the first call for a request.
+    /// Has the user approved `request` with a `touch`? Starts the wait on the first call for a
+    /// request.
     pub fn check<P: Platform>(
         &mut self,
         platform: &mut P,
         request: &[u8; 32],
+        touch: Touch,
     ) -> Result<(), Refusal> {
         let now = platform.now_ms();
         if self.wait.as_ref().is_some_and(|w| &w.request != request) {
@@ -48,7 +50,7 @@ impl Presence {
         let wait = match &mut self.wait {
             Some(wait) => wait,
             None => {
-                platform.start_presence();
+                platform.start_presence(touch);
                 platform.indicate(Indicator::WaitingForPresence);
                 self.wait.insert(Wait {
                     request: *request,

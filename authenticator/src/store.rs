@@ -162,6 +162,11 @@ pub struct Settings {
     /// written before it read as disabled, and authenticatorReset disables it (CTAP 2.1 §7.1).
     #[serde(rename = "e", default)]
     pub enterprise_attestation: bool,
+    /// CTAP 2.2 longTouchForReset enabled by authenticatorConfig: authenticatorReset then needs
+    /// a long touch. Settings written before it read as off; authenticatorReset turns it off
+    /// (the settings file goes, as for every other setting).
+    #[serde(rename = "l", default)]
+    pub long_touch_for_reset: bool,
 }
 
 impl Default for Settings {
@@ -173,6 +178,7 @@ impl Default for Settings {
             force_pin_change: false,
             pin_complexity: false,
             enterprise_attestation: false,
+            long_touch_for_reset: false,
         }
     }
 }

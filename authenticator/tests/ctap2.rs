@@ -130,15 +130,20 @@ fn get_info_reports_what_the_key_does() {
             .collect();
         assert_eq!(
             config,
-            [2, 3],
-            "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength"
+            [2, 3, 4],
+            "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength, enableLongTouchForReset"
+        );
+        assert_eq!(
+            get(&info, 0x18),
+            Some(&Value::Bool(false)),
+            "longTouchForReset: the body has a long touch, reset does not need it yet"
         );
         assert_eq!(
             get(&info, 0x1B),
             Some(&Value::Bool(false)),
             "pinComplexityPolicy: can be turned on, is off"
         );
-        for absent in [0x15, 0x17, 0x18, 0x19, 0x1C, 0x1E] {
+        for absent in [0x15, 0x17, 0x19, 0x1C, 0x1E] {
             assert!(
                 get(&info, absent).is_none(),
                 "0x{absent:02x} is not advertised"

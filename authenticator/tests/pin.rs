@@ -646,7 +646,7 @@ fn enterprise_attestation_on_a_key_without_one() {
         let info = ctap2(key, 0x04, None).1.unwrap();
         assert_eq!(
             get(&info, 0x1F),
-            Some(&Value::Array(vec![int(2), int(3)])),
+            Some(&Value::Array(vec![int(2), int(3), int(4)])),
             "authenticatorConfigCommands without 0x01"
         );
         assert_eq!(config(key, None, 0x01, None), 0x3E, "no PIN, no token");

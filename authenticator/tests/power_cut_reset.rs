@@ -26,7 +26,7 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 use common::{
@@ -150,7 +150,7 @@ impl Platform for CutPlatform {
     fn now_ms(&self) -> u64 {
         0
     }
-    fn start_presence(&mut self) {}
+    fn start_presence(&mut self, _touch: Touch) {}
     fn poll_presence(&mut self) -> Presence {
         Presence::Granted
     }

@@ -1,7 +1,7 @@
 //! A fresh authenticator on a RAM littlefs2 image for each fuzz input, so every crash
 //! reproduces from its input alone.
 
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch};
 use authenticator::{Authenticator, Config};
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
@@ -23,12 +23,16 @@ impl Platform for FuzzPlatform {
     fn now_ms(&self) -> u64 {
         self.now_ms
     }
-    fn start_presence(&mut self) {}
+    fn start_presence(&mut self, _touch: Touch) {}
     fn poll_presence(&mut self) -> Presence {
         Presence::Granted
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _: Indicator) {}
+    /// So the fuzzer reaches enableLongTouchForReset and the long-touch reset too.
+    fn has_long_touch(&self) -> bool {
+        true
+    }
 }
 
 /// Run `f` with a fresh key.

@@ -1,7 +1,8 @@
 //! The Pico's side of the authenticator's `Platform`: the CSPRNG, the 1 MHz timer, BOOTSEL as
-//! the presence button, the LED (GPIO25) as the indicator.
+//! the presence button (held for `LONG_TOUCH_MS`: a long touch), the LED (GPIO25) as the
+//! indicator.
 
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch, LONG_TOUCH_MS};
 use embedded_hal::digital::OutputPin;
 use rand_chacha::ChaCha20Rng;
 use rp2040_hal::gpio::{bank0::Gpio25, FunctionSioOutput, Pin, PullDown};
@@ -23,6 +24,10 @@ pub struct PicoPlatform {
     led: Led,
     /// Until when the LED flashes for a WINK.
     wink_until: u64,
+    /// The touch the current wait needs.
+    touch: Touch,
+    /// Since when BOOTSEL has been held without a break, during a long-touch wait.
+    held_since: Option<u64>,
 }
 
 impl PicoPlatform {
@@ -32,6 +37,8 @@ impl PicoPlatform {
             timer,
             led,
             wink_until: 0,
+            touch: Touch::Short,
+            held_since: None,
         }
     }
 
@@ -71,22 +78,40 @@ impl Platform for PicoPlatform {
         self.timer.get_counter().ticks() / 1000
     }
 
-    fn start_presence(&mut self) {
+    fn start_presence(&mut self, touch: Touch) {
+        self.touch = touch;
+        self.held_since = None;
         let _ = self.led.set_high();
     }
 
     fn poll_presence(&mut self) -> Presence {
         let now = self.now_ms();
-        self.blink(now);
-        if bootsel::pressed() {
-            Presence::Granted
-        } else {
-            Presence::Pending
+        let pressed = bootsel::pressed();
+        match (self.touch, pressed) {
+            (Touch::Short, true) => return Presence::Granted,
+            (Touch::Short, false) => {}
+            // A long touch: held without a break; letting go starts the count again. While
+            // held the LED stays on, so the user sees the press is being counted.
+            (Touch::Long, true) => {
+                let since = *self.held_since.get_or_insert(now);
+                if now - since >= LONG_TOUCH_MS {
+                    return Presence::Granted;
+                }
+                let _ = self.led.set_high();
+                return Presence::Pending;
+            }
+            (Touch::Long, false) => self.held_since = None,
         }
+        self.blink(now);
+        Presence::Pending
     }
 
     fn stop_presence(&mut self) {
         let _ = self.led.set_low();
+    }
+
+    fn has_long_touch(&self) -> bool {
+        true
     }
 
     fn indicate(&mut self, indicator: Indicator) {

@@ -10,6 +10,11 @@ use e2e_tests::{runner_binary, usbip, Key};
 use usbip_runner::{PresenceMode, ServerConfig, StateLocation};
 
 fn control_key(keys: usize) -> Key {
+    control_key_named(keys, "")
+}
+
+/// A key under control with a socket of its own (`name` tells tests with as many keys apart).
+fn control_key_named(keys: usize, name: &str) -> Key {
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         PresenceMode::Control,
@@ -17,7 +22,7 @@ fn control_key(keys: usize) -> Key {
     );
     config.keys = keys;
     let socket = std::env::temp_dir().join(format!(
-        "usbip-runner-test-{}-{keys}.sock",
+        "usbip-runner-test-{}-{keys}{name}.sock",
         std::process::id()
     ));
     config.control = Some(socket);
@@ -27,9 +32,12 @@ fn control_key(keys: usize) -> Key {
 /// Send makeCredential and wait until the key reports it waits for a touch.
 fn start_waiting(channel: &mut Channel) {
     let body = make_credential_request("example.com", b"u", &[-7], false);
-    channel
-        .send(ctaphid::CBOR, &request(0x01, Some(&body)))
-        .unwrap();
+    send_and_wait(channel, &request(0x01, Some(&body)));
+}
+
+/// Send a CTAP2 request and wait until the key reports it waits for a touch.
+fn send_and_wait(channel: &mut Channel, ctap2_request: &[u8]) {
+    channel.send(ctaphid::CBOR, ctap2_request).unwrap();
     let report = channel.device.read_report(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (report[4], report[7]),
@@ -137,6 +145,65 @@ fn the_control_socket_approves_denies_and_times_out() {
     assert!(usbip_runner::control::send(&socket, "approve 9-9")
         .unwrap()
         .starts_with("error"));
+}
+
+/// longTouchForReset on the virtual key: once enabled, authenticatorReset waits for `hold`; a
+/// short touch (`approve`) answers nothing, given while it waits or armed before it.
+#[test]
+fn with_long_touch_for_reset_enabled_reset_waits_for_hold() {
+    let key = control_key_named(1, "-long");
+    let server = key.server().unwrap();
+    let socket = server.control_socket().unwrap().to_path_buf();
+    let mut channel = key.channel();
+    let long_touch = |channel: &mut Channel| {
+        let (_, info) = channel.cbor(&request(0x04, None)).unwrap();
+        get(&decode_body(&info).unwrap(), 0x18).cloned()
+    };
+    assert_eq!(long_touch(&mut channel), Some(ciborium::Value::Bool(false)));
+    let enable = request(0x0D, Some(&map(vec![(int(1), int(4))])));
+    assert_eq!(
+        channel.cbor(&enable).unwrap().0,
+        0,
+        "no PIN: no token needed"
+    );
+    assert_eq!(long_touch(&mut channel), Some(ciborium::Value::Bool(true)));
+
+    send_and_wait(&mut channel, &[0x07]);
+    let out = Command::new(runner_binary())
+        .args(["control", socket.to_str().unwrap(), "approve"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the command-line client reports the error"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "error 1-1 waits for a long touch: hold 1-1"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.control("status").unwrap(), "waiting 1-1", "still");
+    assert_eq!(server.control("hold").unwrap(), "ok waiting");
+    assert_eq!(finish(&mut channel), 0, "reset with the long touch");
+    assert_eq!(
+        long_touch(&mut channel),
+        Some(ciborium::Value::Bool(false)),
+        "off after reset"
+    );
+
+    // Armed in advance, a short touch is kept for a request it answers, not spent on a reset.
+    assert_eq!(channel.cbor(&enable).unwrap().0, 0);
+    assert_eq!(server.control("approve").unwrap(), "ok armed");
+    send_and_wait(&mut channel, &[0x07]);
+    assert_eq!(server.control("timeout").unwrap(), "ok waiting");
+    assert_eq!(finish(&mut channel), 0x2F);
+    assert_eq!(
+        long_touch(&mut channel),
+        Some(ciborium::Value::Bool(true)),
+        "not reset"
+    );
+    let (status, _) = channel.cbor(&request(0x0B, None)).unwrap();
+    assert_eq!(status, 0, "selection took the armed touch");
 }
 
 #[test]

@@ -5,11 +5,17 @@
 //! ```text
 //! > approve [BUS]     approve the pending request of key BUS (or the only one waiting);
 //! < ok waiting        ... "ok armed" if none waits: it then answers the next request
+//! > hold [BUS]        a long touch: approves any request, including a reset that needs one
 //! > deny [BUS]        refuse it (CTAP2_ERR_OPERATION_DENIED)
 //! > timeout [BUS]     end it now as if nobody touched (CTAP2_ERR_USER_ACTION_TIMEOUT)
 //! > status            "waiting 1-1 1-3": the keys with a request waiting
 //! < error ...         an unknown command or bus id
 //! ```
+//!
+//! `approve` is a short touch. Once the owner enabled longTouchForReset, authenticatorReset
+//! waits for a long touch: as on a real key, a short one does not answer it (the reply is an
+//! error saying so, and the request keeps waiting), and an `approve` armed in advance is not
+//! spent on it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -17,12 +23,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use authenticator::platform::Presence;
+use authenticator::platform::{Presence, Touch};
 
 /// An answer from the control socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     Approve,
+    /// A long touch.
+    Hold,
     Deny,
     Timeout,
 }
@@ -30,16 +38,23 @@ pub enum Answer {
 impl Answer {
     pub fn presence(self) -> Presence {
         match self {
-            Answer::Approve => Presence::Granted,
+            Answer::Approve | Answer::Hold => Presence::Granted,
             Answer::Deny => Presence::Denied,
             Answer::Timeout => Presence::TimedOut,
         }
+    }
+
+    /// Whether this answers a wait for `touch`: a short touch does not make a long one.
+    fn answers(self, touch: Touch) -> bool {
+        !(self == Answer::Approve && touch == Touch::Long)
     }
 }
 
 #[derive(Default)]
 struct KeyState {
     waiting: bool,
+    /// The touch the waiting request needs.
+    touch: Option<Touch>,
     /// Answer for the request waiting now.
     answer: Option<Answer>,
     /// Answer given while nothing waited: for the next request.
@@ -68,11 +83,12 @@ impl Control {
         keys.get_mut(bus_id).map(f)
     }
 
-    /// A key starts waiting for a touch.
-    pub fn start(&self, bus_id: &str) {
+    /// A key starts waiting for a `touch`.
+    pub fn start(&self, bus_id: &str, touch: Touch) {
         self.with(bus_id, |key| {
             key.waiting = true;
-            key.answer = key.armed.take();
+            key.touch = Some(touch);
+            key.answer = key.armed.take_if(|armed| armed.answers(touch));
         });
     }
 
@@ -87,6 +103,7 @@ impl Control {
     pub fn stop(&self, bus_id: &str) {
         self.with(bus_id, |key| {
             key.waiting = false;
+            key.touch = None;
             key.answer = None;
         });
     }
@@ -98,6 +115,7 @@ impl Control {
         let bus = words.next();
         let answer = match verb {
             "approve" => Answer::Approve,
+            "hold" => Answer::Hold,
             "deny" => Answer::Deny,
             "timeout" => Answer::Timeout,
             "status" => {
@@ -133,7 +151,9 @@ impl Control {
         let Some(key) = keys.get_mut(&bus) else {
             return format!("error unknown bus id {bus:?}");
         };
-        if key.waiting {
+        if key.waiting && !key.touch.is_none_or(|touch| answer.answers(touch)) {
+            format!("error {bus} waits for a long touch: hold {bus}")
+        } else if key.waiting {
             key.answer = Some(answer);
             "ok waiting".to_string()
         } else {

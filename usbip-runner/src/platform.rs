@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -17,17 +17,29 @@ pub enum PresenceMode {
     Auto,
     /// Refuse at once.
     Deny,
-    /// Ask on the terminal: Enter approves, `n` and Enter refuses.
+    /// Ask on the terminal: Enter approves, `n` and Enter refuses (a long touch: `hold` and
+    /// Enter approves).
     Prompt,
     /// Wait for a script's answer on the control socket (see [`crate::control`]).
     Control,
 }
 
+/// A line typed at the terminal prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Typed {
+    /// `n`: refuse.
+    No,
+    /// `hold`: a long touch.
+    Hold,
+    /// Anything else, Enter alone: a touch.
+    Yes,
+}
+
 /// The terminal prompt shared by the keys of one runner and a stdin reader thread.
 #[derive(Default)]
 pub struct Prompt {
-    /// `Some(None)`: asking, no answer yet; `Some(Some(yes))`: answered.
-    answer: Mutex<Option<Option<bool>>>,
+    /// `Some(None)`: asking, no answer yet; `Some(Some(line))`: answered.
+    answer: Mutex<Option<Option<Typed>>>,
 }
 
 impl Prompt {
@@ -38,10 +50,14 @@ impl Prompt {
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
-                let yes = !line.trim().eq_ignore_ascii_case("n");
+                let typed = match line.trim().to_ascii_lowercase().as_str() {
+                    "n" => Typed::No,
+                    "hold" => Typed::Hold,
+                    _ => Typed::Yes,
+                };
                 let mut answer = reader.answer.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(None) = *answer {
-                    *answer = Some(Some(yes));
+                    *answer = Some(Some(typed));
                 }
             }
         });
@@ -57,6 +73,8 @@ pub struct RunnerPlatform<S> {
     control: Option<Arc<Control>>,
     /// The key's bus id.
     label: String,
+    /// The touch the current wait needs.
+    touch: Touch,
     _storage: std::marker::PhantomData<S>,
 }
 
@@ -76,6 +94,7 @@ impl<S> RunnerPlatform<S> {
             prompt,
             control,
             label,
+            touch: Touch::Short,
             _storage: std::marker::PhantomData,
         })
     }
@@ -93,19 +112,22 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn start_presence(&mut self) {
-        tracing::info!(key = %self.label, "user presence requested");
+    fn start_presence(&mut self, touch: Touch) {
+        self.touch = touch;
+        let long = touch == Touch::Long;
+        tracing::info!(key = %self.label, long, "user presence requested");
         if let (PresenceMode::Prompt, Some(prompt)) = (self.mode, &self.prompt) {
             *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
+            let ask = if long {
+                "Long touch requested (reset): type hold and Enter to approve, n and Enter to deny"
+            } else {
+                "Touch requested: press Enter to approve, n and Enter to deny"
+            };
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(
-                stderr,
-                "[{}] Touch requested: press Enter to approve, n and Enter to deny",
-                self.label
-            );
+            let _ = writeln!(stderr, "[{}] {ask}", self.label);
         }
         if let (PresenceMode::Control, Some(control)) = (self.mode, &self.control) {
-            control.start(&self.label);
+            control.start(&self.label, touch);
         }
     }
 
@@ -114,13 +136,23 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
             PresenceMode::Auto => Presence::Granted,
             PresenceMode::Deny => Presence::Denied,
             PresenceMode::Prompt => {
-                let answer = self
-                    .prompt
-                    .as_ref()
-                    .and_then(|p| *p.answer.lock().unwrap_or_else(|p| p.into_inner()));
+                let Some(prompt) = &self.prompt else {
+                    return Presence::Pending;
+                };
+                let mut answer = prompt.answer.lock().unwrap_or_else(|p| p.into_inner());
                 match answer.flatten() {
-                    Some(true) => Presence::Granted,
-                    Some(false) => Presence::Denied,
+                    Some(Typed::No) => Presence::Denied,
+                    Some(Typed::Yes) if self.touch == Touch::Long => {
+                        // A short touch does not answer a long-touch wait: ask again.
+                        *answer = Some(None);
+                        let _ = writeln!(
+                            std::io::stderr().lock(),
+                            "[{}] This needs a long touch: type hold and Enter",
+                            self.label
+                        );
+                        Presence::Pending
+                    }
+                    Some(_) => Presence::Granted,
                     None => Presence::Pending,
                 }
             }
@@ -144,5 +176,11 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
         if indicator == Indicator::Wink {
             tracing::info!(key = %self.label, "wink");
         }
+    }
+
+    /// Every presence mode tells a long touch apart: `auto` gives one, `deny` refuses it, the
+    /// prompt takes `hold`, the control socket `hold`.
+    fn has_long_touch(&self) -> bool {
+        true
     }
 }

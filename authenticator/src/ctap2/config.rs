@@ -1,4 +1,5 @@
-//! authenticatorConfig (§6.11): enterprise attestation, alwaysUv and the minimum PIN length.
+//! authenticatorConfig (§6.11): enterprise attestation, alwaysUv, the minimum PIN length and
+//! (CTAP 2.2) longTouchForReset.
 
 use serde_indexed::{DeserializeIndexed, SerializeIndexed};
 
@@ -12,6 +13,7 @@ use crate::Authenticator;
 pub(super) const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
 pub(super) const TOGGLE_ALWAYS_UV: u8 = 0x02;
 pub(super) const SET_MIN_PIN_LENGTH: u8 = 0x03;
+pub(super) const ENABLE_LONG_TOUCH_FOR_RESET: u8 = 0x04;
 
 /// The most RP IDs parsed from a request; more than [`MAX_MIN_PIN_LENGTH_RP_IDS`] is refused.
 const PARSED_RP_IDS: usize = 8;
@@ -56,8 +58,28 @@ pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8
         }
         SET_MIN_PIN_LENGTH => set_min_pin_length(auth, request.sub_command_params.as_ref()),
         ENABLE_ENTERPRISE_ATTESTATION => enable_enterprise_attestation(auth),
+        ENABLE_LONG_TOUCH_FOR_RESET => enable_long_touch_for_reset(auth),
         _ => Err(Error::InvalidSubcommand.into()),
     }
+}
+
+/// enableLongTouchForReset (CTAP 2.2): from now on authenticatorReset needs a long touch (the
+/// button held for `platform::LONG_TOUCH_MS`), so that a touch given by habit cannot wipe the
+/// key. Only a body with a long touch has the subcommand (getInfo then has longTouchForReset
+/// and lists 0x04 in authenticatorConfigCommands); elsewhere it is unsupported, answered as
+/// every unsupported subcommand is. There is no subcommand to turn it off: enabling an enabled
+/// key changes nothing and succeeds, and only authenticatorReset (itself with the long touch)
+/// returns the key to its factory setting, off.
+fn enable_long_touch_for_reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
+    if !auth.platform.has_long_touch() {
+        return Err(Error::InvalidSubcommand.into());
+    }
+    let mut settings = auth.store.settings()?;
+    if !settings.long_touch_for_reset {
+        settings.long_touch_for_reset = true;
+        auth.store.save_settings(&settings)?;
+    }
+    Ok(())
 }
 
 /// enableEnterpriseAttestation (§6.11.2, §7.1): only a key with an enterprise attestation

@@ -89,6 +89,7 @@ pub(crate) struct Info {
     attestation_formats: [&'static str; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
     uv_count_since_last_pin_entry: Option<u32>,
+    /// CTAP 2.2: present on a body that has a long touch; true once reset needs one.
     #[serde(skip_serializing_if = "Option::is_none")]
     long_touch_for_reset: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +107,7 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     enc_cred_store_state: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
-    authenticator_config_commands: Vec<u8, 3>,
+    authenticator_config_commands: Vec<u8, 4>,
 }
 
 /// encIdentifier and encCredStoreState (CTAP 2.2), `None` without a PIN (no persistent token to
@@ -177,6 +178,10 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     }
     let _ = config_commands.push(super::config::TOGGLE_ALWAYS_UV);
     let _ = config_commands.push(super::config::SET_MIN_PIN_LENGTH);
+    let long_touch = auth.platform.has_long_touch();
+    if long_touch {
+        let _ = config_commands.push(super::config::ENABLE_LONG_TOUCH_FOR_RESET);
+    }
 
     let mut versions = Vec::new();
     // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 3 holds all three.
@@ -230,7 +235,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         vendor_prototype_config_commands: None,
         attestation_formats: ["packed", "none"],
         uv_count_since_last_pin_entry: None,
-        long_touch_for_reset: None,
+        long_touch_for_reset: long_touch.then_some(settings.long_touch_for_reset),
         enc_identifier,
         transports_for_reset: ["usb"],
         // Present: the policy can be turned on; its value: whether it is.

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence};
+use authenticator::platform::{Indicator, Platform, Presence, Touch};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 
@@ -29,6 +29,10 @@ pub struct Knobs {
     pub now_ms: Rc<Cell<u64>>,
     pub presence: Rc<Cell<Presence>>,
     pub prompts: Rc<Cell<u32>>,
+    /// The touch the last prompt asked for.
+    pub touch: Rc<Cell<Option<Touch>>>,
+    /// Whether the body has a long touch (longTouchForReset).
+    pub long_touch: Rc<Cell<bool>>,
 }
 
 impl Default for Knobs {
@@ -37,6 +41,8 @@ impl Default for Knobs {
             now_ms: Rc::new(Cell::new(0)),
             presence: Rc::new(Cell::new(Presence::Granted)),
             prompts: Rc::new(Cell::new(0)),
+            touch: Rc::new(Cell::new(None)),
+            long_touch: Rc::new(Cell::new(true)),
         }
     }
 }
@@ -56,14 +62,18 @@ impl<S: littlefs2::driver::Storage> Platform for TestPlatform<S> {
     fn now_ms(&self) -> u64 {
         self.knobs.now_ms.get()
     }
-    fn start_presence(&mut self) {
+    fn start_presence(&mut self, touch: Touch) {
         self.knobs.prompts.set(self.knobs.prompts.get() + 1);
+        self.knobs.touch.set(Some(touch));
     }
     fn poll_presence(&mut self) -> Presence {
         self.knobs.presence.get()
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _indicator: Indicator) {}
+    fn has_long_touch(&self) -> bool {
+        self.knobs.long_touch.get()
+    }
 }
 
 pub const AAGUID: [u8; 16] = *b"test-aaguid-0001";
