@@ -88,7 +88,7 @@ fn get_info_reports_what_the_key_does() {
             .iter()
             .map(|v| v.as_text().unwrap().to_string())
             .collect();
-        assert_eq!(versions, ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]);
+        assert_eq!(versions, ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]);
         assert_eq!(get(&info, 3).unwrap().as_bytes().unwrap(), &AAGUID);
         let options = get(&info, 4).unwrap();
         assert_eq!(get_text(options, "rk"), Some(&Value::Bool(true)));

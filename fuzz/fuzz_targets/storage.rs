@@ -481,6 +481,7 @@ fn operate<S: Storage>(
             settings.always_uv = u.arbitrary()?;
             settings.min_pin_length = u.int_in_range(4..=63)?;
             settings.force_pin_change = u.arbitrary()?;
+            settings.long_touch_for_reset = u.arbitrary()?;
             let result = store.save_settings(&settings);
             let end = failed(power, result);
             match (&end, result) {

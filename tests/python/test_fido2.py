@@ -25,7 +25,8 @@ USERS = ["root"] + [f"iam-user-{i}" for i in range(1, 9)]
 
 def test_get_info(device):
     info = Ctap2(device).get_info()
-    assert {"U2F_V2", "FIDO_2_0", "FIDO_2_1"} <= set(info.versions)
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
+    assert "FIDO_2_2" not in info.versions, "CTAP 2.3 defines no FIDO_2_2"
     assert len(info.aaguid) == 16
     assert info.options["rk"] is True and info.options["up"] is True and info.options["plat"] is False
     assert info.max_msg_size == 7609

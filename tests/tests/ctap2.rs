@@ -85,7 +85,7 @@ fn get_info_over_usb() {
     assert_eq!(status, 0);
     let info = info.unwrap();
     let versions = get(&info, 1).unwrap().as_array().unwrap();
-    for version in ["U2F_V2", "FIDO_2_0", "FIDO_2_1"] {
+    for version in ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"] {
         assert!(versions.contains(&text(version)), "{version}");
     }
     assert_eq!(
@@ -559,7 +559,10 @@ fn chrome_style_version_negotiation() {
             .map(|v| v.as_text().unwrap().to_string())
             .collect()
     };
-    assert_eq!(versions(&mut channel), ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]);
+    assert_eq!(
+        versions(&mut channel),
+        ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
+    );
     assert_eq!(
         channel
             .msg(&[0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00])
@@ -570,7 +573,7 @@ fn chrome_style_version_negotiation() {
     // alwaysUv (no PIN: no token needed).
     let toggle = map(vec![(int(1), int(2))]);
     assert_eq!(call(&mut channel, 0x0D, Some(toggle)).0, 0);
-    assert_eq!(versions(&mut channel), ["FIDO_2_0", "FIDO_2_1"]);
+    assert_eq!(versions(&mut channel), ["FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]);
     let mut register = vec![0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 64];
     register.extend_from_slice(&[1; 64]);
     register.extend_from_slice(&[0, 0]);

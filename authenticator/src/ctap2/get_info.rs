@@ -60,7 +60,7 @@ struct Options {
 #[derive(SerializeIndexed)]
 #[serde_indexed(offset = 1)]
 pub(crate) struct Info {
-    versions: Vec<&'static str, 3>,
+    versions: Vec<&'static str, 4>,
     extensions: [&'static str; 8],
     aaguid: serde_bytes::ByteArray<16>,
     options: Options,
@@ -184,12 +184,15 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     }
 
     let mut versions = Vec::new();
-    // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 3 holds all three.
+    // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 4 holds all four.
     if !settings.always_uv {
         let _ = versions.push("U2F_V2");
     }
     let _ = versions.push("FIDO_2_0");
+    // FIDO_2_1 stays for platforms that know no later version (makeCredUvNotRqd is theirs);
+    // FIDO_2_3 says CTAP 2.2's additions are here too (CTAP 2.3 defines no "FIDO_2_2").
     let _ = versions.push("FIDO_2_1");
+    let _ = versions.push("FIDO_2_3");
 
     let options = Options {
         ep: enterprise.then_some(settings.enterprise_attestation),
