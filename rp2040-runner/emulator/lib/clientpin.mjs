@@ -5,7 +5,7 @@ import { encodeCbor, decodeCbor } from './cbor.mjs';
 
 export const SUB = { getPINRetries: 1, getKeyAgreement: 2, setPIN: 3, changePIN: 4, getPinToken: 5,
   getPinUvAuthTokenUsingPinWithPermissions: 9 };
-export const PERMISSION = { makeCredential: 0x01, getAssertion: 0x02 };
+export const PERMISSION = { makeCredential: 0x01, getAssertion: 0x02, persistentCredMgmt: 0x40 };
 export const ERR = { PIN_INVALID: 0x31, PIN_BLOCKED: 0x32, PIN_AUTH_INVALID: 0x33 };
 
 const b64u = (b) => Buffer.from(b).toString('base64url');
@@ -44,6 +44,14 @@ export class PinProtocol2 {
   static authenticate(key, message) {
     return new Uint8Array(crypto.createHmac('sha256', key).update(message).digest());
   }
+}
+
+/** CTAP 2.2's encIdentifier / encCredStoreState: IV || AES-128-CBC(HKDF-SHA-256(32 zero bytes,
+ * the persistent token, `info`), plaintext). */
+export function decryptUnderPersistentToken(token, info, sealed) {
+  const key = Buffer.from(crypto.hkdfSync('sha256', token, Buffer.alloc(32), info, 16));
+  const d = crypto.createDecipheriv('aes-128-cbc', key, sealed.subarray(0, 16)).setAutoPadding(false);
+  return Buffer.concat([d.update(sealed.subarray(16)), d.final()]);
 }
 
 /** clientPIN request bodies (CBOR maps, keys in canonical order). */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { bootKey } from '../lib/harness.mjs';
 import { decodeCbor } from '../lib/cbor.mjs';
 import * as ctap2 from '../lib/ctap2.mjs';
-import { ClientPin, PinProtocol2, PERMISSION, ERR } from '../lib/clientpin.mjs';
+import { ClientPin, PinProtocol2, PERMISSION, ERR, decryptUnderPersistentToken } from '../lib/clientpin.mjs';
 
 const UP = 0x01;
 const UV = 0x04;
@@ -54,4 +54,18 @@ test('set a PIN, makeCredential with a pinUvAuthToken is verified, a wrong PIN c
   const again = await pin.token('4711 pico', PERMISSION.getAssertion, ctap2.RP_ID);
   assert.equal(again.status, 0);
   assert.equal(await pin.retries(), 8, 'the right PIN restores the retries');
+
+  // CTAP 2.2 on the Pico: the persistent token (pcmr) decrypts getInfo's encIdentifier, the
+  // same 16 bytes under a fresh IV each time, and encCredStoreState.
+  const persistent = await pin.token('4711 pico', PERMISSION.persistentCredMgmt);
+  assert.equal(persistent.status, 0, `pcmr token status 0x${persistent.status.toString(16)}`);
+  const i1 = decodeCbor((await hid.cbor(0x04)).body);
+  const i2 = decodeCbor((await hid.cbor(0x04)).body);
+  assert.notDeepEqual(Buffer.from(i1.get(0x19)), Buffer.from(i2.get(0x19)), 'a fresh IV');
+  const id1 = decryptUnderPersistentToken(persistent.token, 'encIdentifier', i1.get(0x19));
+  const id2 = decryptUnderPersistentToken(persistent.token, 'encIdentifier', i2.get(0x19));
+  assert.equal(id1.length, 16);
+  assert.deepEqual(id1, id2, 'one identifier');
+  const state = decryptUnderPersistentToken(persistent.token, 'encCredStoreState', i1.get(0x1e));
+  assert.equal(state.length, 16);
 });
