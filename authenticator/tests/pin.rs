@@ -380,11 +380,14 @@ fn always_uv_needs_the_pin_and_turns_u2f_off() {
         let token = client.token(key, PIN, Some(ACFG), None).unwrap();
         assert_eq!(config(key, Some(&token), 0x02, None), 0);
         assert_eq!(info_option(key, "alwaysUv"), Some(Value::Bool(false)));
+        // §6.11 step 2: an unsupported subcommand is CTAP1_ERR_INVALID_PARAMETER, answered
+        // before any PIN/UV auth is looked at.
         assert_eq!(
             config(key, Some(&token), 0x7E, None),
-            0x3E,
+            0x02,
             "unknown subcommand"
         );
+        assert_eq!(config(key, None, 0x7E, None), 0x02, "before PUAT_REQUIRED");
     });
 }
 
@@ -636,7 +639,7 @@ fn config_force_change_pin() {
 
 /// A key without an enterprise attestation provisioned (CTAP 2.1 §7.1): getInfo has no `ep`
 /// option and does not list enableEnterpriseAttestation among its config commands, the
-/// subcommand is unsupported (CTAP2_ERR_INVALID_SUBCOMMAND) even with an acfg token, and
+/// subcommand is unsupported (CTAP1_ERR_INVALID_PARAMETER, §6.11) even with an acfg token, and
 /// makeCredential's enterpriseAttestation, whatever its value, gets CTAP1_ERR_INVALID_PARAMETER.
 #[test]
 fn enterprise_attestation_on_a_key_without_one() {
@@ -649,11 +652,11 @@ fn enterprise_attestation_on_a_key_without_one() {
             Some(&Value::Array(vec![int(2), int(3), int(4)])),
             "authenticatorConfigCommands without 0x01"
         );
-        assert_eq!(config(key, None, 0x01, None), 0x3E, "no PIN, no token");
+        assert_eq!(config(key, None, 0x01, None), 0x02, "no PIN, no token");
         let client = PinClient::new(key, 2, 6);
         client.set_pin(key, PIN);
         let token = client.token(key, PIN, Some(ACFG), None).unwrap();
-        assert_eq!(config(key, Some(&token), 0x01, None), 0x3E, "with acfg");
+        assert_eq!(config(key, Some(&token), 0x01, None), 0x02, "with acfg");
         assert_eq!(info_option(key, "ep"), None, "still no ep option");
         for value in [1, 2, 0, 3] {
             let token = client

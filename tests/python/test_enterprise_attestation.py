@@ -109,10 +109,11 @@ def test_a_key_without_enterprise_attestation(device):
     # python-fido2 reads getInfo's authenticatorConfigCommands, which lacks 0x01 here...
     with pytest.raises(ValueError, match="not supported"):
         Config(ctap).enable_enterprise_attestation()
-    # ...and the command itself, sent anyway, is an unsupported subcommand.
+    # ...and the command itself, sent anyway, is an unsupported subcommand (CTAP 2.1 §6.11:
+    # CTAP1_ERR_INVALID_PARAMETER).
     with pytest.raises(CtapError) as error:
         ctap.config(Config.CMD.ENABLE_ENTERPRISE_ATT)
-    assert error.value.code == CtapError.ERR.INVALID_SUBCOMMAND
+    assert error.value.code == CtapError.ERR.INVALID_PARAMETER
     with pytest.raises(CtapError) as error:
         ctap.make_credential(
             os.urandom(32), {"id": LISTED}, {"id": b"u", "name": "u"}, ES256,

@@ -14,6 +14,13 @@ pub(super) const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
 pub(super) const TOGGLE_ALWAYS_UV: u8 = 0x02;
 pub(super) const SET_MIN_PIN_LENGTH: u8 = 0x03;
 pub(super) const ENABLE_LONG_TOUCH_FOR_RESET: u8 = 0x04;
+/// Every subcommand this crate knows, in getInfo's order.
+pub(super) const SUB_COMMANDS: [u8; 4] = [
+    ENABLE_ENTERPRISE_ATTESTATION,
+    TOGGLE_ALWAYS_UV,
+    SET_MIN_PIN_LENGTH,
+    ENABLE_LONG_TOUCH_FOR_RESET,
+];
 
 /// The most RP IDs parsed from a request; more than [`MAX_MIN_PIN_LENGTH_RP_IDS`] is refused.
 const PARSED_RP_IDS: usize = 8;
@@ -48,6 +55,12 @@ struct SubCommandParams {
 
 pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8]) -> Step<()> {
     let request: Request<'_> = parse(payload)?;
+    // §6.11 step 2, before any PIN/UV auth: a subcommand this key does not have is
+    // CTAP1_ERR_INVALID_PARAMETER (not CTAP2_ERR_INVALID_SUBCOMMAND, which is credential
+    // management's and clientPIN's answer).
+    if !supported(auth, request.sub_command) {
+        return Err(Error::InvalidParameter.into());
+    }
     authorize(auth, &request)?;
     match request.sub_command {
         TOGGLE_ALWAYS_UV => {
@@ -59,21 +72,28 @@ pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8
         SET_MIN_PIN_LENGTH => set_min_pin_length(auth, request.sub_command_params.as_ref()),
         ENABLE_ENTERPRISE_ATTESTATION => enable_enterprise_attestation(auth),
         ENABLE_LONG_TOUCH_FOR_RESET => enable_long_touch_for_reset(auth),
-        _ => Err(Error::InvalidSubcommand.into()),
+        _ => Err(Error::InvalidParameter.into()),
+    }
+}
+
+/// The subcommands this key carries out now: what getInfo's authenticatorConfigCommands lists.
+pub(super) fn supported<P: Platform>(auth: &mut Authenticator<'_, P>, sub_command: u8) -> bool {
+    match sub_command {
+        TOGGLE_ALWAYS_UV | SET_MIN_PIN_LENGTH => true,
+        // One that cannot be read counts as none, as the batch attestation does.
+        ENABLE_ENTERPRISE_ATTESTATION => matches!(auth.store.enterprise_attestation(), Ok(Some(_))),
+        ENABLE_LONG_TOUCH_FOR_RESET => auth.platform.has_long_touch(),
+        _ => false,
     }
 }
 
 /// enableLongTouchForReset (CTAP 2.2): from now on authenticatorReset needs a long touch (the
 /// button held for `platform::LONG_TOUCH_MS`), so that a touch given by habit cannot wipe the
 /// key. Only a body with a long touch has the subcommand (getInfo then has longTouchForReset
-/// and lists 0x04 in authenticatorConfigCommands); elsewhere it is unsupported, answered as
-/// every unsupported subcommand is. There is no subcommand to turn it off: enabling an enabled
-/// key changes nothing and succeeds, and only authenticatorReset (itself with the long touch)
-/// returns the key to its factory setting, off.
+/// and lists 0x04 in authenticatorConfigCommands; see [`supported`]). There is no subcommand to
+/// turn it off: enabling an enabled key changes nothing and succeeds, and only
+/// authenticatorReset (itself with the long touch) returns the key to its factory setting, off.
 fn enable_long_touch_for_reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
-    if !auth.platform.has_long_touch() {
-        return Err(Error::InvalidSubcommand.into());
-    }
     let mut settings = auth.store.settings()?;
     if !settings.long_touch_for_reset {
         settings.long_touch_for_reset = true;
@@ -84,14 +104,10 @@ fn enable_long_touch_for_reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> 
 
 /// enableEnterpriseAttestation (§6.11.2, §7.1): only a key with an enterprise attestation
 /// provisioned has the subcommand (getInfo then lists it in authenticatorConfigCommands and has
-/// the `ep` option); on any other key it is a subcommand the key does not support, answered as
-/// every unsupported subcommand is, CTAP2_ERR_INVALID_SUBCOMMAND. Enabling an enabled key
-/// changes nothing and succeeds. It stays enabled across power cycles until
-/// authenticatorReset, which disables it (the settings file goes).
+/// the `ep` option); on any other key it is a subcommand the key does not support (see
+/// [`supported`]). Enabling an enabled key changes nothing and succeeds. It stays enabled
+/// across power cycles until authenticatorReset, which disables it (the settings file goes).
 fn enable_enterprise_attestation<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
-    if auth.store.enterprise_attestation()?.is_none() {
-        return Err(Error::InvalidSubcommand.into());
-    }
     let mut settings = auth.store.settings()?;
     if !settings.enterprise_attestation {
         settings.enterprise_attestation = true;

@@ -173,15 +173,12 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     // One that cannot be read counts as none, as the batch attestation does.
     let enterprise = matches!(auth.store.enterprise_attestation(), Ok(Some(_)));
     let mut config_commands = Vec::new();
-    if enterprise {
-        let _ = config_commands.push(super::config::ENABLE_ENTERPRISE_ATTESTATION);
+    for sub_command in super::config::SUB_COMMANDS {
+        if super::config::supported(auth, sub_command) {
+            let _ = config_commands.push(sub_command);
+        }
     }
-    let _ = config_commands.push(super::config::TOGGLE_ALWAYS_UV);
-    let _ = config_commands.push(super::config::SET_MIN_PIN_LENGTH);
     let long_touch = auth.platform.has_long_touch();
-    if long_touch {
-        let _ = config_commands.push(super::config::ENABLE_LONG_TOUCH_FOR_RESET);
-    }
 
     let mut versions = Vec::new();
     // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 4 holds all four.
