@@ -35,6 +35,16 @@ enum Typed {
     Yes,
 }
 
+impl Typed {
+    fn parse(line: &str) -> Self {
+        match line.trim().to_ascii_lowercase().as_str() {
+            "n" => Typed::No,
+            "hold" => Typed::Hold,
+            _ => Typed::Yes,
+        }
+    }
+}
+
 /// The terminal prompt shared by the keys of one runner and a stdin reader thread.
 #[derive(Default)]
 pub struct Prompt {
@@ -50,11 +60,7 @@ impl Prompt {
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
-                let typed = match line.trim().to_ascii_lowercase().as_str() {
-                    "n" => Typed::No,
-                    "hold" => Typed::Hold,
-                    _ => Typed::Yes,
-                };
+                let typed = Typed::parse(&line);
                 let mut answer = reader.answer.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(None) = *answer {
                     *answer = Some(Some(typed));
@@ -182,5 +188,50 @@ impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
     /// prompt takes `hold`, the control socket `hold`.
     fn has_long_touch(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key answered at the terminal: what each typed line does to a short and a long wait.
+    #[test]
+    fn the_prompt_takes_hold_for_a_long_touch_and_ignores_a_short_one() {
+        let prompt = Arc::new(Prompt::default());
+        let mut key: RunnerPlatform<authenticator::store::RamStorage<4>> = RunnerPlatform::new(
+            PresenceMode::Prompt,
+            Some(prompt.clone()),
+            None,
+            "1-1".into(),
+        )
+        .unwrap();
+        let type_line = |line: &str| {
+            let mut answer = prompt.answer.lock().unwrap();
+            assert_eq!(*answer, Some(None), "asking");
+            *answer = Some(Some(Typed::parse(line)));
+        };
+        for (touch, line, expected) in [
+            (Touch::Short, "", Presence::Granted),
+            (Touch::Short, "HOLD", Presence::Granted),
+            (Touch::Short, "n", Presence::Denied),
+            (Touch::Long, "hold", Presence::Granted),
+            (Touch::Long, " n ", Presence::Denied),
+        ] {
+            key.start_presence(touch);
+            assert_eq!(key.poll_presence(), Presence::Pending);
+            type_line(line);
+            assert_eq!(key.poll_presence(), expected, "{touch:?} {line:?}");
+            key.stop_presence();
+        }
+        // A long wait: Enter alone is a short touch, which answers nothing; the prompt asks
+        // again, and `hold` then answers.
+        key.start_presence(Touch::Long);
+        type_line("");
+        assert_eq!(key.poll_presence(), Presence::Pending);
+        type_line("hold");
+        assert_eq!(key.poll_presence(), Presence::Granted);
+        key.stop_presence();
+        assert_eq!(*prompt.answer.lock().unwrap(), None, "not asking");
     }
 }
