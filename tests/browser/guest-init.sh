@@ -38,14 +38,15 @@ PIN=""
 for word in $(cat /proc/cmdline); do
     case $word in
         usbip_port=*) PORT=${word#usbip_port=} ;;
+        rp_port=*) RP_PORT=${word#rp_port=} ;;
         rp_spki=*) SPKI=${word#rp_spki=} ;;
         browser=*) BROWSER=${word#browser=} ;;
         webauthn_pin=*) PIN=${word#webauthn_pin=} ;; # what the "user" types at Firefox's prompt
     esac
 done
 HOST=10.0.2.2 # QEMU's user network: the host's loopback
-[ -n "$PORT" ] && [ -n "$SPKI" ] && [ -n "$BROWSER" ] ||
-    fail "usbip_port, rp_spki or browser missing from the kernel command line"
+[ -n "$PORT" ] && [ -n "$RP_PORT" ] && [ -n "$SPKI" ] && [ -n "$BROWSER" ] ||
+    fail "usbip_port, rp_port, rp_spki or browser missing from the kernel command line"
 
 for module in e1000 vhci-hcd usbhid hid-generic; do
     modprobe "$module" || fail "modprobe $module"
@@ -66,9 +67,13 @@ while ! ls /dev/hidraw* >/dev/null 2>&1; do
 done
 echo "GUEST-ATTACHED $(ls /dev/hidraw*)"
 
-# The RP's host name resolves to the host (Chromium is also told so by --host-resolver-rules).
-printf "127.0.0.1 localhost\n%s signin.aws.amazon.com\n" "$HOST" >/etc/hosts
+# The site is https://signin.aws.amazon.com, port 443, as the real one: its name resolves to
+# the guest itself (Chromium is also told so by --host-resolver-rules), where busybox nc relays
+# each connection on :443 to the RP on the host (-ll -e: a child per connection, so the
+# browser's parallel connections are served at once; TLS passes through untouched).
+printf "127.0.0.1 localhost\n127.0.0.1 signin.aws.amazon.com\n" >/etc/hosts
 echo "hosts: files" >/etc/nsswitch.conf
+nc -ll -p 443 -e nc "$HOST" "$RP_PORT" &
 
 # Both browsers bind their remote endpoint to 127.0.0.1 only (the headless shell ignores
 # --remote-debugging-address), and QEMU's forward arrives on eth0: busybox nc relays port 9223
@@ -86,7 +91,7 @@ chromium)
         --disable-background-networking --disable-component-update --disable-sync \
         --user-data-dir=/tmp/profile \
         --remote-debugging-port=9222 \
-        --host-resolver-rules="MAP signin.aws.amazon.com $HOST" \
+        --host-resolver-rules="MAP signin.aws.amazon.com 127.0.0.1" \
         --ignore-certificate-errors-spki-list="$SPKI" \
         about:blank >/tmp/browser.log 2>&1
     ;;

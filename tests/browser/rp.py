@@ -11,7 +11,7 @@ The site plays the AWS console's MFA pages: rp id `signin.aws.amazon.com`, one r
 IAM users on the same key, and a legacy U2F credential (registered over CTAP1 before the
 browser starts, as AWS's old U2F enrolment did) that signs in through the `appid` extension.
 
-    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN]]
+    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN]] [--origin O]
 
 It prints `ready PORT SPKI` once listening on 127.0.0.1 (SPKI: base64 SHA-256 of the TLS key,
 for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust the
@@ -321,13 +321,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: any free port")
     parser.add_argument("--u2f", help="HOST:PORT:BUSID of the key: enrol a legacy U2F credential first")
     parser.add_argument("--pin", help="set this PIN on the key (at --u2f) first")
+    parser.add_argument(
+        "--origin",
+        help=f"the origin browsers see (default https://{RP_ID}:PORT; the guest relays :443 here)",
+    )
     args = parser.parse_args()
 
     cert_file, key_file, spki = tls_certificate(args.cert_dir)
     site_ref: list = [None]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(site_ref))
     port = server.server_address[1]
-    site = Site(f"https://{RP_ID}:{port}", json.loads(Path(args.metadata).read_text()))
+    origin = args.origin or f"https://{RP_ID}:{port}"
+    site = Site(origin, json.loads(Path(args.metadata).read_text()))
     site_ref[0] = site
     if args.u2f:
         # One USB/IP connection, closed before the browser's guest attaches the key.

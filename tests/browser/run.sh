@@ -102,6 +102,7 @@ run_engine() {
     local pin_args=() passkeys=()
     [ "$engine" = firefox ] && pin_args=(--pin "$pin") && passkeys=(--passkeys)
     "$python" tests/browser/rp.py --metadata "$dir/batch/metadata.json" --cert-dir "$dir/tls" \
+        --origin "https://signin.aws.amazon.com" \
         --u2f "127.0.0.1:$port:1-1" "${pin_args[@]}" >"$dir/rp.out" 2>"$dir/rp.log" &
     pids+=($!)
     exec 4<"$dir/rp.out"
@@ -135,7 +136,7 @@ run_engine() {
     timeout --foreground "$timeout_s" qemu-system-x86_64 \
         -accel tcg -cpu max -smp 1 -m 2048 -display none -monitor none -no-reboot \
         -kernel "$cache/vmlinuz" -initrd "$dir/initrd.gz" \
-        -append "console=ttyS0 quiet panic=-1 usbip_port=$port rp_spki=$spki browser=$engine webauthn_pin=$pin" \
+        -append "console=ttyS0 quiet panic=-1 usbip_port=$port rp_port=$rp_port rp_spki=$spki browser=$engine webauthn_pin=$pin" \
         -nic "user,model=e1000,hostfwd=tcp:127.0.0.1:$remote_port-:9223" \
         -serial "file:$dir/console.log" </dev/null &
     qemu=$!
@@ -157,7 +158,7 @@ run_engine() {
         remote=(--bidi "ws://127.0.0.1:$remote_port/session" --bidi-host 127.0.0.1:9222)
     set +e
     node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" \
-        --site "https://signin.aws.amazon.com:$rp_port/" --runner "$runner" --control "$dir/key.sock"
+        --site "https://signin.aws.amazon.com/" --runner "$runner" --control "$dir/key.sock"
     status=$?
     set -e
     t_steps=$(date +%s.%N)
