@@ -672,3 +672,71 @@ fn enterprise_attestation_on_a_key_without_one() {
         }
     });
 }
+
+/// The order of makeCredential's and getAssertion's checks (§6.1.2, §6.2.2): the protocol is
+/// checked first, but the pinUvAuthParam's MAC only after the algorithms, the options and
+/// enterpriseAttestation (makeCredential step 11, getAssertion step 5), so a request with a
+/// bad token and another fault gets the other fault's error, and a bad token alone gets
+/// CTAP2_ERR_PIN_AUTH_INVALID. No PIN retry is spent on any of them.
+#[test]
+fn a_bad_token_is_reported_after_the_checks_the_spec_puts_first() {
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 21, |key| {
+        let client = PinClient::new(key, 2, 9);
+        client.set_pin(key, PIN);
+        let forged = PinClient::mac(2, &[7; 32], &[1; 32]);
+        // pinUvAuthParam and pinUvAuthProtocol are keys 8 and 9 in makeCredential, 6 and 7 in
+        // getAssertion.
+        let with_token = |mut request: Value, extra: Vec<(Value, Value)>| {
+            let param_key = if get(&request, 3).and_then(Value::as_map).is_some() {
+                8 // makeCredential: key 3 is the user entity
+            } else {
+                6
+            };
+            if let Value::Map(entries) = &mut request {
+                entries.push((int(param_key), bytes(&forged)));
+                entries.push((int(param_key + 1), int(2)));
+                entries.extend(extra);
+            }
+            request
+        };
+        let mc = |rp: &str, algs: &[i64]| make_credential_request(rp, b"user", algs, false);
+        let cases = [
+            (mc("a.example", &[-7]), vec![], 0x33, "a bad token alone"),
+            (
+                mc("a.example", &[-257]),
+                vec![],
+                0x26,
+                "unsupported algorithm first",
+            ),
+            (
+                mc("a.example", &[-7]),
+                vec![(int(7), map(vec![(text("up"), Value::Bool(false))]))],
+                0x2C,
+                "up=false first",
+            ),
+            (
+                mc("a.example", &[-7]),
+                vec![(int(0x0A), int(1))],
+                0x02,
+                "enterpriseAttestation on a key without it first",
+            ),
+        ];
+        for (request, extra, status, why) in cases {
+            assert_eq!(
+                ctap2(key, MC, Some(with_token(request, extra))).0,
+                status,
+                "makeCredential: {why}"
+            );
+        }
+        let ga = get_assertion_request("a.example", &[1; 32], &[]);
+        assert_eq!(ctap2(key, GA, Some(with_token(ga.clone(), vec![]))).0, 0x33);
+        let rk = vec![(int(5), map(vec![(text("rk"), Value::Bool(true))]))];
+        assert_eq!(
+            ctap2(key, GA, Some(with_token(ga, rk))).0,
+            0x2B,
+            "getAssertion: the rk option first"
+        );
+        assert_eq!(retries(key).0, 8, "no PIN retry spent");
+    });
+}

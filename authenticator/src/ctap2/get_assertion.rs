@@ -13,7 +13,10 @@ use serde_indexed::DeserializeIndexed;
 
 use super::client_pin::{consume_token, permission};
 use super::hmac_secret::{hmac_secret_input, hmac_secret_output, HmacSecret};
-use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
+use super::{
+    client_data_hash, presented_token, require_uv_if_configured, verify_presented_token, Error,
+    Step,
+};
 use crate::credential::{CredProtect, Credential, CredentialId};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential, ResidentRef, Visibility};
@@ -110,24 +113,25 @@ pub(crate) fn get_assertion<P: Platform>(
     request: &Request<'_>,
 ) -> Step<Response> {
     let client_data_hash = *client_data_hash(request.client_data_hash)?;
-    let uv = pin_uv_auth(
-        auth,
-        request.pin_auth.map(|p| &p[..]),
-        request.pin_protocol,
-        &client_data_hash,
-        permission::GET_ASSERTION,
-        request.rp_id,
-    )?;
+    // §6.2.2 steps 1-2 now; the token is verified at step 5, below.
+    let token = presented_token(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
 
     let options = request.options.as_ref();
     if options.and_then(|o| o.rk).is_some() {
         return Err(Error::UnsupportedOption.into());
     }
-    if !uv && options.and_then(|o| o.uv) == Some(true) {
+    if token.is_none() && options.and_then(|o| o.uv) == Some(true) {
         return Err(Error::InvalidOption.into());
     }
     let user_present = options.and_then(|o| o.up).unwrap_or(true);
-    require_uv_if_configured(auth, uv, false)?;
+    require_uv_if_configured(auth, token.is_some(), false)?;
+    let uv = verify_presented_token(
+        auth,
+        token.as_ref(),
+        &client_data_hash,
+        permission::GET_ASSERTION,
+        request.rp_id,
+    )?;
     let hmac_secret = match request
         .extensions
         .as_ref()

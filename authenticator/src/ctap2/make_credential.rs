@@ -17,7 +17,10 @@ use serde_indexed::DeserializeIndexed;
 
 use super::client_pin::{consume_token, permission};
 use super::hmac_secret::{hmac_secret_input, hmac_secret_output};
-use super::{client_data_hash, pin_uv_auth, require_uv_if_configured, Error, Step};
+use super::{
+    client_data_hash, presented_token, require_uv_if_configured, verify_presented_token, Error,
+    Step,
+};
 use crate::attestation::Attestation;
 use crate::credential::{Algorithm, CredProtect, Credential, MAX_CRED_BLOB_LEN};
 use crate::platform::Platform;
@@ -101,14 +104,8 @@ pub(crate) fn make_credential<P: Platform>(
     request: &Request<'_>,
 ) -> Step<Response> {
     let client_data_hash = client_data_hash(request.client_data_hash)?;
-    let uv = pin_uv_auth(
-        auth,
-        request.pin_auth.map(|p| &p[..]),
-        request.pin_protocol,
-        client_data_hash,
-        permission::MAKE_CREDENTIAL,
-        &request.rp.id,
-    )?;
+    // §6.1.2 steps 1-2 now; the token is verified at step 11, below.
+    let token = presented_token(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
 
     // The client lists algorithms in its order of preference; ctap-types has already dropped
     // the ones we don't know.
@@ -126,11 +123,18 @@ pub(crate) fn make_credential<P: Platform>(
     }
     // With a pinUvAuthParam the "uv" option is ignored; without one, it asks for built-in user
     // verification, which this key does not have.
-    if !uv && options.and_then(|o| o.uv) == Some(true) {
+    if token.is_none() && options.and_then(|o| o.uv) == Some(true) {
         return Err(Error::InvalidOption.into());
     }
+    require_uv_if_configured(auth, token.is_some(), discoverable)?;
     let enterprise = enterprise_attestation(auth, request)?;
-    require_uv_if_configured(auth, uv, discoverable)?;
+    let uv = verify_presented_token(
+        auth,
+        token.as_ref(),
+        client_data_hash,
+        permission::MAKE_CREDENTIAL,
+        &request.rp.id,
+    )?;
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
     let kwk = auth.store.kwk(auth.platform.rng())?;

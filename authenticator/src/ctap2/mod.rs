@@ -229,18 +229,25 @@ fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
     Ok(())
 }
 
-/// The pinUvAuthParam checks makeCredential and getAssertion share (§6.1.2 steps 1, 2 and 11;
-/// §6.2.2 steps 1, 2 and 6). Returns whether the user is verified by a valid token.
-fn pin_uv_auth<P: Platform>(
+/// A pinUvAuthParam that passed the early checks, to be verified at its place in the order.
+pub(crate) struct PresentedToken<'a> {
+    protocol: PinProtocol,
+    param: &'a [u8],
+}
+
+/// The pinUvAuthParam checks makeCredential and getAssertion make first (§6.1.2 and §6.2.2
+/// steps 1-2): a zero-length one is the platform's "touch to select" probe, answered after a
+/// touch; otherwise the protocol must be given and known. The MAC itself is checked later, by
+/// [`verify_presented_token`], where the spec puts it (§6.1.2 step 11, §6.2.2 step 5): after the
+/// algorithm, option and enterpriseAttestation checks, so a request with two faults gets the
+/// error of the first.
+fn presented_token<'a, P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    param: Option<&[u8]>,
+    param: Option<&'a [u8]>,
     protocol: Option<u32>,
-    client_data_hash: &[u8; 32],
-    permission: u8,
-    rp_id: &str,
-) -> Step<bool> {
+) -> Step<Option<PresentedToken<'a>>> {
     let Some(param) = param else {
-        return Ok(false);
+        return Ok(None);
     };
     if param.is_empty() {
         // The platform's "touch to select" probe: answered after a touch.
@@ -254,11 +261,26 @@ fn pin_uv_auth<P: Platform>(
     }
     let protocol = protocol.ok_or(Error::MissingParameter)?;
     let protocol = PinProtocol::from_number(protocol).ok_or(Error::InvalidParameter)?;
+    Ok(Some(PresentedToken { protocol, param }))
+}
+
+/// Verify a presented pinUvAuthParam over the clientDataHash, for `permission` and `rp_id`.
+/// Returns whether the user is verified by a valid token.
+fn verify_presented_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    token: Option<&PresentedToken<'_>>,
+    client_data_hash: &[u8; 32],
+    permission: u8,
+    rp_id: &str,
+) -> Step<bool> {
+    let Some(token) = token else {
+        return Ok(false);
+    };
     client_pin::verify_token(
         auth,
-        protocol,
+        token.protocol,
         &[client_data_hash],
-        param,
+        token.param,
         permission,
         client_pin::RpScope::BindTo(rp_id),
     )?;
