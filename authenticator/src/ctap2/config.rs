@@ -7,7 +7,7 @@ use super::client_pin::{permission, verify_token, RpScope};
 use super::{parse, to_cbor, Error, Step};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
-use crate::store::MAX_MIN_PIN_LENGTH_RP_IDS;
+use crate::store::{Settings, MAX_MIN_PIN_LENGTH_RP_IDS};
 use crate::Authenticator;
 
 pub(super) const ENABLE_ENTERPRISE_ATTESTATION: u8 = 0x01;
@@ -94,12 +94,7 @@ pub(super) fn supported<P: Platform>(auth: &mut Authenticator<'_, P>, sub_comman
 /// turn it off: enabling an enabled key changes nothing and succeeds, and only
 /// authenticatorReset (itself with the long touch) returns the key to its factory setting, off.
 fn enable_long_touch_for_reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
-    let mut settings = auth.store.settings()?;
-    if !settings.long_touch_for_reset {
-        settings.long_touch_for_reset = true;
-        auth.store.save_settings(&settings)?;
-    }
-    Ok(())
+    switch_on(auth, |settings| &mut settings.long_touch_for_reset)
 }
 
 /// enableEnterpriseAttestation (§6.11.2, §7.1): only a key with an enterprise attestation
@@ -108,9 +103,18 @@ fn enable_long_touch_for_reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> 
 /// [`supported`]). Enabling an enabled key changes nothing and succeeds. It stays enabled
 /// across power cycles until authenticatorReset, which disables it (the settings file goes).
 fn enable_enterprise_attestation<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
+    switch_on(auth, |settings| &mut settings.enterprise_attestation)
+}
+
+/// Turn a setting on, writing the settings only if it was off (a subcommand sent again costs
+/// no flash write).
+fn switch_on<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    setting: fn(&mut Settings) -> &mut bool,
+) -> Step<()> {
     let mut settings = auth.store.settings()?;
-    if !settings.enterprise_attestation {
-        settings.enterprise_attestation = true;
+    if !*setting(&mut settings) {
+        *setting(&mut settings) = true;
         auth.store.save_settings(&settings)?;
     }
     Ok(())
