@@ -52,9 +52,8 @@ impl Answer {
 
 #[derive(Default)]
 struct KeyState {
-    waiting: bool,
-    /// The touch the waiting request needs.
-    touch: Option<Touch>,
+    /// The touch the waiting request needs; `None` while no request waits.
+    waiting: Option<Touch>,
     /// Answer for the request waiting now.
     answer: Option<Answer>,
     /// Answer given while nothing waited: for the next request.
@@ -86,8 +85,7 @@ impl Control {
     /// A key starts waiting for a `touch`.
     pub fn start(&self, bus_id: &str, touch: Touch) {
         self.with(bus_id, |key| {
-            key.waiting = true;
-            key.touch = Some(touch);
+            key.waiting = Some(touch);
             key.answer = key.armed.take_if(|armed| armed.answers(touch));
         });
     }
@@ -102,8 +100,7 @@ impl Control {
     /// The wait is over.
     pub fn stop(&self, bus_id: &str) {
         self.with(bus_id, |key| {
-            key.waiting = false;
-            key.touch = None;
+            key.waiting = None;
             key.answer = None;
         });
     }
@@ -122,7 +119,7 @@ impl Control {
                 let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
                 let waiting: Vec<&str> = keys
                     .iter()
-                    .filter(|(_, k)| k.waiting)
+                    .filter(|(_, k)| k.waiting.is_some())
                     .map(|(id, _)| id.as_str())
                     .collect();
                 return format!("waiting {}", waiting.join(" "))
@@ -138,7 +135,7 @@ impl Control {
             None => {
                 let waiting: Vec<&String> = keys
                     .iter()
-                    .filter(|(_, k)| k.waiting)
+                    .filter(|(_, k)| k.waiting.is_some())
                     .map(|(id, _)| id)
                     .collect();
                 match (waiting.as_slice(), keys.len()) {
@@ -151,14 +148,18 @@ impl Control {
         let Some(key) = keys.get_mut(&bus) else {
             return format!("error unknown bus id {bus:?}");
         };
-        if key.waiting && !key.touch.is_none_or(|touch| answer.answers(touch)) {
-            format!("error {bus} waits for a long touch: hold {bus}")
-        } else if key.waiting {
-            key.answer = Some(answer);
-            "ok waiting".to_string()
-        } else {
-            key.armed = Some(answer);
-            "ok armed".to_string()
+        match key.waiting {
+            Some(touch) if !answer.answers(touch) => {
+                format!("error {bus} waits for a long touch: hold {bus}")
+            }
+            Some(_) => {
+                key.answer = Some(answer);
+                "ok waiting".to_string()
+            }
+            None => {
+                key.armed = Some(answer);
+                "ok armed".to_string()
+            }
         }
     }
 }
