@@ -86,24 +86,25 @@ impl Platform for PicoPlatform {
 
     fn poll_presence(&mut self) -> Presence {
         let now = self.now_ms();
-        let pressed = bootsel::pressed();
-        match (self.touch, pressed) {
-            (Touch::Short, true) => return Presence::Granted,
-            (Touch::Short, false) => {}
-            // A long touch: held without a break; letting go starts the count again. While
-            // held the LED stays on, so the user sees the press is being counted.
+        match (self.touch, bootsel::pressed()) {
+            (Touch::Short, true) => Presence::Granted,
+            // A long touch: held without a break. While held the LED stays on, so the user
+            // sees the press is being counted.
             (Touch::Long, true) => {
                 let since = *self.held_since.get_or_insert(now);
                 if now - since >= LONG_TOUCH_MS {
                     return Presence::Granted;
                 }
                 let _ = self.led.set_high();
-                return Presence::Pending;
+                Presence::Pending
             }
-            (Touch::Long, false) => self.held_since = None,
+            // Not pressed: letting go starts a long touch's count again.
+            (_, false) => {
+                self.held_since = None;
+                self.blink(now);
+                Presence::Pending
+            }
         }
-        self.blink(now);
-        Presence::Pending
     }
 
     fn stop_presence(&mut self) {
