@@ -230,7 +230,7 @@ fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
 }
 
 /// A pinUvAuthParam that passed the early checks, to be verified at its place in the order.
-pub(crate) struct PresentedToken<'a> {
+struct PresentedToken<'a> {
     protocol: PinProtocol,
     param: &'a [u8],
 }
