@@ -117,3 +117,65 @@ fn a_body_without_a_long_touch_does_not_offer_it() {
         assert_eq!(knobs.touch.get(), Some(Touch::Short));
     });
 }
+
+/// Rewrite the key's settings file (`/dev/cfg`) with `edit` applied to its CBOR map.
+fn edit_settings_file(storage: &mut RamStorage, edit: impl FnOnce(&mut Vec<u8>)) {
+    let mut alloc = littlefs2::fs::Allocation::new();
+    let fs = littlefs2::fs::Filesystem::mount(&mut alloc, storage).unwrap();
+    let path = littlefs2::path!("/dev/cfg");
+    let mut bytes = fs.read::<1024>(path).unwrap().to_vec();
+    edit(&mut bytes);
+    fs.write(path, &bytes).unwrap();
+}
+
+/// Settings written by the layout before longTouchForReset (no "l" entry) still open: the
+/// other settings are kept, the switch reads as off, and it can be turned on.
+#[test]
+fn settings_of_the_previous_layout_read_as_off() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 4, |key| {
+        let params = map(vec![(int(1), int(6))]);
+        let request = map(vec![(int(1), int(3)), (int(2), params)]);
+        assert_eq!(ctap2(key, CONFIG, Some(request)).0, 0, "setMinPINLength 6");
+        assert_eq!(enable(key, None), 0);
+    });
+    edit_settings_file(&mut storage, |bytes| {
+        let Value::Map(mut entries) = ciborium::from_reader::<Value, _>(&bytes[..]).unwrap() else {
+            panic!("the settings are a map");
+        };
+        let before = entries.len();
+        entries.retain(|(k, _)| k.as_text() != Some("l"));
+        assert_eq!(entries.len(), before - 1, "the new layout writes \"l\"");
+        bytes.clear();
+        ciborium::into_writer(&Value::Map(entries), &mut *bytes).unwrap();
+    });
+    with_key(&mut storage, &knobs, 5, |key| {
+        let info = ctap2(key, GET_INFO, None).1.unwrap();
+        assert_eq!(get(&info, 0x0D).map(as_int), Some(6), "minPINLength kept");
+        assert_eq!(get(&info, 0x18), Some(&Value::Bool(false)));
+        assert_eq!(ctap2(key, RESET, None).0, 0);
+        assert_eq!(knobs.touch.get(), Some(Touch::Short));
+    });
+}
+
+/// A settings file that cannot be read does not stop a reset (the way out of a damaged key),
+/// but the reset then asks for the long touch the owner may have enabled.
+#[test]
+fn unreadable_settings_make_reset_ask_the_long_touch() {
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 6, |key| {
+        assert_eq!(enable(key, None), 0);
+    });
+    edit_settings_file(&mut storage, |bytes| *bytes = vec![0xFF; 7]);
+    with_key(&mut storage, &knobs, 7, |key| {
+        assert_eq!(ctap2(key, RESET, None).0, 0);
+        assert_eq!(knobs.touch.get(), Some(Touch::Long));
+        assert_eq!(
+            info(key).0,
+            Some(Value::Bool(false)),
+            "reset: factory settings"
+        );
+    });
+}
