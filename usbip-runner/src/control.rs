@@ -16,14 +16,21 @@
 //! waits for a long touch: as on a real key, a short one does not answer it (the reply is an
 //! error saying so, and the request keeps waiting), and an `approve` armed in advance is not
 //! spent on it.
+//!
+//! The socket is the owner's: 0600, and each client's uid (SO_PEERCRED) must be the runner's
+//! own or root's; anyone else gets `error refused: ...` and is closed, and the runner logs it.
+//! A line longer than [`MAX_LINE`] bytes gets an error and ends the connection.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use authenticator::platform::{Presence, Touch};
+
+use crate::peer::{Peer, Policy};
 
 /// An answer from the control socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,16 +171,25 @@ impl Control {
     }
 }
 
-/// Serve the control socket at `path` (replacing a stale socket file).
+/// The longest control line the runner reads; a longer one is refused, never buffered whole.
+pub const MAX_LINE: usize = 4096;
+
+/// Serve the control socket at `path`: 0600, for the runner's own user and root only (see
+/// [`crate::private::bind_private_socket`] for where it may be and what it may replace).
 pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<PathBuf> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
+    let listener = crate::private::bind_private_socket(path)?;
+    let policy = Policy::owner_only();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
+                if let Err(reason) = admit(&stream, policy) {
+                    tracing::warn!("control socket: refused a client: {reason}");
+                    // Short and to a fresh socket: it cannot block the loop for long.
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                    let _ = writeln!(&stream, "error refused: {reason}");
+                    continue;
+                }
                 let control = control.clone();
                 std::thread::spawn(move || serve_client(stream, &control));
             }
@@ -181,27 +197,103 @@ pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// The peer's uid, as the kernel recorded it when it connected (SO_PEERCRED).
+fn admit(stream: &UnixStream, policy: Policy) -> Result<(), String> {
+    match crate::peer::unix_peer_uid(stream) {
+        Ok(uid) => match policy.refusal(Peer::Local { uid }) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        },
+        Err(error) => Err(format!("cannot tell who it is: {error}")),
+    }
+}
+
 fn serve_client(stream: UnixStream, control: &Control) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
-        if line.len() > 256 {
-            break;
-        }
-        let reply = control.command(&line);
+    let mut reader = BufReader::new(stream);
+    loop {
+        let reply = match read_line(&mut reader) {
+            Line::End => break,
+            Line::TooLong => {
+                let _ = writeln!(writer, "error line longer than {MAX_LINE} bytes");
+                break;
+            }
+            Line::NotText => "error not UTF-8".to_string(),
+            Line::Text(line) => control.command(&line),
+        };
         if writeln!(writer, "{reply}").is_err() {
             break;
         }
     }
 }
 
+enum Line {
+    Text(String),
+    NotText,
+    /// More than [`MAX_LINE`] bytes without a newline.
+    TooLong,
+    /// The client closed (or the connection failed).
+    End,
+}
+
+/// One line, read at most [`MAX_LINE`] bytes (and its newline) at a time.
+fn read_line(reader: &mut impl BufRead) -> Line {
+    let mut line = Vec::new();
+    match reader
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+    {
+        Ok(0) | Err(_) => return Line::End,
+        Ok(_) => {}
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > MAX_LINE {
+        return Line::TooLong;
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_or(Line::NotText, Line::Text)
+}
+
 /// One command from the command line: send it, print the reply.
 pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
+    // Whoever serves the socket hears the command: talk only to this user's or root's runner.
+    let server = crate::peer::unix_peer_uid(&stream)?;
+    if let Some(reason) = Policy::owner_only().refusal(Peer::Local { uid: server }) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("not talking to this socket's server: {reason}"),
+        ));
+    }
     writeln!(stream, "{line}")?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
     Ok(reply.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_with_a_bound() {
+        let mut input = &b"approve 1-1\r\nstatus"[..];
+        assert!(matches!(read_line(&mut input), Line::Text(l) if l == "approve 1-1"));
+        assert!(matches!(read_line(&mut input), Line::Text(l) if l == "status"));
+        assert!(matches!(read_line(&mut input), Line::End));
+
+        let mut exact = vec![b'x'; MAX_LINE];
+        exact.push(b'\n');
+        assert!(matches!(read_line(&mut &exact[..]), Line::Text(l) if l.len() == MAX_LINE));
+        // An endless line: refused after MAX_LINE + 1 bytes, the rest never read.
+        let mut endless = std::io::BufReader::new(std::io::repeat(b'x'));
+        assert!(matches!(read_line(&mut endless), Line::TooLong));
+        assert!(matches!(read_line(&mut &b"\xff\n"[..]), Line::NotText));
+    }
 }

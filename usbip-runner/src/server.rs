@@ -14,7 +14,9 @@ use authenticator::attestation::Attestation;
 
 use crate::control::Control;
 use crate::device::{self, Event, KeySetup};
+use crate::peer::{self, own_uid, Peer, Policy};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
+use crate::private::{create_private_file, PrivateDir};
 use crate::protocol::{self, OpRequest};
 use crate::storage::{FileStorage, RamStorage};
 use crate::trace::TraceSink;
@@ -69,6 +71,12 @@ pub struct ServerConfig {
     /// Hold at most this many discoverable credentials per key (a small, exact capacity for
     /// tests of an RP's "key full" path); `None`: what the 16 MiB state holds (19,740).
     pub max_credentials: Option<usize>,
+    /// Serve USB/IP to every local user (`--allow-other-users`); by default only the runner's
+    /// own user and root (see [`crate::peer`]).
+    pub allow_other_users: bool,
+    /// Allow a `listen` address other than loopback, and serve peers on other machines
+    /// (`--listen-remote`). USB/IP has no authentication.
+    pub listen_remote: bool,
 }
 
 /// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
@@ -89,6 +97,8 @@ impl ServerConfig {
             attestation: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_credentials: None,
+            allow_other_users: false,
+            listen_remote: false,
         }
     }
 }
@@ -196,15 +206,24 @@ impl Drop for Server {
 
 /// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
-    let listener = match config.transport {
+    let listener = match &config.transport {
         Transport::Usbip if config.max_connections <= config.keys => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--max-connections must be more than --keys (each attached key holds a connection)",
             ))
         }
-        Transport::Usbip => Some(TcpListener::bind(config.listen)?),
-        Transport::Uhid(_) => None,
+        Transport::Usbip => {
+            check_listen(&config)?;
+            let listener = TcpListener::bind(config.listen).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+            })?;
+            Some(listener)
+        }
+        Transport::Uhid(path) => {
+            uhid::warn_if_open_to_all(path);
+            None
+        }
     };
     let addr = match &listener {
         Some(listener) => listener.local_addr()?,
@@ -213,10 +232,14 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
-    let socket = match (&config.control, &config.state) {
+    let state_dir = match &config.state {
+        StateLocation::Dir(dir) => Some(PrivateDir::open(dir)?),
+        StateLocation::Ephemeral => None,
+    };
+    let socket = match (&config.control, &state_dir) {
         (Some(path), _) => Some(path.clone()),
-        (None, StateLocation::Dir(dir)) => Some(dir.join("control.sock")),
-        (None, StateLocation::Ephemeral) => None,
+        (None, Some(dir)) => Some(dir.path().join("control.sock")),
+        (None, None) => None,
     };
     if config.presence == PresenceMode::Control && socket.is_none() {
         return Err(io::Error::new(
@@ -225,20 +248,15 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         ));
     }
     let control = match socket {
-        Some(path) => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            Some((
-                crate::control::serve(&path, control_hub.clone())?,
-                control_hub.clone(),
-            ))
-        }
+        Some(path) => Some((
+            crate::control::serve(&path, control_hub.clone())?,
+            control_hub.clone(),
+        )),
         None => None,
     };
     let trace: Option<TraceSink> = match &config.trace {
         Some(path) if path.as_os_str() == "-" => Some(Arc::new(Mutex::new(Box::new(io::stderr())))),
-        Some(path) => Some(Arc::new(Mutex::new(Box::new(std::fs::File::create(path)?)))),
+        Some(path) => Some(Arc::new(Mutex::new(Box::new(create_private_file(path)?)))),
         None => None,
     };
     let keys = bus_ids
@@ -249,6 +267,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
                 bus_id,
                 i,
                 &config,
+                state_dir.as_ref(),
                 prompt.clone(),
                 control_hub.clone(),
                 trace.clone(),
@@ -261,9 +280,22 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         Some(listener) => {
             let keys = keys.clone();
             let stopping = stopping.clone();
+            let peers = Policy {
+                owner: own_uid(),
+                other_users: config.allow_other_users,
+                remote: config.listen_remote,
+            };
+            if peers.other_users {
+                tracing::warn!(
+                    "--allow-other-users: every user on this machine can import the key and use \
+                     it (sign in as you, set or try its PIN, reset it)"
+                );
+            }
             let acceptor = std::thread::Builder::new()
                 .name("usbip-accept".into())
-                .spawn(move || accept_loop(listener, keys, stopping, config.max_connections))?;
+                .spawn(move || {
+                    accept_loop(listener, keys, stopping, config.max_connections, peers)
+                })?;
             tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
             Some(acceptor)
         }
@@ -278,10 +310,35 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     })
 }
 
+/// A non-loopback address only when asked for: USB/IP has no authentication.
+fn check_listen(config: &ServerConfig) -> io::Result<()> {
+    if config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.listen_remote {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--listen {} is not a loopback address: USB/IP has no authentication, so \
+                 anyone who can reach it could use the key; add --listen-remote if that is what \
+                 you want",
+                config.listen
+            ),
+        ));
+    }
+    tracing::warn!(
+        listen = %config.listen,
+        "--listen-remote: USB/IP has no authentication; anyone who can reach this address can \
+         import the key and use it (local users are still checked, remote ones cannot be)"
+    );
+    Ok(())
+}
+
 fn spawn_key(
     bus_id: &str,
     index: usize,
     config: &ServerConfig,
+    state_dir: Option<&PrivateDir>,
     prompt: Option<Arc<Prompt>>,
     control: Arc<Control>,
     trace: Option<TraceSink>,
@@ -333,22 +390,23 @@ fn spawn_key(
         attestation: config.attestation.clone(),
         max_credentials: config.max_credentials,
     };
-    let thread = match &config.state {
-        StateLocation::Dir(dir) => {
+    let thread = match state_dir {
+        Some(dir) => {
             // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
+            let subdir;
             let dir = if index == 0 {
-                dir.clone()
+                dir
             } else {
-                dir.join(format!("key-{}", index + 1))
+                subdir = dir.subdir(&format!("key-{}", index + 1))?;
+                &subdir
             };
-            std::fs::create_dir_all(&dir)?;
-            let storage = FileStorage::open(&dir.join("state.lfs"))?;
+            let storage = FileStorage::new(dir.open_file("state.lfs")?)?;
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(storage, platform, serial, setup, trace))?
         }
-        StateLocation::Ephemeral => {
+        None => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
@@ -407,6 +465,7 @@ fn accept_loop(
     keys: Arc<Vec<KeySlot>>,
     stopping: Arc<AtomicBool>,
     max_connections: usize,
+    peers: Policy,
 ) {
     let ids = Arc::new(AtomicU64::new(1));
     let open = Arc::new(AtomicUsize::new(0));
@@ -440,7 +499,7 @@ fn accept_loop(
             .name(format!("usbip-conn-{id}"))
             .spawn(move || {
                 let _open = guard;
-                if let Err(error) = serve_connection(stream, &keys, id) {
+                if let Err(error) = serve_connection(stream, &keys, id, peers) {
                     tracing::debug!(%error, connection = id, "connection ended");
                 }
             });
@@ -451,11 +510,27 @@ fn accept_loop(
 }
 
 /// One client connection: any number of device lists, then at most one import, whose URBs go
-/// to the key until the client goes away. Malformed input ends this connection only.
-fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Result<()> {
+/// to the key until the client goes away. Malformed input ends this connection only. A peer the
+/// key does not serve gets its first request refused, and nothing else.
+fn serve_connection(
+    mut stream: TcpStream,
+    keys: &[KeySlot],
+    id: u64,
+    peers: Policy,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_read_timeout(Some(IDLE_BEFORE_IMPORT))?;
+    if let Some(reason) = refusal(&stream, peers) {
+        let request = protocol::read_op_request(&mut stream)?;
+        tracing::warn!(
+            connection = id,
+            peer = ?stream.peer_addr().ok(),
+            "USB/IP {request:?} refused: {reason}"
+        );
+        stream.write_all(&protocol::op_rep_refused(&request))?;
+        return Ok(());
+    }
     loop {
         match protocol::read_op_request(&mut stream)? {
             OpRequest::DevList => {
@@ -484,6 +559,26 @@ fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Res
                 return result;
             }
         }
+    }
+}
+
+/// Why the peer of `stream` is not served, if it is not.
+fn refusal(stream: &TcpStream, peers: Policy) -> Option<String> {
+    if peers.other_users && peers.remote {
+        return None; // anyone at all: nothing to look up
+    }
+    match peer::tcp_peer(stream) {
+        Ok(peer) => {
+            let reason = peers.refusal(peer)?;
+            Some(match peer {
+                Peer::Local { .. } => {
+                    format!("{reason} (--allow-other-users serves every local user)")
+                }
+                Peer::Remote => format!("{reason} (--listen-remote serves other machines)"),
+            })
+        }
+        // Fail closed: an unknown peer is not served.
+        Err(error) => Some(format!("cannot tell who the peer is: {error}")),
     }
 }
 

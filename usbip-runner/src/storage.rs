@@ -1,8 +1,7 @@
 //! littlefs2 block devices for the virtual key: a file in the state directory, or RAM.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use littlefs2::consts;
 use littlefs2::driver::Storage;
@@ -25,13 +24,9 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+    /// The image in `file` (opened by [`crate::private::PrivateDir::open_file`]), grown to
+    /// its full size if new.
+    pub fn new(file: File) -> std::io::Result<Self> {
         if file.metadata()?.len() < SIZE {
             // Sparse: a fresh image costs no disk until written.
             file.set_len(SIZE)?;
