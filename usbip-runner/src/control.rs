@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use authenticator::platform::{Presence, Touch};
@@ -176,13 +178,19 @@ pub const MAX_LINE: usize = 4096;
 
 /// Serve the control socket at `path`: 0600, for the runner's own user and root only (see
 /// [`crate::private::bind_private_socket`] for where it may be and what it may replace).
-pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<PathBuf> {
+pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<Listening> {
     let listener = crate::private::bind_private_socket(path)?;
     let policy = Policy::owner_only();
-    std::thread::Builder::new()
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stopping.clone();
+    let thread = std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
                 if let Err(reason) = admit(&stream, policy) {
                     tracing::warn!("control socket: refused a client: {reason}");
                     // Short and to a fresh socket: it cannot block the loop for long.
@@ -194,7 +202,44 @@ pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<PathBuf> {
                 std::thread::spawn(move || serve_client(stream, &control));
             }
         })?;
-    Ok(path.to_path_buf())
+    Ok(Listening {
+        path: path.to_path_buf(),
+        stopping,
+        thread: Some(thread),
+    })
+}
+
+/// A control socket being served; stopping it closes the socket and removes its file.
+pub struct Listening {
+    path: PathBuf,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listening {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting (clients being served finish their line) and remove the socket file, so
+    /// the next runner on this path starts without a stale one.
+    pub fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the accepting thread; if the path is gone nobody can connect, so leave it be.
+        if UnixStream::connect(&self.path).is_ok() {
+            let _ = thread.join();
+            crate::private::remove_own_socket(&self.path);
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// The peer's uid, as the kernel recorded it when it connected (SO_PEERCRED).
@@ -280,6 +325,19 @@ pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_socket_is_removed_and_its_path_served_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let control = Control::new(&["1-1".to_string()]);
+        let mut socket = serve(&path, control.clone()).unwrap();
+        assert_eq!(send(&path, "status").unwrap(), "waiting");
+        socket.stop();
+        assert!(!path.exists());
+        let _again = serve(&path, control).unwrap();
+        assert_eq!(send(&path, "status").unwrap(), "waiting");
+    }
 
     #[test]
     fn lines_are_read_with_a_bound() {

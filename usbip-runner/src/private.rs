@@ -201,6 +201,15 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path).map_err(|e| at_path(path, e))
 }
 
+/// Remove the control socket at `path` when the runner stops, if it is still this user's socket.
+pub fn remove_own_socket(path: &Path) {
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.file_type().is_socket() && meta.uid() == own_uid())
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Dir,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use authenticator::attestation::Attestation;
 
-use crate::control::Control;
+use crate::control::{Control, Listening};
 use crate::device::{self, Event, KeySetup};
 use crate::peer::{self, own_uid, Peer, Policy};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
@@ -142,7 +142,7 @@ impl Inbox {
 pub struct Server {
     /// Where USB/IP listens; with uhid, the configured address, never bound.
     addr: SocketAddr,
-    control: Option<(PathBuf, Arc<Control>)>,
+    control: Option<(Listening, Arc<Control>)>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
     acceptor: Option<JoinHandle<()>>,
@@ -156,7 +156,7 @@ impl Server {
 
     /// The control socket's path, if there is one.
     pub fn control_socket(&self) -> Option<&std::path::Path> {
-        self.control.as_ref().map(|(path, _)| path.as_path())
+        self.control.as_ref().map(|(socket, _)| socket.path())
     }
 
     /// Answer presence requests in-process, with the control protocol's lines.
@@ -184,6 +184,9 @@ impl Server {
             // Wake the acceptor, which is blocked in accept().
             let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = acceptor.join();
+        }
+        if let Some((socket, _)) = &mut self.control {
+            socket.stop();
         }
         for key in self.keys.iter() {
             key.events.shutdown();
