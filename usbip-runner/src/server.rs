@@ -524,7 +524,7 @@ fn serve_connection(
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_read_timeout(Some(IDLE_BEFORE_IMPORT))?;
-    if let Some(reason) = refusal(&stream, peers) {
+    if let Some(reason) = refusal(&stream, peers, id) {
         let request = protocol::read_op_request(&mut stream)?;
         tracing::warn!(
             connection = id,
@@ -566,12 +566,13 @@ fn serve_connection(
 }
 
 /// Why the peer of `stream` is not served, if it is not.
-fn refusal(stream: &TcpStream, peers: Policy) -> Option<String> {
+fn refusal(stream: &TcpStream, peers: Policy, id: u64) -> Option<String> {
     if peers.other_users && peers.remote {
         return None; // anyone at all: nothing to look up
     }
     match peer::tcp_peer(stream) {
         Ok(peer) => {
+            tracing::debug!(connection = id, ?peer, "USB/IP peer");
             let reason = peers.refusal(peer)?;
             Some(match peer {
                 Peer::Local { .. } => {
