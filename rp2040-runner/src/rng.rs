@@ -50,12 +50,13 @@ fn store(seed: &[u8; 32]) {
 }
 
 /// The least time between two RANDOMBIT reads, as the Pico SDK's pico_rand keeps
-/// (`PICO_RAND_MIN_ROSC_BIT_SAMPLE_TIME_US`). The oscillator runs at 1.8 to 12 MHz (datasheet;
-/// ~6.5 MHz typical), the CPU at 125 MHz: reads a few cycles apart see the same half-period of
-/// the oscillator, and even reads a few periods apart differ only by the jitter accumulated in
-/// between, which grows with the time waited. 10 µs is 18 to 120 oscillator periods, in time,
-/// whatever the CPU clock. How much entropy that leaves per sample only the chip can tell
-/// (docs/entropy.md says how to measure it).
+/// (`PICO_RAND_MIN_ROSC_BIT_SAMPLE_TIME_US`). RANDOMBIT reads the oscillator's output (the ring
+/// runs at 29 to 192 MHz, its clock divided by 16 at 1.8 to 12 MHz; the datasheet does not say
+/// which one the bit sees). Between two reads the phase moves on by an amount fixed by the
+/// frequency but for the jitter accumulated meanwhile, which grows only with the square root of
+/// the time waited: reads ~100 cycles apart, as before, differ by little more than a
+/// deterministic step. Waiting in time, not cycles, keeps the spacing at any CPU clock. How much
+/// entropy a sample then holds only the chip can tell (docs/entropy.md).
 const SAMPLE_INTERVAL_US: u32 = 10;
 
 /// One RANDOMBIT sample, taken at least [`SAMPLE_INTERVAL_US`] after the previous one (`last`,
