@@ -73,8 +73,7 @@ impl Attacker {
 
     /// Run as uid 65534.
     fn run(&self, args: &[&str]) -> Output {
-        let output = Command::new("setpriv")
-            .args(self.as_nobody())
+        let output = as_uid(NOBODY)
             .arg(self.binary())
             .args(args)
             .output()
@@ -95,6 +94,18 @@ impl Attacker {
         );
         output
     }
+}
+
+/// A command that runs the program it is given as `uid` (and that uid as its group, no others).
+fn as_uid(uid: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        "--",
+    ]);
+    command
 }
 
 /// The runner under `umask`, logging to `log`.
@@ -364,6 +375,83 @@ fn another_user_cannot_use_the_control_socket() {
     assert!(
         log.contains("control socket: refused a client: uid 65534 is another user"),
         "the runner logs the refusal: {log}"
+    );
+    key.kill();
+}
+
+#[test]
+fn a_users_runner_and_its_clients_trust_that_user_and_root_alone() {
+    let Some(attacker) =
+        Attacker::new("a_users_runner_and_its_clients_trust_that_user_and_root_alone")
+    else {
+        return;
+    };
+    // The runner as uid 65534, in a directory of that user's: what a user's own runner is.
+    let runner = attacker.dir.path().join("usbip-runner");
+    std::fs::copy(runner_binary(), &runner).unwrap();
+    chmod(&runner, 0o755);
+    let home = shared_home();
+    let theirs = home.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chmod(&theirs, 0o700);
+    let chowned = Command::new("chown")
+        .args([&format!("{NOBODY}:{NOBODY}"), theirs.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+    let socket = theirs.join("key.sock");
+    let socket_arg = socket.to_str().unwrap();
+    let mut command = as_uid(NOBODY);
+    command
+        .arg(&runner)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            theirs.to_str().unwrap(),
+        ])
+        .args(["--presence", "control", "--control", socket_arg])
+        .env("USBIP_RUNNER_LOG", "warn");
+    let key = Key::spawn_command(command);
+    assert_eq!(mode(&theirs), 0o700);
+    assert_eq!(mode(&theirs.join("state.lfs")), 0o600);
+
+    // Its user and root are served, over the control socket and over USB/IP.
+    let status = |command: &mut Command| {
+        let output = command
+            .arg(&runner)
+            .args(["control", socket_arg, "status"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        eprintln!("control status: {}", said.trim());
+        (output.status.success(), said)
+    };
+    assert!(status(&mut as_uid(NOBODY)).0, "its user");
+    assert!(status(&mut Command::new("env")).0, "root"); // env: as this test's user, root
+    let addr = key.addr().to_string();
+    assert!(attacker.run(&["import", &addr, "1-1"]).status.success());
+    assert!(attacker
+        .run_as_owner(&["import", &addr, "1-1"])
+        .status
+        .success());
+
+    // A third user, 65533, even with the socket opened to everyone: the runner refuses it, and
+    // its own client will not talk to another user's runner in the first place.
+    chmod(&theirs, 0o711);
+    chmod(&socket, 0o666);
+    let (served, said) = status(&mut as_uid("65533"));
+    assert!(!served, "uid 65533 talked to uid 65534's runner");
+    assert!(said.contains("served by uid 65534, not by this user (uid 65533) or root"));
+    let output = as_uid("65533")
+        .arg(attacker.binary())
+        .args(["import", &addr, "1-1"])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "uid 65533 imported uid 65534's key"
     );
     key.kill();
 }
