@@ -215,15 +215,21 @@ attach_second_key() {
     fido2-token -I "$KEY2" | tee /tmp/I2.out && expect 'noclientPin' /tmp/I2.out
 }
 
-# SIGTERM: each key detached (the ports free again, the nodes gone), then a clean exit.
+# SIGTERM: each key detached by the runner before it exits (the ports free, and the kernel never
+# saw a connection close under it: it logs "connection closed" then), the nodes gone, a clean
+# exit.
 attach_sigterm() {
     kill -TERM "$ATTACH_PID" || return 1
     wait "$ATTACH_PID"
     local status=$?
+    no_vhci_port_in_use || { cat /sys/devices/platform/vhci_hcd.0/status; return 1; }
+    if dmesg | grep 'vhci_hcd: connection closed'; then
+        echo "the kernel lost the connections instead of detaching the keys"
+        return 1
+    fi
     cat /tmp/attach.log
     [ "$status" -eq 0 ] || { echo "the runner exited with $status"; return 1; }
     wait_for hidraw_absent || { ls -l /dev/hidraw*; return 1; }
-    no_vhci_port_in_use || { cat /sys/devices/platform/vhci_hcd.0/status; return 1; }
     [ "$(grep -c 'attach: detached' /tmp/attach.log)" -eq "$1" ] || { echo "not $1 keys detached"; return 1; }
 }
 
