@@ -27,6 +27,11 @@ struct Args {
     /// The uhid device, with --transport uhid.
     #[arg(long, value_name = "PATH", default_value = "/dev/uhid")]
     uhid_device: PathBuf,
+    /// Attach the keys to this machine's vhci-hcd yourself (no `usbip` tool), print each
+    /// key's hidraw node (`attached 1-1 /dev/hidraw0 ...`) and detach them on exit. Needs root
+    /// and the vhci-hcd module.
+    #[arg(long)]
+    attach: bool,
     /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
     /// Default: prompt on a terminal, deny otherwise.
     #[arg(long, value_enum)]
@@ -61,11 +66,6 @@ struct Args {
     /// 19,740), so a test reaches "key full" in N registrations.
     #[arg(long, value_name = "N")]
     max_credentials: Option<usize>,
-    /// Attach the keys to this machine's vhci-hcd yourself (no `usbip` tool), print each
-    /// key's hidraw node (`attached 1-1 /dev/hidraw0 ...`) and detach them on exit. Needs root
-    /// and the vhci-hcd module.
-    #[arg(long)]
-    attach: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
