@@ -27,10 +27,15 @@ export CONTAINER_IMAGE=$image
 t0=$(date +%s.%N)
 scripts/release.sh x86_64-unknown-linux-musl >/dev/null
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-podman build -q --build-arg BINARIES=release -t "$image" -f Containerfile . >/dev/null
-t_built=$(date +%s.%N)
-cleanup() { podman rmi -f "$image" >/dev/null 2>&1 || true; }
+# The label marks every stage's image this build makes, so all of them go at the end.
+# (--layers=false would keep none, but podman 4.3 then fails on the `FROM ${BINARIES}` stage.)
+label=org.open-fido-key.test=container-tier
+cleanup() {
+    podman images -a -q --filter "label=$label" | xargs -r podman rmi -f >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
+podman build -q --label "$label" --build-arg BINARIES=release -t "$image" -f Containerfile . >/dev/null
+t_built=$(date +%s.%N)
 
 # The image holds the two static binaries and nothing else.
 size=$(podman image inspect --format '{{.Size}}' "$image")
