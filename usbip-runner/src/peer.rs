@@ -7,6 +7,12 @@
 //! is the user who ran `usbip attach` (root: the tool hands its socket to the kernel), or who
 //! started QEMU (its user networking connects from the QEMU process). A peer whose socket is not
 //! in this machine's table (this network namespace) is remote, and has no uid at all.
+//!
+//! sock_diag's TCP part is a module (`tcp_diag`) that a guest or a container may lack, and the
+//! kernel then answers "no such socket" for every socket: so when the client's socket is not
+//! found, the runner looks its own end of the connection up too, and if that is not found either
+//! it reads the same table from `/proc/net/tcp` (or `tcp6`) instead, slower (the whole table)
+//! but always there.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -84,7 +90,13 @@ fn lookup(client: SocketAddr, server: SocketAddr) -> io::Result<Peer> {
         IpAddr::V4(_) => addr,
     };
     let (client, server) = (unmap(client), unmap(server));
-    match diag(client, server)? {
+    let found = match diag(client, server)? {
+        Some(socket) => Some(socket),
+        // Our own end is surely there: if sock_diag finds it, it works, and the client is not here.
+        None if diag(server, client)?.is_some() => None,
+        None => proc_net_tcp(client, server)?,
+    };
+    match found {
         None => Ok(Peer::Remote),
         Some(socket) if socket.established && socket.inode != 0 => {
             Ok(Peer::Local { uid: socket.uid })
@@ -142,6 +154,49 @@ fn diag(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<Diag>> {
     let mut reply = [0u8; 512];
     let (len, _) = rustix::net::recv(&socket, &mut reply[..], RecvFlags::empty())?;
     parse_reply(&reply[..len])
+}
+
+/// The socket whose own address is `local` and whose peer is `remote`, in `/proc/net/tcp(6)`.
+fn proc_net_tcp(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<Diag>> {
+    let table = match local {
+        SocketAddr::V4(_) => "/proc/net/tcp",
+        SocketAddr::V6(_) => "/proc/net/tcp6",
+    };
+    Ok(find_in_table(
+        &std::fs::read_to_string(table)?,
+        local,
+        remote,
+    ))
+}
+
+/// A line of the table: `sl local rem st queues timer retransmits uid timeout inode ...`, each
+/// address the kernel's words in hex as this machine stores them (`0100007F:0CA8` is
+/// 127.0.0.1:3240 here).
+fn find_in_table(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<Diag> {
+    let hex = |addr: SocketAddr| {
+        let words: Vec<u32> = match addr.ip() {
+            IpAddr::V4(ip) => vec![u32::from_ne_bytes(ip.octets())],
+            IpAddr::V6(ip) => ip
+                .octets()
+                .chunks(4)
+                .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+                .collect(),
+        };
+        let words: String = words.iter().map(|w| format!("{w:08X}")).collect();
+        format!("{words}:{:04X}", addr.port())
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        Some(Diag {
+            established: u8::from_str_radix(fields.get(3)?, 16).ok()? == TCP_ESTABLISHED,
+            uid: fields.get(7)?.parse().ok()?,
+            inode: fields.get(9)?.parse().ok()?,
+        })
+    })
 }
 
 fn diag_request(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
@@ -239,6 +294,43 @@ mod tests {
         // The closed end is in FIN_WAIT2, orphaned: no process holds it and its entry says
         // nothing about who made it, so it is not taken for a local user, nor for root.
         assert!(tcp_peer(&server).is_err());
+    }
+
+    #[test]
+    fn proc_net_tcp_agrees_with_sock_diag() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(bind) else {
+                continue;
+            };
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            let (a, b) = (server.peer_addr().unwrap(), server.local_addr().unwrap());
+            let from_proc = proc_net_tcp(a, b).unwrap().expect("in /proc/net/tcp");
+            let from_diag = diag(a, b).unwrap().expect("in sock_diag");
+            assert!(from_proc.established && from_diag.established);
+            assert_eq!(
+                (from_proc.uid, from_proc.inode),
+                (from_diag.uid, from_diag.inode)
+            );
+            assert_eq!(from_proc.uid, own_uid());
+            drop(client);
+        }
+    }
+
+    #[test]
+    fn the_table_is_read_as_the_kernel_writes_it() {
+        // As on x86 (little-endian): 127.0.0.1:3240 <- 127.0.0.1:40000, uid 1000; then TIME_WAIT.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9C40 0100007F:0CA8 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 20 4 30 10 -1
+   1: 0100007F:9C41 0100007F:0CA8 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0";
+        if cfg!(target_endian = "little") {
+            let server: SocketAddr = "127.0.0.1:3240".parse().unwrap();
+            let open = find_in_table(table, "127.0.0.1:40000".parse().unwrap(), server).unwrap();
+            assert!(open.established && open.uid == 1000 && open.inode == 4242);
+            let gone = find_in_table(table, "127.0.0.1:40001".parse().unwrap(), server).unwrap();
+            assert!(!gone.established && gone.inode == 0);
+            assert!(find_in_table(table, "127.0.0.1:40002".parse().unwrap(), server).is_none());
+        }
     }
 
     #[test]
