@@ -14,6 +14,7 @@
 //! ```
 
 pub mod attestation;
+pub mod automation;
 pub mod bus;
 pub mod control;
 pub mod device;
