@@ -116,7 +116,7 @@ fn auth_data(raw: &[u8]) -> Option<(u32, Option<Vec<u8>>)> {
     Some((counter, id))
 }
 
-fn member<'v>(map: &'v Cbor, key: i64) -> Option<&'v Cbor> {
+fn member(map: &Cbor, key: i64) -> Option<&Cbor> {
     map.as_map()?
         .iter()
         .find(|(k, _)| k.as_integer().and_then(|i| i64::try_from(i).ok()) == Some(key))
