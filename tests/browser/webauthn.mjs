@@ -136,6 +136,9 @@ async function openBrowser() {
       ? await puppeteer.connect({
           browserWSEndpoint: args.bidi,
           protocol: "webDriverBiDi",
+          // A guest under TCG on a loaded machine took longer than Puppeteer's default 180 s
+          // to open the session (measured: session.new timed out at load average 14).
+          protocolTimeout: 600_000,
           // Firefox refuses (400) a WebSocket whose Host header names another port than its
           // own, as it does through a port forward: --bidi-host gives the one it listens on.
           headers: args["bidi-host"] ? { Host: args["bidi-host"] } : undefined,
@@ -213,10 +216,13 @@ async function virtualAuthenticator(page) {
   }
   // The virtual authenticator to the key: victor's credential, written for the next browser.
   const { text } = await ceremony(page, "#register", "victor", "approve", 0, false, true);
-  failed += report(/^ok .*"verified":"registration"/.test(text), "victor registers on Chromium's virtual authenticator", text);
+  const registered = /^ok (.*"verified":"registration".*)$/.exec(text);
+  failed += report(Boolean(registered), "victor registers on Chromium's virtual authenticator", text);
+  if (registered) credentialIds.victor = JSON.parse(registered[1]).credentialId;
   const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
   const victor = credentials.find((c) => toBase64url(c.credentialId) === credentialIds.victor);
-  failed += report(Boolean(victor), "victor's credential read from the virtual authenticator (WebAuthn.getCredentials)", victor ? `signCount ${victor.signCount}` : "missing");
+  const ids = credentials.map((c) => c.credentialId).join(", ");
+  failed += report(Boolean(victor), "victor's credential read from the virtual authenticator (WebAuthn.getCredentials)", victor ? `signCount ${victor.signCount}` : `not among ${ids}`);
   if (victor) {
     const { writeFileSync } = await import("node:fs");
     // As CDP gives it: the key reads its base64 as it reads WebDriver's base64url.
