@@ -326,3 +326,47 @@ fn stored_secret(auth: &mut Authenticator<'_, TestPlatform>, id: &[u8]) -> [u8; 
         after = Some(reference);
     }
 }
+
+/// getInfo's encCredStoreState, decrypted with the persistent token (CTAP 2.2).
+fn cred_store_state(key: &mut impl App, persistent: &[u8]) -> [u8; 16] {
+    use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, KeyIvInit};
+    let info = ctap2(key, 0x04, None).1.unwrap();
+    let encrypted = get(&info, 0x1E).unwrap().as_bytes().unwrap().clone();
+    let mut aes_key = [0u8; 16];
+    hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), persistent)
+        .expand(b"encCredStoreState", &mut aes_key)
+        .unwrap();
+    let mut state = [0u8; 16];
+    state.copy_from_slice(&encrypted[16..]);
+    let iv: [u8; 16] = encrypted[..16].try_into().unwrap();
+    cbc::Decryptor::<aes::Aes128>::new((&aes_key).into(), (&iv).into())
+        .decrypt_padded::<NoPadding>(&mut state)
+        .unwrap();
+    state
+}
+
+/// A credential's own counter is written to its record at each signature, which is no change
+/// to what a platform lists: encCredStoreState stays, as for any sign-in.
+#[test]
+fn a_sign_in_with_its_own_counter_leaves_the_credential_store_state() {
+    let knobs = Knobs::default();
+    let mut storage = RamStorage::default();
+    let secret = p256_secret(10);
+    let key = verifying_key(&secret);
+    with_key(&mut storage, &knobs, 1, |auth| {
+        let client = common::pin_client::PinClient::new(auth, 2, 8);
+        client.set_pin(auth, "4321");
+        let persistent = client.token(auth, "4321", Some(0x40), None).unwrap();
+        auth.import_credential(&import(&FOREIGN_ID, &secret, true))
+            .unwrap();
+        let before = cred_store_state(auth, &persistent);
+        assert_eq!(sign_in(auth, &[&FOREIGN_ID], &key).1, 42);
+        assert_eq!(cred_store_state(auth, &persistent), before);
+        assert!(auth.remove_credential(&FOREIGN_ID).unwrap());
+        assert_ne!(
+            cred_store_state(auth, &persistent),
+            before,
+            "a removal is a change"
+        );
+    });
+}

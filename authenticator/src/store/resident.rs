@@ -369,12 +369,24 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
 
     /// Write `slot`'s header entry and record in one atomic file commit.
     fn write(&mut self, slot: usize, entry: Entry, record: &[u8]) -> Result<()> {
+        let generation = self.index.generation.wrapping_add(1);
+        self.write_at(slot, entry, record, generation)
+    }
+
+    /// [`Self::write`], the file carrying `generation` (the store's current one for a write
+    /// that changes no credential a platform lists: a signature counter).
+    fn write_at(
+        &mut self,
+        slot: usize,
+        entry: Entry,
+        record: &[u8],
+        generation: u32,
+    ) -> Result<()> {
         let file = slot / SLOTS_PER_FILE;
         let mut dir = heapless::String::<16>::new();
         let _ = core::fmt::write(&mut dir, format_args!("/cr/{}", file / FILES_PER_DIR));
         self.fs.create_dir_all(&path(&dir))?;
         let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
-        let generation = self.index.generation.wrapping_add(1);
         self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
@@ -468,7 +480,9 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 
     /// Write a changed record back where `reference` found it (a new signature counter): one
-    /// atomic commit, like every slot write. `false` if it was deleted or replaced since.
+    /// atomic commit, like every slot write, which leaves the store's generation as it is (a
+    /// sign-in changes no credential a platform lists, so encCredStoreState stays). `false` if
+    /// it was deleted or replaced since.
     pub fn rewrite(
         &mut self,
         reference: &ResidentRef,
@@ -485,7 +499,8 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         let record_len = record.len();
         let mut entry = Entry::of(credential);
         entry.created = reference.created;
-        self.write(slot, entry, &buffer[..record_len])?;
+        let generation = self.index.generation;
+        self.write_at(slot, entry, &buffer[..record_len], generation)?;
         Ok(true)
     }
 
