@@ -98,6 +98,21 @@ fn an_imported_non_discoverable_credential_signs_with_its_own_id_and_counter() {
         // Never found by discovery.
         let (status, _) = ctap2(auth, 0x02, Some(get_assertion_request(RP, &[5; 32], &[])));
         assert_eq!(status, 0x2E, "CTAP2_ERR_NO_CREDENTIALS");
+        // Nor by a verified discovery, which sees every discoverable credential.
+        let client = common::pin_client::PinClient::new(auth, 2, 8);
+        client.set_pin(auth, "4321");
+        let token = client.token(auth, "4321", Some(0x02), Some(RP)).unwrap();
+        let mut request = get_assertion_request(RP, &[5; 32], &[]);
+        if let Value::Map(entries) = &mut request {
+            let param = common::pin_client::PinClient::mac(2, &token, &[5; 32]);
+            entries.push((int(6), bytes(&param)));
+            entries.push((int(7), int(2)));
+        }
+        assert_eq!(
+            ctap2(auth, 0x02, Some(request)).0,
+            0x2E,
+            "verified discovery"
+        );
     });
     // A power cycle: the record and its counter are on storage.
     with_key(&mut storage, &knobs, 2, |auth| {

@@ -272,6 +272,10 @@ fn set_counter_moves_a_credential_forward_and_never_back() {
 fn events_follow_every_credential_created_and_used() {
     let (key, socket) = start_key("events", |_| {});
     let mut events = UnixStream::connect(&socket).unwrap();
+    // A stream that never delivers an event fails the test instead of hanging it.
+    events
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     writeln!(events, "events 1-1").unwrap();
     let mut lines = BufReader::new(events.try_clone().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ok events");
