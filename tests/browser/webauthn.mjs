@@ -263,8 +263,12 @@ try {
     const registered = /^ok (.*)$/.exec(text);
     if (ok && button === "#register" && registered) credentialIds[user] = JSON.parse(registered[1]).credentialId;
   }
-  if (args["import-credential"]) failed += await importedSignIn(page);
-  if (args["virtual-authenticator"]) failed += await virtualAuthenticator(page);
+  for (const [flag, steps] of [["import-credential", importedSignIn], ["virtual-authenticator", virtualAuthenticator]]) {
+    if (!args[flag]) continue;
+    const start = Date.now();
+    failed += await steps(page);
+    console.log(`test automation (--${flag}): ${((Date.now() - start) / 1000).toFixed(1)} s`);
+  }
   const log = await page.evaluate(async () => (await fetch("/api/log")).json());
   const verified = log.filter((entry) => entry.verified).length;
   console.log(`relying party: ${verified} responses verified, ${log.length - verified} refused`);
