@@ -12,6 +12,9 @@
 //! < error ...         an unknown command or bus id
 //! ```
 //!
+//! The test automation verbs (`credentials`, `add-credential`, `events`, ...) share the socket;
+//! they are [`crate::automation`]'s.
+//!
 //! `approve` is a short touch. Once the owner enabled longTouchForReset, authenticatorReset
 //! waits for a long touch: as on a real key, a short one does not answer it (the reply is an
 //! error saying so, and the request keeps waiting), and an `approve` armed in advance is not
@@ -26,12 +29,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use authenticator::platform::{Presence, Touch};
 
+use crate::automation::{self, Automation};
 use crate::peer::{Peer, Policy};
 
 /// An answer from the control socket.
@@ -73,6 +77,8 @@ struct KeyState {
 #[derive(Default)]
 pub struct Control {
     keys: Mutex<BTreeMap<String, KeyState>>,
+    /// The test automation verbs, once the runner has them.
+    automation: OnceLock<Arc<Automation>>,
 }
 
 impl Control {
@@ -83,7 +89,13 @@ impl Control {
             .collect();
         Arc::new(Self {
             keys: Mutex::new(keys),
+            automation: OnceLock::new(),
         })
+    }
+
+    /// Serve the test automation verbs too.
+    pub fn set_automation(&self, automation: Arc<Automation>) {
+        let _ = self.automation.set(automation);
     }
 
     fn with<R>(&self, bus_id: &str, f: impl FnOnce(&mut KeyState) -> R) -> Option<R> {
@@ -116,6 +128,9 @@ impl Control {
 
     /// Carry out one line of the protocol; returns the reply line.
     pub fn command(&self, line: &str) -> String {
+        if let Some(reply) = self.automation.get().and_then(|a| a.command(line)) {
+            return reply;
+        }
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
         let bus = words.next();
@@ -173,8 +188,9 @@ impl Control {
     }
 }
 
-/// The longest control line the runner reads; a longer one is refused, never buffered whole.
-pub const MAX_LINE: usize = 4096;
+/// The longest control line the runner reads (what test automation's `add-credential` may
+/// need); a longer one is refused, never buffered whole.
+pub const MAX_LINE: usize = automation::MAX_LINE;
 
 /// Serve the control socket at `path`: 0600, for the runner's own user and root only (see
 /// [`crate::private::bind_private_socket`] for where it may be and what it may replace).
@@ -259,15 +275,27 @@ fn serve_client(stream: UnixStream, control: &Control) {
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let reply = match read_line(&mut reader) {
+        let line = match read_line(&mut reader) {
             Line::End => break,
             Line::TooLong => {
                 let _ = writeln!(writer, "error line longer than {MAX_LINE} bytes");
                 break;
             }
-            Line::NotText => "error not UTF-8".to_string(),
-            Line::Text(line) => control.command(&line),
+            Line::NotText => {
+                if writeln!(writer, "error not UTF-8").is_err() {
+                    break;
+                }
+                continue;
+            }
+            Line::Text(line) => line,
         };
+        // `events` keeps the connection, streaming, until the client goes.
+        if let Some(automation) = control.automation.get() {
+            if automation.stream_events(&line, &mut writer).is_some() {
+                break;
+            }
+        }
+        let reply = control.command(&line);
         if writeln!(writer, "{reply}").is_err() {
             break;
         }
@@ -305,11 +333,11 @@ fn read_line(reader: &mut impl BufRead) -> Line {
     String::from_utf8(line).map_or(Line::NotText, Line::Text)
 }
 
-/// One command from the command line: send it, print the reply.
-pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
-    let mut stream = UnixStream::connect(path)?;
-    // Whoever serves the socket hears the command and writes the reply: a user talks only to
-    // their own runner or root's (a socket planted in /tmp could pose as one); root to anyone's.
+/// Connect to a runner's control socket. Whoever serves it hears the commands and writes the
+/// replies: a user talks only to their own runner or root's (a socket planted in /tmp could pose
+/// as one); root to anyone's.
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    let stream = UnixStream::connect(path)?;
     let (me, server) = (crate::peer::own_uid(), crate::peer::unix_peer_uid(&stream)?);
     if me != 0 && server != me && server != 0 {
         return Err(std::io::Error::new(
@@ -317,6 +345,23 @@ pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
             format!("served by uid {server}, not by this user (uid {me}) or root: not sending"),
         ));
     }
+    Ok(stream)
+}
+
+/// `events`: send the line, then copy every line the runner streams to `out` until it ends.
+pub fn stream(path: &Path, line: &str, out: &mut impl Write) -> std::io::Result<()> {
+    let mut stream = connect(path)?;
+    writeln!(stream, "{line}")?;
+    for line in BufReader::new(stream).lines() {
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// One command from the command line: send it, print the reply.
+pub fn send(path: &Path, line: &str) -> std::io::Result<String> {
+    let mut stream = connect(path)?;
     writeln!(stream, "{line}")?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use authenticator::attestation::Attestation;
 
+use crate::automation::{self, Automation};
 use crate::control::{Control, Listening};
 use crate::device::{self, Event, KeySetup};
 use crate::peer::{self, own_uid, Peer, Policy};
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     /// Allow a `listen` address other than loopback, and serve peers on other machines
     /// (`--listen-remote`). USB/IP has no authentication.
     pub listen_remote: bool,
+    /// Let test automation read and add private keys (`credentials`, `add-credential`) on a
+    /// key with state on disk; an ephemeral key always lets it (see [`crate::automation`]).
+    pub allow_key_export: bool,
 }
 
 /// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
@@ -99,6 +103,7 @@ impl ServerConfig {
             max_credentials: None,
             allow_other_users: false,
             listen_remote: false,
+            allow_key_export: false,
         }
     }
 }
@@ -125,6 +130,14 @@ impl Inbox {
         }
     }
 
+    /// Hand the key's thread a test automation verb; `false` if it has stopped.
+    fn automation(&self, request: automation::Request) -> bool {
+        match self {
+            Inbox::Usbip(events) => events.send(Event::Automation(request)).is_ok(),
+            Inbox::Uhid(inputs) => inputs.send(uhid::Input::Automation(request)).is_ok(),
+        }
+    }
+
     /// Tell the key's thread to stop (one that has ended already needs no telling).
     fn shutdown(&self) {
         match self {
@@ -143,6 +156,7 @@ pub struct Server {
     /// Where USB/IP listens; with uhid, the configured address, never bound.
     addr: SocketAddr,
     control: Option<(Listening, Arc<Control>)>,
+    automation: Arc<Automation>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
     acceptor: Option<JoinHandle<()>>,
@@ -164,6 +178,12 @@ impl Server {
         self.control
             .as_ref()
             .map(|(_, control)| control.command(line))
+    }
+
+    /// Carry out a test automation verb in-process (`add-credential 1-1 {...}`, ...), as the
+    /// control socket would; `None` if the line is not one.
+    pub fn automation(&self, line: &str) -> Option<String> {
+        self.automation.command(line)
     }
 
     /// Bus ids of the keys, as `usbip list` shows them.
@@ -235,6 +255,10 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
+    let keys_may_cross =
+        config.allow_key_export || matches!(config.state, StateLocation::Ephemeral);
+    let automation = Automation::new(keys_may_cross);
+    control_hub.set_automation(automation.clone());
     let state_dir = match &config.state {
         StateLocation::Dir(dir) => Some(PrivateDir::open(dir)?),
         StateLocation::Ephemeral => None,
@@ -266,18 +290,29 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         .iter()
         .enumerate()
         .map(|(i, bus_id)| {
+            let storage = state_dir
+                .as_ref()
+                .map(|dir| key_storage(dir, i))
+                .transpose()?;
             spawn_key(
                 bus_id,
-                i,
                 &config,
-                state_dir.as_ref(),
+                storage,
                 prompt.clone(),
                 control_hub.clone(),
                 trace.clone(),
+                automation.events(),
             )
         })
         .collect::<io::Result<Vec<_>>>()?;
     let keys = Arc::new(keys);
+    let route = keys.clone();
+    automation.set_router(Box::new(move |bus, request| {
+        route
+            .iter()
+            .find(|key| key.bus_id == bus)
+            .is_some_and(|key| key.events.automation(request))
+    }));
     let stopping = Arc::new(AtomicBool::new(false));
     let acceptor = match listener {
         Some(listener) => {
@@ -307,6 +342,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     Ok(Server {
         addr,
         control,
+        automation,
         stopping,
         keys,
         acceptor,
@@ -337,14 +373,26 @@ fn check_listen(config: &ServerConfig) -> io::Result<()> {
     Ok(())
 }
 
+/// Key `index`'s state: `DIR/state.lfs` for the first, `DIR/key-N/state.lfs` for the others.
+fn key_storage(dir: &PrivateDir, index: usize) -> io::Result<FileStorage> {
+    let file = match index {
+        0 => dir.open_file("state.lfs")?,
+        _ => dir
+            .subdir(&format!("key-{}", index + 1))?
+            .open_file("state.lfs")?,
+    };
+    FileStorage::new(file)
+}
+
+/// Start key `bus_id`, its state in `storage` (in memory if `None`).
 fn spawn_key(
     bus_id: &str,
-    index: usize,
     config: &ServerConfig,
-    state_dir: Option<&PrivateDir>,
+    storage: Option<FileStorage>,
     prompt: Option<Arc<Prompt>>,
     control: Arc<Control>,
     trace: Option<TraceSink>,
+    credential_events: Arc<automation::Events>,
 ) -> io::Result<KeySlot> {
     let prefix = match config.transport {
         Transport::Usbip => "usbip",
@@ -392,18 +440,10 @@ fn spawn_key(
     let setup = KeySetup {
         attestation: config.attestation.clone(),
         max_credentials: config.max_credentials,
+        events: Some(credential_events),
     };
-    let thread = match state_dir {
-        Some(dir) => {
-            // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
-            let subdir;
-            let dir = if index == 0 {
-                dir
-            } else {
-                subdir = dir.subdir(&format!("key-{}", index + 1))?;
-                &subdir
-            };
-            let storage = FileStorage::new(dir.open_file("state.lfs")?)?;
+    let thread = match storage {
+        Some(storage) => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
