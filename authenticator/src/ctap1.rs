@@ -106,8 +106,9 @@ fn dispatch<P: Platform>(
     if apdu.cla != 0 {
         return Err(sw::CLA_NOT_SUPPORTED);
     }
-    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1).
-    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) {
+    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1). So does the PIN
+    // lock until the PIN is given: a touch-only request must not use the sealed secrets.
+    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) || auth.store.locked() {
         return Err(sw::COMMAND_NOT_ALLOWED);
     }
     match apdu.ins {
@@ -143,7 +144,7 @@ fn register<P: Platform>(
 
     let kwk = auth
         .store
-        .kwk(auth.platform.rng())
+        .kwk()
         .map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::generate(
         auth.platform.rng(),
@@ -194,6 +195,8 @@ fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
         StoreError::Full | StoreError::Io => sw::UNKNOWN,
+        // Not reached: a locked key answers no U2F request (see `dispatch`).
+        StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }
 }
 
@@ -216,7 +219,7 @@ fn authenticate<P: Platform>(
 
     let kwk = auth
         .store
-        .kwk(auth.platform.rng())
+        .kwk()
         .map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::open(&kwk, application, key_handle)
         .filter(|c| c.alg == Algorithm::Es256 && c.cred_protect != CredProtect::Required)
