@@ -142,10 +142,7 @@ fn register<P: Platform>(
         .ok_or(sw::WRONG_LENGTH)?;
     presence(auth)?;
 
-    let kwk = auth
-        .store
-        .kwk()
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::generate(
         auth.platform.rng(),
         Algorithm::Es256,
@@ -217,10 +214,7 @@ fn authenticate<P: Platform>(
         .filter(|_| data.len() == 65 + handle_len)
         .ok_or(sw::WRONG_LENGTH)?;
 
-    let kwk = auth
-        .store
-        .kwk()
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::open(&kwk, application, key_handle)
         .filter(|c| c.alg == Algorithm::Es256 && c.cred_protect != CredProtect::Required)
         .filter(|c| !c.discoverable || auth.store.resident_exists(application, key_handle))

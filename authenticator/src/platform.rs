@@ -51,7 +51,7 @@ pub trait Platform {
     type Rng: rand_core::CryptoRng;
     /// The block device under the littlefs2 filesystem the core stores its state in, and the
     /// vault beside it.
-    type Storage: littlefs2::driver::Storage + Vault;
+    type Storage: StateStorage;
 
     /// The CSPRNG.
     fn rng(&mut self) -> &mut Self::Rng;
@@ -79,6 +79,11 @@ pub trait Platform {
         false
     }
 }
+
+/// A body's state device: the littlefs2 block device and the vault beside it.
+pub trait StateStorage: littlefs2::driver::Storage + Vault {}
+
+impl<T: littlefs2::driver::Storage + Vault> StateStorage for T {}
 
 /// Size of each of the vault's two slots.
 pub const VAULT_SLOT_SIZE: usize = 8192;

@@ -60,6 +60,16 @@ use device::{Device, Key, PinKeys, Secrets, Verifier};
 pub use resident::{capacity, ResidentRef, StoredRp, Visibility, RESERVED_BLOCKS, SLOTS_PER_FILE};
 use resident::{Index, Residents};
 
+/// Whether the vault records an authenticatorReset whose wipe is not finished (see
+/// [`Store::reset`]): the partition may then not mount (a power cut erased part of it), and the
+/// next power-up formats it and finishes the wipe.
+pub fn wipe_pending<S: Vault>(storage: &mut S) -> bool {
+    matches!(
+        vault::recover(storage),
+        Ok(Some((_, body))) if Device::from_cbor(&body).is_ok_and(|d| d.wipe_floor.is_some())
+    )
+}
+
 /// Mount the filesystem on `storage`, formatting it first if it holds none (first power-up).
 pub fn mount<'a, S: littlefs2::driver::Storage>(
     alloc: &'a mut Allocation<S>,
@@ -332,11 +342,22 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         let seal = seal.or(self.unlocked.as_ref().map(|u| &u.seal));
         let body = device.to_cbor(seal, rng)?;
         let current = self.position;
-        let position = self.with_device(|storage| vault::write(storage, current, &body))?;
-        self.position = Some(position);
-        device.written();
-        self.device = Some(device);
-        Ok(())
+        match self.with_device(|storage| vault::write(storage, current, &body)) {
+            Ok(position) => {
+                self.position = Some(position);
+                device.written();
+                self.device = Some(device);
+                Ok(())
+            }
+            Err(error) => {
+                // The new record may have landed or not: until the next power-up decides,
+                // nothing may be sealed or signed with either record's secrets.
+                self.device = None;
+                self.position = None;
+                self.unlocked = None;
+                Err(error)
+            }
+        }
     }
 
     /// The vault's record to change: a copy, written back with [`Store::commit`]. Its secrets
@@ -926,13 +947,11 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         let filled = fs.open_file_with_options_and_then(
             |options| options.write(true).create(true).truncate(true),
             &scratch,
-            |file| {
-                loop {
-                    match file.write(&chunk) {
-                        Ok(_) => {}
-                        Err(e) if e == FsError::NO_SPACE => return Ok(()),
-                        Err(e) => return Err(e),
-                    }
+            |file| loop {
+                match file.write(&chunk) {
+                    Ok(_) => {}
+                    Err(e) if e == FsError::NO_SPACE => return Ok(()),
+                    Err(e) => return Err(e),
                 }
             },
         );

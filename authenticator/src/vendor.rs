@@ -68,8 +68,7 @@ fn install<P: Platform>(
     }
     match &request.enterprise_rp_ids {
         None => {
-            let attestation =
-                Attestation::new(request.key, request.certificate).map_err(error)?;
+            let attestation = Attestation::new(request.key, request.certificate).map_err(error)?;
             auth.check_attestation(&attestation).map_err(error)?;
             touch(auth)?;
             auth.install_attestation(&attestation).map_err(error)?;

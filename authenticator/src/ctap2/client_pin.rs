@@ -17,8 +17,8 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{Error, Step};
 use crate::pin_protocol::{KeyAgreement, PinProtocol, SharedSecret};
 use crate::platform::Platform;
-use crate::store::{sha256, PinState, PIN_RETRIES};
 use crate::store::StoreError;
+use crate::store::{sha256, PinState, PIN_RETRIES};
 use crate::Authenticator;
 
 /// Wrong PINs in a row that block PIN checks until the next power-up.

@@ -110,7 +110,8 @@ fn argon2id(_: &[u8; 16], _: &[u8; 32], _: u32, _: u32, _: &mut [u8; 32]) -> Res
 }
 
 pub(super) fn hmac(key: &[u8], label: &[u8]) -> Key {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(label);
     Zeroizing::new(mac.finalize().into_bytes().into())
 }
@@ -388,7 +389,11 @@ impl Device {
 
     /// The record's CBOR: the secrets sealed under `seal_key` if the lock is on and a PIN set
     /// (that key must then be given, unless the secrets are still sealed as read).
-    pub fn to_cbor(&self, seal_key: Option<&Key>, rng: &mut impl CryptoRng) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn to_cbor(
+        &self,
+        seal_key: Option<&Key>,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let mut clear = None;
         let mut sealed = None;
         match (&self.secrets, self.sealing()) {

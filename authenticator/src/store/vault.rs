@@ -98,7 +98,11 @@ pub fn recover<S: Vault>(storage: &mut S) -> Result<Option<(Position, SlotBytes)
 
 /// Write `body` as the record after `current` (the first record if `None`), then erase the slot
 /// `current` was in. Returns the new record's position.
-pub fn write<S: Vault>(storage: &mut S, current: Option<Position>, body: &[u8]) -> Result<Position> {
+pub fn write<S: Vault>(
+    storage: &mut S,
+    current: Option<Position>,
+    body: &[u8],
+) -> Result<Position> {
     if body.len() > MAX_BODY {
         return Err(StoreError::Full);
     }
@@ -175,7 +179,8 @@ impl RamVault {
 
     /// Programming clears bits, as on flash (it never sets one).
     pub fn program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
-        if !offset.is_multiple_of(VAULT_PROGRAM_SIZE) || !data.len().is_multiple_of(VAULT_PROGRAM_SIZE)
+        if !offset.is_multiple_of(VAULT_PROGRAM_SIZE)
+            || !data.len().is_multiple_of(VAULT_PROGRAM_SIZE)
         {
             return Err(littlefs2::io::Error::IO);
         }
@@ -241,20 +246,23 @@ mod tests {
         let mut torn = RamVault { bytes: torn };
         let (position, body) = recover(&mut torn).unwrap().unwrap();
         assert_eq!((position, &body[..]), (second, &b"two"[..]));
-        assert!(torn.image()[third.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]
-            .iter()
-            .all(|&b| b == 0xff));
+        assert!(
+            torn.image()[third.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]
+                .iter()
+                .all(|&b| b == 0xff)
+        );
 
         // Both whole (the erase of the old one never began): the newer wins, the older goes.
         let mut both = vault.bytes.clone();
-        both[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE].copy_from_slice(
-            &torn.image()[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE],
-        );
+        both[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]
+            .copy_from_slice(&torn.image()[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]);
         let mut both = RamVault { bytes: both };
         let (position, body) = recover(&mut both).unwrap().unwrap();
         assert_eq!((position, &body[..]), (third, &b"three"[..]));
-        assert!(both.image()[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]
-            .iter()
-            .all(|&b| b == 0xff));
+        assert!(
+            both.image()[second.slot * VAULT_SLOT_SIZE..][..VAULT_SLOT_SIZE]
+                .iter()
+                .all(|&b| b == 0xff)
+        );
     }
 }
