@@ -319,12 +319,7 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
                 .save_large_blob_array(&vec![round; MAX_LARGE_BLOB_ARRAY])
                 .unwrap();
             store.save_settings(&settings).unwrap();
-            store
-                .save_pin(&PinState {
-                    retries: 8 - round,
-                    ..PinState::default()
-                })
-                .unwrap();
+            store.save_pin(&PinState { retries: 8 - round }).unwrap();
         }
         let mut last = 0;
         for _ in 0..10 * store::COUNTER_STEP {
