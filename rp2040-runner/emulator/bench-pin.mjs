@@ -4,13 +4,13 @@
 // and as a later one (a fast check in RAM), with the lock off and on. The difference, divided by
 // the firmware's PIN_PBKDF2_ITERATIONS, is the cycles per iteration to recalibrate the count at
 // another clock. Prints figures; asserts nothing. ms at 125 MHz (the firmware's clock today).
-//   node bench-pin.mjs [ITERATIONS]   (default 2500, rp2040-runner/src/main.rs's constant)
+//   node bench-pin.mjs [ITERATIONS]   (default 2400, rp2040-runner/src/main.rs's constant)
 import { bootKey } from './lib/harness.mjs';
 import { encodeCbor } from './lib/cbor.mjs';
 import { ClientPin, PinProtocol2 } from './lib/clientpin.mjs';
 import * as ctap2 from './lib/ctap2.mjs';
 
-const ITERATIONS = Number(process.argv[2] ?? 2500);
+const ITERATIONS = Number(process.argv[2] ?? 2400);
 const MHZ = 125;
 const PIN = '4711 pico';
 const ACFG = 0x20;

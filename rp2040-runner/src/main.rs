@@ -93,7 +93,7 @@ const FIRMWARE_VERSION: u32 = 0x00_01_00;
 /// them once (and unlocks a locked key); so does every guess of someone holding a copy of the
 /// flash. Calibrated on the emulated firmware to add at most 300 ms to getPinToken at the
 /// firmware's clock: see README.md (cycles per iteration, to recalibrate at another clock).
-const PIN_PBKDF2_ITERATIONS: u32 = 2500;
+const PIN_PBKDF2_ITERATIONS: u32 = 2400;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
