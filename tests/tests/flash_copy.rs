@@ -18,20 +18,6 @@ const DICTIONARY: &[&str] = &[
     "password",
 ];
 
-fn vendor(channel: &mut e2e_tests::ctaphid::Channel, token: &[u8], id: i64) -> u8 {
-    let params = map(vec![(int(1), int(id))]);
-    let mut message = vec![0xff; 32];
-    message.extend_from_slice(&[0x0d, 0xff]);
-    ciborium::into_writer(&params, &mut message).unwrap();
-    let request = map(vec![
-        (int(1), int(0xff)),
-        (int(2), params),
-        (int(3), int(2)),
-        (int(4), bytes(&PinClient::mac(2, token, &message))),
-    ]);
-    call(channel, 0x0D, Some(request)).0
-}
-
 /// A key with a PIN and a credential of `RP` (made with a touch, as U2F-era sites do), the lock
 /// on or off; returns the copy of its state, the credential ID and its COSE key.
 fn registered_key(lock: bool) -> (Vec<u8>, Vec<u8>, ciborium::Value) {
@@ -45,15 +31,28 @@ fn registered_key(lock: bool) -> (Vec<u8>, Vec<u8>, ciborium::Value) {
     let data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
     let client = PinClient::new(&mut channel, 2, 9);
     assert_eq!(client.set_pin(&mut channel, PIN), 0);
-    if lock {
-        let token = client.token(&mut channel, PIN, Some(0x20), None).unwrap();
-        assert_eq!(
-            vendor(&mut channel, &token, 0x4C4F_434B),
-            0,
-            "the lock turns on"
-        );
-    }
     drop(channel);
+    if lock {
+        // As an owner would, with the documented tool (docs/pin-lock.md), over USB/IP.
+        let tool = e2e_tests::runner_binary().with_file_name("fido-pin-lock");
+        assert!(
+            tool.exists(),
+            "{} is missing: cargo build -p fido-client",
+            tool.display()
+        );
+        let mut child = std::process::Command::new(tool)
+            .args([&format!("{}:1-1", key.addr()), "on"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{PIN}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fido-pin-lock: {said}");
+        assert!(said.contains("the PIN lock is on"), "{said}");
+    }
     assert!(key.terminate());
     let copy = std::fs::read(dir.path().join("state.lfs")).unwrap();
     (copy, data.credential_id, data.public_key.unwrap())

@@ -22,7 +22,8 @@ fn unhex(text: &str) -> Vec<u8> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: flash-copy-attack IMAGE pico|virtual RP_ID CREDENTIAL_ID_HEX MESSAGE_HEX [PIN ...]";
+    let usage =
+        "usage: flash-copy-attack IMAGE pico|virtual RP_ID CREDENTIAL_ID_HEX MESSAGE_HEX [PIN ...]";
     assert!(args.len() >= 5, "{usage}");
     let image = std::fs::read(&args[0]).expect("the image reads");
     let layout = match args[1].as_str() {
