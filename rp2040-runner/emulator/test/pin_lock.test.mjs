@@ -110,3 +110,36 @@ test('a flash dump of a locked Pico gives nothing without the PIN', { skip: !fs.
   assert.equal(unlocked.kwk, true, 'without the lock the dump needs no PIN');
   assert.ok(ctap2.verifyEs256(openKey, unlocked.message, Buffer.from(unlocked.signature, 'hex')));
 });
+
+test('after a reset the Pico\'s flash holds no byte of the old key or a user name', { skip: !fs.existsSync(ATTACK) && 'flash-copy-attack not built' }, async () => {
+  const MARKER = 'REMANENCE-MARKER-USER-7f3a';
+  const { machine, hid } = await bootKey();
+  machine.bootselPressed = true;
+  await hid.init();
+  const req = ctap2.makeCredentialRequest({ rk: true });
+  const m = decodeCbor(req.payload);
+  m.set(3, new Map([['id', Buffer.from('alice')], ['name', MARKER]]));
+  const mc = await hid.cbor(0x01, encodeCbor(m));
+  assert.equal(mc.status, 0);
+  const id = ctap2.parseAuthData(decodeCbor(mc.body).get(2)).credentialId;
+  const before = machine.snapshotFlash();
+  const opened = attackDump(before, id, []);
+  assert.equal(opened.kwk, true, 'no lock: the key-wrapping key is in the clear');
+  const kwk = Buffer.from(opened.kwk_hex, 'hex');
+  const count = (flash, needle) => {
+    let n = 0;
+    for (let at = flash.indexOf(needle); at >= 0; at = flash.indexOf(needle, at + 1)) n++;
+    return n;
+  };
+  assert.ok(count(Buffer.from(before), Buffer.from(MARKER)) > 0, 'the name is stored');
+  assert.ok(count(Buffer.from(before), kwk) > 0, 'and the key');
+
+  // Power cycle, then authenticatorReset within 10 s, with a touch.
+  const { machine: m2, hid: h2 } = await bootKey({ flash: before });
+  m2.bootselPressed = true;
+  await h2.init();
+  assert.equal((await h2.cbor(0x07)).status, 0, 'reset');
+  const after = Buffer.from(m2.snapshotFlash());
+  assert.equal(count(after, Buffer.from(MARKER)), 0, 'the user name survived the reset');
+  assert.equal(count(after, kwk), 0, 'the old key-wrapping key survived the reset');
+});

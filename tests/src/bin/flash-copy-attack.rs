@@ -3,9 +3,9 @@
 //!
 //! `flash-copy-attack IMAGE pico|virtual RP_ID CREDENTIAL_ID_HEX MESSAGE_HEX [PIN ...]`
 //!
-//! Tries the PINs as a dictionary; prints one JSON line: whether the key-wrapping key came out,
-//! the PIN if found, the guesses and their cost, and a signature of MESSAGE as the credential
-//! (hex, DER) if it could forge one.
+//! Tries the PINs as a dictionary; prints one JSON line: the key-wrapping key if it came out
+//! (hex: a test then looks for it elsewhere), the PIN if found, the guesses and their cost, and
+//! a signature of MESSAGE as the credential (hex, DER) if it could forge one.
 
 use e2e_tests::flash_copy::{attack, Layout};
 
@@ -35,8 +35,9 @@ fn main() {
     let outcome = attack(&image, layout, &dictionary);
     let signature = outcome.forge(&args[2], &unhex(&args[3]), &[&unhex(&args[4])]);
     println!(
-        "{{\"kwk\": {}, \"pin\": {}, \"guesses\": {}, \"ms_per_guess\": {:.3}, \"how\": \"{}\", \"signature\": {}}}",
+        "{{\"kwk\": {}, \"kwk_hex\": {}, \"pin\": {}, \"guesses\": {}, \"ms_per_guess\": {:.3}, \"how\": \"{}\", \"signature\": {}}}",
         outcome.kwk.is_some(),
+        outcome.kwk.map_or("null".into(), |k| format!("\"{}\"", hex(&k))),
         outcome.pin.as_ref().map_or("null".into(), |p| format!("\"{p}\"")),
         outcome.guesses,
         outcome.per_guess().as_secs_f64() * 1e3,
