@@ -154,6 +154,12 @@ fn install_attestation<S: authenticator::platform::StateStorage>(
             serial,
             "this key already has another batch attestation, which it keeps: --attestation ignored"
         ),
+        // A PIN-locked key's attestation is sealed: whether it has one is not known until the
+        // PIN is given, and one it has is kept for life anyway.
+        Err(AttestationError::Locked) => tracing::info!(
+            serial,
+            "this key is PIN-locked: --attestation is not checked until its PIN is given"
+        ),
         Err(error) => tracing::error!(serial, %error, "cannot install the batch attestation"),
     }
 }
