@@ -10,7 +10,7 @@ use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntim
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform, Touch};
 use crate::presence::{Presence, Refusal};
-use crate::store::{PinKdf, Store};
+use crate::store::{PinKdf, ResidentCredential, ResidentRef, Store, StoreError};
 
 /// Fixed facts about this authenticator model.
 #[derive(Clone, Debug)]
@@ -184,8 +184,58 @@ impl<'a, P: Platform> Authenticator<'a, P> {
                 self.store.resident_exists(rp_id_hash, id)
             }
             Some(_) => true,
-            None => false,
+            None => matches!(
+                self.imported_credential(kwk, rp_id_hash, id, uv),
+                Ok(Some(_))
+            ),
         }
+    }
+
+    /// The imported credential (see [`crate::automation`]) stored with this ID for this RP,
+    /// if this request may see it (credProtect level 3 hides it from unverified requests):
+    /// where it is stored, and its private key.
+    pub(crate) fn imported_credential(
+        &mut self,
+        kwk: &[u8; 32],
+        rp_id_hash: &[u8; 32],
+        id: &[u8],
+        uv: bool,
+    ) -> Result<Option<(ResidentRef, Credential)>, StoreError> {
+        let Some(reference) = self.store.resident_ref(rp_id_hash, id)? else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.load_resident(&reference)? else {
+            return Ok(None);
+        };
+        let credential = record
+            .sealed
+            .as_ref()
+            .and_then(|sealed| Credential::open(kwk, rp_id_hash, sealed))
+            .filter(|c| c.cred_protect != CredProtect::Required || uv);
+        Ok(credential.map(|credential| (reference, credential)))
+    }
+
+    /// The signature counter for a signature by `stored` (or by a credential the key does
+    /// not store): the credential's own if it has one, else the key's global counter. Either
+    /// is on storage before the signature exists, so no value is ever given out twice.
+    pub(crate) fn signature_counter(
+        &mut self,
+        stored: Option<(&ResidentRef, &mut ResidentCredential)>,
+    ) -> Result<u32, StoreError> {
+        let Some((reference, record)) = stored.filter(|(_, r)| r.counter.is_some()) else {
+            return self.store.next_counter();
+        };
+        let next = record
+            .counter
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(StoreError::Full)?;
+        record.counter = Some(next);
+        // Deleted or replaced since it was found: nothing to count for.
+        if !self.store.rewrite_resident(reference, record)? {
+            return Err(StoreError::Io);
+        }
+        Ok(next)
     }
 }
 

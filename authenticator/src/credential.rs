@@ -154,6 +154,33 @@ impl Credential {
         }
     }
 
+    /// A credential with a private key made elsewhere (test automation imports one): the P-256
+    /// scalar or the Ed25519 seed. `None` if it is not a valid key of that algorithm.
+    pub fn from_secret(
+        alg: Algorithm,
+        secret: &[u8; 32],
+        discoverable: bool,
+        cred_protect: CredProtect,
+    ) -> Option<Self> {
+        if alg == Algorithm::Es256 && p256_scalar(secret).is_none() {
+            return None;
+        }
+        Some(Self {
+            alg,
+            discoverable,
+            cred_protect,
+            cred_blob: Vec::new(),
+            third_party_payment: false,
+            secret: *secret,
+        })
+    }
+
+    /// The private key (P-256 scalar or Ed25519 seed), for test automation's export: only a
+    /// runner that was told to give keys away (see [`crate::automation`]) asks for it.
+    pub fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.secret)
+    }
+
     /// Seal this credential into an ID bound to `rp_id_hash`.
     pub fn seal(
         &self,

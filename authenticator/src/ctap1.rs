@@ -214,11 +214,33 @@ fn authenticate<P: Platform>(
         .filter(|_| data.len() == 65 + handle_len)
         .ok_or(sw::WRONG_LENGTH)?;
 
-    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
-    let credential = Credential::open(&kwk, application, key_handle)
-        .filter(|c| c.alg == Algorithm::Es256 && c.cred_protect != CredProtect::Required)
-        .filter(|c| !c.discoverable || auth.store.resident_exists(application, key_handle))
-        .ok_or(sw::WRONG_DATA)?;
+    let kwk = auth
+        .store
+        .kwk()
+        .map_err(|_| sw::UNKNOWN)?;
+    let (credential, mut stored) = match Credential::open(&kwk, application, key_handle) {
+        Some(c) if c.discoverable && !auth.store.resident_exists(application, key_handle) => {
+            return Err(sw::WRONG_DATA)
+        }
+        Some(credential) => (credential, None),
+        // Not sealed by this key: an imported credential whose RP ID hashes to the
+        // application parameter, if one is stored with this ID.
+        None => {
+            let (reference, credential) = auth
+                .imported_credential(&kwk, application, key_handle, false)
+                .map_err(store_error)?
+                .ok_or(sw::WRONG_DATA)?;
+            let record = auth
+                .store
+                .load_resident(&reference)
+                .map_err(store_error)?
+                .ok_or(sw::WRONG_DATA)?;
+            (credential, Some((reference, record)))
+        }
+    };
+    if credential.alg != Algorithm::Es256 || credential.cred_protect == CredProtect::Required {
+        return Err(sw::WRONG_DATA);
+    }
 
     let user_present = match control {
         // "Check only": the handle is ours, which U2F reports as this status.
@@ -231,9 +253,11 @@ fn authenticate<P: Platform>(
         _ => return Err(sw::INCORRECT_P1P2),
     };
 
+    let stored = stored
+        .as_mut()
+        .map(|(reference, record)| (&*reference, record));
     let counter = auth
-        .store
-        .next_counter()
+        .signature_counter(stored)
         .map_err(|_| sw::UNKNOWN)?
         .to_be_bytes();
     let flags = [u8::from(user_present)];

@@ -57,6 +57,7 @@ pub mod vault;
 
 pub use device::PinKdf;
 use device::{Device, Key, PinKeys, Secrets, Verifier};
+pub(crate) use resident::RECORD_LEN;
 pub use resident::{capacity, ResidentRef, StoredRp, Visibility, RESERVED_BLOCKS, SLOTS_PER_FILE};
 use resident::{Index, Residents};
 
@@ -127,6 +128,27 @@ pub struct ResidentCredential {
     /// credProtect level (1 to 3; 0 in records of the first layout, which did not keep it).
     #[serde(rename = "p", default)]
     pub cred_protect: u8,
+    /// An imported credential (test automation, see [`crate::automation`]): its ID is the one
+    /// it was made with elsewhere, and the sealed credential holding its private key is kept
+    /// here instead. Absent for the key's own credentials, whose ID is the sealed credential.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<heapless_bytes::Bytes<{ crate::credential::MAX_ID_LEN }>>,
+    /// The credential's own signature counter, the last value it signed with: imported
+    /// credentials carry the count they reached elsewhere. Absent: the key's global counter.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u32>,
+    /// Not discoverable: an imported non-discoverable credential, kept only because its ID is
+    /// not a sealed credential. Found by its ID (allow lists, U2F), never by discovery or
+    /// credential management's enumerations.
+    #[serde(rename = "x", default, skip_serializing_if = "core::ops::Not::not")]
+    pub listed_only: bool,
+}
+
+impl ResidentCredential {
+    /// The sealed credential (see [`crate::credential`]) that holds the private key.
+    pub fn sealed_credential(&self) -> &[u8] {
+        self.sealed.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The largest serialized large-blob array (maxSerializedLargeBlobArray).
@@ -683,6 +705,76 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
             return Err(StoreError::Full);
         }
         slots.save(credential)
+    }
+
+    /// Store an imported credential (see [`crate::automation`]) in a slot of its own, counted
+    /// against the capacity like any discoverable credential.
+    pub fn save_imported(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let limit = self.capacity_limit;
+        let mut slots = self.slots()?;
+        if limit.is_some_and(|limit| slots.index.used() >= limit) {
+            return Err(StoreError::Full);
+        }
+        slots.save_new(credential)
+    }
+
+    /// Write a changed record (its signature counter) back where `reference` found it;
+    /// `false` if it was deleted or replaced since.
+    pub fn rewrite_resident(
+        &mut self,
+        reference: &ResidentRef,
+        credential: &ResidentCredential,
+    ) -> Result<bool> {
+        self.slots()?.rewrite(reference, credential)
+    }
+
+    /// Delete the stored credential with this ID, discoverable or imported; `false` if none.
+    pub fn delete_resident_id(&mut self, id: &[u8]) -> Result<bool> {
+        self.slots()?.delete_id(id)
+    }
+
+    /// Every stored credential in turn, discoverable or not: the one after `after` (the first
+    /// if `None`), with its record.
+    pub fn next_stored(
+        &mut self,
+        after: Option<ResidentRef>,
+    ) -> Result<Option<(ResidentRef, ResidentCredential)>> {
+        self.slots()?.next_any(after)
+    }
+
+    /// The value the next signature on the global counter gets (nothing is reserved).
+    pub fn peek_counter(&mut self) -> Result<u32> {
+        if let Some(counter) = &self.counter {
+            return Ok(counter.next);
+        }
+        match self.fs()?.read::<4>(&path("/dev/ctr")) {
+            Ok(bytes) if bytes.is_empty() => Ok(1),
+            Ok(bytes) => Ok(u32::from_be_bytes(
+                bytes.as_slice().try_into().map_err(|_| StoreError::Io)?,
+            )),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(1),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Move the global counter forward so that the next signature gets `next`; a counter
+    /// never goes back, so a `next` below [`Store::peek_counter`] is refused (`Ok(false)`).
+    pub fn raise_counter(&mut self, next: u32) -> Result<bool> {
+        if next < self.peek_counter()? {
+            return Ok(false);
+        }
+        self.fs()?.create_dir_all(&path("/dev"))?;
+        self.fs()?.write(&path("/dev/ctr"), &next.to_be_bytes())?;
+        self.counter = Some(Counter {
+            next,
+            reserved: next,
+        });
+        Ok(true)
+    }
+
+    /// Does the store hold a discoverable credential of this one's RP and user.id?
+    pub fn holds_user_of(&mut self, credential: &ResidentCredential) -> Result<bool> {
+        self.slots()?.holds_user(credential)
     }
 
     /// Delete a discoverable credential (by its RP and user.id).

@@ -242,6 +242,9 @@ fn maximal(rp: &str, i: usize) -> ResidentCredential {
         id: heapless_bytes::Bytes::try_from(&[i as u8; 107][..]).unwrap(),
         created: i as u32 + 1,
         cred_protect: 1 + (i % 3) as u8,
+        sealed: None,
+        counter: None,
+        listed_only: false,
     }
 }
 

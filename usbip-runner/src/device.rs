@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use authenticator::attestation::{Attestation, AttestationError};
@@ -20,6 +21,7 @@ use usb_device::bus::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 use usb_device::UsbDirection;
 
+use crate::automation::{self, KeyAutomation, Observed};
 use crate::bus::{new_bus, BusHandle, UsbIpBus};
 use crate::platform::RunnerPlatform;
 use crate::protocol::{self, Command, DeviceInfo, Submit};
@@ -71,6 +73,8 @@ pub enum Event {
     Detach {
         id: u64,
     },
+    /// A test automation verb from the control socket.
+    Automation(automation::Request),
     Shutdown,
 }
 
@@ -138,6 +142,8 @@ struct Key<'k, 'a, S: authenticator::platform::StateStorage> {
     trace: Option<TraceSink>,
     /// The request being traced (see [`Traced`]).
     traced_request: Option<Vec<u8>>,
+    /// Test automation: credential events, and what the verbs need.
+    automation: KeyAutomation,
 }
 
 /// `--attestation`: install the batch, unless the key has an attestation already; a key keeps
@@ -171,6 +177,15 @@ pub struct KeySetup {
     pub attestation: Option<Attestation>,
     /// At most this many discoverable credentials (below what the state's geometry holds).
     pub max_credentials: Option<usize>,
+    /// Where test automation's credential events go.
+    pub events: Option<Arc<automation::Events>>,
+}
+
+impl KeySetup {
+    /// The key's side of test automation.
+    pub fn automation(&self, bus_id: &str) -> KeyAutomation {
+        KeyAutomation::new(bus_id, self.events.clone().unwrap_or_default())
+    }
 }
 
 /// Run a key until `Shutdown` (or until every sender is gone).
@@ -182,8 +197,10 @@ pub fn run<S: authenticator::platform::StateStorage>(
     trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
+    let bus_id = bus_id_of(&serial);
+    let automation = setup.automation(&bus_id);
     with_authenticator(storage, platform, &serial, setup, |auth| {
-        serve_usb(auth, serial.clone(), trace, events)
+        serve_usb(auth, serial.clone(), trace, events, automation)
     });
 }
 
@@ -228,6 +245,7 @@ fn serve_usb<S: authenticator::platform::StateStorage>(
     serial: String,
     trace: Option<TraceSink>,
     events: Receiver<Event>,
+    automation: KeyAutomation,
 ) {
     let (bus, handle) = new_bus();
     let usb_alloc = UsbBusAllocator::new(bus);
@@ -252,13 +270,11 @@ fn serve_usb<S: authenticator::platform::StateStorage>(
         bus: handle,
         connection: None,
         pending_packet: None,
-        bus_id: serial
-            .trim_start_matches("usbip-")
-            .trim_end_matches("-ephemeral")
-            .to_string(),
+        bus_id: bus_id_of(&serial),
         serial: serial.clone(),
         trace,
         traced_request: None,
+        automation,
     };
     loop {
         let Some(event) = key.next_event(&events) else {
@@ -272,6 +288,14 @@ fn serve_usb<S: authenticator::platform::StateStorage>(
         key.service(&mut usb, &mut hid);
     }
     tracing::info!(serial = %key.serial, "key stopped");
+}
+
+/// The bus id in a USB/IP key's serial number (`usbip-1-1`, `usbip-1-1-ephemeral`).
+fn bus_id_of(serial: &str) -> String {
+    serial
+        .trim_start_matches("usbip-")
+        .trim_end_matches("-ephemeral")
+        .to_string()
 }
 
 /// How long the key's thread looks for the next URB before it sleeps. A host asks for its next
@@ -358,6 +382,7 @@ impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
                     self.command(command, usb, hid);
                 }
             }
+            Event::Automation(request) => self.automation.handle(self.auth, request),
             Event::Shutdown => {}
         }
     }
@@ -458,8 +483,12 @@ impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
     fn service(&mut self, usb: &mut UsbDevice<'_, UsbIpBus>, hid: &mut FidoHid<'_, UsbIpBus>) {
         let now = self.now();
         if self.ctaphid.next_deadline().is_some_and(|d| d <= now) {
-            let mut app = Traced {
+            let mut observed = Observed {
                 app: &mut *self.auth,
+                key: &mut self.automation,
+            };
+            let mut app = Traced {
+                app: &mut observed,
                 sink: self.trace.as_ref(),
                 key: &self.bus_id,
                 in_flight: &mut self.traced_request,
@@ -477,8 +506,12 @@ impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
             progress |= self.deliver_out(usb, hid);
             while let Some(report) = hid.read_report() {
                 let now = self.now();
-                let mut app = Traced {
+                let mut observed = Observed {
                     app: &mut *self.auth,
+                    key: &mut self.automation,
+                };
+                let mut app = Traced {
+                    app: &mut observed,
                     sink: self.trace.as_ref(),
                     key: &self.bus_id,
                     in_flight: &mut self.traced_request,

@@ -13,7 +13,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod attach;
 pub mod attestation;
+pub mod automation;
 pub mod bus;
 pub mod control;
 pub mod device;

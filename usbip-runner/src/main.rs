@@ -27,6 +27,11 @@ struct Args {
     /// The uhid device, with --transport uhid.
     #[arg(long, value_name = "PATH", default_value = "/dev/uhid")]
     uhid_device: PathBuf,
+    /// Attach the keys to this machine's vhci-hcd yourself (no `usbip` tool), print each
+    /// key's hidraw node (`attached 1-1 /dev/hidraw0 ...`) and detach them on exit. Needs root
+    /// and the vhci-hcd module.
+    #[arg(long)]
+    attach: bool,
     /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
     /// Default: prompt on a terminal, deny otherwise.
     #[arg(long, value_enum)]
@@ -42,9 +47,21 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     keys: u16,
     /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
-    /// Lines: `approve|deny|timeout [BUS]`, `status`.
+    /// Presence: `approve|hold|deny|timeout [BUS]`, `status`. Test automation (W3C WebAuthn
+    /// Automation): `credentials BUS`, `add-credential BUS JSON`, `remove-credential BUS ID`,
+    /// `clear-credentials BUS`, `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Let test automation read and add private keys (`credentials`, `add-credential`,
+    /// `--import`) on a key whose state is kept on disk; an --ephemeral key always lets it.
+    /// Only for test keys: a key whose private keys can be read out protects nothing.
+    #[arg(long)]
+    allow_key_export: bool,
+    /// At start, add the credentials in FILE (a JSON array of W3C Credential Parameters, as
+    /// `credentials` lists them) to every key; one already there is left as it is. Needs
+    /// --ephemeral or --allow-key-export.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
     /// Write every CTAP request and response as one JSON line to FILE (`-`: standard error);
     /// byte strings (keys, signatures, encrypted PINs) appear only as their length.
     #[arg(long, value_name = "FILE")]
@@ -71,17 +88,40 @@ enum TransportArg {
 
 #[derive(clap::Subcommand)]
 enum Subcommand {
-    /// Answer a key's presence request through its control socket, e.g.
+    /// Send one line to a running key's control socket and print the reply, e.g.
     /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1`.
+    #[command(after_help = CONTROL_VERBS)]
     Control {
         /// The control socket.
         socket: PathBuf,
-        /// approve, deny, timeout or status.
+        /// The verb (below).
         action: String,
-        /// The key (default: the one waiting).
-        bus: Option<String>,
+        /// Its arguments: the key (bus id) first; add-credential's JSON may also be @FILE, or
+        /// - for standard input.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
+
+const CONTROL_VERBS: &str = "\
+Presence (BUS: the key, default the one waiting):
+  approve [BUS]                 a touch
+  hold [BUS]                    a long touch (a reset after enableLongTouchForReset)
+  deny [BUS]                    refuse (CTAP2_ERR_OPERATION_DENIED)
+  timeout [BUS]                 nobody touched (CTAP2_ERR_USER_ACTION_TIMEOUT)
+  status                        the keys that wait for a touch
+Test automation (W3C WebAuthn Automation / Chrome DevTools WebAuthn):
+  credentials BUS               Get Credentials: a JSON array of Credential Parameters *
+  add-credential BUS JSON       Add Credential (credentialId, isResidentCredential, rpId,
+                                privateKey as base64url PKCS#8, userHandle, signCount,
+                                userName, userDisplayName) *
+  remove-credential BUS ID      Remove Credential (ID in base64url)
+  clear-credentials BUS         Remove All Credentials the key stores
+  set-counter BUS ID N          the credential's signCount (its next signature: N+1; never
+                                below where it is)
+  events [BUS]                  stream credentialAdded/Asserted/Deleted/Updated, one JSON line
+                                each, until interrupted
+* private keys: only on a key started with --ephemeral or --allow-key-export";
 
 fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -91,6 +131,96 @@ fn default_state_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/usbip-runner")
+}
+
+/// `usbip-runner control SOCKET VERB ARGS...`: send the line, print the reply (every line of
+/// it for `events`); exit 1 on an error reply.
+fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> ! {
+    let mut words = vec![action.to_string()];
+    for (i, arg) in args.iter().enumerate() {
+        // add-credential's JSON: from a file or standard input, on one line.
+        if action == "add-credential" && i == 1 {
+            match one_line_json(arg) {
+                Ok(json) => words.push(json),
+                Err(error) => {
+                    eprintln!("usbip-runner: add-credential: {error}");
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            words.push(arg.clone());
+        }
+    }
+    let line = words.join(" ");
+    let result = if action == "events" {
+        usbip_runner::control::stream(socket, &line, &mut std::io::stdout()).map(|()| String::new())
+    } else {
+        usbip_runner::control::send(socket, line.trim())
+    };
+    match result {
+        Ok(reply) => {
+            if !reply.is_empty() {
+                println!("{reply}");
+            }
+            std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
+        }
+        Err(error) => {
+            eprintln!("usbip-runner: {}: {error}", socket.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// JSON given inline, as `@FILE` or as `-` (standard input), on one line.
+fn one_line_json(arg: &str) -> Result<String, String> {
+    let text = match arg {
+        "-" => std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string())?,
+        _ => match arg.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+            None => arg.to_string(),
+        },
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("bad JSON: {e}"))?;
+    Ok(value.to_string())
+}
+
+/// `--import FILE`: a JSON array of Credential Parameters.
+fn read_import(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let credentials: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("not a JSON array: {e}"))?;
+    for (i, credential) in credentials.iter().enumerate() {
+        serde_json::from_value::<usbip_runner::automation::params::CredentialParams>(
+            credential.clone(),
+        )
+        .map_err(|e| format!("credential {i}: {e}"))?;
+    }
+    Ok(credentials)
+}
+
+/// Add `--import`'s credentials to every key, as `add-credential` would; a key that has one
+/// already (its state kept from an earlier start) keeps it. Any other refusal stops the start.
+fn import_credentials(server: &usbip_runner::Server, credentials: &[serde_json::Value]) {
+    for bus in server.bus_ids() {
+        for (i, credential) in credentials.iter().enumerate() {
+            let reply = server
+                .automation(&format!("add-credential {bus} {credential}"))
+                .unwrap_or_default();
+            if reply.starts_with("ok") {
+                continue;
+            }
+            if reply.contains("credentialId is on the key") {
+                tracing::info!(bus, credential = i, "--import: already on the key");
+                continue;
+            }
+            eprintln!("usbip-runner: --import: credential {i}, key {bus}: {reply}");
+            std::process::exit(1);
+        }
+    }
+    if !credentials.is_empty() {
+        tracing::info!(count = credentials.len(), "--import: credentials added");
+    }
 }
 
 fn main() {
@@ -107,20 +237,10 @@ fn main() {
     if let Some(Subcommand::Control {
         socket,
         action,
-        bus,
+        args,
     }) = &args.command
     {
-        let line = [action.as_str(), bus.as_deref().unwrap_or("")].join(" ");
-        match usbip_runner::control::send(socket.as_path(), line.trim()) {
-            Ok(reply) => {
-                println!("{reply}");
-                std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
-            }
-            Err(error) => {
-                eprintln!("usbip-runner: {}: {error}", socket.display());
-                std::process::exit(1);
-            }
-        }
+        control_command(socket, action, args);
     }
     let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
         PresenceMode::Prompt
@@ -155,6 +275,39 @@ fn main() {
         TransportArg::Usbip => Transport::Usbip,
         TransportArg::Uhid => Transport::Uhid(args.uhid_device.clone()),
     };
+    let keys_may_cross = args.ephemeral || args.allow_key_export;
+    let import = match &args.import {
+        Some(_) if !keys_may_cross => {
+            eprintln!(
+                "usbip-runner: --import adds private keys: only to an --ephemeral key, or with \
+                 --allow-key-export (test keys only)"
+            );
+            std::process::exit(1);
+        }
+        Some(path) => match read_import(path) {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                eprintln!("usbip-runner: --import {}: {error}", path.display());
+                std::process::exit(1);
+            }
+        },
+        None => Vec::new(),
+    };
+    // Checked before anything starts, so a machine that cannot attach says why at once.
+    let vhci = match (args.attach, &transport) {
+        (false, _) => None,
+        (true, Transport::Uhid(_)) => {
+            eprintln!("usbip-runner: --attach is for --transport usbip (uhid keys need none)");
+            std::process::exit(2);
+        }
+        (true, Transport::Usbip) => match usbip_runner::attach::Vhci::open() {
+            Ok(vhci) => Some(vhci),
+            Err(error) => {
+                eprintln!("usbip-runner: --attach: {error}");
+                std::process::exit(1);
+            }
+        },
+    };
     let config = ServerConfig {
         listen: args.listen,
         transport: transport.clone(),
@@ -169,6 +322,7 @@ fn main() {
             usize::from,
         ),
         max_credentials: args.max_credentials,
+        allow_key_export: args.allow_key_export,
     };
     let server = match start(config) {
         Ok(server) => server,
@@ -182,6 +336,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    import_credentials(&server, &import);
     // One line on stdout, for scripts and tests that start us on port 0 (then the control
     // socket's, if there is one).
     // (A reader that went away is no reason to stop: ignore errors writing these.)
@@ -204,9 +359,16 @@ fn main() {
     }
     let _ = stdout.flush();
     drop(stdout);
+    let attached = match &vhci {
+        None => Vec::new(),
+        Some(vhci) => attach(vhci, &server),
+    };
     match &transport {
+        Transport::Usbip if vhci.is_some() => {
+            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attached: see the hidraw nodes above")
+        }
         Transport::Usbip => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip())
+            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1 (or run with --attach)", server.addr().ip())
         }
         Transport::Uhid(_) => {
             tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
@@ -215,5 +377,37 @@ fn main() {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }
+    if let Some(vhci) = &vhci {
+        usbip_runner::attach::detach_all(vhci, &attached);
+    }
     server.shutdown();
+}
+
+/// `--attach`: every key attached and its line printed (`attached BUS HIDRAW (vhci_hcd port
+/// N)`), or the runner stops with the reason.
+fn attach(
+    vhci: &usbip_runner::attach::Vhci,
+    server: &usbip_runner::Server,
+) -> Vec<usbip_runner::attach::Attached> {
+    match usbip_runner::attach::attach_all(vhci, server.addr(), &server.bus_ids()) {
+        Ok(attached) => {
+            let mut stdout = std::io::stdout().lock();
+            for key in &attached {
+                tracing::info!(bus_id = %key.bus_id, port = key.port, hidraw = %key.hidraw.display(), "attached");
+                let _ = writeln!(
+                    stdout,
+                    "attached {} {} (vhci_hcd port {})",
+                    key.bus_id,
+                    key.hidraw.display(),
+                    key.port
+                );
+            }
+            let _ = stdout.flush();
+            attached
+        }
+        Err(error) => {
+            eprintln!("usbip-runner: --attach: {error}");
+            std::process::exit(1);
+        }
+    }
 }

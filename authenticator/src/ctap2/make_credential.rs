@@ -193,6 +193,9 @@ pub(crate) fn make_credential<P: Platform>(
             id: Bytes::try_from(&id[..]).map_err(|_| Error::Other)?,
             created: counter,
             cred_protect: cred_protect.unwrap_or(CredProtect::Optional) as u8,
+            sealed: None,
+            counter: None,
+            listed_only: false,
         })?;
     }
 

@@ -17,7 +17,8 @@ async function post(path, body) {
 async function register(user) {
   const timeout = document.getElementById("timeout").value;
   const passkey = document.getElementById("passkey").checked;
-  const options = await post("/api/register/begin", { user, timeout, passkey });
+  const anyAuthenticator = document.getElementById("any-authenticator").checked;
+  const options = await post("/api/register/begin", { user, timeout, passkey, anyAuthenticator });
   const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
   // The site's own deadline: not every browser ends a request at publicKey.timeout.
   const signal = timeout ? AbortSignal.timeout(Number(timeout)) : undefined;
