@@ -214,10 +214,7 @@ fn authenticate<P: Platform>(
         .filter(|_| data.len() == 65 + handle_len)
         .ok_or(sw::WRONG_LENGTH)?;
 
-    let kwk = auth
-        .store
-        .kwk()
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let (credential, mut stored) = match Credential::open(&kwk, application, key_handle) {
         Some(c) if c.discoverable && !auth.store.resident_exists(application, key_handle) => {
             return Err(sw::WRONG_DATA)
