@@ -471,6 +471,9 @@ fn operate<S: Storage + Vault>(
                 id: id.as_slice().try_into().expect("an ID fits"),
                 created,
                 cred_protect: credential.cred_protect as u8,
+                sealed: None,
+                counter: None,
+                listed_only: false,
             };
             let resident = Resident {
                 record: record.clone(),
@@ -752,6 +755,9 @@ fn write_first_layout(
             id: id.as_slice().try_into().expect("an ID fits"),
             created,
             cred_protect: protect as u8,
+            sealed: None,
+            counter: None,
+            listed_only: false,
         };
         let Ok(ciborium::Value::Map(mut entries)) = ciborium::Value::serialized(&record) else {
             panic!("a record serializes as a map");
