@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod bootsel;
 mod bridge;
+mod clocks;
 mod cstr;
 mod flash;
 mod platform;
@@ -77,7 +78,6 @@ unsafe impl core::alloc::GlobalAlloc for PeakTracking {
 /// Heap for CTAP messages (up to 7.6 KB each, a few copies), littlefs and credentials.
 const HEAP_SIZE: usize = 96 * 1024;
 
-const XOSC_HZ: u32 = 12_000_000;
 /// pid.codes' test VID/PID, shared with usbip-runner until the project has its own.
 const VENDOR_ID: u16 = 0x1209;
 const PRODUCT_ID: u16 = 0x0001;
@@ -107,17 +107,15 @@ fn main() -> ! {
     init_heap();
     let mut pac = pac::Peripherals::take().unwrap();
     let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
-    let clocks = hal::clocks::init_clocks_and_plls(
-        XOSC_HZ,
+    let clocks = clocks::init(
         pac.XOSC,
         pac.CLOCKS,
         pac.PLL_SYS,
         pac.PLL_USB,
+        &mut pac.VREG_AND_CHIP_RESET,
         &mut pac.RESETS,
         &mut watchdog,
-    )
-    .ok()
-    .unwrap();
+    );
     let mut timer = Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(
@@ -331,7 +329,10 @@ fn init_heap() {
     static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
     // SAFETY: called once, first thing in main, before any allocation; HEAP_MEM is used by
     // nothing else.
-    unsafe { HEAP.0.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
+    unsafe {
+        HEAP.0
+            .init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE)
+    }
 }
 
 /// The USB serial number: the flash chip's unique ID as 16 hex digits (as the Pico SDK's

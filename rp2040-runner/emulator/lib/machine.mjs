@@ -4,7 +4,6 @@ import { Simulator, ConsoleLogger, LogLevel } from 'rp2040js';
 import { installStubRom } from './rom.mjs';
 import { readImage, FLASH_BASE } from './image.mjs';
 
-const NS_PER_CYCLE = 8; // 125 MHz
 const IO_QSPI = 0x40018;
 const ROSC = 0x40060;
 const SS_CTRL = 0x0c; // GPIO_QSPI_SS_CTRL
@@ -20,19 +19,39 @@ const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..
 
 const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
 
+/** How long the W25Q16JV takes to erase a 4 KiB sector (tSE) and to program a 256-byte page
+ * (tPP), in ms: typical and maximum from its datasheet (AC electrical characteristics), or none
+ * (the flash answers at once, as rp2040js alone would have it). PICO_FLASH_TIMING picks one. */
+export const FLASH_TIMINGS = {
+  typical: { eraseMs: 45, programMs: 0.7 },
+  max: { eraseMs: 400, programMs: 3 },
+  none: { eraseMs: 0, programMs: 0 },
+};
+
 export class Machine {
   /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle");
    * roscSeed: seeds the ring oscillator's bits (a fixed default keeps cycle counts repeatable);
-   * flashUid: the flash chip's 64-bit unique ID (8 bytes). */
-  constructor(image, { flash, log = false, roscSeed = 0x2545f491, flashUid = DEFAULT_FLASH_UID } = {}) {
+   * flashUid: the flash chip's 64-bit unique ID (8 bytes); flashTiming: a FLASH_TIMINGS key. */
+  constructor(image, {
+    flash, log = false, roscSeed = 0x2545f491, flashUid = DEFAULT_FLASH_UID,
+    flashTiming = process.env.PICO_FLASH_TIMING ?? 'typical',
+  } = {}) {
     this.sim = new Simulator();
     this.mcu = this.sim.rp2040;
     this.clock = this.sim.clock;
     this.core = this.mcu.core;
     this.mcu.logger = new ConsoleLogger(log ? LogLevel.Debug : LogLevel.Error);
     this.flashOps = [];
+    this.flashTiming = FLASH_TIMINGS[flashTiming];
+    if (!this.flashTiming) throw new Error(`PICO_FLASH_TIMING: ${flashTiming} is none of ${Object.keys(FLASH_TIMINGS)}`);
+    this.flashBusyCycles = 0; // cycles spent waiting for the flash to erase or program
     // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.
-    installStubRom(this.mcu, { onFlash: (op, off, len) => this.flashOps.push({ op, off, len }) });
+    installStubRom(this.mcu, {
+      onFlash: (op, off, len) => {
+        this.flashOps.push({ op, off, len });
+        this.flashBusy(op === 'erase' ? (len / 4096) * this.flashTiming.eraseMs : (len / 256) * this.flashTiming.programMs);
+      },
+    });
     if (flash) this.mcu.flash.set(flash);
     else for (const { addr, data } of readImage(image)) this.mcu.flash.set(data, addr - FLASH_BASE);
     this.bootselPressed = false;
@@ -147,8 +166,26 @@ export class Machine {
     };
   }
 
+  /** The flash is busy for `ms`: the ROM routine (called with interrupts off, from RAM) polls
+   * the chip's status until it is done, so the core spends that time executing and nothing else
+   * runs. The cycles and the clock move on together; the timer's alarms fire meanwhile and their
+   * interrupts wait until the firmware turns interrupts back on, as on the chip. */
+  flashBusy(ms) {
+    const cycles = Math.round((ms * 1e6) / this.nsPerCycle);
+    if (cycles <= 0) return;
+    this.core.cycles += cycles;
+    this.activeCycles += cycles;
+    this.flashBusyCycles += cycles;
+    this.clock.tick(cycles * this.nsPerCycle);
+  }
+
   get cycles() { return this.core.cycles; }
   get nowMs() { return this.clock.nanos / 1e6; }
+  /** clk_sys as the firmware set it up (rp2040js follows the PLL and CLOCKS registers). */
+  get clockHz() { return this.mcu.clkSys; }
+  get nsPerCycle() { return 1e9 / this.mcu.clkSys; }
+  /** Cycles as milliseconds at the firmware's clock. */
+  ms(cycles) { return (cycles * 1e3) / this.mcu.clkSys; }
 
   /** Run until `until()` holds or `maxCycles` more cycles pass. `until` is checked every
    * `chunk` steps (an instruction, or one jump over a sleep), then Node's event loop runs. */
@@ -160,17 +197,18 @@ export class Machine {
         if (this.core.waiting) {
           // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
           // (the host may act in between).
+          const nsPerCycle = this.nsPerCycle;
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, (limit - this.core.cycles) * NS_PER_CYCLE);
-          const cycles = Math.max(1, Math.ceil(ns / NS_PER_CYCLE));
-          this.clock.tick(cycles * NS_PER_CYCLE);
+          ns = Math.min(ns, (limit - this.core.cycles) * nsPerCycle);
+          const cycles = Math.max(1, Math.ceil(ns / nsPerCycle));
+          this.clock.tick(cycles * nsPerCycle);
           this.core.cycles += cycles;
           if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
         } else {
           const c = this.core.executeInstruction();
           this.activeCycles += c;
-          this.clock.tick(c * NS_PER_CYCLE);
+          this.clock.tick(c * this.nsPerCycle);
         }
       }
       await new Promise((resolve) => setImmediate(resolve));
