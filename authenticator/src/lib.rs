@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod attestation;
+pub mod basepoint;
 pub mod credential;
 pub mod ctaphid;
 pub mod fallible;

@@ -126,25 +126,12 @@ fn main() -> ! {
     );
     let led = pins.gpio25.into_push_pull_output();
 
+    // USB first: the key enumerates within milliseconds of power-up. The slow start-up work
+    // (seeding the RNG, mounting the state, reading the credential index, the basepoint table)
+    // follows with interrupts on, while the USB interrupt answers the host; a request that
+    // arrives meanwhile waits in the mailbox, with keepalives, until the main loop starts.
     let unique_id = flash::unique_id();
-    let rng = rng::boot(&pac.ROSC, timer.get_counter().ticks(), &unique_id);
     let serial = serial_string(&unique_id);
-
-    // The filesystem borrows its storage and buffers for as long as the firmware runs.
-    let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
-    let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
-    let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
-    let mut alarm1 = timer.alarm_1().unwrap();
-    alarm1.enable_interrupt();
-    let platform = PicoPlatform::new(rng, timer, led);
-    let config = Config {
-        aaguid: AAGUID,
-        firmware_version: FIRMWARE_VERSION,
-    };
-    let mut auth = Authenticator::new(platform, fs, config);
-
-    fill_basepoint_table();
-
     let bus = Box::leak(Box::new(UsbBusAllocator::new(UsbBus::new(
         pac.USBCTRL_REGS,
         pac.USBCTRL_DPRAM,
@@ -187,6 +174,21 @@ fn main() -> ! {
         pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_0);
         pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_1);
     }
+
+    let rng = rng::boot(&pac.ROSC, timer.get_counter().ticks(), &unique_id);
+    fill_basepoint_table();
+    // The filesystem borrows its storage and buffers for as long as the firmware runs.
+    let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
+    let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
+    let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
+    let mut alarm1 = timer.alarm_1().unwrap();
+    alarm1.enable_interrupt();
+    let platform = PicoPlatform::new(rng, timer, led);
+    let config = Config {
+        aaguid: AAGUID,
+        firmware_version: FIRMWARE_VERSION,
+    };
+    let mut auth = Authenticator::new(platform, fs, config);
     main_loop(&mut auth, &mut alarm1)
 }
 
@@ -315,13 +317,19 @@ fn TIMER_IRQ_1() {
     };
 }
 
-/// p256 fills its basepoint table (for key generation and ECDSA signing: ~4 times fewer cycles
-/// than without) at first use, inside a critical section: ~53 M cycles, 420 ms at 125 MHz with
-/// interrupts off. Do it at boot, before USB is up, so that no request or control transfer ever
-/// waits that long.
+/// The P-256 basepoint table (key generation and ECDSA signing take ~4 times fewer cycles with
+/// it), decoded from flash into RAM window by window in thread mode, so interrupts stay on
+/// (p256's own table is computed inside a critical section: 61 M cycles with interrupts off),
+/// then installed for the core to use (see `authenticator::basepoint`).
 fn fill_basepoint_table() {
-    use p256::elliptic_curve::Group;
-    core::hint::black_box(p256::ProjectivePoint::mul_by_generator(&p256::Scalar::ONE));
+    use authenticator::basepoint::BasepointTable;
+    let Some(table) = cortex_m::singleton!(: BasepointTable = BasepointTable::new()) else {
+        return;
+    };
+    while table.fill_next() {}
+    let table: &'static BasepointTable = table;
+    // A table that did not fill is not installed: signing then takes the slow path.
+    let _ = authenticator::basepoint::install(table);
 }
 
 fn init_heap() {
