@@ -36,6 +36,9 @@ const record = async (name, run) => {
   return decodeCbor(r.body);
 };
 
+// The first request after power-up also waits for what the firmware does after USB is up
+// (the RNG, the basepoint table, the credential index: with 1,000 stored, the most of it).
+await record('getInfo, first request after power-up', () => hid.cbor(0x04));
 const discovery = await record(`discovery getAssertion (${which})`, () => hid.cbor(0x02, encodeCbor(new Map([
   [1, rp], [2, ctap2.sha256('discover')],
 ]))));

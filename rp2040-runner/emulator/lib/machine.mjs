@@ -15,6 +15,8 @@ const SSI_DR0 = 0x60;
 const SSI_SR_TFNF = 1 << 1;
 const SSI_SR_TFE = 1 << 2;
 const SSI_SR_RFNE = 1 << 3;
+const VREG_AND_CHIP_RESET = 0x40064;
+const VREG_RESET = 0xb1; // VSEL 1.10 V (0b1011 in bits 7:4), enabled
 const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
 
 const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
@@ -60,6 +62,7 @@ export class Machine {
     this.modelRosc(roscSeed);
     this.modelFlashCommands(Uint8Array.from(flashUid));
     this.modelNvicPending();
+    this.modelVreg();
     this.ledChanges = 0;
     this.mcu.gpio[25].addListener(() => { this.ledChanges++; });
     this.core.PC = 0; // reset: the ROM's reset vector enters the application
@@ -177,6 +180,24 @@ export class Machine {
     this.activeCycles += cycles;
     this.flashBusyCycles += cycles;
     this.clock.tick(cycles * this.nsPerCycle);
+  }
+
+  /** The core voltage regulator (rp2040js leaves it unimplemented): VREG's VSEL, and every
+   * change of clk_sys with the core voltage at that moment (`clockChanges`). */
+  modelVreg() {
+    let vreg = VREG_RESET;
+    this.mcu.peripherals[VREG_AND_CHIP_RESET] = {
+      readUint32: (off) => ((off & 0xfff) === 0 ? vreg : 0),
+      writeUint32: (off, v) => { if ((off & 0xfff) === 0) vreg = v >>> 0; },
+      writeUint32Atomic(off, v, type) {
+        if ((off & 0xfff) !== 0) return;
+        vreg = (type === 1 ? vreg ^ v : type === 2 ? vreg | v : type === 3 ? vreg & ~v : v) >>> 0;
+      },
+    };
+    /** The core voltage VSEL selects (RP2040 datasheet, VREG: 0.80 V at 5 up to 1.30 V at 15). */
+    this.coreVolts = () => Math.max(0.8, 0.8 + 0.05 * (((vreg >>> 4) & 0xf) - 5));
+    this.clockChanges = [];
+    this.mcu.addClockListener((hz) => this.clockChanges.push({ hz, volts: this.coreVolts() }));
   }
 
   get cycles() { return this.core.cycles; }
