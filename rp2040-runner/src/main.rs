@@ -15,6 +15,7 @@ mod bridge;
 mod clocks;
 mod cstr;
 mod flash;
+mod lmul;
 mod platform;
 mod refusal;
 mod rng;
