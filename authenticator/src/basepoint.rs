@@ -17,7 +17,6 @@
 //! [`sign_prehashed_rfc6979`] follows it step for step with the nonce point taken from here.
 //! The tests hold both to p256's results, bit for bit.
 
-use ecdsa::signature::digest::array::Array;
 use once_cell::race::OnceRef;
 use p256::elliptic_curve::ops::{Invert, Reduce};
 use p256::elliptic_curve::point::AffineCoordinates;
@@ -143,9 +142,10 @@ pub(crate) fn sign_prehashed_rfc6979(d: &NonZeroScalar, z: &[u8; 32]) -> p256::e
     // z as a scalar: 256 bits, the size of the order, so no truncation.
     let z = <Scalar as Reduce<U256>>::reduce(&U256::from_be_slice(z));
     loop {
-        let mut k = Array::default();
-        nonces.fill_next_k(&mut k);
-        let Some(k) = NonZeroScalar::from_repr(k).into_option() else {
+        // The nonce's bytes are as secret as the key: wiped when dropped.
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        nonces.fill_next_k(&mut *k);
+        let Some(k) = NonZeroScalar::from_repr((*k).into()).into_option() else {
             continue;
         };
         let k_inv = k.invert();
