@@ -44,6 +44,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
         store.prepare(platform.rng());
+        let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,
             store,
@@ -51,7 +52,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             presence: Presence::default(),
             pending_assertions: None,
             request_digest: [0; 32],
-            pin: PinRuntime::default(),
+            pin,
             enumeration: None,
             large_blob_write: None,
         }
