@@ -48,6 +48,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
         store.prepare(platform.rng(), config.pin_kdf);
+        let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,
             store,
@@ -55,7 +56,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             presence: Presence::default(),
             pending_assertions: None,
             request_digest: [0; 32],
-            pin: PinRuntime::default(),
+            pin,
             enumeration: None,
             large_blob_write: None,
         }

@@ -67,6 +67,15 @@ pub(crate) struct PinRuntime {
 }
 
 impl PinRuntime {
+    /// The state at power-up: the key agreement key is made now, as `initialize()` of the PIN
+    /// protocols says (§6.5.5.1), so that the first getKeyAgreement does not wait for it.
+    pub(crate) fn power_up<P: Platform>(platform: &mut P) -> Self {
+        Self {
+            key_agreement: Some(KeyAgreement::generate(platform.rng())),
+            ..Self::default()
+        }
+    }
+
     /// Forget the token (PIN changed, reset).
     pub(crate) fn discard_token(&mut self) {
         self.token = None;

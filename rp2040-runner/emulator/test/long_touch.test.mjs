@@ -36,7 +36,7 @@ test('with longTouchForReset on, reset waits for BOOTSEL held 5 s', async () => 
   let asked = null;
   let secondPress = null;
   const r = await hid2.cbor(RESET, undefined, {
-    maxCycles: 40 * 125e6,
+    maxCycles: 40 * m2.clockHz,
     onKeepalive: (status) => {
       if (status !== UPNEEDED) return;
       const now = m2.nowMs;
