@@ -47,7 +47,7 @@ fn main() {
             passes: n(2),
         }),
         _ => {
-            report(PinKdf::Pbkdf2 { iterations: 2400 });
+            report(PinKdf::Pbkdf2 { iterations: 3800 });
             for (memory_kib, passes) in [(19 * 1024, 2), (64 * 1024, 1), (64 * 1024, 2)] {
                 report(PinKdf::Argon2id { memory_kib, passes });
             }

@@ -632,7 +632,7 @@ fn batch() -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn the_bodies_real_kdfs_set_and_check_a_pin() {
     use authenticator::store::PinKdf;
-    let mut kdfs = vec![PinKdf::Pbkdf2 { iterations: 2400 }];
+    let mut kdfs = vec![PinKdf::Pbkdf2 { iterations: 3800 }];
     if cfg!(feature = "argon2") {
         kdfs.push(PinKdf::Argon2id {
             memory_kib: 64 * 1024,
