@@ -13,7 +13,8 @@ import { decodeCbor, encodeCbor } from './lib/cbor.mjs';
 import * as ctap2 from './lib/ctap2.mjs';
 import { Rows } from './lib/report.mjs';
 
-const STATE_OFFSET = 0x80000;
+/** pico_state_image writes the flash from the vault (0x7B000) to the end: vault, seed sector, state. */
+const IMAGE_OFFSET = 0x7B000;
 const [image, which = 'shared'] = process.argv.slice(2);
 if (!image) throw new Error('usage: bench-scale.mjs IMAGE [shared|N]');
 
@@ -24,7 +25,7 @@ const rp = rpId(which);
 // Boot once for the firmware's flash, put the pre-filled state behind it, and boot from that.
 const first = await bootKey();
 const flash = first.machine.snapshotFlash();
-flash.set(fs.readFileSync(image), STATE_OFFSET);
+flash.set(fs.readFileSync(image), IMAGE_OFFSET);
 const { machine, hid } = await bootKey({ flash });
 machine.bootselPressed = true;
 await hid.init();

@@ -90,6 +90,12 @@ const AAGUID: [u8; 16] = [
     0x5d, 0x1f, 0x83, 0x0a, 0x2c, 0x44, 0x4b, 0x6e, 0x9b, 0x39, 0x0e, 0x51, 0xa7, 0x66, 0x3c, 0x12,
 ];
 const FIRMWARE_VERSION: u32 = 0x00_01_00;
+/// The PIN verifier: PBKDF2-HMAC-SHA-256 iterations. The first correct PIN after power-up pays
+/// them once (and unlocks a locked key); so does every guess of someone holding a copy of the
+/// flash. Calibrated on the emulated firmware (`node emulator/bench-pin.mjs`: 15,440 cycles per
+/// iteration) to add at most 300 ms to getPinToken at 200 MHz (293 ms); at another clock use
+/// 0.3 s × f / 15,440.
+const PIN_PBKDF2_ITERATIONS: u32 = 3800;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
@@ -167,6 +173,9 @@ fn main() -> ! {
     let config = Config {
         aaguid: AAGUID,
         firmware_version: FIRMWARE_VERSION,
+        pin_kdf: authenticator::store::PinKdf::Pbkdf2 {
+            iterations: PIN_PBKDF2_ITERATIONS,
+        },
     };
     let mut auth = Authenticator::new(platform, fs, config);
     main_loop(&mut auth, &mut alarm1)

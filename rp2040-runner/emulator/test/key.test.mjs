@@ -135,6 +135,7 @@ test('CTAP2 getInfo answers with versions and the Pico AAGUID', async () => {
   assert.deepEqual(info.get(0x1a), ['usb'], 'transportsForReset');
   assert.equal(info.get(0x1b), false, 'pinComplexityPolicy');
   assert.equal(info.get(0x1d), 63, 'maxPINLength');
-  assert.deepEqual(info.get(0x1f), [2, 3, 4], 'authenticatorConfigCommands');
+  assert.deepEqual(info.get(0x1f), [2, 3, 4, 0xff], 'authenticatorConfigCommands (0xff: vendorPrototype)');
+  assert.deepEqual(info.get(0x15), [0x4c4f434b, 0x4f50454e], 'vendorPrototypeConfigCommands: the PIN lock');
   assert.equal(info.get(0x17), undefined, 'no uvCountSinceLastPinEntry without built-in UV');
 });
