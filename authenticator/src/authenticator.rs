@@ -10,7 +10,7 @@ use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntim
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform, Touch};
 use crate::presence::{Presence, Refusal};
-use crate::store::{ResidentCredential, ResidentRef, Store, StoreError};
+use crate::store::{PinKdf, ResidentCredential, ResidentRef, Store, StoreError};
 
 /// Fixed facts about this authenticator model.
 #[derive(Clone, Debug)]
@@ -19,6 +19,10 @@ pub struct Config {
     pub aaguid: [u8; 16],
     /// firmwareVersion in getInfo.
     pub firmware_version: u32,
+    /// The KDF (and its cost) of new PIN verifiers: the first correct PIN after power-up pays
+    /// one evaluation, and so does every guess of an attacker holding a copy of the state.
+    /// Each verifier keeps the parameters it was made with.
+    pub pin_kdf: PinKdf,
 }
 
 /// The authenticator core, generic over the body it runs in.
@@ -43,7 +47,8 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
-        store.prepare(platform.rng());
+        store.prepare(platform.rng(), config.pin_kdf);
+        let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,
             store,
@@ -51,7 +56,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             presence: Presence::default(),
             pending_assertions: None,
             request_digest: [0; 32],
-            pin: PinRuntime::default(),
+            pin,
             enumeration: None,
             large_blob_write: None,
         }
@@ -70,19 +75,28 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     }
 
     /// Install a batch attestation (from the vendor command or a runner's configuration). Only
-    /// a key without one accepts it.
+    /// a key without one accepts it, and not while it is locked.
     pub fn install_attestation(
         &mut self,
         attestation: &Attestation,
     ) -> Result<(), AttestationError> {
-        match self.store.attestation() {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
-            Err(_) => return Err(AttestationError::Storage),
-        }
+        self.check_attestation(attestation)?;
         self.store
-            .save_attestation(attestation)
+            .save_attestation(attestation, self.platform.rng())
             .map_err(|_| AttestationError::Storage)
+    }
+
+    /// Whether `install_attestation` would take `attestation`, changing nothing.
+    pub(crate) fn check_attestation(
+        &mut self,
+        _attestation: &Attestation,
+    ) -> Result<(), AttestationError> {
+        match self.store.attestation() {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(AttestationError::AlreadyProvisioned),
+            Err(crate::store::StoreError::Locked) => Err(AttestationError::Locked),
+            Err(_) => Err(AttestationError::Storage),
+        }
     }
 
     /// Install an enterprise attestation (CTAP 2.1 §7.1), disabled until authenticatorConfig
@@ -93,22 +107,32 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         &mut self,
         attestation: EnterpriseAttestation,
     ) -> Result<(), AttestationError> {
-        match self.store.attestation() {
-            Ok(Some(batch)) if batch.aaguid() != attestation.attestation().aaguid() => {
+        self.check_enterprise_attestation(&attestation)?;
+        self.store
+            .save_enterprise_attestation(attestation, self.platform.rng())
+            .map_err(|_| AttestationError::Storage)
+    }
+
+    /// Whether `install_enterprise_attestation` would take `attestation`, changing nothing.
+    pub(crate) fn check_enterprise_attestation(
+        &mut self,
+        attestation: &EnterpriseAttestation,
+    ) -> Result<(), AttestationError> {
+        let storage = |error| match error {
+            crate::store::StoreError::Locked => AttestationError::Locked,
+            _ => AttestationError::Storage,
+        };
+        match self.store.attestation().map_err(storage)? {
+            Some(batch) if batch.aaguid() != attestation.attestation().aaguid() => {
                 return Err(AttestationError::AaguidMismatch)
             }
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(AttestationError::NoBatch),
-            Err(_) => return Err(AttestationError::Storage),
+            Some(_) => {}
+            None => return Err(AttestationError::NoBatch),
         }
-        match self.store.enterprise_attestation() {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
-            Err(_) => return Err(AttestationError::Storage),
+        match self.store.enterprise_attestation().map_err(storage)? {
+            None => Ok(()),
+            Some(_) => Err(AttestationError::AlreadyProvisioned),
         }
-        self.store
-            .save_enterprise_attestation(attestation)
-            .map_err(|_| AttestationError::Storage)
     }
 
     /// The installed batch attestation, if any. (One that cannot be read counts as none: the
@@ -117,11 +141,12 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         self.store.attestation().ok().flatten()
     }
 
-    /// The AAGUID: the attestation certificate's once provisioned, the model's before.
+    /// The AAGUID: the attestation certificate's once provisioned, the model's before (known
+    /// while the key is locked too).
     pub(crate) fn aaguid(&mut self) -> [u8; 16] {
-        let model = self.config.aaguid;
-        self.attestation()
-            .map_or(model, |attestation| *attestation.aaguid())
+        self.store
+            .attestation_aaguid()
+            .unwrap_or(self.config.aaguid)
     }
 
     /// CTAP2's presence check for the current request.
@@ -240,10 +265,13 @@ impl<P: Platform> App for Authenticator<'_, P> {
                 Outcome::Done
             }
             Transaction::Cbor => crate::ctap2::handle(self, request, response),
-            Transaction::Provision => {
-                response.push(crate::vendor::provision(self, request));
-                Outcome::Done
-            }
+            Transaction::Provision => match crate::vendor::provision(self, request) {
+                Ok(status) => {
+                    response.push(status);
+                    Outcome::Done
+                }
+                Err(status) => Outcome::Waiting(status),
+            },
         }
     }
 

@@ -67,6 +67,8 @@ pub enum ImportError {
     TooLarge,
     /// Storage failed.
     Storage,
+    /// The key is PIN-locked: its key-wrapping key is sealed until the PIN is given.
+    Locked,
 }
 
 impl From<StoreError> for ImportError {
@@ -74,6 +76,7 @@ impl From<StoreError> for ImportError {
         match error {
             StoreError::Full => ImportError::Full,
             StoreError::Io | StoreError::OutOfMemory => ImportError::Storage,
+            StoreError::Locked => ImportError::Locked,
         }
     }
 }
@@ -140,7 +143,7 @@ impl<P: Platform> Authenticator<'_, P> {
         )
         .ok_or(ImportError::BadKey)?;
         let rp_id_hash = sha256(rp_id.as_bytes());
-        let kwk = self.store.kwk(self.platform.rng())?;
+        let kwk = self.store.kwk()?;
         if Credential::open(&kwk, &rp_id_hash, import.credential_id).is_some()
             || self.store.find_resident(import.credential_id)?.is_some()
         {
@@ -197,7 +200,7 @@ impl<P: Platform> Authenticator<'_, P> {
         rp_id: &str,
         credential_id: &[u8],
     ) -> Result<Option<Exported>, StoreError> {
-        let kwk = self.store.kwk(self.platform.rng())?;
+        let kwk = self.store.kwk()?;
         let Some(credential) = Credential::open(&kwk, &sha256(rp_id.as_bytes()), credential_id)
         else {
             return Ok(None);
@@ -216,7 +219,7 @@ impl<P: Platform> Authenticator<'_, P> {
     }
 
     fn export(&mut self, record: &ResidentCredential) -> Result<Option<Exported>, StoreError> {
-        let kwk = self.store.kwk(self.platform.rng())?;
+        let kwk = self.store.kwk()?;
         let rp_id_hash = sha256(record.rp_id.as_bytes());
         let Some(credential) = Credential::open(&kwk, &rp_id_hash, record.sealed_credential())
         else {
@@ -288,7 +291,7 @@ impl<P: Platform> Authenticator<'_, P> {
             };
         }
         let rp_id = rp_id.ok_or(CounterError::Unknown)?;
-        let kwk = self.store.kwk(self.platform.rng())?;
+        let kwk = self.store.kwk()?;
         if Credential::open(&kwk, &sha256(rp_id.as_bytes()), credential_id).is_none() {
             return Err(CounterError::Unknown);
         }

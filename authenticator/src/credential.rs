@@ -322,13 +322,10 @@ pub(crate) fn sign_es256(key: &p256::NonZeroScalar, message: &[&[u8]]) -> Signat
     for part in message {
         digest.update(part);
     }
-    // What p256's SigningKey does to sign, without the public key it computes when built: a
-    // scalar multiplication (a third of a getAssertion on the Pico) saved.
-    let (signature, _) = ecdsa::hazmat::sign_prehashed_rfc6979::<p256::NistP256, sha2::Sha256>(
-        key,
-        &digest.finalize(),
-        &[],
-    );
+    // What p256's SigningKey does to sign, without the public key it computes when built (a
+    // scalar multiplication saved), and with the nonce point from the installed basepoint
+    // table when the runner has one (see crate::basepoint).
+    let signature = crate::basepoint::sign_prehashed_rfc6979(key, &digest.finalize().into());
     let mut out = Signature::new();
     // A DER P-256 signature is at most 72 bytes: it fits.
     let _ = out.extend_from_slice(signature.to_der().as_bytes());
@@ -350,9 +347,8 @@ fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 impl PublicKey {
     /// The P-256 public key of a private scalar.
     pub(crate) fn es256(key: &p256::NonZeroScalar) -> Self {
-        use p256::elliptic_curve::Group;
-        // Fixed-base: uses p256's basepoint table when the build enables it (the Pico does).
-        let point = p256::ProjectivePoint::mul_by_generator(&**key);
+        // Fixed-base: the installed basepoint table's, when the runner installed one (the Pico).
+        let point = crate::basepoint::mul_by_generator(key);
         let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
             .expect("a non-zero scalar times the generator is not the identity");
         PublicKey::Es256(key)

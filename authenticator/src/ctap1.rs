@@ -106,8 +106,9 @@ fn dispatch<P: Platform>(
     if apdu.cla != 0 {
         return Err(sw::CLA_NOT_SUPPORTED);
     }
-    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1).
-    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) {
+    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1). So does the PIN
+    // lock until the PIN is given: a touch-only request must not use the sealed secrets.
+    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) || auth.store.locked() {
         return Err(sw::COMMAND_NOT_ALLOWED);
     }
     match apdu.ins {
@@ -141,10 +142,7 @@ fn register<P: Platform>(
         .ok_or(sw::WRONG_LENGTH)?;
     presence(auth)?;
 
-    let kwk = auth
-        .store
-        .kwk(auth.platform.rng())
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::generate(
         auth.platform.rng(),
         Algorithm::Es256,
@@ -194,6 +192,8 @@ fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
         StoreError::Full | StoreError::Io => sw::UNKNOWN,
+        // Not reached: a locked key answers no U2F request (see `dispatch`).
+        StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }
 }
 
@@ -214,10 +214,7 @@ fn authenticate<P: Platform>(
         .filter(|_| data.len() == 65 + handle_len)
         .ok_or(sw::WRONG_LENGTH)?;
 
-    let kwk = auth
-        .store
-        .kwk(auth.platform.rng())
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let (credential, mut stored) = match Credential::open(&kwk, application, key_handle) {
         Some(c) if c.discoverable && !auth.store.resident_exists(application, key_handle) => {
             return Err(sw::WRONG_DATA)

@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod attestation;
 pub mod automation;
+pub mod basepoint;
 pub mod credential;
 pub mod ctaphid;
 pub mod fallible;

@@ -101,6 +101,8 @@ run_engine() {
     "$attestation" ca --out "$dir/ca" >/dev/null
     "$attestation" batch --ca "$dir/ca" --aaguid 6f70656e-6669-646f-2d62-726f77736572 \
         --out "$dir/batch" >/dev/null
+    # Provisioning waits for a touch, like every CTAP2 command that changes the key: armed here.
+    "$runner" control "$dir/key.sock" approve 1-1 >/dev/null
     "$attestation" provision --target "127.0.0.1:$port:1-1" --batch "$dir/batch" >/dev/null
     "$attestation" metadata --batch "$dir/batch" --target "127.0.0.1:$port:1-1" >/dev/null
 

@@ -37,6 +37,15 @@ const PRODUCT: &str = "Open FIDO Key (USB/IP)";
 pub const PRODUCT_UHID: &str = "Open FIDO Key (uhid)";
 
 /// This authenticator model's AAGUID.
+/// The virtual key's PIN verifier: Argon2id, memory-hard, at a cost measured on a 2-core build
+/// machine (`cargo run --release -p authenticator --example pin_kdf --features argon2`; see
+/// docs/threat-model.md): the first PIN after start pays it once, and so does every guess of
+/// someone holding a copy of the state.
+pub const PIN_KDF: authenticator::store::PinKdf = authenticator::store::PinKdf::Argon2id {
+    memory_kib: 64 * 1024,
+    passes: 2,
+};
+
 pub const AAGUID: [u8; 16] = [
     197, 110, 109, 110, 61, 126, 64, 121, 129, 151, 118, 4, 146, 40, 155, 46,
 ];
@@ -121,7 +130,7 @@ impl Connection {
 }
 
 /// Everything one key owns besides the USB stack (which borrows its bus allocator).
-struct Key<'k, 'a, S: littlefs2::driver::Storage> {
+struct Key<'k, 'a, S: authenticator::platform::StateStorage> {
     auth: &'k mut Authenticator<'a, RunnerPlatform<S>>,
     ctaphid: Ctaphid,
     bus: BusHandle,
@@ -139,7 +148,7 @@ struct Key<'k, 'a, S: littlefs2::driver::Storage> {
 
 /// `--attestation`: install the batch, unless the key has an attestation already; a key keeps
 /// the first one it was given for life, as over the provisioning command.
-fn install_attestation<S: littlefs2::driver::Storage>(
+fn install_attestation<S: authenticator::platform::StateStorage>(
     auth: &mut Authenticator<'_, RunnerPlatform<S>>,
     attestation: &Attestation,
     serial: &str,
@@ -150,6 +159,12 @@ fn install_attestation<S: littlefs2::driver::Storage>(
         Err(AttestationError::AlreadyProvisioned) => tracing::warn!(
             serial,
             "this key already has another batch attestation, which it keeps: --attestation ignored"
+        ),
+        // A PIN-locked key's attestation is sealed: whether it has one is not known until the
+        // PIN is given, and one it has is kept for life anyway.
+        Err(AttestationError::Locked) => tracing::info!(
+            serial,
+            "this key is PIN-locked: --attestation is not checked until its PIN is given"
         ),
         Err(error) => tracing::error!(serial, %error, "cannot install the batch attestation"),
     }
@@ -174,7 +189,7 @@ impl KeySetup {
 }
 
 /// Run a key until `Shutdown` (or until every sender is gone).
-pub fn run<S: littlefs2::driver::Storage>(
+pub fn run<S: authenticator::platform::StateStorage>(
     storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
@@ -191,7 +206,7 @@ pub fn run<S: littlefs2::driver::Storage>(
 
 /// Mount the key's state and give `f` its authenticator, set up as `setup` asks; both
 /// transports (USB/IP here, uhid) run their key inside this.
-pub fn with_authenticator<S: littlefs2::driver::Storage>(
+pub fn with_authenticator<S: authenticator::platform::StateStorage>(
     mut storage: S,
     platform: RunnerPlatform<S>,
     serial: &str,
@@ -212,6 +227,7 @@ pub fn with_authenticator<S: littlefs2::driver::Storage>(
         Config {
             aaguid: AAGUID,
             firmware_version: firmware_version(),
+            pin_kdf: PIN_KDF,
         },
     );
     if let Some(attestation) = setup.attestation {
@@ -224,7 +240,7 @@ pub fn with_authenticator<S: littlefs2::driver::Storage>(
 }
 
 /// The USB device over USB/IP, until `Shutdown` (or until every sender is gone).
-fn serve_usb<S: littlefs2::driver::Storage>(
+fn serve_usb<S: authenticator::platform::StateStorage>(
     auth: &mut Authenticator<'_, RunnerPlatform<S>>,
     serial: String,
     trace: Option<TraceSink>,
@@ -309,7 +325,7 @@ pub fn version() -> DeviceVersion {
     }
 }
 
-impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
+impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
     fn now(&mut self) -> u64 {
         self.auth.platform().now_ms()
     }

@@ -475,7 +475,7 @@ enum Body {
 }
 
 impl Body {
-    fn run<S: littlefs2::driver::Storage>(
+    fn run<S: authenticator::platform::StateStorage>(
         self,
         storage: S,
         platform: RunnerPlatform<S>,

@@ -249,7 +249,7 @@ pub fn read_events(mut device: File, inputs: SyncSender<Input>) {
 
 /// Run one key on an open uhid device until `Shutdown` or the device fails; the device is
 /// destroyed on the way out.
-pub fn run<S: littlefs2::driver::Storage>(
+pub fn run<S: authenticator::platform::StateStorage>(
     storage: S,
     platform: RunnerPlatform<S>,
     identity: Identity,

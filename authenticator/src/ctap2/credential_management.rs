@@ -229,7 +229,7 @@ fn credential_response<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     stored: ResidentCredential,
 ) -> Step<Response> {
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     let rp_id_hash = sha256(stored.rp_id.as_bytes());
     let credential =
         Credential::open(&kwk, &rp_id_hash, stored.sealed_credential()).ok_or(Error::Other)?;

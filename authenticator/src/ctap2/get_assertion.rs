@@ -142,7 +142,7 @@ pub(crate) fn get_assertion<P: Platform>(
     };
 
     let rp_id_hash = sha256(request.rp_id.as_bytes());
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     // credProtect levels 2 and 3 keep a credential out of discovery without UV (§12.1).
     let visibility = if uv {
         Visibility::All

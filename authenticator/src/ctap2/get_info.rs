@@ -84,7 +84,7 @@ pub(crate) struct Info {
     certifications: Option<u8>,
     remaining_discoverable_credentials: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    vendor_prototype_config_commands: Option<[u32; 0]>,
+    vendor_prototype_config_commands: Option<[u64; 2]>,
     /// CTAP 2.2: the formats a platform may ask for in attestationFormatsPreference.
     attestation_formats: [&'static str; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,7 +107,7 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     enc_cred_store_state: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
-    authenticator_config_commands: Vec<u8, 4>,
+    authenticator_config_commands: Vec<u8, 5>,
 }
 
 /// encIdentifier and encCredStoreState (CTAP 2.2), `None` without a PIN (no persistent token to
@@ -123,9 +123,12 @@ fn sealed_state<P: Platform>(
     auth: &mut Authenticator<'_, P>,
 ) -> Option<(serde_bytes::ByteArray<32>, serde_bytes::ByteArray<32>)> {
     use sha2::Digest;
-    let pin = auth.store.pin().ok()?;
-    let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
-    let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
+    if !auth.store.pin_is_set() {
+        return None;
+    }
+    // Sealed while the key is locked: both members are absent until the PIN is given.
+    let token = auth.store.persistent_token().ok()??;
+    let kwk = auth.store.kwk().ok()?;
     let mut identifier = Zeroizing::new([0u8; 16]);
     hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
         .expand(b"device identifier", &mut identifier[..])
@@ -138,8 +141,8 @@ fn sealed_state<P: Platform>(
         .finalize();
     let state: [u8; 16] = digest[..16].try_into().ok()?;
     Some((
-        seal(auth, &token, b"encIdentifier", &identifier)?,
-        seal(auth, &token, b"encCredStoreState", &state)?,
+        seal(auth, &token[..], b"encIdentifier", &identifier)?,
+        seal(auth, &token[..], b"encCredStoreState", &state)?,
     ))
 }
 
@@ -169,9 +172,11 @@ fn seal<P: Platform>(
 pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
     let pin_set = auth.store.pin_is_set();
+    // A locked key says alwaysUv, as platforms already understand it: they ask for the PIN.
+    let always_uv = settings.always_uv || auth.store.locked();
     let (enc_identifier, enc_cred_store_state) = sealed_state(auth).unzip();
     // One that cannot be read counts as none, as the batch attestation does.
-    let enterprise = matches!(auth.store.enterprise_attestation(), Ok(Some(_)));
+    let enterprise = auth.store.has_enterprise_attestation();
     let mut config_commands = Vec::new();
     for sub_command in super::config::SUB_COMMANDS {
         if super::config::supported(auth, sub_command) {
@@ -182,7 +187,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
 
     let mut versions = Vec::new();
     // alwaysUv turns U2F off: it cannot verify the user (§7.2.1). Capacity 4 holds all four.
-    if !settings.always_uv {
+    if !always_uv {
         let _ = versions.push("U2F_V2");
     }
     let _ = versions.push("FIDO_2_0");
@@ -196,7 +201,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         rk: true,
         up: true,
         plat: false,
-        always_uv: settings.always_uv,
+        always_uv,
         cred_mgmt: true,
         authnr_cfg: true,
         client_pin: pin_set,
@@ -232,7 +237,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         uv_modality: None,
         certifications: None,
         remaining_discoverable_credentials: auth.store.remaining_resident_slots(),
-        vendor_prototype_config_commands: None,
+        vendor_prototype_config_commands: Some(super::config::VENDOR_COMMANDS),
         attestation_formats: ["packed", "none"],
         uv_count_since_last_pin_entry: None,
         long_touch_for_reset: long_touch.then_some(settings.long_touch_for_reset),

@@ -137,7 +137,7 @@ pub(crate) fn make_credential<P: Platform>(
     )?;
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     if let Some(exclude_list) = &request.exclude_list {
         let excluded = exclude_list.iter().any(|descriptor| {
             descriptor.key_type == "public-key"

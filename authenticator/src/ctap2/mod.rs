@@ -77,6 +77,8 @@ impl From<StoreError> for Halt {
         Halt::Fail(match error {
             StoreError::Full => Error::KeyStoreFull,
             StoreError::Io | StoreError::OutOfMemory => Error::Other,
+            // A locked key's secrets open with the PIN: what alwaysUv answers without a token.
+            StoreError::Locked => Error::PinRequired,
         })
     }
 }
@@ -298,7 +300,8 @@ fn require_uv_if_configured<P: Platform>(
         return Ok(());
     }
     let pin_set = auth.store.pin_is_set();
-    if auth.store.settings()?.always_uv {
+    // A locked key (PIN lock on, no PIN since power-up) behaves as alwaysUv does.
+    if auth.store.settings()?.always_uv || auth.store.locked() {
         return Err(if pin_set {
             Error::PinRequired
         } else {

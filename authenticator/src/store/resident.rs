@@ -202,7 +202,21 @@ impl Index {
             end: 0,
             generation: 0,
         };
+        let mut skip_dir = false;
         for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
+            // A directory not made yet holds none of its files: skip them all at once (each
+            // open of a missing file would walk the path again), so a key holding few
+            // credentials starts fast.
+            if file % FILES_PER_DIR == 0 {
+                skip_dir = match fs.metadata(&dir_path(file)) {
+                    Ok(_) => false,
+                    Err(e) if e == FsError::NO_SUCH_ENTRY => true,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+            if skip_dir {
+                continue;
+            }
             let mut header = [0u8; HEADER_LEN];
             let mut generation = [0u8; GENERATION_LEN];
             let read = fs.open_file_and_then(&file_path(file), |f| {
@@ -368,6 +382,12 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 
     /// Write `slot`'s header entry and record in one atomic file commit.
+    ///
+    /// The whole file is rewritten front to back in one pass: littlefs copies a file's block on
+    /// write, and a write after a seek within the same open starts another copy, so writing the
+    /// entry, the record and the generation where they lie cost up to three block erases. The
+    /// old file is read first and the new one assembled in RAM, so one block is written. The
+    /// record's slot is zeroed past its end: nothing of a longer record it replaces remains.
     fn write(&mut self, slot: usize, entry: Entry, record: &[u8]) -> Result<()> {
         let generation = self.index.generation.wrapping_add(1);
         self.write_at(slot, entry, record, generation)
@@ -383,20 +403,25 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         generation: u32,
     ) -> Result<()> {
         let file = slot / SLOTS_PER_FILE;
-        let mut dir = heapless::String::<16>::new();
-        let _ = core::fmt::write(&mut dir, format_args!("/cr/{}", file / FILES_PER_DIR));
-        self.fs.create_dir_all(&path(&dir))?;
+        self.fs.create_dir_all(&dir_path(file))?;
         let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
+        let record_at = record_offset(slot);
+        if record.len() > RECORD_LEN {
+            return Err(StoreError::Io);
+        }
+        let mut contents = [0u8; FILE_LEN];
         self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
             |f| {
-                f.seek(SeekFrom::Start(header_offset as u32))?;
-                write_all(f, &entry.to_bytes())?;
-                f.seek(SeekFrom::Start(record_offset(slot) as u32))?;
-                write_all(f, record)?;
-                f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
-                write_all(f, &generation.to_le_bytes())
+                read_all(f, &mut contents)?;
+                contents[header_offset..header_offset + ENTRY_LEN]
+                    .copy_from_slice(&entry.to_bytes());
+                contents[record_at..record_at + RECORD_LEN].fill(0);
+                contents[record_at..record_at + record.len()].copy_from_slice(record);
+                contents[GENERATION_OFFSET..].copy_from_slice(&generation.to_le_bytes());
+                f.seek(SeekFrom::Start(0))?;
+                write_all(f, &contents)
             },
         )?;
         self.index.set(slot, entry);
@@ -598,6 +623,22 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 }
 
+/// Read from the start until `buf` is full or the file ends (what is not read stays as it is).
+fn read_all<S: littlefs2::driver::Storage>(
+    file: &littlefs2::fs::File<'_, '_, S>,
+    buf: &mut [u8],
+) -> littlefs2::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = file.read(&mut buf[at..])?;
+        if n == 0 {
+            break;
+        }
+        at += n;
+    }
+    Ok(())
+}
+
 /// littlefs's `write_all` for the file handle of a closure.
 fn write_all<S: littlefs2::driver::Storage>(
     file: &littlefs2::fs::File<'_, '_, S>,
@@ -615,6 +656,13 @@ fn write_all<S: littlefs2::driver::Storage>(
 
 fn record_offset(slot: usize) -> usize {
     HEADER_LEN + (slot % SLOTS_PER_FILE) * RECORD_LEN
+}
+
+/// The directory of slot file `file`.
+fn dir_path(file: usize) -> PathBuf {
+    let mut s = heapless::String::<16>::new();
+    let _ = core::fmt::write(&mut s, format_args!("/cr/{}", file / FILES_PER_DIR));
+    path(&s)
 }
 
 fn file_path(file: usize) -> PathBuf {

@@ -292,6 +292,7 @@ impl KeyAutomation {
             Err(ImportError::Full) => "the key is full (CTAP2_ERR_KEY_STORE_FULL)",
             Err(ImportError::TooLarge) => "the credential does not fit a slot",
             Err(ImportError::Storage) => "storage failed",
+            Err(ImportError::Locked) => "the key is PIN-locked: give its PIN first",
         };
         format!("error add-credential: {error}")
     }
