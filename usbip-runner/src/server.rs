@@ -112,7 +112,6 @@ struct KeySlot {
     bus_id: String,
     events: Inbox,
     attached: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// Where a key's thread takes its events from.
@@ -159,6 +158,8 @@ pub struct Server {
     automation: Arc<Automation>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
+    /// Each key's thread, joined at shutdown.
+    threads: Vec<JoinHandle<()>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -211,12 +212,9 @@ impl Server {
         for key in self.keys.iter() {
             key.events.shutdown();
         }
-        if let Some(keys) = Arc::get_mut(&mut self.keys) {
-            for key in keys.iter_mut() {
-                if let Some(thread) = key.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+        // Joined from here, not through `keys`: connections and test automation share that list.
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -305,6 +303,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
             )
         })
         .collect::<io::Result<Vec<_>>>()?;
+    let (keys, threads): (Vec<_>, Vec<_>) = keys.into_iter().unzip();
     let keys = Arc::new(keys);
     let route = keys.clone();
     automation.set_router(Box::new(move |bus, request| {
@@ -345,6 +344,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         automation,
         stopping,
         keys,
+        threads,
         acceptor,
     })
 }
@@ -393,7 +393,7 @@ fn spawn_key(
     control: Arc<Control>,
     trace: Option<TraceSink>,
     credential_events: Arc<automation::Events>,
-) -> io::Result<KeySlot> {
+) -> io::Result<(KeySlot, JoinHandle<()>)> {
     let prefix = match config.transport {
         Transport::Usbip => "usbip",
         Transport::Uhid(_) => "uhid",
@@ -456,12 +456,12 @@ fn spawn_key(
                 .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
         }
     };
-    Ok(KeySlot {
+    let key = KeySlot {
         bus_id: bus_id.to_string(),
         events,
         attached: Arc::new(AtomicBool::new(false)),
-        thread: Some(thread),
-    })
+    };
+    Ok((key, thread))
 }
 
 /// What a key's thread runs: the USB device over USB/IP, or a uhid device.
@@ -640,5 +640,25 @@ fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) ->
         if events.send(Event::Command { id, command }).is_err() {
             return Err(io::Error::other("key stopped"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shutdown waits for every key's thread (SIGTERM's "every state change is on disk", and
+    /// a uhid key's UHID_DESTROY, happen there), however many hold the list of keys.
+    #[test]
+    fn shutdown_joins_every_key() {
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            PresenceMode::Auto,
+            StateLocation::Ephemeral,
+        );
+        config.keys = 2;
+        let mut server = start(config).unwrap();
+        server.stop();
+        assert!(server.threads.is_empty(), "a key's thread was left running");
     }
 }
