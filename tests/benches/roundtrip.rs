@@ -4,12 +4,14 @@
 //!
 //! `cargo bench -p e2e-tests --bench roundtrip` (set ROUNDTRIP_ITERATIONS to change the count).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e_tests::ctap::*;
 use e2e_tests::ctaphid::{self, Channel};
 use e2e_tests::Key;
-use usbip_runner::{PresenceMode, StateLocation};
+use usbip_runner::{PresenceMode, ServerConfig, StateLocation};
 
 fn measure(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
     for _ in 0..iterations / 10 {
@@ -168,6 +170,39 @@ fn bench_enumeration(users: usize) {
     );
 }
 
+/// A new USB/IP connection and its device list, as each `usbip list` and `usbip attach` starts:
+/// with the peer's uid looked up first (sock_diag, the default), and with every peer served (no
+/// look-up). The difference is what the owner check costs a connection.
+fn bench_connection(iterations: usize) {
+    println!("-- a new USB/IP connection: connect, OP_REQ_DEVLIST, the list");
+    for (label, anyone) in [
+        ("devlist, the peer's uid checked", false),
+        ("devlist, every peer served", true),
+    ] {
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            PresenceMode::Auto,
+            StateLocation::Ephemeral,
+        );
+        config.allow_other_users = anyone;
+        config.listen_remote = anyone;
+        let key = Key::start_config(config);
+        let samples = measure(iterations, || {
+            let mut stream = TcpStream::connect(key.addr()).unwrap();
+            stream
+                .write_all(&[0x01, 0x11, 0x80, 0x05, 0, 0, 0, 0])
+                .unwrap();
+            let mut header = [0u8; 12];
+            stream.read_exact(&mut header).unwrap();
+            assert_eq!(header[4..8], [0, 0, 0, 0], "the list is not refused");
+            // One device: its record, then its one interface.
+            let mut device = [0u8; 312 + 4];
+            stream.read_exact(&mut device).unwrap();
+        });
+        report(label, &samples);
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this once, briefly.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -188,4 +223,5 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(dir);
     bench_enumeration(if quick { 5 } else { 300 });
+    bench_connection(iterations);
 }

@@ -75,17 +75,24 @@ impl Key {
         level: &str,
         stderr: impl Into<Stdio>,
     ) -> Self {
-        let binary = runner_binary();
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(runner_binary());
+        command
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("USBIP_RUNNER_LOG", level)
+            .stderr(stderr);
+        Self::spawn_command(command)
+    }
+
+    /// A runner started by `command` (any program that ends by running the runner: a shell
+    /// that sets the umask first, for example), once it prints its address.
+    pub fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", command.get_program()));
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)

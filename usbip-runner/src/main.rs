@@ -16,9 +16,19 @@ use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation, Transport};
 struct Args {
     #[command(subcommand)]
     command: Option<Subcommand>,
-    /// Address to listen on (loopback unless you ask for more).
+    /// Address to listen on. Only a loopback address unless --listen-remote is given.
     #[arg(long, default_value = "127.0.0.1:3240")]
     listen: SocketAddr,
+    /// Allow a --listen address other than loopback, serving other machines. USB/IP has no
+    /// authentication: anyone who can reach the address can import the key and use it (sign,
+    /// set or try its PIN, reset it). Logs a warning.
+    #[arg(long)]
+    listen_remote: bool,
+    /// Serve USB/IP to every user on this machine. By default only the runner's own user and
+    /// root may list or import the keys (the peer's uid is looked up in the kernel's socket
+    /// table); others are refused and logged. Logs a warning.
+    #[arg(long)]
+    allow_other_users: bool,
     /// How the keys reach the host: usbip (attach with `usbip attach`, needs vhci-hcd) or uhid
     /// (a HID device made through /dev/uhid, no USB, no network, no root if the device is
     /// writable).
@@ -37,7 +47,9 @@ struct Args {
     #[arg(long, value_enum)]
     presence: Option<PresenceMode>,
     /// Directory for the key's state (credentials, PIN, counter). Default: the user's data
-    /// directory ($XDG_DATA_HOME/usbip-runner or ~/.local/share/usbip-runner).
+    /// directory ($XDG_DATA_HOME/usbip-runner or ~/.local/share/usbip-runner). Kept private:
+    /// the directory 0700, its files 0600, no symbolic links followed; one owned by another
+    /// user or writable by group or others is refused.
     #[arg(long, conflicts_with = "ephemeral")]
     state: Option<PathBuf>,
     /// Keep the state in memory only: a fresh key every start.
@@ -50,6 +62,8 @@ struct Args {
     /// Presence: `approve|hold|deny|timeout [BUS]`, `status`. Test automation (W3C WebAuthn
     /// Automation): `credentials BUS`, `add-credential BUS JSON`, `remove-credential BUS ID`,
     /// `clear-credentials BUS`, `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
+    /// The socket is made 0600 and serves the runner's own user and root only, in a directory
+    /// nobody else can write to (or a sticky one, as /tmp).
     #[arg(long)]
     control: Option<PathBuf>,
     /// Let test automation read and add private keys (`credentials`, `add-credential`,
@@ -63,7 +77,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     import: Option<PathBuf>,
     /// Write every CTAP request and response as one JSON line to FILE (`-`: standard error);
-    /// byte strings (keys, signatures, encrypted PINs) appear only as their length.
+    /// byte strings (keys, signatures, encrypted PINs) appear only as their length. FILE is
+    /// made 0600; a symbolic link, or a file of another user's, is refused.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Install the batch attestation in DIR (batch.key.pem and batch.pem, as the `attestation`
@@ -322,17 +337,14 @@ fn main() {
             usize::from,
         ),
         max_credentials: args.max_credentials,
+        allow_other_users: args.allow_other_users,
+        listen_remote: args.listen_remote,
         allow_key_export: args.allow_key_export,
     };
     let server = match start(config) {
         Ok(server) => server,
         Err(error) => {
-            match &transport {
-                Transport::Usbip => {
-                    eprintln!("usbip-runner: cannot start on {}: {error}", args.listen)
-                }
-                Transport::Uhid(_) => eprintln!("usbip-runner: cannot start: {error}"),
-            }
+            eprintln!("usbip-runner: cannot start: {error}");
             std::process::exit(1);
         }
     };

@@ -138,6 +138,20 @@ pub fn op_rep_devlist(devices: &[DeviceInfo]) -> Vec<u8> {
     out
 }
 
+/// The reply to a request from a peer the key does not serve: status ST_NA ("not available")
+/// and no device (`usbip list` and `usbip attach` report that the request failed).
+pub fn op_rep_refused(request: &OpRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    match request {
+        OpRequest::DevList => {
+            op_header(OP_REP_DEVLIST, 1, &mut out);
+            out.extend_from_slice(&0u32.to_be_bytes()); // no devices
+        }
+        OpRequest::Import { .. } => op_header(OP_REP_IMPORT, 1, &mut out),
+    }
+    out
+}
+
 /// OP_REP_IMPORT: the device record on success, status 1 without one on failure.
 pub fn op_rep_import(device: Option<&DeviceInfo>) -> Vec<u8> {
     let mut out = Vec::new();

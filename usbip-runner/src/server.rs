@@ -13,9 +13,11 @@ use std::time::Duration;
 use authenticator::attestation::Attestation;
 
 use crate::automation::{self, Automation};
-use crate::control::Control;
+use crate::control::{Control, Listening};
 use crate::device::{self, Event, KeySetup};
+use crate::peer::{self, own_uid, Peer, Policy};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
+use crate::private::{create_private_file, PrivateDir};
 use crate::protocol::{self, OpRequest};
 use crate::storage::{FileStorage, RamStorage};
 use crate::trace::TraceSink;
@@ -70,6 +72,12 @@ pub struct ServerConfig {
     /// Hold at most this many discoverable credentials per key (a small, exact capacity for
     /// tests of an RP's "key full" path); `None`: what the 16 MiB state holds (19,740).
     pub max_credentials: Option<usize>,
+    /// Serve USB/IP to every local user (`--allow-other-users`); by default only the runner's
+    /// own user and root (see [`crate::peer`]).
+    pub allow_other_users: bool,
+    /// Allow a `listen` address other than loopback, and serve peers on other machines
+    /// (`--listen-remote`). USB/IP has no authentication.
+    pub listen_remote: bool,
     /// Let test automation read and add private keys (`credentials`, `add-credential`) on a
     /// key with state on disk; an ephemeral key always lets it (see [`crate::automation`]).
     pub allow_key_export: bool,
@@ -93,6 +101,8 @@ impl ServerConfig {
             attestation: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_credentials: None,
+            allow_other_users: false,
+            listen_remote: false,
             allow_key_export: false,
         }
     }
@@ -102,7 +112,6 @@ struct KeySlot {
     bus_id: String,
     events: Inbox,
     attached: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// Where a key's thread takes its events from.
@@ -145,10 +154,12 @@ impl Inbox {
 pub struct Server {
     /// Where USB/IP listens; with uhid, the configured address, never bound.
     addr: SocketAddr,
-    control: Option<(PathBuf, Arc<Control>)>,
+    control: Option<(Listening, Arc<Control>)>,
     automation: Arc<Automation>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
+    /// Each key's thread, joined at shutdown.
+    threads: Vec<JoinHandle<()>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -160,7 +171,7 @@ impl Server {
 
     /// The control socket's path, if there is one.
     pub fn control_socket(&self) -> Option<&std::path::Path> {
-        self.control.as_ref().map(|(path, _)| path.as_path())
+        self.control.as_ref().map(|(socket, _)| socket.path())
     }
 
     /// Answer presence requests in-process, with the control protocol's lines.
@@ -195,15 +206,15 @@ impl Server {
             let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = acceptor.join();
         }
+        if let Some((socket, _)) = &mut self.control {
+            socket.stop();
+        }
         for key in self.keys.iter() {
             key.events.shutdown();
         }
-        if let Some(keys) = Arc::get_mut(&mut self.keys) {
-            for key in keys.iter_mut() {
-                if let Some(thread) = key.thread.take() {
-                    let _ = thread.join();
-                }
-            }
+        // Joined from here, not through `keys`: connections and test automation share that list.
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -216,15 +227,24 @@ impl Drop for Server {
 
 /// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
-    let listener = match config.transport {
+    let listener = match &config.transport {
         Transport::Usbip if config.max_connections <= config.keys => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--max-connections must be more than --keys (each attached key holds a connection)",
             ))
         }
-        Transport::Usbip => Some(TcpListener::bind(config.listen)?),
-        Transport::Uhid(_) => None,
+        Transport::Usbip => {
+            check_listen(&config)?;
+            let listener = TcpListener::bind(config.listen).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+            })?;
+            Some(listener)
+        }
+        Transport::Uhid(path) => {
+            uhid::warn_if_open_to_all(path);
+            None
+        }
     };
     let addr = match &listener {
         Some(listener) => listener.local_addr()?,
@@ -237,10 +257,14 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         config.allow_key_export || matches!(config.state, StateLocation::Ephemeral);
     let automation = Automation::new(keys_may_cross);
     control_hub.set_automation(automation.clone());
-    let socket = match (&config.control, &config.state) {
+    let state_dir = match &config.state {
+        StateLocation::Dir(dir) => Some(PrivateDir::open(dir)?),
+        StateLocation::Ephemeral => None,
+    };
+    let socket = match (&config.control, &state_dir) {
         (Some(path), _) => Some(path.clone()),
-        (None, StateLocation::Dir(dir)) => Some(dir.join("control.sock")),
-        (None, StateLocation::Ephemeral) => None,
+        (None, Some(dir)) => Some(dir.path().join("control.sock")),
+        (None, None) => None,
     };
     if config.presence == PresenceMode::Control && socket.is_none() {
         return Err(io::Error::new(
@@ -249,30 +273,29 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         ));
     }
     let control = match socket {
-        Some(path) => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            Some((
-                crate::control::serve(&path, control_hub.clone())?,
-                control_hub.clone(),
-            ))
-        }
+        Some(path) => Some((
+            crate::control::serve(&path, control_hub.clone())?,
+            control_hub.clone(),
+        )),
         None => None,
     };
     let trace: Option<TraceSink> = match &config.trace {
         Some(path) if path.as_os_str() == "-" => Some(Arc::new(Mutex::new(Box::new(io::stderr())))),
-        Some(path) => Some(Arc::new(Mutex::new(Box::new(std::fs::File::create(path)?)))),
+        Some(path) => Some(Arc::new(Mutex::new(Box::new(create_private_file(path)?)))),
         None => None,
     };
     let keys = bus_ids
         .iter()
         .enumerate()
         .map(|(i, bus_id)| {
+            let storage = state_dir
+                .as_ref()
+                .map(|dir| key_storage(dir, i))
+                .transpose()?;
             spawn_key(
                 bus_id,
-                i,
                 &config,
+                storage,
                 prompt.clone(),
                 control_hub.clone(),
                 trace.clone(),
@@ -280,6 +303,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
             )
         })
         .collect::<io::Result<Vec<_>>>()?;
+    let (keys, threads): (Vec<_>, Vec<_>) = keys.into_iter().unzip();
     let keys = Arc::new(keys);
     let route = keys.clone();
     automation.set_router(Box::new(move |bus, request| {
@@ -293,9 +317,22 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         Some(listener) => {
             let keys = keys.clone();
             let stopping = stopping.clone();
+            let peers = Policy {
+                owner: own_uid(),
+                other_users: config.allow_other_users,
+                remote: config.listen_remote,
+            };
+            if peers.other_users {
+                tracing::warn!(
+                    "--allow-other-users: every user on this machine can import the key and use \
+                     it (sign in as you, set or try its PIN, reset it)"
+                );
+            }
             let acceptor = std::thread::Builder::new()
                 .name("usbip-accept".into())
-                .spawn(move || accept_loop(listener, keys, stopping, config.max_connections))?;
+                .spawn(move || {
+                    accept_loop(listener, keys, stopping, config.max_connections, peers)
+                })?;
             tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
             Some(acceptor)
         }
@@ -307,19 +344,56 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         automation,
         stopping,
         keys,
+        threads,
         acceptor,
     })
 }
 
+/// A non-loopback address only when asked for: USB/IP has no authentication.
+fn check_listen(config: &ServerConfig) -> io::Result<()> {
+    if config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.listen_remote {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--listen {} is not a loopback address: USB/IP has no authentication, so \
+                 anyone who can reach it could use the key; add --listen-remote if that is what \
+                 you want",
+                config.listen
+            ),
+        ));
+    }
+    tracing::warn!(
+        listen = %config.listen,
+        "--listen-remote: USB/IP has no authentication; anyone who can reach this address can \
+         import the key and use it (local users are still checked, remote ones cannot be)"
+    );
+    Ok(())
+}
+
+/// Key `index`'s state: `DIR/state.lfs` for the first, `DIR/key-N/state.lfs` for the others.
+fn key_storage(dir: &PrivateDir, index: usize) -> io::Result<FileStorage> {
+    let file = match index {
+        0 => dir.open_file("state.lfs")?,
+        _ => dir
+            .subdir(&format!("key-{}", index + 1))?
+            .open_file("state.lfs")?,
+    };
+    FileStorage::new(file)
+}
+
+/// Start key `bus_id`, its state in `storage` (in memory if `None`).
 fn spawn_key(
     bus_id: &str,
-    index: usize,
     config: &ServerConfig,
+    storage: Option<FileStorage>,
     prompt: Option<Arc<Prompt>>,
     control: Arc<Control>,
     trace: Option<TraceSink>,
     credential_events: Arc<automation::Events>,
-) -> io::Result<KeySlot> {
+) -> io::Result<(KeySlot, JoinHandle<()>)> {
     let prefix = match config.transport {
         Transport::Usbip => "usbip",
         Transport::Uhid(_) => "uhid",
@@ -368,34 +442,26 @@ fn spawn_key(
         max_credentials: config.max_credentials,
         events: Some(credential_events),
     };
-    let thread = match &config.state {
-        StateLocation::Dir(dir) => {
-            // Key 1 keeps DIR/state.lfs; the others each have a directory of their own.
-            let dir = if index == 0 {
-                dir.clone()
-            } else {
-                dir.join(format!("key-{}", index + 1))
-            };
-            std::fs::create_dir_all(&dir)?;
-            let storage = FileStorage::open(&dir.join("state.lfs"))?;
+    let thread = match storage {
+        Some(storage) => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(storage, platform, serial, setup, trace))?
         }
-        StateLocation::Ephemeral => {
+        None => {
             let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
         }
     };
-    Ok(KeySlot {
+    let key = KeySlot {
         bus_id: bus_id.to_string(),
         events,
         attached: Arc::new(AtomicBool::new(false)),
-        thread: Some(thread),
-    })
+    };
+    Ok((key, thread))
 }
 
 /// What a key's thread runs: the USB device over USB/IP, or a uhid device.
@@ -442,6 +508,7 @@ fn accept_loop(
     keys: Arc<Vec<KeySlot>>,
     stopping: Arc<AtomicBool>,
     max_connections: usize,
+    peers: Policy,
 ) {
     let ids = Arc::new(AtomicU64::new(1));
     let open = Arc::new(AtomicUsize::new(0));
@@ -475,7 +542,7 @@ fn accept_loop(
             .name(format!("usbip-conn-{id}"))
             .spawn(move || {
                 let _open = guard;
-                if let Err(error) = serve_connection(stream, &keys, id) {
+                if let Err(error) = serve_connection(stream, &keys, id, peers) {
                     tracing::debug!(%error, connection = id, "connection ended");
                 }
             });
@@ -486,11 +553,27 @@ fn accept_loop(
 }
 
 /// One client connection: any number of device lists, then at most one import, whose URBs go
-/// to the key until the client goes away. Malformed input ends this connection only.
-fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Result<()> {
+/// to the key until the client goes away. Malformed input ends this connection only. A peer the
+/// key does not serve gets its first request refused, and nothing else.
+fn serve_connection(
+    mut stream: TcpStream,
+    keys: &[KeySlot],
+    id: u64,
+    peers: Policy,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_read_timeout(Some(IDLE_BEFORE_IMPORT))?;
+    if let Some(reason) = refusal(&stream, peers, id) {
+        let request = protocol::read_op_request(&mut stream)?;
+        tracing::warn!(
+            connection = id,
+            peer = ?stream.peer_addr().ok(),
+            "USB/IP {request:?} refused: {reason}"
+        );
+        stream.write_all(&protocol::op_rep_refused(&request))?;
+        return Ok(());
+    }
     loop {
         match protocol::read_op_request(&mut stream)? {
             OpRequest::DevList => {
@@ -522,6 +605,27 @@ fn serve_connection(mut stream: TcpStream, keys: &[KeySlot], id: u64) -> io::Res
     }
 }
 
+/// Why the peer of `stream` is not served, if it is not.
+fn refusal(stream: &TcpStream, peers: Policy, id: u64) -> Option<String> {
+    if peers.other_users && peers.remote {
+        return None; // anyone at all: nothing to look up
+    }
+    match peer::tcp_peer(stream) {
+        Ok(peer) => {
+            tracing::debug!(connection = id, ?peer, "USB/IP peer");
+            let reason = peers.refusal(peer)?;
+            Some(match peer {
+                Peer::Local { .. } => {
+                    format!("{reason} (--allow-other-users serves every local user)")
+                }
+                Peer::Remote => format!("{reason} (--listen-remote serves other machines)"),
+            })
+        }
+        // Fail closed: an unknown peer is not served.
+        Err(error) => Some(format!("cannot tell who the peer is: {error}")),
+    }
+}
+
 fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) -> io::Result<()> {
     stream.write_all(&protocol::op_rep_import(Some(&device::device_info(bus_id))))?;
     // An attached device may be idle for as long as the host likes.
@@ -536,5 +640,25 @@ fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) ->
         if events.send(Event::Command { id, command }).is_err() {
             return Err(io::Error::other("key stopped"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shutdown waits for every key's thread (SIGTERM's "every state change is on disk", and
+    /// a uhid key's UHID_DESTROY, happen there), however many hold the list of keys.
+    #[test]
+    fn shutdown_joins_every_key() {
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            PresenceMode::Auto,
+            StateLocation::Ephemeral,
+        );
+        config.keys = 2;
+        let mut server = start(config).unwrap();
+        server.stop();
+        assert!(server.threads.is_empty(), "a key's thread was left running");
     }
 }

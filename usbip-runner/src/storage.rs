@@ -7,9 +7,8 @@
 //! `state.lfs` written before the vault existed ends at 16 MiB: it is extended, the vault reads
 //! as zeros, which is no valid record, and the key erases it and moves its secrets in.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use authenticator::platform::{Vault, VAULT_SLOT_SIZE};
 use littlefs2::consts;
@@ -36,13 +35,9 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+    /// The image in `file` (opened by [`crate::private::PrivateDir::open_file`]), grown to
+    /// its full size if new.
+    pub fn new(file: File) -> std::io::Result<Self> {
         if file.metadata()?.len() < FILE_SIZE {
             // Sparse: a fresh image costs no disk until written.
             file.set_len(FILE_SIZE)?;

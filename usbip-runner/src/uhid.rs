@@ -180,9 +180,11 @@ pub fn open(path: &Path) -> io::Result<File> {
                      container the device (`--device /dev/uhid`)"
                 }
                 io::ErrorKind::PermissionDenied => {
-                    "permission denied: run as root, or let your user open it (a udev rule \
-                     `KERNEL==\"uhid\", GROUP=\"plugdev\", MODE=\"0660\"`, or `sudo chmod 0666 \
-                     /dev/uhid` for a throwaway machine)"
+                    "permission denied: run as root, or let your user alone open it (a udev \
+                     rule `KERNEL==\"uhid\", TAG+=\"uaccess\"` for the user at the machine's \
+                     seat, or `KERNEL==\"uhid\", GROUP=\"uhid\", MODE=\"0660\"` with only your \
+                     user in that group: whoever opens /dev/uhid can make any input device, a \
+                     keyboard included, so never make it 0666)"
                 }
                 _ => "cannot open it",
             };
@@ -191,6 +193,25 @@ pub fn open(path: &Path) -> io::Result<File> {
                 format!("{}: {hint} ({error})", path.display()),
             )
         })
+}
+
+/// Warn when every user may open the uhid device: any of them can then make input devices, a
+/// keyboard typing into other users' sessions among them (the machine's setting, not ours to
+/// change; the hidraw node each key gets is udev's business too: root's alone unless a rule
+/// gives it to a user or group).
+pub fn warn_if_open_to_all(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.mode() & 0o006 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "is open to every user on this machine (mode {:04o}): any of them can make \
+                 input devices, a keyboard included; give it to one user or group instead \
+                 (`KERNEL==\"uhid\", TAG+=\"uaccess\"`, or GROUP= with MODE=\"0660\")",
+                meta.mode() & 0o7777
+            );
+        }
+    }
 }
 
 /// What a uhid key's thread hears: the device's events (from a reader thread) or the runner.
