@@ -12,7 +12,9 @@ pub mod attestation;
 pub mod credential;
 pub mod ctaphid;
 pub mod fallible;
+pub mod fault;
 pub mod platform;
+pub mod profile;
 pub mod store;
 pub mod usb;
 
@@ -25,3 +27,4 @@ mod vendor;
 
 pub use authenticator::{Authenticator, Config};
 pub use presence::TIMEOUT_MS as PRESENCE_TIMEOUT_MS;
+pub use profile::Profile;

@@ -8,6 +8,7 @@
 //! /dev/ctr            signature counter reservation (u32, big-endian)
 //! /dev/pin            PIN hash and retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
+//! /dev/uv             built-in user verification: uvRetries left, attempts since the PIN
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
 //! /dev/att            the batch attestation (key and certificate), if provisioned
 //! /dev/eatt           the enterprise attestation (key, certificate, RP IDs), if provisioned
@@ -183,6 +184,31 @@ impl Default for Settings {
     }
 }
 
+/// The most uvRetries (maxUvRetries, CTAP 2.1 §6.5.2.2: 1 to 25): what a correct finger or a
+/// correct PIN restores.
+pub const UV_RETRIES: u8 = 5;
+
+/// Built-in user verification's counters (a key whose body has no such method never writes
+/// them). Kept on storage like the PIN's: cutting power never hands back a spent attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UvState {
+    /// uvRetries: attempts left before built-in UV is blocked (until a correct PIN).
+    #[serde(rename = "r")]
+    pub retries: u8,
+    /// uvCountSinceLastPinEntry: attempts, matched or not, since the last correct PIN.
+    #[serde(rename = "n")]
+    pub since_pin: u32,
+}
+
+impl Default for UvState {
+    fn default() -> Self {
+        Self {
+            retries: UV_RETRIES,
+            since_pin: 0,
+        }
+    }
+}
+
 struct Counter {
     next: u32,
     reserved: u32,
@@ -195,6 +221,7 @@ pub struct Store<'a, S: littlefs2::driver::Storage> {
     kwk: Option<Zeroizing<[u8; 32]>>,
     pin: Option<PinState>,
     settings: Option<Settings>,
+    uv: Option<UvState>,
     /// The attestation as last read or written (`Some(None)`: none installed).
     attestation: Option<Option<Attestation>>,
     /// The enterprise attestation, likewise.
@@ -213,6 +240,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             kwk: None,
             pin: None,
             settings: None,
+            uv: None,
             attestation: None,
             enterprise_attestation: None,
             index: None,
@@ -338,6 +366,21 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     pub fn save_settings(&mut self, settings: &Settings) -> Result<()> {
         self.save("/dev/cfg", settings)?;
         self.settings = Some(settings.clone());
+        Ok(())
+    }
+
+    /// Built-in user verification's counters (full retries until first written).
+    pub fn uv_state(&mut self) -> Result<UvState> {
+        if self.uv.is_none() {
+            self.uv = Some(self.load("/dev/uv")?.unwrap_or_default());
+        }
+        Ok(self.uv.clone().unwrap_or_default())
+    }
+
+    /// Write built-in user verification's counters; they are on storage when this returns.
+    pub fn save_uv_state(&mut self, uv: &UvState) -> Result<()> {
+        self.save("/dev/uv", uv)?;
+        self.uv = Some(uv.clone());
         Ok(())
     }
 
@@ -653,7 +696,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// unopenable), the PIN and the settings. The signature counter is kept: it must never go
     /// back; so is the batch attestation, which belongs to the device, not its owner.
     pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
-        for file in ["/dev/pin", "/dev/cfg", "/dev/lb"] {
+        for file in ["/dev/pin", "/dev/cfg", "/dev/lb", "/dev/uv"] {
             match self.fs.remove(&path(file)) {
                 Ok(()) => {}
                 Err(e) if e == FsError::NO_SUCH_ENTRY => {}
@@ -662,6 +705,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         }
         self.pin = None;
         self.settings = None;
+        self.uv = None;
         for dir in ["/rk", "/cr"] {
             match self.fs.remove_dir_all(&path(dir)) {
                 Ok(()) => {}
