@@ -156,6 +156,8 @@ pub struct KeySetup {
     pub attestation: Option<Attestation>,
     /// At most this many discoverable credentials (below what the state's geometry holds).
     pub max_credentials: Option<usize>,
+    /// What kind of key it presents itself as.
+    pub profile: authenticator::Profile,
 }
 
 /// Run a key until `Shutdown` (or until every sender is gone).
@@ -203,6 +205,7 @@ pub fn with_authenticator<S: littlefs2::driver::Storage>(
     if let Some(limit) = setup.max_credentials {
         auth.set_credential_limit(limit);
     }
+    auth.set_profile(setup.profile);
     f(&mut auth);
 }
 

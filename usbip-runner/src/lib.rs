@@ -20,9 +20,12 @@ pub mod device;
 pub mod platform;
 pub mod protocol;
 pub mod server;
+pub mod simulation;
 pub mod storage;
 pub mod trace;
 pub mod uhid;
 
+pub use authenticator::Profile;
 pub use platform::PresenceMode;
 pub use server::{start, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS};
+pub use simulation::UvMode;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation, Transport};
+use usbip_runner::{start, PresenceMode, Profile, ServerConfig, StateLocation, Transport, UvMode};
 
 #[derive(Parser)]
 #[command(
@@ -27,10 +27,28 @@ struct Args {
     /// The uhid device, with --transport uhid.
     #[arg(long, value_name = "PATH", default_value = "/dev/uhid")]
     uhid_device: PathBuf,
-    /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
+    /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal,
+    /// control waits for the control socket (also switched at run time: `presence MODE`).
     /// Default: prompt on a terminal, deny otherwise.
     #[arg(long, value_enum)]
     presence: Option<PresenceMode>,
+    /// Built-in user verification, as on a fingerprint key: none, or builtin (a simulated
+    /// fingerprint sensor, a finger enrolled at start; getInfo's `uv` option, uvModality 2,
+    /// getPinUvAuthTokenUsingUvWithPermissions, UV in makeCredential and getAssertion, 5
+    /// uvRetries). See docs/automation.md.
+    #[arg(long, value_enum, default_value = "none")]
+    uv: UvArg,
+    /// How a built-in UV attempt is answered: auto matches, deny fails (each failure costs one
+    /// of the uvRetries), prompt asks on the terminal, control waits for `uv ok|fail|timeout`
+    /// on the control socket (also switched at run time: `uv auto|deny|control`). Default: as
+    /// --presence.
+    #[arg(long, value_enum, value_name = "MODE")]
+    uv_mode: Option<UvMode>,
+    /// What kind of key to be, for relying parties' tests: full (everything), u2f-only
+    /// (CTAPHID without CBOR), ctap20-no-pin (CTAP 2.0, no clientPIN, no 2.1 features), no-rk
+    /// (no discoverable credentials), always-uv (alwaysUv on for good). See docs/automation.md.
+    #[arg(long, value_enum, default_value = "full")]
+    profile: ProfileArg,
     /// Directory for the key's state (credentials, PIN, counter). Default: the user's data
     /// directory ($XDG_DATA_HOME/usbip-runner or ~/.local/share/usbip-runner).
     #[arg(long, conflicts_with = "ephemeral")]
@@ -42,7 +60,9 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     keys: u16,
     /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
-    /// Lines: `approve|deny|timeout [BUS]`, `status`.
+    /// Lines: `approve|hold|deny|timeout [BUS]`, `status`, `presence auto|deny|control [BUS]`,
+    /// `uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS]`, `uv status`,
+    /// `fault bad-signature|clear-up|clear-uv|counter-rewind|counter-zero|none [BUS]`.
     #[arg(long)]
     control: Option<PathBuf>,
     /// Write every CTAP request and response as one JSON line to FILE (`-`: standard error);
@@ -69,17 +89,46 @@ enum TransportArg {
     Uhid,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UvArg {
+    None,
+    Builtin,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileArg {
+    Full,
+    U2fOnly,
+    Ctap20NoPin,
+    NoRk,
+    AlwaysUv,
+}
+
+impl ProfileArg {
+    fn profile(self) -> Profile {
+        match self {
+            ProfileArg::Full => Profile::Full,
+            ProfileArg::U2fOnly => Profile::U2fOnly,
+            ProfileArg::Ctap20NoPin => Profile::Ctap20NoPin,
+            ProfileArg::NoRk => Profile::NoRk,
+            ProfileArg::AlwaysUv => Profile::AlwaysUv,
+        }
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Subcommand {
-    /// Answer a key's presence request through its control socket, e.g.
-    /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1`.
+    /// Send one line to a key's control socket and print the reply, e.g.
+    /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1` or
+    /// `... control SOCKET uv ok 1-1`.
     Control {
         /// The control socket.
         socket: PathBuf,
-        /// approve, deny, timeout or status.
-        action: String,
-        /// The key (default: the one waiting).
-        bus: Option<String>,
+        /// The line's words: approve|hold|deny|timeout [BUS], status, presence MODE [BUS],
+        /// uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS], uv status, fault KIND
+        /// [BUS] (BUS: the key, by default the one waiting or the only one).
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
 }
 
@@ -104,13 +153,8 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(Subcommand::Control {
-        socket,
-        action,
-        bus,
-    }) = &args.command
-    {
-        let line = [action.as_str(), bus.as_deref().unwrap_or("")].join(" ");
+    if let Some(Subcommand::Control { socket, words }) = &args.command {
+        let line = words.join(" ");
         match usbip_runner::control::send(socket.as_path(), line.trim()) {
             Ok(reply) => {
                 println!("{reply}");
@@ -121,6 +165,10 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+    if args.uv_mode.is_some() && args.uv == UvArg::None {
+        eprintln!("usbip-runner: --uv-mode needs --uv builtin");
+        std::process::exit(2);
     }
     let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
         PresenceMode::Prompt
@@ -169,7 +217,18 @@ fn main() {
             usize::from,
         ),
         max_credentials: args.max_credentials,
+        profile: args.profile.profile(),
+        builtin_uv: match args.uv {
+            UvArg::None => None,
+            UvArg::Builtin => Some(args.uv_mode.unwrap_or(match presence {
+                PresenceMode::Auto => UvMode::Auto,
+                PresenceMode::Deny => UvMode::Deny,
+                PresenceMode::Prompt => UvMode::Prompt,
+                PresenceMode::Control => UvMode::Control,
+            })),
+        },
     };
+    let config_uv = config.builtin_uv;
     let server = match start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -206,10 +265,10 @@ fn main() {
     drop(stdout);
     match &transport {
         Transport::Usbip => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip())
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip())
         }
         Transport::Uhid(_) => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
         }
     }
     if let Some(signal) = signals.forever().next() {

@@ -11,11 +11,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use authenticator::attestation::Attestation;
+use authenticator::Profile;
 
 use crate::control::Control;
 use crate::device::{self, Event, KeySetup};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::protocol::{self, OpRequest};
+use crate::simulation::UvMode;
 use crate::storage::{FileStorage, RamStorage};
 use crate::trace::TraceSink;
 use crate::uhid;
@@ -69,6 +71,11 @@ pub struct ServerConfig {
     /// Hold at most this many discoverable credentials per key (a small, exact capacity for
     /// tests of an RP's "key full" path); `None`: what the 16 MiB state holds (19,740).
     pub max_credentials: Option<usize>,
+    /// What kind of key each one presents itself as (see [`Profile`]).
+    pub profile: Profile,
+    /// Built-in user verification (a simulated fingerprint sensor, enrolled at start), its
+    /// attempts answered as this says; `None`: no built-in UV.
+    pub builtin_uv: Option<UvMode>,
 }
 
 /// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
@@ -89,6 +96,8 @@ impl ServerConfig {
             attestation: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_credentials: None,
+            profile: Profile::Full,
+            builtin_uv: None,
         }
     }
 }
@@ -210,7 +219,15 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         Some(listener) => listener.local_addr()?,
         None => config.listen,
     };
-    let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
+    if config.builtin_uv.is_some() && !config.profile.speaks_cbor() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "built-in user verification needs CTAP2: not with --profile u2f-only",
+        ));
+    }
+    let prompted =
+        config.presence == PresenceMode::Prompt || config.builtin_uv == Some(UvMode::Prompt);
+    let prompt = prompted.then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
     let socket = match (&config.control, &config.state) {
@@ -222,6 +239,12 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--presence control needs a control socket (--control PATH)",
+        ));
+    }
+    if config.builtin_uv == Some(UvMode::Control) && socket.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--uv-mode control needs a control socket (--control PATH)",
         ));
     }
     let control = match socket {
@@ -332,6 +355,7 @@ fn spawn_key(
     let setup = KeySetup {
         attestation: config.attestation.clone(),
         max_credentials: config.max_credentials,
+        profile: config.profile,
     };
     let thread = match &config.state {
         StateLocation::Dir(dir) => {
@@ -343,13 +367,13 @@ fn spawn_key(
             };
             std::fs::create_dir_all(&dir)?;
             let storage = FileStorage::open(&dir.join("state.lfs"))?;
-            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+            let platform = key_platform(config, prompt, control, label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(storage, platform, serial, setup, trace))?
         }
         StateLocation::Ephemeral => {
-            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+            let platform = key_platform(config, prompt, control, label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
@@ -360,6 +384,20 @@ fn spawn_key(
         events,
         attached: Arc::new(AtomicBool::new(false)),
         thread: Some(thread),
+    })
+}
+
+/// A key's body: presence and built-in UV as `config` says.
+fn key_platform<S>(
+    config: &ServerConfig,
+    prompt: Option<Arc<Prompt>>,
+    control: Arc<Control>,
+    label: String,
+) -> io::Result<RunnerPlatform<S>> {
+    let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+    Ok(match config.builtin_uv {
+        Some(mode) => platform.with_builtin_uv(mode),
+        None => platform,
     })
 }
 
