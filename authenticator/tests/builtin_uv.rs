@@ -110,7 +110,11 @@ fn get_info_describes_the_sensor_and_whether_a_finger_is_enrolled() {
             assert_eq!(option(&info, "bioEnroll"), None, "no bioEnroll");
             assert_eq!(option(&info, "uvBioEnroll"), None);
             assert_eq!(option(&info, "uvAcfg"), None);
-            assert_eq!(get(&info, 0x11), Some(&int(3)), "preferredPlatformUvAttempts");
+            assert_eq!(
+                get(&info, 0x11),
+                Some(&int(3)),
+                "preferredPlatformUvAttempts"
+            );
             assert_eq!(get(&info, 0x12), Some(&int(2)), "uvModality: fingerprint");
             assert_eq!(get(&info, 0x17), Some(&int(0)), "uvCountSinceLastPinEntry");
         });
@@ -231,7 +235,11 @@ fn failed_attempts_count_down_to_blocked_and_a_correct_pin_restores_them() {
         let asked = knobs.uv_prompts.get();
         knobs.uv.set(Verification::Verified);
         assert_eq!(client.uv_token(key, PERM_MC, None), Err(UV_BLOCKED));
-        assert_eq!(knobs.uv_prompts.get(), asked, "blocked: no finger asked for");
+        assert_eq!(
+            knobs.uv_prompts.get(),
+            asked,
+            "blocked: no finger asked for"
+        );
         assert_eq!(get(&info(key), 0x17), Some(&int(5)));
 
         // Inside makeCredential, without a PIN: CTAP2_ERR_PIN_BLOCKED, as §6.1.2 step 11.2 names
@@ -268,7 +276,11 @@ fn a_failed_attempt_in_make_credential_is_denied_or_sends_the_platform_to_the_pi
         assert_eq!(client.set_pin(key, PIN), 0);
         assert_eq!(ctap2(key, MC, Some(uv_request)).0, PUAT_REQUIRED);
         assert_eq!(uv_retries(key), Ok(3), "both attempts cost a retry");
-        assert_eq!(knobs.prompts.get(), 0, "no touch asked after a failed finger");
+        assert_eq!(
+            knobs.prompts.get(),
+            0,
+            "no touch asked after a failed finger"
+        );
     });
 }
 
@@ -356,7 +368,11 @@ fn always_uv_verifies_with_the_sensor_but_leaves_silent_probes_alone() {
     assert!(id.is_empty());
     with_key(&mut storage, &knobs, 2, |key| {
         let id = register(key);
-        assert_eq!(knobs.uv_prompts.get(), 1, "alwaysUv: makeCredential verified");
+        assert_eq!(
+            knobs.uv_prompts.get(),
+            1,
+            "alwaysUv: makeCredential verified"
+        );
         let cdh = [4u8; 32];
         let probe = with_options(
             get_assertion_request("example.com", &cdh, &[&id]),
