@@ -72,10 +72,14 @@ run_engine() {
     }
 
     # The key: presence decided by the test, through the control socket; every CTAP request
-    # and answer in its trace.
+    # and answer in its trace. For Chromium, whose headless shell has no PIN prompt, the key
+    # also has a fingerprint sensor whose fingers the test gives (`uv ok|fail`), so that
+    # userVerification "required" can be met there too (Firefox keeps the PIN steps).
+    local uv_args=() uv_steps=()
+    [ "$engine" = chromium ] && uv_args=(--uv builtin --uv-mode control) && uv_steps=(--uv-steps)
     mkfifo "$dir/key.out"
     USBIP_RUNNER_LOG=${USBIP_RUNNER_LOG:-debug} "$runner" --listen 127.0.0.1:0 --ephemeral \
-        --presence control --control "$dir/key.sock" --trace "$dir/trace.jsonl" \
+        --presence control --control "$dir/key.sock" --trace "$dir/trace.jsonl" "${uv_args[@]}" \
         >"$dir/key.out" 2>"$dir/key.log" &
     pids+=($!)
     local key_pid=$!
@@ -157,7 +161,7 @@ run_engine() {
     [ "$engine" = firefox ] &&
         remote=(--bidi "ws://127.0.0.1:$remote_port/session" --bidi-host 127.0.0.1:9222)
     set +e
-    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" \
+    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" "${uv_steps[@]}" \
         --site "https://signin.aws.amazon.com/" --runner "$runner" --control "$dir/key.sock"
     status=$?
     set -e
@@ -185,6 +189,17 @@ run_engine() {
             fail "no getNextAssertion: the passkey sign-in did not list the accounts"
         grep '"command":"getAssertion","dir":"request"' "$dir/trace.jsonl" | grep -v '"3":' |
             grep -q '"6":{"bytes":' || fail "no PIN-verified getAssertion without an allow list"
+    fi
+    # The fingerprint steps: the browser asked the key's sensor for a token
+    # (getPinUvAuthTokenUsingUvWithPermissions, subcommand 6), a finger that never matched was
+    # counted down (CTAP2_ERR_UV_INVALID, 0x3F) to blocked (CTAP2_ERR_UV_BLOCKED, 0x3C).
+    if [ ${#uv_steps[@]} -gt 0 ]; then
+        grep -q '"command":"clientPIN","dir":"request".*"2":6[,}]' "$dir/trace.jsonl" ||
+            fail "the browser never asked for a token by built-in UV"
+        for answer in 63:CTAP2_ERR_UV_INVALID 60:CTAP2_ERR_UV_BLOCKED; do
+            grep -q "\"command\":\"clientPIN\",\"dir\":\"response\".*\"status\":${answer%%:*}}" \
+                "$dir/trace.jsonl" || fail "the key never answered a UV token request with ${answer#*:}"
+        done
     fi
     echo "browser test ($engine): passed"
 }
