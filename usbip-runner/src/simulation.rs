@@ -227,3 +227,85 @@ impl Control {
             .unwrap_or_else(|| format!("error unknown bus id {bus:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(keys: &[&str]) -> std::sync::Arc<Control> {
+        Control::new(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_finger_given_before_the_key_asks_is_kept_for_the_next_attempt() {
+        let control = hub(&["1-1"]);
+        assert_eq!(control.command("uv fail"), "ok armed");
+        assert_eq!(control.command("uv status"), "waiting");
+        control.uv_start("1-1");
+        assert_eq!(control.command("uv status"), "waiting 1-1");
+        assert_eq!(control.uv_poll("1-1"), Verification::Failed);
+        assert_eq!(control.uv_poll("1-1"), Verification::Pending, "spent");
+        assert_eq!(control.command("uv ok"), "ok waiting");
+        assert_eq!(control.uv_poll("1-1"), Verification::Verified);
+        control.uv_stop("1-1");
+        assert_eq!(control.command("uv status"), "waiting");
+        // A touch wait is another thing: `status` never shows a finger, nor `uv status` a touch.
+        control.start("1-1", authenticator::platform::Touch::Short);
+        assert_eq!(control.command("uv status"), "waiting");
+        assert_eq!(control.command("status"), "waiting 1-1");
+    }
+
+    #[test]
+    fn several_keys_need_a_bus_id_unless_one_waits_for_a_finger() {
+        let control = hub(&["1-1", "1-2"]);
+        assert_eq!(
+            control.command("uv ok"),
+            "error name a bus id: several keys"
+        );
+        assert_eq!(
+            control.command("fault clear-up"),
+            "error name a bus id: several keys"
+        );
+        control.uv_start("1-2");
+        assert_eq!(control.command("uv ok"), "ok waiting");
+        assert_eq!(control.uv_poll("1-2"), Verification::Verified);
+        assert_eq!(control.command("uv timeout 1-1"), "ok armed");
+        assert_eq!(
+            control.command("uv deny 1-3"),
+            "error unknown bus id \"1-3\""
+        );
+    }
+
+    #[test]
+    fn modes_enrolment_and_faults_per_key() {
+        let control = hub(&["1-1", "1-2"]);
+        assert_eq!(
+            control.presence_mode("1-1"),
+            None,
+            "the command line's until set"
+        );
+        assert_eq!(control.command("presence auto 1-1"), "ok presence auto");
+        assert_eq!(control.presence_mode("1-1"), Some(PresenceMode::Auto));
+        assert_eq!(control.presence_mode("1-2"), None);
+        assert_eq!(control.command("uv deny 1-2"), "ok uv deny");
+        assert_eq!(control.uv_mode("1-2"), Some(UvMode::Deny));
+        assert_eq!(control.command("uv unenroll 1-2"), "ok uv unenrolled");
+        assert_eq!(control.uv_enrolled("1-2"), Some(false));
+
+        assert_eq!(control.command("fault clear-uv 1-1"), "ok armed");
+        let no_uv_flag = |fault: Fault| fault != Fault::ClearUv;
+        assert_eq!(
+            control.take_fault("1-1", &no_uv_flag),
+            None,
+            "does not apply: kept"
+        );
+        assert_eq!(control.take_fault("1-1", &|_| true), Some(Fault::ClearUv));
+        assert_eq!(control.take_fault("1-1", &|_| true), None, "one-shot");
+        assert_eq!(control.command("fault counter-zero 1-1"), "ok armed");
+        assert_eq!(control.command("fault none 1-1"), "ok disarmed");
+        assert_eq!(control.take_fault("1-1", &|_| true), None);
+        for (name, fault) in FAULTS {
+            assert_eq!(fault_name(fault), name);
+        }
+    }
+}
