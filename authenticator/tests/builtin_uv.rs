@@ -547,3 +547,35 @@ fn a_power_cut_at_any_write_of_an_attempt_never_hands_a_spent_retry_back() {
         assert!(cuts >= 2, "{verification:?}: {cuts} cuts");
     }
 }
+
+/// The touch that came with a UV token counts for its first use within 30 s only
+/// (userPresentTimeLimit): a token first used for credential management, then for a
+/// makeCredential a minute later, asks for a touch then.
+#[test]
+fn a_uv_tokens_touch_expires_with_user_present_time_limit() {
+    let mut storage = RamStorage::default();
+    let knobs = fingerprint_knobs(true);
+    with_key(&mut storage, &knobs, 1, |key| {
+        let client = PinClient::new(key, 2, 5);
+        let token = client.uv_token(key, PERM_MC | 0x04, None).unwrap();
+        // getCredsMetadata with the token: it is now in use, so it does not expire at 30 s.
+        let message = [0x01u8];
+        let request = map(vec![
+            (int(1), int(1)),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &token, &message))),
+        ]);
+        assert_eq!(ctap2(key, 0x0A, Some(request)).0, 0, "getCredsMetadata");
+        knobs.now_ms.set(knobs.now_ms.get() + 60_000);
+        let request = make_credential_request("example.com", b"u", &[-7], false);
+        let request = with_token(request, 8, 2, &token, &[7u8; 32]);
+        let (status, body) = ctap2(key, MC, Some(request));
+        assert_eq!(status, 0);
+        assert_eq!(auth_data(&body.unwrap(), 2).flags & (UP | UV), UP | UV);
+        assert_eq!(
+            knobs.prompts.get(),
+            1,
+            "a touch asked: the finger was a minute ago"
+        );
+    });
+}

@@ -23,6 +23,8 @@ const CONSECUTIVE_FAILURES_BEFORE_POWER_CYCLE: u8 = 3;
 const TOKEN_INITIAL_USE_MS: u64 = 30_000;
 /// No token outlives this.
 const TOKEN_LIFETIME_MS: u64 = 10 * 60_000;
+/// A touch that came with a token (built-in UV) counts for this long (userPresentTimeLimit).
+const USER_PRESENT_TIME_LIMIT_MS: u64 = 30_000;
 /// The longest PIN, in UTF-8 bytes.
 pub(super) const MAX_PIN_BYTES: usize = 63;
 
@@ -545,10 +547,12 @@ pub(crate) fn consume_token<P: Platform>(auth: &mut Authenticator<'_, P>) {
 }
 
 /// getUserPresentFlagValue and clearUserPresentFlag (§6.5.2.1): did the token that verified
-/// this request bring the user's touch with it? Only its first use does.
+/// this request bring the user's touch with it? Only its first makeCredential or getAssertion
+/// does, and only within userPresentTimeLimit of the touch.
 pub(crate) fn take_user_present<P: Platform>(auth: &mut Authenticator<'_, P>) -> bool {
-    auth.pin
-        .token
-        .as_mut()
-        .is_some_and(|token| core::mem::take(&mut token.user_present))
+    let now = auth.platform.now_ms();
+    auth.pin.token.as_mut().is_some_and(|token| {
+        let recent = now.saturating_sub(token.issued_ms) <= USER_PRESENT_TIME_LIMIT_MS;
+        core::mem::take(&mut token.user_present) && recent
+    })
 }
