@@ -15,6 +15,7 @@ mod bridge;
 mod cstr;
 mod flash;
 mod platform;
+mod refusal;
 mod rng;
 
 use alloc::boxed::Box;
@@ -129,15 +130,32 @@ fn main() -> ! {
     let led = pins.gpio25.into_push_pull_output();
 
     let unique_id = flash::unique_id();
-    let rng = rng::boot(&pac.ROSC, timer.get_counter().ticks(), &unique_id);
     let serial = serial_string(&unique_id);
+    let mut alarm1 = timer.alarm_1().unwrap();
+    alarm1.enable_interrupt();
+    let usb = UsbParts {
+        regs: pac.USBCTRL_REGS,
+        dpram: pac.USBCTRL_DPRAM,
+        clock: clocks.usb_clock,
+    };
+    let rng = match rng::boot(&pac.ROSC, &timer, &unique_id) {
+        Ok(rng) => rng,
+        Err(failure) => {
+            start_usb(
+                usb,
+                &mut pac.RESETS,
+                timer,
+                refusal::product(failure),
+                serial,
+            );
+            refusal::run(led, timer, alarm1)
+        }
+    };
 
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
     let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
     let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
     let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
-    let mut alarm1 = timer.alarm_1().unwrap();
-    alarm1.enable_interrupt();
     let platform = PicoPlatform::new(rng, timer, led);
     let config = Config {
         aaguid: AAGUID,
@@ -147,17 +165,33 @@ fn main() -> ! {
 
     fill_basepoint_table();
 
+    start_usb(usb, &mut pac.RESETS, timer, PRODUCT, serial);
+    main_loop(&mut auth, &mut alarm1)
+}
+
+/// The chip's USB controller and its clock, until [`start_usb`] takes them.
+struct UsbParts {
+    regs: pac::USBCTRL_REGS,
+    dpram: pac::USBCTRL_DPRAM,
+    clock: hal::clocks::UsbClock,
+}
+
+/// Bring USB up as a FIDO HID device named `product`, served from its interrupt from now on
+/// (requests reach the main loop through the mailbox).
+fn start_usb(
+    usb: UsbParts,
+    resets: &mut pac::RESETS,
+    mut timer: Timer,
+    product: &'static str,
+    serial: &'static str,
+) {
     let bus = Box::leak(Box::new(UsbBusAllocator::new(UsbBus::new(
-        pac.USBCTRL_REGS,
-        pac.USBCTRL_DPRAM,
-        clocks.usb_clock,
-        true,
-        &mut pac.RESETS,
+        usb.regs, usb.dpram, usb.clock, true, resets,
     ))));
     let hid = FidoHid::new(bus);
     let strings = StringDescriptors::default()
         .manufacturer(MANUFACTURER)
-        .product(PRODUCT)
+        .product(product)
         .serial_number(serial);
     let device = UsbDeviceBuilder::new(bus, UsbVidPid(VENDOR_ID, PRODUCT_ID))
         .strings(&[strings])
@@ -189,7 +223,6 @@ fn main() -> ! {
         pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_0);
         pac::NVIC::unmask(pac::Interrupt::TIMER_IRQ_1);
     }
-    main_loop(&mut auth, &mut alarm1)
 }
 
 /// Run the requests the USB side posts, one at a time, to completion.
@@ -331,7 +364,10 @@ fn init_heap() {
     static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
     // SAFETY: called once, first thing in main, before any allocation; HEAP_MEM is used by
     // nothing else.
-    unsafe { HEAP.0.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
+    unsafe {
+        HEAP.0
+            .init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE)
+    }
 }
 
 /// The USB serial number: the flash chip's unique ID as 16 hex digits (as the Pico SDK's

@@ -11,7 +11,7 @@ use rp2040_hal::timer::Timer;
 use crate::bootsel;
 use crate::flash::FlashStorage;
 
-type Led = Pin<Gpio25, FunctionSioOutput, PullDown>;
+pub type Led = Pin<Gpio25, FunctionSioOutput, PullDown>;
 
 /// LED half-period while waiting for the button, and during a wink.
 const BLINK_MS: u64 = 100;

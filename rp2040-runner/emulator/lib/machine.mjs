@@ -1,6 +1,6 @@
 // An emulated Pico: rp2040js with the stub ROM, the firmware in flash, a BOOTSEL button, a
 // ring oscillator, and a run loop that lets the Node event loop (the USB host) interleave.
-import { Simulator, ConsoleLogger, LogLevel } from 'rp2040js';
+import { Simulator, ConsoleLogger, LogLevel, GPIOPinState } from 'rp2040js';
 import { installStubRom } from './rom.mjs';
 import { readImage, FLASH_BASE } from './image.mjs';
 
@@ -23,8 +23,9 @@ const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
 export class Machine {
   /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle");
    * roscSeed: seeds the ring oscillator's bits (a fixed default keeps cycle counts repeatable);
-   * flashUid: the flash chip's 64-bit unique ID (8 bytes). */
-  constructor(image, { flash, log = false, roscSeed = 0x2545f491, flashUid = DEFAULT_FLASH_UID } = {}) {
+   * rosc: an oscillator gone bad, `(random) => bit` given a uniform number in [0, 1) from the
+   * seeded generator (e.g. `() => 0`, stuck); flashUid: the flash chip's 64-bit unique ID. */
+  constructor(image, { flash, log = false, roscSeed = 0x2545f491, rosc, flashUid = DEFAULT_FLASH_UID } = {}) {
     this.sim = new Simulator();
     this.mcu = this.sim.rp2040;
     this.clock = this.sim.clock;
@@ -38,11 +39,15 @@ export class Machine {
     this.bootselPressed = false;
     this.activeCycles = 0; // cycles spent executing (not asleep in WFI)
     this.modelQspiSs();
-    this.modelRosc(roscSeed);
+    this.modelRosc(roscSeed, rosc);
     this.modelFlashCommands(Uint8Array.from(flashUid));
     this.modelNvicPending();
     this.ledChanges = 0;
-    this.mcu.gpio[25].addListener(() => { this.ledChanges++; });
+    this.ledLog = []; // every change of GPIO25: { ms, on }
+    this.mcu.gpio[25].addListener((state) => {
+      this.ledChanges++;
+      this.ledLog.push({ ms: this.nowMs, on: state === GPIOPinState.High });
+    });
     this.core.PC = 0; // reset: the ROM's reset vector enters the application
     this.core.SP = this.mcu.readUint32(0);
     this.core.PC = this.mcu.readUint32(4) & ~1;
@@ -79,14 +84,20 @@ export class Machine {
   }
 
   /** ROSC: RANDOMBIT from a xorshift generator seeded per machine (the same seed gives the same
-   * bits, so cycle counts repeat; a real oscillator never repeats). */
-  modelRosc(seed) {
+   * bits, so cycle counts repeat; a real oscillator never repeats), or from `rosc`, a source
+   * gone bad. Every read is kept in `roscReads` ({ cycles, ns, bit }): when the firmware
+   * sampled (CPU cycles, emulated time), and what it got. */
+  modelRosc(seed, rosc) {
     let x = (seed >>> 0) || 1;
+    const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
+    const bit = rosc ? () => (rosc(next() / 2 ** 32) ? 1 : 0) : () => next() & 1;
+    this.roscReads = [];
     this.mcu.peripherals[ROSC] = {
       readUint32: (off) => {
         if ((off & 0xfff) !== 0x1c) return 0;
-        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-        return x & 1;
+        const b = bit();
+        this.roscReads.push({ cycles: this.core.cycles, ns: this.clock.nanos, bit: b });
+        return b;
       },
       writeUint32: () => {},
       writeUint32Atomic: () => {},
