@@ -72,11 +72,13 @@ run_engine() {
     }
 
     # The key: presence decided by the test, through the control socket; every CTAP request
-    # and answer in its trace. For Chromium, whose headless shell has no PIN prompt, the key
-    # also has a fingerprint sensor whose fingers the test gives (`uv ok|fail`), so that
-    # userVerification "required" can be met there too (Firefox keeps the PIN steps).
-    local uv_args=() uv_steps=()
-    [ "$engine" = chromium ] && uv_args=(--uv builtin --uv-mode control) && uv_steps=(--uv-steps)
+    # and answer in its trace. It also has a fingerprint sensor whose fingers the test gives
+    # (`uv ok|fail`): Chromium's headless shell, which has no PIN prompt, meets
+    # userVerification "required" with it (--uv-steps); Firefox's sensor starts unenrolled, so
+    # that its passkey steps type the PIN, and its last steps enroll a finger and make and use a
+    # passkey with it (--uv-passkeys).
+    local uv_args=(--uv builtin --uv-mode control) uv_steps=(--uv-steps)
+    [ "$engine" = firefox ] && uv_steps=(--uv-passkeys)
     mkfifo "$dir/key.out"
     USBIP_RUNNER_LOG=${USBIP_RUNNER_LOG:-debug} "$runner" --listen 127.0.0.1:0 --ephemeral \
         --presence control --control "$dir/key.sock" --trace "$dir/trace.jsonl" "${uv_args[@]}" \
@@ -100,6 +102,7 @@ run_engine() {
     # The RP. Before the browser comes, it enrols a legacy U2F credential over CTAP1 (AWS's old
     # U2F registration), the touch approved here.
     "$runner" control "$dir/key.sock" approve 1-1 >/dev/null
+    [ "$engine" = firefox ] && "$runner" control "$dir/key.sock" uv unenroll 1-1 >/dev/null
     mkfifo "$dir/rp.out"
     # For Firefox, which can be made to answer its PIN prompt, the key gets a PIN too, and the
     # steps add passkeys (discoverable, PIN-verified) and a sign-in without an allow list.
@@ -191,11 +194,12 @@ run_engine() {
             grep -q '"6":{"bytes":' || fail "no PIN-verified getAssertion without an allow list"
     fi
     # The fingerprint steps: the browser asked the key's sensor for a token
-    # (getPinUvAuthTokenUsingUvWithPermissions, subcommand 6), a finger that never matched was
-    # counted down (CTAP2_ERR_UV_INVALID, 0x3F) to blocked (CTAP2_ERR_UV_BLOCKED, 0x3C).
-    if [ ${#uv_steps[@]} -gt 0 ]; then
-        grep -q '"command":"clientPIN","dir":"request".*"2":6[,}]' "$dir/trace.jsonl" ||
-            fail "the browser never asked for a token by built-in UV"
+    # (getPinUvAuthTokenUsingUvWithPermissions, subcommand 6); in Chromium a finger that never
+    # matched was counted down (CTAP2_ERR_UV_INVALID, 0x3F) to blocked (CTAP2_ERR_UV_BLOCKED,
+    # 0x3C).
+    grep -q '"command":"clientPIN","dir":"request".*"2":6[,}]' "$dir/trace.jsonl" ||
+        fail "the browser never asked for a token by built-in UV"
+    if [ "$engine" = chromium ]; then
         for answer in 63:CTAP2_ERR_UV_INVALID 60:CTAP2_ERR_UV_BLOCKED; do
             grep -q "\"command\":\"clientPIN\",\"dir\":\"response\".*\"status\":${answer%%:*}}" \
                 "$dir/trace.jsonl" || fail "the key never answered a UV token request with ${answer#*:}"

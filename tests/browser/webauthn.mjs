@@ -9,6 +9,7 @@
 //       [--engine chromium] (--cdp http://127.0.0.1:9222 | --browser PATH) \
 //       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
 //       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] [--uv-steps] \
+//       [--uv-passkeys] \
 //       [--browser-arg=--flag ...]
 //
 // --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
@@ -32,6 +33,7 @@ const { values: args } = parseArgs({
     control: { type: "string" },
     passkeys: { type: "boolean", default: false },
     "uv-steps": { type: "boolean", default: false },
+    "uv-passkeys": { type: "boolean", default: false },
     bus: { type: "string", default: "1-1" },
   },
 });
@@ -94,6 +96,14 @@ const uvSteps = [
   ["a finger that never matches: NotAllowedError", "#signin", "grace", "approve", /^error NotAllowedError/, 0, false, { verify: true, uv: "fail" }],
 ];
 if (args["uv-steps"]) steps.push(...uvSteps);
+// With --uv-passkeys (after --passkeys, on a key whose sensor starts unenrolled, so that the PIN
+// steps type the PIN): a finger is enrolled (`uv enroll`), and a passkey is registered and used
+// without a user name, each verified by the fingerprint instead of the PIN.
+const uvPasskeySteps = [
+  ["ida registers a passkey, verified by the key's fingerprint", "#register", "ida", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, true, { uv: "ok", before: ["uv", "enroll"] }],
+  ["sign in with a passkey, no user name, verified by the fingerprint", "#signin", "", "approve", /^ok .*"verified":"passkey sign-in","user":"(dana|erin|ida)"/, 0, true, { uv: "ok" }],
+];
+if (args["uv-passkeys"]) steps.push(...uvPasskeySteps);
 
 // Both libraries' pages have goto, click and evaluate (with one argument); the rest goes
 // through evaluate so that one script drives both.
@@ -112,6 +122,7 @@ async function ceremony(page, button, user, answer, timeout, passkey, extra = {}
   await fill(page, "#timeout", timeout ? String(timeout) : "");
   await page.evaluate((on) => (document.querySelector("#passkey").checked = on), Boolean(passkey));
   await page.evaluate((on) => (document.querySelector("#verify").checked = on), Boolean(extra.verify));
+  if (extra.before) control(...extra.before, args.bus);
   if (extra.fault) control("fault", extra.fault, args.bus);
   await page.click(button);
   const deadline = Date.now() + 120_000;
@@ -143,6 +154,9 @@ async function openBrowser() {
           // Firefox refuses (400) a WebSocket whose Host header names another port than its
           // own, as it does through a port forward: --bidi-host gives the one it listens on.
           headers: args["bidi-host"] ? { Host: args["bidi-host"] } : undefined,
+          // Firefox in the TCG guest may take minutes to open its first session on a loaded
+          // machine (measured: more than Puppeteer's default 180 s at a load average of 11).
+          protocolTimeout: 600_000,
         })
       : await puppeteer.launch({
           browser: "firefox",
