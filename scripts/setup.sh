@@ -3,19 +3,35 @@
 # step checks first, so a second run costs seconds. Sourced by run-key.sh and test.sh.
 #
 #   scripts/setup.sh            host tools: the Rust workspace and the virtual key
-#   scripts/setup.sh --all      also the Pico toolchain, Node packages, the Python venv and QEMU
+#   scripts/setup.sh --release  also what scripts/release.sh needs (static musl builds, aarch64)
+#   scripts/setup.sh --all      also that, the Pico toolchain, Node packages, the Python venv,
+#                               QEMU and podman
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_all=false
-[ "${1:-}" = "--all" ] && want_all=true
+want_release=false
+[ "${1:-}" = "--all" ] && want_all=true && want_release=true
+[ "${1:-}" = "--release" ] && want_release=true
 
 need_apt=()
 # littlefs2-sys compiles littlefs with cc and generates bindings with bindgen (libclang).
 for pkg in build-essential pkg-config clang libclang-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+if $want_release; then
+    # scripts/release.sh: musl-gcc compiles littlefs for the x86_64 musl target; for aarch64 the
+    # cross gcc compiles it and links, and qemu-user runs the result; `file` checks it is static.
+    for pkg in musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    done
+fi
 if $want_all; then
+    # The container tier (tests/container): podman builds and runs the image; runc is the
+    # runtime that works on the CI machines (see tests/container/run.sh).
+    for pkg in podman runc; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    done
     # The Pico firmware: littlefs's C needs newlib's headers for thumbv6m (see rp2040-runner).
     for pkg in gcc-arm-none-eabi libnewlib-arm-none-eabi python3-venv; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
@@ -49,9 +65,13 @@ if command -v rustup >/dev/null 2>&1; then
     for component in rustfmt clippy; do
         grep -q "^$component" <<<"$installed" || rustup component add "$component"
     done
-    if $want_all; then
-        rustup target list --installed | grep -q '^thumbv6m-none-eabi$' || rustup target add thumbv6m-none-eabi
-    fi
+    wanted_targets=()
+    $want_all && wanted_targets+=(thumbv6m-none-eabi)
+    $want_release && wanted_targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+    installed=$(rustup target list --installed)
+    for target in "${wanted_targets[@]}"; do
+        grep -qx "$target" <<<"$installed" || rustup target add "$target"
+    done
 fi
 
 if $want_all; then

@@ -23,11 +23,17 @@ step "Rust tests: core, runner, end to end over USB/IP"
 cargo build --workspace
 cargo test --workspace
 
-step "the real kernel: usbip attach in a QEMU guest, libfido2 and OpenSSH (tests/qemu)"
+step "release archives: static usbip-runner and attestation for x86_64 and aarch64 (run under qemu-user)"
+scripts/release.sh
+
+step "the real kernel: the release in a QEMU guest (--attach, usbip, uhid, the GitHub Actions recipe), libfido2 and OpenSSH (tests/qemu)"
 tests/qemu/run.sh
 
 step "real browsers through the real kernel: Chromium and Firefox ESR, python-fido2's RP (tests/browser)"
 tests/browser/run.sh
+
+step "the container image: built with podman from the release, python-fido2 against the key in it (tests/container)"
+tests/container/run.sh
 
 if [ -x tests/python/run.sh ]; then
     step "python-fido2 over USB/IP"

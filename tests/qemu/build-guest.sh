@@ -20,13 +20,18 @@ mkdir -p "$cache"
 kernel_meta=linux-image-amd64
 # The tools the guest runs, then the libraries they load (checked below against every ELF's
 # NEEDED entries, so a library missing here fails the build instead of the guest).
-tool_packages=(busybox-static usbip usb.ids fido2-tools openssh-client)
-lib_packages=(libc6 libudev1 libcap2 libfido2-1 libcbor0.8 libssl3 zlib1g libselinux1 libpcre2-8-0)
+# bash, sudo and acl (setfacl) are for the GitHub Actions recipe, whose steps run as a user
+# with sudo (examples/github-actions.yml).
+tool_packages=(busybox-static usbip usb.ids fido2-tools openssh-client bash sudo acl)
+lib_packages=(libc6 libudev1 libcap2 libfido2-1 libcbor0.8 libssl3 zlib1g libselinux1 libpcre2-8-0
+              libtinfo6 libaudit1 libcap-ng0 libpam0g libpam-modules libacl1)
 # Modules loaded in the guest (their dependencies are added from the modules' own metadata).
 modules=(vhci-hcd usbhid hid-generic uhid e1000)
 # What goes into the initramfs from the unpacked packages.
 binaries=(bin/busybox usr/sbin/usbip usr/bin/fido2-token usr/bin/fido2-cred usr/bin/fido2-assert
-          usr/bin/ssh-keygen usr/lib/openssh/ssh-sk-helper)
+          usr/bin/ssh-keygen usr/lib/openssh/ssh-sk-helper
+          bin/bash bin/setfacl bin/getfacl usr/bin/sudo usr/libexec/sudo/sudoers.so
+          lib/x86_64-linux-gnu/security/pam_permit.so)
 
 apt_download() {
     # Only what is not already in the cache (the kernel package alone is ~70 MB), then drop
@@ -99,7 +104,7 @@ cp "$src/boot/vmlinuz-$kver" "$cache/vmlinuz"
 
 # --- binaries and the libraries they need (by their NEEDED entries, from the unpacked packages
 # only, so the guest never depends on what the host happens to have installed) ---
-libdirs=(lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu)
+libdirs=(lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu usr/libexec/sudo)
 declare -A copied=()
 copy_file() { # copy_file PATH-relative-to-src (symlinks followed)
     mkdir -p "$dst/$(dirname "$1")"
@@ -177,6 +182,23 @@ mkdir -p "$dst/etc" "$dst/root" "$dst/tmp" "$dst/proc" "$dst/sys" "$dst/dev" "$d
 echo 'root:x:0:0:root:/root:/bin/sh' > "$dst/etc/passwd"
 echo 'root:x:0:' > "$dst/etc/group"
 echo "$kver" > "$dst/etc/guest-kernel"
+
+# --- a CI job's user: `runner` with password-less sudo, as on GitHub's hosted runners ---
+echo 'runner:x:1001:1001:runner:/home/runner:/bin/bash' >> "$dst/etc/passwd"
+echo 'runner:x:1001:' >> "$dst/etc/group"
+mkdir -p "$dst/home/runner" "$dst/etc/pam.d"
+chown 1001:1001 "$dst/home/runner"
+chmod 4755 "$dst/usr/bin/sudo" # cp dropped the setuid bit the package gives it
+printf '%s\n' 'Defaults env_reset, !lecture' \
+    'Defaults secure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"' \
+    'root ALL=(ALL:ALL) ALL' 'runner ALL=(ALL:ALL) NOPASSWD: ALL' > "$dst/etc/sudoers"
+chmod 0440 "$dst/etc/sudoers"
+# PAM: nothing to check for a password-less rule; sudo still walks these stacks.
+for type in auth account session password; do
+    echo "$type required pam_permit.so"
+done > "$dst/etc/pam.d/sudo"
+printf '127.0.0.1 localhost guest\n' > "$dst/etc/hosts"
+echo guest > "$dst/etc/hostname"
 
 (cd "$dst" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$cache/base.cpio.gz"
 echo "$key" > "$cache/stamp"

@@ -1,9 +1,12 @@
 #!/bin/sh
 # shellcheck shell=dash # busybox ash: POSIX sh plus `local`
 # /init of the kernel-path test's QEMU guest (tests/qemu/run.sh puts it into the initramfs).
-# It attaches the host's virtual key through the real vhci-hcd driver and drives it with
-# libfido2's tools and OpenSSH, as a user's machine would. Each step prints one marker line on
-# the serial console, which the host parses:
+# It runs the release's static usbip-runner (/opt/key, unpacked from the release archive), which
+# attaches itself through the real vhci-hcd driver (--attach), and drives the key with libfido2's
+# tools and OpenSSH, as a user's machine would; then attaches the host's key with the `usbip`
+# tool, runs the runner with uhid, and runs the GitHub Actions recipe's steps
+# (examples/github-actions.yml) as its user. Each step prints one marker line on the serial
+# console, which the host parses:
 #   STEP-START <name>
 #   STEP-PASS <name> <seconds>
 #   STEP-FAIL <name> <seconds>      (followed by the step's output, then the end of dmesg)
@@ -31,17 +34,17 @@ finish() {
     sleep 60
 }
 
-PORT=""
 PORT2=""
+RELEASE_PORT=""
 # shellcheck disable=SC2013 # the command line is words
 for word in $(cat /proc/cmdline); do
     case $word in
-        usbip_port=*) PORT=${word#usbip_port=} ;;   # the key that approves every touch
-        usbip_port2=*) PORT2=${word#usbip_port2=} ;; # the key whose touches the host decides
+        usbip_port2=*) PORT2=${word#usbip_port2=} ;;     # the host's key, touches decided there
+        release_port=*) RELEASE_PORT=${word#release_port=} ;; # the release archives, over HTTP
     esac
 done
 HOST=10.0.2.2 # QEMU's user network: the host's loopback
-[ -n "$PORT" ] && [ -n "$PORT2" ] || finish FAIL
+[ -n "$PORT2" ] && [ -n "$RELEASE_PORT" ] || finish FAIL
 
 # --- timing and step helpers ---
 now() { read -r up _ </proc/uptime; echo "$up"; }
@@ -78,10 +81,13 @@ expect() {
 # A fresh 32-byte challenge (the client data hash) and ids, as base64.
 rand64() { head -c "${1:-32}" /dev/urandom | base64; }
 
-# --- the guest's own setup ---
+# --- the guest's own setup (vhci-hcd comes later: the runner must first see it missing) ---
 setup() {
+    hostname guest
+    # As udev makes them on a usual system (bash's process substitution needs /dev/fd).
+    ln -s /proc/self/fd /dev/fd && ln -s fd/0 /dev/stdin && ln -s fd/1 /dev/stdout &&
+        ln -s fd/2 /dev/stderr || return 1
     modprobe e1000 &&
-        modprobe vhci-hcd &&
         modprobe usbhid &&
         modprobe hid-generic &&
         ip link set lo up &&
@@ -95,7 +101,7 @@ setup() {
 }
 
 list() {
-    usbip --tcp-port "$PORT" list -r "$HOST" >/tmp/list.out 2>&1
+    usbip --tcp-port "$PORT2" list -r "$HOST" >/tmp/list.out 2>&1
     cat /tmp/list.out
     expect '1-1: .*\(1209:0001\)' /tmp/list.out
 }
@@ -110,14 +116,134 @@ wait_for() {
     done
 }
 hidraw_present() { ls /dev/hidraw* >/dev/null 2>&1; }
+one_hidraw() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 1 ]; }
 hidraw_absent() { ! hidraw_present; }
 # shellcheck disable=SC2012 # device nodes have plain names
 two_hidraws() { [ "$(ls /dev/hidraw* 2>/dev/null | wc -l)" -eq 2 ]; }
 
+# --- the release's static binaries (/opt/key, from the archive run.sh built) ---
+RUNNER=/opt/key/usbip-runner
+attestation() { /opt/key/attestation "$@"; }
+
+# As the container image runs it (FROM scratch): alone in an empty root, no loader, no library.
+static_alone() {
+    mkdir -p /tmp/scratch &&
+        cp "$RUNNER" /tmp/scratch/usbip-runner &&
+        chroot /tmp/scratch /usbip-runner --version | tee /tmp/version.out &&
+        expect '^usbip-runner [0-9]' /tmp/version.out
+}
+
+# --- --attach: the runner attaches its own keys to vhci-hcd, no usbip tool ---
+# Before the module is loaded: a clear error naming the fix, and a failed exit.
+attach_missing_module() {
+    if $RUNNER --attach --ephemeral --presence auto --listen 127.0.0.1:0 >/tmp/missing.out 2>&1; then
+        echo "the runner attached without vhci-hcd"
+        return 1
+    fi
+    cat /tmp/missing.out
+    expect 'modprobe vhci-hcd' /tmp/missing.out && expect 'linux-modules-extra' /tmp/missing.out
+}
+
+vhci_module() { modprobe vhci-hcd && ls /sys/devices/platform/vhci_hcd.0; }
+
+# A user without root: refused before it serves anything, saying what it needs.
+attach_needs_root() {
+    if sudo -u runner $RUNNER --attach --ephemeral --presence auto --listen 127.0.0.1:0 \
+        >/tmp/noroot.out 2>&1; then
+        echo "the runner attached as an unprivileged user"
+        return 1
+    fi
+    cat /tmp/noroot.out
+    expect 'as root' /tmp/noroot.out && expect 'vhci_hcd.0/attach' /tmp/noroot.out
+}
+
+# vhci_ports_in_use: how many vhci-hcd ports hold a device (status 006; 004 is free).
+vhci_ports_in_use() { awk '$3 == "006"' /sys/devices/platform/vhci_hcd.0/status* | wc -l; }
+no_vhci_port_in_use() { [ "$(vhci_ports_in_use)" -eq 0 ]; }
+
+# attach_start LINES ARGS...: the runner with --attach and ARGS, until it printed LINES
+# "attached" lines; $ATTACH_PID is the runner. Key state in /tmp/key (kept across restarts).
+ATTACH_PID=""
+attached_lines() { [ "$(grep -c '^attached ' /tmp/attach.out)" -ge "$1" ]; }
+attach_start() {
+    local lines=$1
+    shift
+    : >/tmp/attach.out
+    $RUNNER --attach --listen 127.0.0.1:0 --state /tmp/key --presence auto "$@" \
+        >/tmp/attach.out 2>/tmp/attach.log &
+    ATTACH_PID=$!
+    local i=0
+    until attached_lines "$lines"; do
+        i=$((i + 1))
+        if [ $i -gt 600 ] || ! kill -0 "$ATTACH_PID" 2>/dev/null; then
+            cat /tmp/attach.out /tmp/attach.log
+            return 1
+        fi
+        sleep 0.1
+    done
+    cat /tmp/attach.out
+    ls -l /dev/hidraw*
+    cat /sys/devices/platform/vhci_hcd.0/status
+}
+
+# The node the runner printed for BUS.
+attached_node() { awk -v bus="$1" '$1 == "attached" && $2 == bus { print $3 }' /tmp/attach.out; }
+
+# Two keys: two nodes, two vhci ports; the printed node of 1-1 is the key libfido2 lists, and
+# its serial (HID_UNIQ) says so.
+attach_two() {
+    attach_start 2 --keys 2 || return 1
+    KEY1=$(attached_node 1-1)
+    KEY2=$(attached_node 1-2)
+    echo "1-1 is $KEY1, 1-2 is $KEY2"
+    [ -c "$KEY1" ] && [ -c "$KEY2" ] && [ "$KEY1" != "$KEY2" ] || return 1
+    [ "$(vhci_ports_in_use)" -eq 2 ] || { echo "$(vhci_ports_in_use) ports in use, not 2"; return 1; }
+    grep -H '^HID_UNIQ' "/sys/class/hidraw/${KEY1#/dev/}/device/uevent" | tee /tmp/uniq.out
+    expect '=usbip-1-1$' /tmp/uniq.out
+}
+
+# libfido2 lists both keys; the steps that follow use 1-1's node, as the runner printed it.
+attached_token_list() {
+    fido2-token -L | tee /tmp/L.out
+    expect "^$KEY1: vendor=0x1209, product=0x0001" /tmp/L.out &&
+        expect "^$KEY2: vendor=0x1209, product=0x0001" /tmp/L.out &&
+        DEV=$KEY1
+}
+
+# The second key is a key of its own.
+attach_second_key() {
+    fido2-token -I "$KEY2" | tee /tmp/I2.out && expect 'noclientPin' /tmp/I2.out
+}
+
+# SIGTERM: the runner detached each key itself (its log says so for each: the kernel took the
+# detach and the port was free again before it went on), the ports free, the nodes gone, a clean
+# exit. (A runner that only closed its sockets would leave the same kernel log behind: the
+# kernel logs "connection closed" either way.)
+attach_sigterm() {
+    kill -TERM "$ATTACH_PID" || return 1
+    wait "$ATTACH_PID"
+    local status=$?
+    no_vhci_port_in_use || { cat /sys/devices/platform/vhci_hcd.0/status; return 1; }
+    cat /tmp/attach.log
+    [ "$status" -eq 0 ] || { echo "the runner exited with $status"; return 1; }
+    wait_for hidraw_absent || { ls -l /dev/hidraw*; return 1; }
+    [ "$(grep -c 'attach: detached' /tmp/attach.log)" -eq "$1" ] || { echo "not $1 keys detached"; return 1; }
+}
+
+# The same state again, one key: what the key stored survived the runner's restart.
+attach_restart() {
+    attach_start 1 || return 1
+    KEY1=$(attached_node 1-1)
+    token_list && [ "$DEV" = "$KEY1" ]
+}
+
+# --- the classic path: the host's key, attached with the usbip tool ---
 attach() {
-    usbip --tcp-port "$PORT" attach -r "$HOST" -b 1-1 &&
+    usbip --tcp-port "$PORT2" attach -r "$HOST" -b 1-1 &&
         wait_for hidraw_present &&
-        ls -l /dev/hidraw*
+        ls -l /dev/hidraw* &&
+        DEV2=$(ls /dev/hidraw*) &&
+        fido2-token -I "$DEV2"
 }
 
 detach() {
@@ -229,12 +355,8 @@ firefox_stack() {
 }
 
 # --- batch attestation, provisioned through hidraw by our attestation tool ---
-# run.sh puts the host-built tool in /opt/attestation with the loader and libraries it was
-# linked against, and a batch for AAGUID 6f70656e-6669-646f-2d71-656d75000001 in /batch.
-attestation() {
-    /opt/attestation/ld-linux-x86-64.so.2 --library-path /opt/attestation \
-        /opt/attestation/attestation "$@"
-}
+# The release's static tool (/opt/key); run.sh puts a batch for AAGUID
+# 6f70656e-6669-646f-2d71-656d75000001 in /batch.
 
 provision() { attestation provision --target "$DEV" --batch /batch; }
 
@@ -261,16 +383,6 @@ provision_again_refused() {
 # A "CONTROL <answer>" line on the console makes the host send that answer to the control
 # socket; it arms the answer if the request has not arrived yet, so there is no race.
 host_control() { echo "CONTROL $1" >/dev/console; }
-
-attach_second() {
-    local all
-    usbip --tcp-port "$PORT2" attach -r "$HOST" -b 1-1 || return 1
-    wait_for two_hidraws || { ls -l /dev/hidraw*; return 1; }
-    all=$(ls /dev/hidraw*)
-    DEV2=$(echo "$all" | grep -vx "$DEV")
-    echo "first key $DEV, second key $DEV2"
-    fido2-token -I "$DEV2"
-}
 
 # presence ANSWER EXPECTED-ERROR: a registration on the second key, answered by the host.
 presence() {
@@ -306,15 +418,11 @@ dmesg_clean() {
     fi
 }
 
-# --- the same key through uhid: the runner runs in the guest and makes a HID device itself ---
-# (the transport for machines and containers without vhci-hcd; run.sh bundles the runner).
-detach_all() {
-    usbip detach -p 0 && usbip detach -p 1 && wait_for hidraw_absent
-}
+# --- the same key through uhid: the runner makes a HID device itself ---
+# (the transport for machines and containers without vhci-hcd).
 
 # Before the module is loaded: a clear error and a failed exit, not a hang.
 uhid_missing_module() {
-    # shellcheck disable=SC2086 # $RUNNER is words
     if $RUNNER --transport uhid --ephemeral --presence auto >/tmp/missing.out 2>&1; then
         echo "the runner started without /dev/uhid"
         return 1
@@ -327,14 +435,12 @@ uhid_module() {
     modprobe uhid && ls -l /dev/uhid
 }
 
-# A command, not a function: `$RUNNER ... &` makes $! the runner's own PID (a backgrounded
-# function would be a subshell, which SIGTERM would kill without the runner).
-RUNNER="/opt/usbip-runner/ld-linux-x86-64.so.2 --library-path /opt/usbip-runner /opt/usbip-runner/usbip-runner"
+# $RUNNER is a command, not a function: `$RUNNER ... &` makes $! the runner's own PID (a
+# backgrounded function would be a subshell, which SIGTERM would kill without the runner).
 
 # Two keys, a control socket and a trace, as over USB/IP.
 RUNNER_PID=""
 uhid_start() {
-    # shellcheck disable=SC2086 # $RUNNER is words
     $RUNNER --transport uhid --ephemeral --presence auto --keys 2 --control /tmp/uhid.sock \
         --trace /tmp/uhid.trace >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
     RUNNER_PID=$!
@@ -365,7 +471,6 @@ uhid_first_key() {
 # The key again, now waiting for touches answered on its control socket (one key, fresh).
 uhid_restart_control() {
     kill -TERM "$RUNNER_PID" && wait "$RUNNER_PID" && wait_for hidraw_absent || return 1
-    # shellcheck disable=SC2086 # $RUNNER is words
     $RUNNER --transport uhid --ephemeral --presence control --control /tmp/uhid-c.sock \
         >/tmp/uhid-runner.out 2>/tmp/uhid-runner.log &
     RUNNER_PID=$!
@@ -453,11 +558,69 @@ uhid_dmesg_clean() {
     fi
 }
 
+# --- the GitHub Actions recipe (examples/github-actions.yml), as its job's user ---
+# run.sh extracted each `run:` block into /recipe/NN.sh (its name in NN.name) and the job's env
+# into /recipe/env. Each runs as GitHub runs `shell: bash` steps, `bash --noprofile --norc -eo
+# pipefail`, as the user `runner` (password-less sudo, as on hosted runners), in a workspace
+# directory, with GITHUB_ENV (lines a step adds there are in the next steps' environment) and
+# RUNNER_TEMP. Only KEY_RELEASES differs: the release archive comes from run.sh's HTTP server
+# on the host. `apt-get` is a stand-in (/usr/local/bin/apt-get): the guest has no archive, so
+# it only checks that each package asked for is one the guest image brings.
+RECIPE_HOME=/home/runner
+recipe_prepare() {
+    # The recipe loads vhci-hcd itself: unload it (nothing is attached now).
+    rmmod vhci-hcd && [ ! -e /sys/devices/platform/vhci_hcd.0 ] || return 1
+    mkdir -p "$RECIPE_HOME/work" "$RECIPE_HOME/temp" &&
+        : >"$RECIPE_HOME/github_env" &&
+        chown -R runner:runner "$RECIPE_HOME" || return 1
+    {
+        cat /recipe/env
+        echo "KEY_RELEASES=http://$HOST:$RELEASE_PORT"
+    } >/tmp/recipe.env
+    cat /tmp/recipe.env
+    expect "^KEY_VERSION=$(cat /recipe/version)\$" /tmp/recipe.env || {
+        echo "the recipe installs another version than this build's ($(cat /recipe/version))"
+        return 1
+    }
+}
+
+# recipe_step NN: one step, as the job's user, in a fresh environment as on a runner: the job's
+# env, then what earlier steps added to GITHUB_ENV (NAME=VALUE lines, taken as they are).
+recipe_step() {
+    echo "step $1: $(cat "/recipe/$1.name")"
+    sed 's/^/  | /' "/recipe/$1.sh"
+    cat >/tmp/recipe-step <<'EOF'
+while IFS= read -r line; do
+    [ -n "$line" ] && export "$line"
+done < <(cat /tmp/recipe.env "$GITHUB_ENV")
+cd "$HOME/work" && exec bash --noprofile --norc -eo pipefail "/recipe/$1.sh"
+EOF
+    su runner -s /bin/sh -c "exec env -i HOME=$RECIPE_HOME USER=runner \
+        PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin CI=true GITHUB_ACTIONS=true \
+        GITHUB_ENV=$RECIPE_HOME/github_env RUNNER_TEMP=$RECIPE_HOME/temp \
+        /bin/bash --noprofile --norc /tmp/recipe-step $1" >/tmp/recipe.out 2>&1
+    local status=$?
+    # What the step printed, on the console as in a job's log.
+    sed 's/^/  > /' /tmp/recipe.out | tee /dev/console
+    return "$status"
+}
+
+# After the recipe: the key is gone (its Stop step detached it).
+recipe_done() {
+    cat "$RECIPE_HOME/github_env"
+    no_vhci_port_in_use && hidraw_absent
+}
+
 run_steps() {
     step setup setup
-    step "usbip-list" list
-    step "usbip-attach" attach
-    step "fido2-token-L" token_list
+    step "static-binary-alone" static_alone
+    # --attach: the release's runner attaches its keys itself
+    step "attach-missing-module" attach_missing_module
+    step "vhci-module" vhci_module
+    step "attach-needs-root" attach_needs_root
+    step "attach-start-two-keys" attach_two
+    step "fido2-token-L" attached_token_list
+    step "attach-second-key" attach_second_key
     step "fido2-token-I" token_info 'noclientPin'
     step "cred-es256" cred es256 ''
     step "assert-es256" assert es256 '-p'
@@ -478,23 +641,30 @@ run_steps() {
     step "assert-uv-resets-retries" assert es256 '-p -v' es256 9876543 '-p -v'
     step "pin-retries-8-again" token_info 'pin retries: 8'
     step "cred-management-list" list_rps
-    step "firefox-stack-stand-in" firefox_stack
     step "dmesg-before-detach" dmesg_clean 0
-    step "usbip-detach" detach
-    step "usbip-reattach" attach
-    step "fido2-token-L-again" token_list
-    step "assert-after-reattach" assert es256 '-p -v' es256 9876543 '-p -v'
-    step "pin-retries-after-reattach" token_info 'pin retries: 8'
+    step "attach-sigterm-detaches" attach_sigterm 2
+    step "attach-restart" attach_restart
+    step "assert-after-restart" assert es256 '-p -v' es256 9876543 '-p -v'
+    step "pin-retries-after-restart" token_info 'pin retries: 8'
+    # (with one key: Firefox's library would take the touch of whichever key answers first)
+    step "firefox-stack-stand-in" firefox_stack
     step "attestation-provision-hidraw" provision
     step "attestation-aaguid" token_info 'aaguid: 6f70656e6669646f2d71656d75000001'
     step "cred-batch-attestation" cred_attested
     step "attestation-second-refused" provision_again_refused
-    step "usbip-attach-second-key" attach_second
+    step "attach-sigterm-again" attach_sigterm 1
+    # the classic path: the host's key (touches decided there), with the usbip tool
+    step "usbip-list" list
+    step "usbip-attach" attach
     step "presence-denied" presence deny FIDO_ERR_OPERATION_DENIED
     step "presence-timed-out" presence timeout FIDO_ERR_USER_ACTION_TIMEOUT
     step "presence-approved" presence approve ''
-    step "dmesg-at-end" dmesg_clean 1
-    step "usbip-detach-both" detach_all
+    step "usbip-detach" detach
+    step "usbip-reattach" attach
+    step "presence-approved-after-reattach" presence approve ''
+    step "dmesg-at-end" dmesg_clean 4
+    step "usbip-detach-again" detach
+    # uhid
     step "uhid-missing-module" uhid_missing_module
     step "uhid-module" uhid_module
     step "uhid-runner-start" uhid_start
@@ -516,6 +686,13 @@ run_steps() {
     step "uhid-close-mid-request" uhid_close_mid_request
     step "uhid-dmesg" uhid_dmesg_clean
     step "uhid-sigterm-destroys" uhid_sigterm
+    # the GitHub Actions recipe, every command of it
+    step "recipe-prepare" recipe_prepare
+    local n
+    for n in $(ls /recipe/*.sh | sed 's|.*/||; s|\.sh$||'); do
+        step "recipe-$n-$(tr ' ' '-' <"/recipe/$n.name" | tr -cd 'A-Za-z0-9-' | cut -c1-40)" recipe_step "$n"
+    done
+    step "recipe-done" recipe_done
     finish PASS
 }
 

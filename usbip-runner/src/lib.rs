@@ -13,6 +13,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod attach;
 pub mod attestation;
 pub mod bus;
 pub mod control;

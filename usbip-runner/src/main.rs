@@ -27,6 +27,11 @@ struct Args {
     /// The uhid device, with --transport uhid.
     #[arg(long, value_name = "PATH", default_value = "/dev/uhid")]
     uhid_device: PathBuf,
+    /// Attach the keys to this machine's vhci-hcd yourself (no `usbip` tool), print each
+    /// key's hidraw node (`attached 1-1 /dev/hidraw0 ...`) and detach them on exit. Needs root
+    /// and the vhci-hcd module.
+    #[arg(long)]
+    attach: bool,
     /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal,
     /// control waits for the control socket (also switched at run time: `presence MODE`).
     /// Default: prompt on a terminal, deny otherwise.
@@ -203,6 +208,21 @@ fn main() {
         TransportArg::Usbip => Transport::Usbip,
         TransportArg::Uhid => Transport::Uhid(args.uhid_device.clone()),
     };
+    // Checked before anything starts, so a machine that cannot attach says why at once.
+    let vhci = match (args.attach, &transport) {
+        (false, _) => None,
+        (true, Transport::Uhid(_)) => {
+            eprintln!("usbip-runner: --attach is for --transport usbip (uhid keys need none)");
+            std::process::exit(2);
+        }
+        (true, Transport::Usbip) => match usbip_runner::attach::Vhci::open() {
+            Ok(vhci) => Some(vhci),
+            Err(error) => {
+                eprintln!("usbip-runner: --attach: {error}");
+                std::process::exit(1);
+            }
+        },
+    };
     let config = ServerConfig {
         listen: args.listen,
         transport: transport.clone(),
@@ -263,9 +283,16 @@ fn main() {
     }
     let _ = stdout.flush();
     drop(stdout);
+    let attached = match &vhci {
+        None => Vec::new(),
+        Some(vhci) => attach(vhci, &server),
+    };
     match &transport {
+        Transport::Usbip if vhci.is_some() => {
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attached: see the hidraw nodes above")
+        }
         Transport::Usbip => {
-            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1", server.addr().ip())
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1 (or run with --attach)", server.addr().ip())
         }
         Transport::Uhid(_) => {
             tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
@@ -274,5 +301,37 @@ fn main() {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }
+    if let Some(vhci) = &vhci {
+        usbip_runner::attach::detach_all(vhci, &attached);
+    }
     server.shutdown();
+}
+
+/// `--attach`: every key attached and its line printed (`attached BUS HIDRAW (vhci_hcd port
+/// N)`), or the runner stops with the reason.
+fn attach(
+    vhci: &usbip_runner::attach::Vhci,
+    server: &usbip_runner::Server,
+) -> Vec<usbip_runner::attach::Attached> {
+    match usbip_runner::attach::attach_all(vhci, server.addr(), &server.bus_ids()) {
+        Ok(attached) => {
+            let mut stdout = std::io::stdout().lock();
+            for key in &attached {
+                tracing::info!(bus_id = %key.bus_id, port = key.port, hidraw = %key.hidraw.display(), "attached");
+                let _ = writeln!(
+                    stdout,
+                    "attached {} {} (vhci_hcd port {})",
+                    key.bus_id,
+                    key.hidraw.display(),
+                    key.port
+                );
+            }
+            let _ = stdout.flush();
+            attached
+        }
+        Err(error) => {
+            eprintln!("usbip-runner: --attach: {error}");
+            std::process::exit(1);
+        }
+    }
 }
