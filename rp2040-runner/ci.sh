@@ -32,9 +32,10 @@ fail=0
 [ "$ram" -le "$(budget ram)" ] || { echo "FAIL: static RAM over budget"; fail=1; }
 [ "$fail" -eq 0 ] || exit 1
 
-# A batch attestation for the provisioning test, made by the workspace's `attestation` tool.
+# A batch attestation for the provisioning test, made by the workspace's `attestation` tool,
+# and the flash-copy attack the PIN lock test runs on a dump of the emulated flash.
 # (From the workspace root: this directory's .cargo/config.toml would build it for the Pico.)
-(cd .. && cargo build -p attestation --quiet)
+(cd .. && cargo build -p attestation -p e2e-tests --bin attestation --bin flash-copy-attack --quiet)
 batch_dir=$(mktemp -d)
 trap 'rm -rf "$batch_dir"' EXIT
 ../target/debug/attestation ca --out "$batch_dir/ca" >/dev/null
@@ -59,6 +60,8 @@ node uf2.mjs "../$elf" ../target/rp2040-runner.uf2
 node --test --test-concurrency=2 test/
 RP2040_FIRMWARE=../target/rp2040-runner.uf2 node --test test/key.test.mjs
 
+# What the PIN verifier adds to the first PIN after power-up (not a test: it prints cycles).
+node bench-pin.mjs
 # Figures with 1,000 maximal credentials stored (not a test: it prints cycles).
 node bench-scale.mjs "$batch_dir/spread.img" 500
 node bench-scale.mjs "$batch_dir/one-rp.img" shared

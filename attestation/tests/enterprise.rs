@@ -259,7 +259,7 @@ fn enterprise_attestation_is_given_exactly_where_the_spec_says() {
 
     let mut channel = key.channel();
     assert_eq!(ep_option(&mut channel), Some(false));
-    assert_eq!(config_commands(&mut channel), [1, 2, 3, 4]);
+    assert_eq!(config_commands(&mut channel), [1, 2, 3, 4, 0xFF]);
     // Disabled: any enterpriseAttestation is an invalid parameter (§6.1.2).
     for ep in [1, 2, 3] {
         assert_eq!(

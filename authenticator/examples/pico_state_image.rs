@@ -1,7 +1,8 @@
-//! Write a Pico state partition (1.5 MiB, the firmware's exact littlefs geometry) holding N
-//! maximal discoverable credentials, made by this core's own makeCredential on the host: the
-//! emulated Pico then boots from it (`rp2040-runner/emulator/bench-scale.mjs`) instead of
-//! taking thousands of emulated requests to fill.
+//! Write a Pico state (the vault and the 1.5 MiB partition, the firmware's exact littlefs
+//! geometry) holding N maximal discoverable credentials, made by this core's own makeCredential
+//! on the host: the emulated Pico then boots from it (`rp2040-runner/emulator/bench-scale.mjs`)
+//! instead of taking thousands of emulated requests to fill. The file is the flash from the
+//! vault (0x7B000) to the end: vault (16 KiB), the RNG seed sector left erased, partition.
 //!
 //! `cargo run --release -p authenticator --example pico_state_image -- OUT COUNT [ONE_RP]`:
 //! COUNT credentials with RP IDs of 256 bytes, user ids of 64, names of 64 and a 32-byte
@@ -19,7 +20,22 @@ use rand_chacha::rand_core::SeedableRng;
 const BLOCK_SIZE: usize = 4096;
 const BLOCK_COUNT: usize = 384;
 
-struct PicoImage(Vec<u8>);
+struct PicoImage(Vec<u8>, authenticator::store::vault::RamVault);
+
+/// rp2040-runner/src/flash.rs: the vault at 0x7B000, the seed sector, the partition at 0x80000.
+const VAULT_TO_STATE: usize = 0x80000 - 0x7B000;
+
+impl authenticator::platform::Vault for PicoImage {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        self.1.read(offset, buf)
+    }
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        self.1.program(offset, data)
+    }
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        self.1.erase(offset)
+    }
+}
 
 impl littlefs2::driver::Storage for PicoImage {
     const READ_SIZE: usize = 16;
@@ -137,7 +153,7 @@ fn main() {
     let out = args.get(1).expect(usage);
     let count: usize = args.get(2).and_then(|n| n.parse().ok()).expect(usage);
     let one_rp: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let mut storage = PicoImage(vec![0xff; BLOCK_SIZE * BLOCK_COUNT]);
+    let mut storage = PicoImage(vec![0xff; BLOCK_SIZE * BLOCK_COUNT], Default::default());
     {
         let mut alloc = Allocation::new();
         let fs = authenticator::store::mount(&mut alloc, &mut storage).expect("format");
@@ -145,6 +161,8 @@ fn main() {
         let config = Config {
             aaguid: [0; 16],
             firmware_version: 0,
+            // No PIN is set: the verifier's KDF is never used.
+            pin_kdf: authenticator::store::PinKdf::Pbkdf2 { iterations: 1 },
         };
         let mut key = Authenticator::new(platform, fs, config);
         for i in 0..count {
@@ -158,6 +176,9 @@ fn main() {
             assert_eq!(response.first(), Some(&0), "credential {i}: status");
         }
     }
-    std::fs::write(out, &storage.0).expect("write the image");
+    let mut image = storage.1.image().to_vec();
+    image.resize(VAULT_TO_STATE, 0xff);
+    image.extend_from_slice(&storage.0);
+    std::fs::write(out, &image).expect("write the image");
     eprintln!("{out}: {count} maximal discoverable credentials ({one_rp} on one RP)");
 }

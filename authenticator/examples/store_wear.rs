@@ -16,9 +16,23 @@ const BLOCK_COUNT: usize = 384;
 
 /// The Pico's state partition in RAM, counting what is done to each block.
 struct CountingFlash {
+    vault: authenticator::store::vault::RamVault,
     bytes: Vec<u8>,
     erases: Vec<u32>,
     programs: u64,
+}
+
+/// The vault is not counted here: no command of this example writes it after the first boot.
+impl authenticator::platform::Vault for CountingFlash {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        self.vault.read(offset, buf)
+    }
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        self.vault.program(offset, data)
+    }
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        self.vault.erase(offset)
+    }
 }
 
 impl littlefs2::driver::Storage for CountingFlash {
@@ -118,6 +132,7 @@ fn main() {
         bytes: vec![0xff; BLOCK_SIZE * BLOCK_COUNT],
         erases: vec![0; BLOCK_COUNT],
         programs: 0,
+        vault: Default::default(),
     };
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, &mut flash).expect("format");
@@ -128,6 +143,7 @@ fn main() {
         Config {
             aaguid: [0; 16],
             firmware_version: 0,
+            pin_kdf: authenticator::store::PinKdf::Pbkdf2 { iterations: 1 },
         },
     );
     // The filesystem borrows the storage while a key runs: each phase runs on its own key
@@ -151,6 +167,7 @@ fn main() {
         Config {
             aaguid: [0; 16],
             firmware_version: 0,
+            pin_kdf: authenticator::store::PinKdf::Pbkdf2 { iterations: 1 },
         },
     );
     let assertion = Value::Map(vec![

@@ -94,6 +94,8 @@ pub enum AttestationError {
     NoBatch,
     /// The heap could not hold the record.
     OutOfMemory,
+    /// The key is locked: its secrets are sealed until the PIN is given.
+    Locked,
 }
 
 impl fmt::Display for AttestationError {
@@ -110,6 +112,7 @@ impl fmt::Display for AttestationError {
             Self::AaguidMismatch => "the certificate names another AAGUID than the batch's",
             Self::NoBatch => "a batch attestation must be installed first",
             Self::OutOfMemory => "out of memory",
+            Self::Locked => "the key is locked: give its PIN first",
         })
     }
 }

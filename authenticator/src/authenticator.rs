@@ -11,7 +11,7 @@ use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform, Touch};
 use crate::presence::{Presence, Refusal};
 use crate::profile::Profile;
-use crate::store::{Store, StoreError};
+use crate::store::{PinKdf, ResidentCredential, ResidentRef, Store, StoreError};
 
 /// Fixed facts about this authenticator model.
 #[derive(Clone, Debug)]
@@ -20,6 +20,10 @@ pub struct Config {
     pub aaguid: [u8; 16],
     /// firmwareVersion in getInfo.
     pub firmware_version: u32,
+    /// The KDF (and its cost) of new PIN verifiers: the first correct PIN after power-up pays
+    /// one evaluation, and so does every guess of an attacker holding a copy of the state.
+    /// Each verifier keeps the parameters it was made with.
+    pub pin_kdf: PinKdf,
 }
 
 /// The authenticator core, generic over the body it runs in.
@@ -46,7 +50,8 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
-        store.prepare(platform.rng());
+        store.prepare(platform.rng(), config.pin_kdf);
+        let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,
             store,
@@ -54,7 +59,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             presence: Presence::default(),
             pending_assertions: None,
             request_digest: [0; 32],
-            pin: PinRuntime::default(),
+            pin,
             enumeration: None,
             large_blob_write: None,
             profile: Profile::Full,
@@ -67,9 +72,13 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         self.profile = profile;
     }
 
-    /// Is alwaysUv on: by authenticatorConfig, or for good by the profile?
+    /// Does every request need the user verified, as alwaysUv says: alwaysUv on by
+    /// authenticatorConfig or for good by the profile, or the key locked (PIN lock on, no PIN
+    /// since power-up), which behaves as alwaysUv does until the PIN is given?
     pub(crate) fn always_uv(&mut self) -> Result<bool, StoreError> {
-        Ok(self.profile.forces_always_uv() || self.store.settings()?.always_uv)
+        Ok(self.profile.forces_always_uv()
+            || self.store.settings()?.always_uv
+            || self.store.locked())
     }
 
     /// Hold at most `limit` discoverable credentials, fewer than the storage allows: getInfo's
@@ -85,19 +94,28 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     }
 
     /// Install a batch attestation (from the vendor command or a runner's configuration). Only
-    /// a key without one accepts it.
+    /// a key without one accepts it, and not while it is locked.
     pub fn install_attestation(
         &mut self,
         attestation: &Attestation,
     ) -> Result<(), AttestationError> {
-        match self.store.attestation() {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
-            Err(_) => return Err(AttestationError::Storage),
-        }
+        self.check_attestation(attestation)?;
         self.store
-            .save_attestation(attestation)
+            .save_attestation(attestation, self.platform.rng())
             .map_err(|_| AttestationError::Storage)
+    }
+
+    /// Whether `install_attestation` would take `attestation`, changing nothing.
+    pub(crate) fn check_attestation(
+        &mut self,
+        _attestation: &Attestation,
+    ) -> Result<(), AttestationError> {
+        match self.store.attestation() {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(AttestationError::AlreadyProvisioned),
+            Err(crate::store::StoreError::Locked) => Err(AttestationError::Locked),
+            Err(_) => Err(AttestationError::Storage),
+        }
     }
 
     /// Install an enterprise attestation (CTAP 2.1 §7.1), disabled until authenticatorConfig
@@ -108,22 +126,32 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         &mut self,
         attestation: EnterpriseAttestation,
     ) -> Result<(), AttestationError> {
-        match self.store.attestation() {
-            Ok(Some(batch)) if batch.aaguid() != attestation.attestation().aaguid() => {
+        self.check_enterprise_attestation(&attestation)?;
+        self.store
+            .save_enterprise_attestation(attestation, self.platform.rng())
+            .map_err(|_| AttestationError::Storage)
+    }
+
+    /// Whether `install_enterprise_attestation` would take `attestation`, changing nothing.
+    pub(crate) fn check_enterprise_attestation(
+        &mut self,
+        attestation: &EnterpriseAttestation,
+    ) -> Result<(), AttestationError> {
+        let storage = |error| match error {
+            crate::store::StoreError::Locked => AttestationError::Locked,
+            _ => AttestationError::Storage,
+        };
+        match self.store.attestation().map_err(storage)? {
+            Some(batch) if batch.aaguid() != attestation.attestation().aaguid() => {
                 return Err(AttestationError::AaguidMismatch)
             }
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(AttestationError::NoBatch),
-            Err(_) => return Err(AttestationError::Storage),
+            Some(_) => {}
+            None => return Err(AttestationError::NoBatch),
         }
-        match self.store.enterprise_attestation() {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(AttestationError::AlreadyProvisioned),
-            Err(_) => return Err(AttestationError::Storage),
+        match self.store.enterprise_attestation().map_err(storage)? {
+            None => Ok(()),
+            Some(_) => Err(AttestationError::AlreadyProvisioned),
         }
-        self.store
-            .save_enterprise_attestation(attestation)
-            .map_err(|_| AttestationError::Storage)
     }
 
     /// The installed batch attestation, if any. (One that cannot be read counts as none: the
@@ -132,11 +160,12 @@ impl<'a, P: Platform> Authenticator<'a, P> {
         self.store.attestation().ok().flatten()
     }
 
-    /// The AAGUID: the attestation certificate's once provisioned, the model's before.
+    /// The AAGUID: the attestation certificate's once provisioned, the model's before (known
+    /// while the key is locked too).
     pub(crate) fn aaguid(&mut self) -> [u8; 16] {
-        let model = self.config.aaguid;
-        self.attestation()
-            .map_or(model, |attestation| *attestation.aaguid())
+        self.store
+            .attestation_aaguid()
+            .unwrap_or(self.config.aaguid)
     }
 
     /// CTAP2's presence check for the current request.
@@ -175,8 +204,58 @@ impl<'a, P: Platform> Authenticator<'a, P> {
                 self.store.resident_exists(rp_id_hash, id)
             }
             Some(_) => true,
-            None => false,
+            None => matches!(
+                self.imported_credential(kwk, rp_id_hash, id, uv),
+                Ok(Some(_))
+            ),
         }
+    }
+
+    /// The imported credential (see [`crate::automation`]) stored with this ID for this RP,
+    /// if this request may see it (credProtect level 3 hides it from unverified requests):
+    /// where it is stored, and its private key.
+    pub(crate) fn imported_credential(
+        &mut self,
+        kwk: &[u8; 32],
+        rp_id_hash: &[u8; 32],
+        id: &[u8],
+        uv: bool,
+    ) -> Result<Option<(ResidentRef, Credential)>, StoreError> {
+        let Some(reference) = self.store.resident_ref(rp_id_hash, id)? else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.load_resident(&reference)? else {
+            return Ok(None);
+        };
+        let credential = record
+            .sealed
+            .as_ref()
+            .and_then(|sealed| Credential::open(kwk, rp_id_hash, sealed))
+            .filter(|c| c.cred_protect != CredProtect::Required || uv);
+        Ok(credential.map(|credential| (reference, credential)))
+    }
+
+    /// The signature counter for a signature by `stored` (or by a credential the key does
+    /// not store): the credential's own if it has one, else the key's global counter. Either
+    /// is on storage before the signature exists, so no value is ever given out twice.
+    pub(crate) fn signature_counter(
+        &mut self,
+        stored: Option<(&ResidentRef, &mut ResidentCredential)>,
+    ) -> Result<u32, StoreError> {
+        let Some((reference, record)) = stored.filter(|(_, r)| r.counter.is_some()) else {
+            return self.store.next_counter();
+        };
+        let next = record
+            .counter
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(StoreError::Full)?;
+        record.counter = Some(next);
+        // Deleted or replaced since it was found: nothing to count for.
+        if !self.store.rewrite_resident(reference, record)? {
+            return Err(StoreError::Io);
+        }
+        Ok(next)
     }
 }
 
@@ -205,10 +284,13 @@ impl<P: Platform> App for Authenticator<'_, P> {
                 Outcome::Done
             }
             Transaction::Cbor => crate::ctap2::handle(self, request, response),
-            Transaction::Provision => {
-                response.push(crate::vendor::provision(self, request));
-                Outcome::Done
-            }
+            Transaction::Provision => match crate::vendor::provision(self, request) {
+                Ok(status) => {
+                    response.push(status);
+                    Outcome::Done
+                }
+                Err(status) => Outcome::Waiting(status),
+            },
         }
     }
 

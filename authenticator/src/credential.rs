@@ -154,6 +154,33 @@ impl Credential {
         }
     }
 
+    /// A credential with a private key made elsewhere (test automation imports one): the P-256
+    /// scalar or the Ed25519 seed. `None` if it is not a valid key of that algorithm.
+    pub fn from_secret(
+        alg: Algorithm,
+        secret: &[u8; 32],
+        discoverable: bool,
+        cred_protect: CredProtect,
+    ) -> Option<Self> {
+        if alg == Algorithm::Es256 && p256_scalar(secret).is_none() {
+            return None;
+        }
+        Some(Self {
+            alg,
+            discoverable,
+            cred_protect,
+            cred_blob: Vec::new(),
+            third_party_payment: false,
+            secret: *secret,
+        })
+    }
+
+    /// The private key (P-256 scalar or Ed25519 seed), for test automation's export: only a
+    /// runner that was told to give keys away (see [`crate::automation`]) asks for it.
+    pub fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.secret)
+    }
+
     /// Seal this credential into an ID bound to `rp_id_hash`.
     pub fn seal(
         &self,
@@ -295,13 +322,10 @@ pub(crate) fn sign_es256(key: &p256::NonZeroScalar, message: &[&[u8]]) -> Signat
     for part in message {
         digest.update(part);
     }
-    // What p256's SigningKey does to sign, without the public key it computes when built: a
-    // scalar multiplication (a third of a getAssertion on the Pico) saved.
-    let (signature, _) = ecdsa::hazmat::sign_prehashed_rfc6979::<p256::NistP256, sha2::Sha256>(
-        key,
-        &digest.finalize(),
-        &[],
-    );
+    // What p256's SigningKey does to sign, without the public key it computes when built (a
+    // scalar multiplication saved), and with the nonce point from the installed basepoint
+    // table when the runner has one (see crate::basepoint).
+    let signature = crate::basepoint::sign_prehashed_rfc6979(key, &digest.finalize().into());
     let mut out = Signature::new();
     // A DER P-256 signature is at most 72 bytes: it fits.
     let _ = out.extend_from_slice(signature.to_der().as_bytes());
@@ -323,9 +347,8 @@ fn associated_data(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 impl PublicKey {
     /// The P-256 public key of a private scalar.
     pub(crate) fn es256(key: &p256::NonZeroScalar) -> Self {
-        use p256::elliptic_curve::Group;
-        // Fixed-base: uses p256's basepoint table when the build enables it (the Pico does).
-        let point = p256::ProjectivePoint::mul_by_generator(&**key);
+        // Fixed-base: the installed basepoint table's, when the runner installed one (the Pico).
+        let point = crate::basepoint::mul_by_generator(key);
         let key = p256::ecdsa::VerifyingKey::from_affine(point.into())
             .expect("a non-zero scalar times the generator is not the identity");
         PublicKey::Es256(key)

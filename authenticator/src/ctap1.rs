@@ -107,7 +107,9 @@ fn dispatch<P: Platform>(
     if apdu.cla != 0 {
         return Err(sw::CLA_NOT_SUPPORTED);
     }
-    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1).
+    // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1). So does the PIN
+    // lock until the PIN is given (see `Authenticator::always_uv`): a touch-only request must
+    // not use the sealed secrets.
     if auth.always_uv().unwrap_or(true) {
         return Err(sw::COMMAND_NOT_ALLOWED);
     }
@@ -142,10 +144,7 @@ fn register<P: Platform>(
         .ok_or(sw::WRONG_LENGTH)?;
     presence(auth)?;
 
-    let kwk = auth
-        .store
-        .kwk(auth.platform.rng())
-        .map_err(|_| sw::UNKNOWN)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
     let credential = Credential::generate(
         auth.platform.rng(),
         Algorithm::Es256,
@@ -211,6 +210,8 @@ fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
         StoreError::Full | StoreError::Io => sw::UNKNOWN,
+        // Not reached: a locked key answers no U2F request (see `dispatch`).
+        StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }
 }
 
@@ -231,14 +232,30 @@ fn authenticate<P: Platform>(
         .filter(|_| data.len() == 65 + handle_len)
         .ok_or(sw::WRONG_LENGTH)?;
 
-    let kwk = auth
-        .store
-        .kwk(auth.platform.rng())
-        .map_err(|_| sw::UNKNOWN)?;
-    let credential = Credential::open(&kwk, application, key_handle)
-        .filter(|c| c.alg == Algorithm::Es256 && c.cred_protect != CredProtect::Required)
-        .filter(|c| !c.discoverable || auth.store.resident_exists(application, key_handle))
-        .ok_or(sw::WRONG_DATA)?;
+    let kwk = auth.store.kwk().map_err(|_| sw::UNKNOWN)?;
+    let (credential, mut stored) = match Credential::open(&kwk, application, key_handle) {
+        Some(c) if c.discoverable && !auth.store.resident_exists(application, key_handle) => {
+            return Err(sw::WRONG_DATA)
+        }
+        Some(credential) => (credential, None),
+        // Not sealed by this key: an imported credential whose RP ID hashes to the
+        // application parameter, if one is stored with this ID.
+        None => {
+            let (reference, credential) = auth
+                .imported_credential(&kwk, application, key_handle, false)
+                .map_err(store_error)?
+                .ok_or(sw::WRONG_DATA)?;
+            let record = auth
+                .store
+                .load_resident(&reference)
+                .map_err(store_error)?
+                .ok_or(sw::WRONG_DATA)?;
+            (credential, Some((reference, record)))
+        }
+    };
+    if credential.alg != Algorithm::Es256 || credential.cred_protect == CredProtect::Required {
+        return Err(sw::WRONG_DATA);
+    }
 
     let user_present = match control {
         // "Check only": the handle is ours, which U2F reports as this status.
@@ -251,7 +268,10 @@ fn authenticate<P: Platform>(
         _ => return Err(sw::INCORRECT_P1P2),
     };
 
-    let counter = auth.store.next_counter().map_err(|_| sw::UNKNOWN)?;
+    let stored = stored
+        .as_mut()
+        .map(|(reference, record)| (&*reference, record));
+    let counter = auth.signature_counter(stored).map_err(|_| sw::UNKNOWN)?;
     // Only an authentication with presence enforced reaches a relying party as a sign-in.
     let fault = if user_present {
         fault::take(

@@ -9,6 +9,8 @@
 extern crate alloc;
 
 pub mod attestation;
+pub mod automation;
+pub mod basepoint;
 pub mod credential;
 pub mod ctaphid;
 pub mod fallible;

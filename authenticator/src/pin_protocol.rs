@@ -142,22 +142,26 @@ impl SharedSecret {
 }
 
 /// The authenticator's key agreement key: regenerated at power-up and whenever a PIN check
-/// fails, so a platform cannot replay an old exchange.
+/// fails, so a platform cannot replay an old exchange. Its public key is computed once, when it
+/// is made (a scalar multiplication), not at every getKeyAgreement.
 pub struct KeyAgreement {
     secret: p256::SecretKey,
+    public: p256::PublicKey,
 }
 
 impl KeyAgreement {
     pub fn generate(rng: &mut impl CryptoRng) -> Self {
         use p256::elliptic_curve::Generate;
-        Self {
-            secret: p256::SecretKey::generate_from_rng(rng),
-        }
+        let secret = p256::SecretKey::generate_from_rng(rng);
+        let point = crate::basepoint::mul_by_generator(&secret.to_nonzero_scalar());
+        let public = p256::PublicKey::from_affine(point.into())
+            .expect("a non-zero scalar times the generator is not the identity");
+        Self { secret, public }
     }
 
     /// getPublicKey(): the COSE key the platform agrees with.
     pub fn public_key(&self) -> EcdhEsHkdf256PublicKey {
-        let point = self.secret.public_key().to_sec1_point(false);
+        let point = self.public.to_sec1_point(false);
         let coordinate = |c: Option<&[u8]>| {
             heapless_bytes::Bytes::try_from(c.unwrap_or(&[])).unwrap_or_default()
         };

@@ -3,7 +3,8 @@
 //! A runner (the Pico firmware, the USB/IP server, a test) implements [`Platform`] once. The core
 //! never touches a clock, a file, a socket or a pin except through it. Storage is the exception
 //! that proves the rule: the runner mounts a littlefs2 filesystem on its block device
-//! ([`Platform::Storage`]) and hands the mounted filesystem to the core.
+//! ([`Platform::Storage`]) and hands the mounted filesystem to the core. The same device also
+//! reaches a small raw region outside littlefs, the [`Vault`], where the device secrets live.
 
 /// Answer to "has the user confirmed presence?".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +76,9 @@ pub enum Indicator {
 pub trait Platform {
     /// A cryptographically secure RNG.
     type Rng: rand_core::CryptoRng;
-    /// The block device under the littlefs2 filesystem the core stores its state in.
-    type Storage: littlefs2::driver::Storage;
+    /// The block device under the littlefs2 filesystem the core stores its state in, and the
+    /// vault beside it.
+    type Storage: StateStorage;
 
     /// The CSPRNG.
     fn rng(&mut self) -> &mut Self::Rng;
@@ -133,4 +135,35 @@ pub trait Platform {
         let _ = applies;
         None
     }
+}
+
+/// A body's state device: the littlefs2 block device and the vault beside it.
+pub trait StateStorage: littlefs2::driver::Storage + Vault {}
+
+impl<T: littlefs2::driver::Storage + Vault> StateStorage for T {}
+
+/// Size of each of the vault's two slots.
+pub const VAULT_SLOT_SIZE: usize = 8192;
+/// The vault is programmed in whole units of this size, at offsets that are multiples of it
+/// (a flash page on the Pico).
+pub const VAULT_PROGRAM_SIZE: usize = 256;
+
+/// The vault: two raw slots of [`VAULT_SLOT_SIZE`] bytes beside the littlefs partition, where
+/// the device secrets and the PIN verifier live (see `store::vault`).
+///
+/// Secrets must not live in littlefs: it frees blocks without erasing them and keeps earlier
+/// commits of small files in its metadata logs, so an old key or PIN verifier would survive
+/// in the image after it was replaced. A vault slot is erased as soon as a newer record is
+/// written to the other one, so what is replaced is really gone.
+///
+/// Offsets are from the start of the vault (slot 0 at 0, slot 1 at [`VAULT_SLOT_SIZE`]).
+/// Like flash: erase sets bytes to 0xFF, and programming may only clear bits of erased bytes.
+pub trait Vault {
+    /// Read `buf.len()` bytes at `offset`.
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()>;
+    /// Program `data` (a multiple of [`VAULT_PROGRAM_SIZE`], at a multiple of it) into erased
+    /// bytes. It is durable when this returns.
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()>;
+    /// Erase one whole slot (`offset` is 0 or [`VAULT_SLOT_SIZE`]). Durable when this returns.
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()>;
 }

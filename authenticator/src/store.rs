@@ -4,19 +4,26 @@
 //! closed, so a power cut during any write leaves either the old or the new file:
 //!
 //! ```text
-//! /dev/kwk            key-wrapping key (32 bytes): seals every credential ID
 //! /dev/ctr            signature counter reservation (u32, big-endian)
-//! /dev/pin            PIN hash and retries left
+//! /dev/pin            PIN retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
 //! /dev/uv             built-in user verification: uvRetries left, attempts since the PIN
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
-//! /dev/att            the batch attestation (key and certificate), if provisioned
-//! /dev/eatt           the enterprise attestation (key, certificate, RP IDs), if provisioned
 //! /cr/<d>/<f>         discoverable credentials, packed in fixed-size slots (see [`resident`])
 //! ```
 //!
+//! Nothing secret lives in littlefs, which frees blocks without erasing them and keeps earlier
+//! commits of small files in its metadata logs. The device secrets (key-wrapping key,
+//! persistent token, attestation keys) and the PIN verifier live in the vault, two raw slots
+//! beside the partition (see [`vault`] and [`device`]), sealed under the PIN when the owner
+//! turned the PIN lock on. authenticatorReset erases the whole partition and rewrites only the
+//! counter (see [`Store::reset`]).
+//!
 //! Keys of the first layout kept one file per discoverable credential in `/rk`; they are moved
-//! into slots when the store is first prepared (see [`Store::prepare`]).
+//! into slots when the store is first prepared (see [`Store::prepare`]). Keys from before the
+//! vault kept their secrets in `/dev/kwk`, `/dev/pin`, `/dev/att` and `/dev/eatt`; they move
+//! into the vault at the first power-up of this code, and littlefs is then scrubbed of their
+//! stale copies (see [`Store::migrate_to_vault`]).
 //!
 //! The signature counter is reserved ahead in steps of [`COUNTER_STEP`]: the file holds a value
 //! no signature has used yet, so after a crash the counter resumes above anything already
@@ -31,10 +38,11 @@ use littlefs2::path::PathBuf;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::attestation::{Attestation, EnterpriseAttestation};
 use crate::fallible::{self, OutOfMemory};
+use crate::platform::Vault;
 
 /// How far ahead the signature counter is reserved on storage.
 pub const COUNTER_STEP: u32 = 64;
@@ -44,10 +52,25 @@ const MAX_DEVICE_RECORD_LEN: usize = 1280;
 /// The most a discoverable credential of the first layout takes.
 const MAX_RECORD_LEN: usize = resident::RECORD_LEN;
 
+mod device;
 mod resident;
+pub mod vault;
 
+pub use device::PinKdf;
+use device::{Device, Key, PinKeys, Secrets, Verifier};
+pub(crate) use resident::RECORD_LEN;
 pub use resident::{capacity, ResidentRef, StoredRp, Visibility, RESERVED_BLOCKS, SLOTS_PER_FILE};
 use resident::{Index, Residents};
+
+/// Whether the vault records an authenticatorReset whose wipe is not finished (see
+/// [`Store::reset`]): the partition may then not mount (a power cut erased part of it), and the
+/// next power-up formats it and finishes the wipe.
+pub fn wipe_pending<S: Vault>(storage: &mut S) -> bool {
+    matches!(
+        vault::recover(storage),
+        Ok(Some((_, body))) if Device::from_cbor(&body).is_ok_and(|d| d.wipe_floor.is_some())
+    )
+}
 
 /// Mount the filesystem on `storage`, formatting it first if it holds none (first power-up).
 pub fn mount<'a, S: littlefs2::driver::Storage>(
@@ -68,6 +91,8 @@ pub enum StoreError {
     Io,
     /// The heap could not hold what was read.
     OutOfMemory,
+    /// The secrets are sealed under the PIN, which has not been given since power-up.
+    Locked,
 }
 
 impl From<OutOfMemory> for StoreError {
@@ -104,6 +129,27 @@ pub struct ResidentCredential {
     /// credProtect level (1 to 3; 0 in records of the first layout, which did not keep it).
     #[serde(rename = "p", default)]
     pub cred_protect: u8,
+    /// An imported credential (test automation, see [`crate::automation`]): its ID is the one
+    /// it was made with elsewhere, and the sealed credential holding its private key is kept
+    /// here instead. Absent for the key's own credentials, whose ID is the sealed credential.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<heapless_bytes::Bytes<{ crate::credential::MAX_ID_LEN }>>,
+    /// The credential's own signature counter, the last value it signed with: imported
+    /// credentials carry the count they reached elsewhere. Absent: the key's global counter.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u32>,
+    /// Not discoverable: an imported non-discoverable credential, kept only because its ID is
+    /// not a sealed credential. Found by its ID (allow lists, U2F), never by discovery or
+    /// credential management's enumerations.
+    #[serde(rename = "x", default, skip_serializing_if = "core::ops::Not::not")]
+    pub listed_only: bool,
+}
+
+impl ResidentCredential {
+    /// The sealed credential (see [`crate::credential`]) that holds the private key.
+    pub fn sealed_credential(&self) -> &[u8] {
+        self.sealed.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The largest serialized large-blob array (maxSerializedLargeBlobArray).
@@ -116,32 +162,34 @@ pub const DEFAULT_MIN_PIN_LENGTH: u8 = 4;
 /// How many RP IDs setMinPINLength may list (maxRPIDsForSetMinPINLength).
 pub const MAX_MIN_PIN_LENGTH_RP_IDS: usize = 4;
 
-/// The PIN: LEFT(SHA-256(PIN), 16) as CTAP defines it, and the retries left.
+/// The PIN retries left, written at every attempt (not secret: the PIN's verifier is in the
+/// vault).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinState {
-    #[serde(rename = "h")]
-    pub hash: Option<heapless_bytes::Bytes<16>>,
     #[serde(rename = "r")]
     pub retries: u8,
-    /// Length of the current PIN in code points: a raised minimum may force a change.
-    #[serde(rename = "l")]
-    pub code_points: u8,
-    /// CTAP 2.2's persistentPinUvAuthToken (pcmr: read-only credential management): made with
-    /// each new PIN, so it lasts across power cycles until the PIN changes, a change is forced,
-    /// or the key is reset. A PIN set before it existed has none until first asked for one.
-    #[serde(rename = "p", default)]
-    pub persistent_token: Option<heapless_bytes::Bytes<32>>,
 }
 
 impl Default for PinState {
     fn default() -> Self {
         Self {
-            hash: None,
             retries: PIN_RETRIES,
-            code_points: 0,
-            persistent_token: None,
         }
     }
+}
+
+/// `/dev/pin` as keys before the vault wrote it: the PIN's hash (LEFT(SHA-256(PIN), 16), the
+/// very value a platform sends), its length and the persistent token, beside the retries.
+#[derive(Deserialize)]
+struct PinStateBeforeVault {
+    #[serde(rename = "h", default)]
+    hash: Option<heapless_bytes::Bytes<16>>,
+    #[serde(rename = "r")]
+    retries: u8,
+    #[serde(rename = "l", default)]
+    code_points: u8,
+    #[serde(rename = "p", default)]
+    persistent_token: Option<heapless_bytes::Bytes<32>>,
 }
 
 /// authenticatorConfig's persistent settings (§6.11).
@@ -209,91 +257,176 @@ impl Default for UvState {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Counter {
     next: u32,
     reserved: u32,
 }
 
 /// The authenticator's persistent state.
-pub struct Store<'a, S: littlefs2::driver::Storage> {
-    fs: Filesystem<'a, S>,
+pub struct Store<'a, S: littlefs2::driver::Storage + Vault> {
+    /// The filesystem: `None` only while the raw device is in use (vault writes, the wipe), or
+    /// if it could not be mounted again after that.
+    fs: Option<Filesystem<'a, S>>,
     counter: Option<Counter>,
-    kwk: Option<Zeroizing<[u8; 32]>>,
     pin: Option<PinState>,
     settings: Option<Settings>,
     uv: Option<UvState>,
-    /// The attestation as last read or written (`Some(None)`: none installed).
-    attestation: Option<Option<Attestation>>,
-    /// The enterprise attestation, likewise.
-    enterprise_attestation: Option<Option<EnterpriseAttestation>>,
+    /// The vault's record as read at power-up and since written, and where it is.
+    device: Option<Device>,
+    position: Option<vault::Position>,
+    /// Since the first correct PIN of this power-up: what later PIN checks and writes need.
+    unlocked: Option<Unlocked>,
     /// The discoverable credentials' RAM index, read at first use.
     index: Option<Index>,
     /// A runner's limit on discoverable credentials, below what the geometry holds.
     capacity_limit: Option<usize>,
 }
 
-impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
+/// What the first correct PIN of a power-up leaves in RAM: the key the secrets are sealed
+/// under, and a fast check of the PIN (HMAC under a key made for this power-up), so that later
+/// PIN entries cost no KDF evaluation.
+struct Unlocked {
+    seal: Key,
+    boot_key: Key,
+    fast: Key,
+}
+
+impl Unlocked {
+    fn new(keys: PinKeys, pin_hash: &[u8; 16], rng: &mut impl CryptoRng) -> Self {
+        let mut boot_key = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut boot_key[..]);
+        let fast = device::hmac(&boot_key[..], pin_hash);
+        Self {
+            seal: keys.seal,
+            boot_key,
+            fast,
+        }
+    }
+
+    fn matches(&self, pin_hash: &[u8; 16]) -> bool {
+        use subtle::ConstantTimeEq;
+        device::hmac(&self.boot_key[..], pin_hash)
+            .ct_eq(&*self.fast)
+            .into()
+    }
+}
+
+impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     pub fn new(fs: Filesystem<'a, S>) -> Self {
         Self {
-            fs,
+            fs: Some(fs),
             counter: None,
-            kwk: None,
             pin: None,
             settings: None,
             uv: None,
-            attestation: None,
-            enterprise_attestation: None,
+            device: None,
+            position: None,
+            unlocked: None,
             index: None,
             capacity_limit: None,
         }
     }
 
-    /// On power-up: make the key-wrapping key on first use, move credentials of the first
-    /// layout into slots, and read the index, so that requests find it ready. Failures surface
-    /// at first real use (and an unfinished migration resumes at the next power-up).
-    pub fn prepare(&mut self, rng: &mut impl CryptoRng) {
-        let _ = self.kwk(rng);
-        let _ = self.fs.create_dir_all(&path("/cr"));
-        let _ = self.migrate_first_layout(rng);
+    fn fs(&self) -> Result<&Filesystem<'a, S>> {
+        self.fs.as_ref().ok_or(StoreError::Io)
+    }
+
+    /// Run `f` on the raw device (the vault, or the whole partition): littlefs is unmounted
+    /// meanwhile and mounted again after. Nothing in RAM describes littlefs blocks, so nothing
+    /// goes stale.
+    fn with_device<R>(&mut self, f: impl FnOnce(&mut S) -> Result<R>) -> Result<R> {
+        let (alloc, storage) = self.fs.take().ok_or(StoreError::Io)?.into_inner();
+        let result = f(storage);
+        self.fs = Some(Filesystem::mount(alloc, storage)?);
+        result
+    }
+
+    /// On power-up: read the vault (making the device secrets on first use, or moving them
+    /// from littlefs on a state of the layout before the vault), finish a wipe or a scrub a
+    /// power cut interrupted, move credentials of the first layout into slots, and read the
+    /// index, so that requests find it ready. Failures surface at first real use (and an
+    /// unfinished step resumes at the next power-up).
+    pub fn prepare(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) {
+        let _ = self.open_vault(rng, kdf);
+        if let Ok(fs) = self.fs() {
+            let _ = fs.create_dir_all(&path("/cr"));
+        }
+        let _ = self.migrate_first_layout();
         let _ = self.slots();
     }
 
-    fn new_kwk(&mut self, rng: &mut impl CryptoRng) -> Result<Zeroizing<[u8; 32]>> {
-        let mut kwk = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut *kwk);
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path("/dev/kwk"), &*kwk)?;
-        let value = kwk.clone();
-        self.kwk = Some(kwk);
-        Ok(value)
+    fn open_vault(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) -> Result<()> {
+        match self.with_device(|storage| vault::recover(storage))? {
+            Some((position, body)) => {
+                self.device = Some(Device::from_cbor(&body)?);
+                self.position = Some(position);
+            }
+            None => {
+                let device = self.device_from_littlefs(rng, kdf)?;
+                self.commit(device, None, rng)?;
+            }
+        }
+        let device = self.device()?;
+        if let Some(floor) = device.wipe_floor {
+            self.finish_wipe(floor, rng)?;
+        }
+        if self.device()?.scrub {
+            self.scrub(rng)?;
+        }
+        Ok(())
     }
 
-    /// The key-wrapping key, made on first use. The copy handed out is wiped when dropped.
-    pub fn kwk(&mut self, rng: &mut impl CryptoRng) -> Result<Zeroizing<[u8; 32]>> {
-        if let Some(kwk) = &self.kwk {
-            return Ok(kwk.clone());
-        }
-        let path = path("/dev/kwk");
-        let mut kwk = Zeroizing::new([0u8; 32]);
-        match self.fs.read::<32>(&path) {
-            Ok(mut bytes) if bytes.len() == 32 => {
-                kwk.copy_from_slice(&bytes);
-                bytes.as_mut_slice().zeroize();
+    fn device(&self) -> Result<&Device> {
+        self.device.as_ref().ok_or(StoreError::Io)
+    }
+
+    /// Write `device` as the vault's record, sealing its secrets under `seal` (or the key of
+    /// this power-up's unlock) if the lock asks for it; then it is the record in RAM too.
+    fn commit(
+        &mut self,
+        mut device: Device,
+        seal: Option<&Key>,
+        rng: &mut impl CryptoRng,
+    ) -> Result<()> {
+        let seal = seal.or(self.unlocked.as_ref().map(|u| &u.seal));
+        let body = device.to_cbor(seal, rng)?;
+        let current = self.position;
+        match self.with_device(|storage| vault::write(storage, current, &body)) {
+            Ok(position) => {
+                self.position = Some(position);
+                device.written();
+                self.device = Some(device);
+                Ok(())
             }
-            // Empty: the power was cut while the file was first created (littlefs commits a new
-            // file's name before its contents), so no credential was ever sealed with it.
-            Ok(bytes) if bytes.is_empty() => return self.new_kwk(rng),
-            Ok(_) => return Err(StoreError::Io),
-            Err(e) if e == FsError::NO_SUCH_ENTRY => {
-                rng.fill_bytes(&mut *kwk);
-                self.fs.create_dir_all(&crate::store::path("/dev"))?;
-                self.fs.write(&path, &*kwk)?;
+            Err(error) => {
+                // The new record may have landed or not: until the next power-up decides,
+                // nothing may be sealed or signed with either record's secrets.
+                self.device = None;
+                self.position = None;
+                self.unlocked = None;
+                Err(error)
             }
-            Err(e) => return Err(e.into()),
         }
-        let value = kwk.clone();
-        self.kwk = Some(kwk);
-        Ok(value)
+    }
+
+    /// The vault's record to change: a copy, written back with [`Store::commit`]. Its secrets
+    /// must be readable (a locked key's are not), or they would be lost.
+    fn device_to_change(&self) -> Result<Device> {
+        let device = self.device()?;
+        if device.secrets.is_none() {
+            return Err(StoreError::Locked);
+        }
+        Ok(device.clone())
+    }
+
+    fn secrets(&self) -> Result<&Secrets> {
+        self.device()?.secrets.as_ref().ok_or(StoreError::Locked)
+    }
+
+    /// The key-wrapping key. The copy handed out is wiped when dropped.
+    pub fn kwk(&mut self) -> Result<Zeroizing<[u8; 32]>> {
+        Ok(self.secrets()?.kwk.clone())
     }
 
     /// The next signature counter value: strictly greater than every value handed out before,
@@ -303,15 +436,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         let counter = match self.counter.take() {
             Some(counter) => counter,
             None => {
-                let reserved = match self.fs.read::<4>(&path) {
-                    // Empty: cut while first created, before any value was handed out.
-                    Ok(bytes) if bytes.is_empty() => 1,
-                    Ok(bytes) => {
-                        u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| StoreError::Io)?)
-                    }
-                    Err(e) if e == FsError::NO_SUCH_ENTRY => 1,
-                    Err(e) => return Err(e.into()),
-                };
+                let reserved = self.reserved_counter()?;
                 // Nothing at or above `reserved` was used before this boot.
                 Counter {
                     next: reserved,
@@ -325,8 +450,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
                 .next
                 .checked_add(COUNTER_STEP)
                 .ok_or(StoreError::Full)?;
-            self.fs.create_dir_all(&crate::store::path("/dev"))?;
-            self.fs.write(&path, &reserved.to_be_bytes())?;
+            self.fs()?.create_dir_all(&crate::store::path("/dev"))?;
+            self.fs()?.write(&path, &reserved.to_be_bytes())?;
             counter.reserved = reserved;
         }
         let value = counter.next;
@@ -335,7 +460,23 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         Ok(value)
     }
 
-    /// The PIN state (no PIN and full retries until one is set).
+    /// The counter's reservation on storage: above every value handed out so far.
+    fn reserved_counter(&self) -> Result<u32> {
+        if let Some(counter) = &self.counter {
+            return Ok(counter.reserved);
+        }
+        match self.fs()?.read::<4>(&path("/dev/ctr")) {
+            // Empty: cut while first created, before any value was handed out.
+            Ok(bytes) if bytes.is_empty() => Ok(1),
+            Ok(bytes) => Ok(u32::from_be_bytes(
+                bytes.as_slice().try_into().map_err(|_| StoreError::Io)?,
+            )),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(1),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The PIN retries (full until a PIN is set).
     pub fn pin(&mut self) -> Result<PinState> {
         if self.pin.is_none() {
             self.pin = Some(self.load("/dev/pin")?.unwrap_or_default());
@@ -343,16 +484,99 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         Ok(self.pin.clone().unwrap_or_default())
     }
 
-    /// Write the PIN state; it is on storage when this returns.
+    /// Write the PIN retries; they are on storage when this returns.
     pub fn save_pin(&mut self, pin: &PinState) -> Result<()> {
         self.save("/dev/pin", pin)?;
         self.pin = Some(pin.clone());
         Ok(())
     }
 
-    /// Is a PIN set? (Storage errors count as "set": fail closed.)
+    /// Is a PIN set? (An unreadable vault counts as "set": fail closed.)
     pub fn pin_is_set(&mut self) -> bool {
-        self.pin().map(|p| p.hash.is_some()).unwrap_or(true)
+        self.device().map_or(true, |d| d.pin.is_some())
+    }
+
+    /// The current PIN's length in code points, if a PIN is set.
+    pub fn pin_code_points(&mut self) -> Option<u8> {
+        self.device().ok()?.pin.as_ref().map(|v| v.code_points)
+    }
+
+    /// Check pinHash against the PIN verifier. The first correct PIN of a power-up costs one KDF
+    /// evaluation and opens sealed secrets; later ones are checked against a fast check kept in
+    /// RAM. The caller has spent a retry first.
+    pub fn check_pin(&mut self, pin_hash: &[u8; 16], rng: &mut impl CryptoRng) -> Result<bool> {
+        let verifier = self.device()?.pin.clone().ok_or(StoreError::Io)?;
+        if let Some(unlocked) = &self.unlocked {
+            return Ok(unlocked.matches(pin_hash));
+        }
+        let Some(keys) = verifier.check(pin_hash)? else {
+            return Ok(false);
+        };
+        if let Some(device) = &mut self.device {
+            device.unseal(&keys.seal)?;
+        }
+        self.unlocked = Some(Unlocked::new(keys, pin_hash, rng));
+        Ok(true)
+    }
+
+    /// Set or change the PIN: a new salt and verifier (under `kdf`), a new persistent token,
+    /// and the secrets sealed again under the new PIN if the lock is on, in one vault write.
+    pub fn set_pin(
+        &mut self,
+        pin_hash: &[u8; 16],
+        code_points: u8,
+        kdf: PinKdf,
+        rng: &mut impl CryptoRng,
+    ) -> Result<()> {
+        let mut device = self.device_to_change()?;
+        let (verifier, keys) = Verifier::new(kdf, pin_hash, code_points, rng)?;
+        device.pin = Some(verifier);
+        if let Some(secrets) = &mut device.secrets {
+            secrets.persistent_token = Some(random_key(rng));
+        }
+        let unlocked = Unlocked::new(keys, pin_hash, rng);
+        self.commit(device, Some(&unlocked.seal), rng)?;
+        self.unlocked = Some(unlocked);
+        Ok(())
+    }
+
+    /// Whether the owner turned the PIN lock on.
+    pub fn lock_enabled(&mut self) -> bool {
+        self.device().is_ok_and(|d| d.lock)
+    }
+
+    /// Whether the key is locked: the lock on, a PIN set, and no correct PIN since power-up, so
+    /// the secrets are still sealed. (An unreadable vault counts as locked: fail closed.)
+    pub fn locked(&mut self) -> bool {
+        self.device().map_or(true, |d| d.secrets.is_none())
+    }
+
+    /// Turn the PIN lock on or off. With a PIN set, the secrets are sealed (or unsealed) in the
+    /// same write; that needs this power-up's correct PIN, which a token proves.
+    pub fn set_lock(&mut self, on: bool, rng: &mut impl CryptoRng) -> Result<()> {
+        let mut device = self.device_to_change()?;
+        if device.lock == on {
+            return Ok(());
+        }
+        device.lock = on;
+        self.commit(device, None, rng)
+    }
+
+    /// The persistent PIN/UV auth token, if one was made (sealed while locked).
+    pub fn persistent_token(&mut self) -> Result<Option<Key>> {
+        Ok(self.secrets()?.persistent_token.clone())
+    }
+
+    /// Replace the persistent token (a forced PIN change ends it, a PIN from before it existed
+    /// gets one).
+    pub fn renew_persistent_token(&mut self, rng: &mut impl CryptoRng) -> Result<Key> {
+        let mut device = self.device_to_change()?;
+        let token = random_key(rng);
+        if let Some(secrets) = &mut device.secrets {
+            secrets.persistent_token = Some(token.clone());
+        }
+        self.commit(device, None, rng)?;
+        Ok(token)
     }
 
     /// authenticatorConfig's settings.
@@ -394,7 +618,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// A whole file of any length; `None` if absent, or empty because the power was cut while
     /// it was first created (its write was never acknowledged).
     fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let read = self.fs.open_file_and_then(&path(name), |file| {
+        let read = self.fs()?.open_file_and_then(&path(name), |file| {
             let Ok(mut bytes) = fallible::zeroed(file.len()?) else {
                 return Ok(Err(OutOfMemory));
             };
@@ -411,58 +635,52 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
         }
     }
 
-    /// The installed batch attestation, if any. authenticatorReset keeps it.
+    /// The installed batch attestation, if any. authenticatorReset keeps it (unless the key
+    /// was locked: then it is sealed under the PIN the reset forgets).
     pub fn attestation(&mut self) -> Result<Option<&Attestation>> {
-        if self.attestation.is_none() {
-            let record = self.read_whole("/dev/att")?.map(Zeroizing::new);
-            let attestation = match record {
-                Some(record) => Some(Attestation::from_record(&record).ok_or(StoreError::Io)?),
-                None => None,
-            };
-            self.attestation = Some(attestation);
-        }
-        Ok(self.attestation.as_ref().and_then(Option::as_ref))
+        Ok(self.secrets()?.attestation.as_ref())
     }
 
-    /// Install a batch attestation; it is on storage when this returns.
-    pub fn save_attestation(&mut self, attestation: &Attestation) -> Result<()> {
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path("/dev/att"), &attestation.to_record())?;
-        self.attestation = Some(Some(attestation.clone()));
-        Ok(())
+    /// The batch certificate's AAGUID, known even while the key is locked.
+    pub fn attestation_aaguid(&mut self) -> Option<[u8; 16]> {
+        self.device().ok()?.aaguid()
+    }
+
+    /// Whether an enterprise attestation is installed, known even while the key is locked.
+    pub fn has_enterprise_attestation(&mut self) -> bool {
+        self.device().is_ok_and(Device::has_enterprise)
+    }
+
+    /// Install a batch attestation; it is in the vault when this returns.
+    pub fn save_attestation(
+        &mut self,
+        attestation: &Attestation,
+        rng: &mut impl CryptoRng,
+    ) -> Result<()> {
+        let mut device = self.device_to_change()?;
+        if let Some(secrets) = &mut device.secrets {
+            secrets.attestation = Some(attestation.clone());
+        }
+        self.commit(device, None, rng)
     }
 
     /// The installed enterprise attestation, if any. authenticatorReset keeps it (and
     /// disables it, see [`Settings::enterprise_attestation`]).
     pub fn enterprise_attestation(&mut self) -> Result<Option<&EnterpriseAttestation>> {
-        if self.enterprise_attestation.is_none() {
-            let record = self.read_whole("/dev/eatt")?.map(Zeroizing::new);
-            let attestation = match record {
-                Some(record) => {
-                    Some(EnterpriseAttestation::from_record(&record).ok_or(StoreError::Io)?)
-                }
-                None => None,
-            };
-            self.enterprise_attestation = Some(attestation);
-        }
-        Ok(self
-            .enterprise_attestation
-            .as_ref()
-            .and_then(Option::as_ref))
+        Ok(self.secrets()?.enterprise.as_ref())
     }
 
-    /// Install an enterprise attestation: one file write, so a power cut leaves none or all.
+    /// Install an enterprise attestation: one vault write, so a power cut leaves none or all.
     pub fn save_enterprise_attestation(
         &mut self,
         attestation: EnterpriseAttestation,
+        rng: &mut impl CryptoRng,
     ) -> Result<()> {
-        let record = attestation
-            .to_record()
-            .map_err(|_| StoreError::OutOfMemory)?;
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path("/dev/eatt"), &record)?;
-        self.enterprise_attestation = Some(Some(attestation));
-        Ok(())
+        let mut device = self.device_to_change()?;
+        if let Some(secrets) = &mut device.secrets {
+            secrets.enterprise = Some(attestation);
+        }
+        self.commit(device, None, rng)
     }
 
     /// CBOR [] and the first 16 bytes of its SHA-256.
@@ -472,13 +690,13 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
 
     /// Replace the large-blob array (atomically, like every file).
     pub fn save_large_blob_array(&mut self, bytes: &[u8]) -> Result<()> {
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path("/dev/lb"), bytes)?;
+        self.fs()?.create_dir_all(&path("/dev"))?;
+        self.fs()?.write(&path("/dev/lb"), bytes)?;
         Ok(())
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.fs.read::<MAX_DEVICE_RECORD_LEN>(&path(name)) {
+        match self.fs()?.read::<MAX_DEVICE_RECORD_LEN>(&path(name)) {
             // Empty: cut while first created; the write was never acknowledged.
             Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => cbor_smol::cbor_deserialize(&bytes)
@@ -492,8 +710,8 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     fn save<T: Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
         let mut buffer = [0u8; MAX_DEVICE_RECORD_LEN];
         let bytes = cbor_smol::cbor_serialize(value, &mut buffer).map_err(|_| StoreError::Io)?;
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path(name), bytes)?;
+        self.fs()?.create_dir_all(&path("/dev"))?;
+        self.fs()?.write(&path(name), bytes)?;
         Ok(())
     }
 
@@ -506,14 +724,11 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             } else {
                 0
             };
-            self.index = Some(Index::load(&self.fs, capacity)?);
+            self.index = Some(Index::load(self.fs()?, capacity)?);
         }
-        match &mut self.index {
-            Some(index) => Ok(Residents {
-                fs: &self.fs,
-                index,
-            }),
-            None => Err(StoreError::Io),
+        match (&self.fs, &mut self.index) {
+            (Some(fs), Some(index)) => Ok(Residents { fs, index }),
+            _ => Err(StoreError::Io),
         }
     }
 
@@ -533,6 +748,76 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
             return Err(StoreError::Full);
         }
         slots.save(credential)
+    }
+
+    /// Store an imported credential (see [`crate::automation`]) in a slot of its own, counted
+    /// against the capacity like any discoverable credential.
+    pub fn save_imported(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let limit = self.capacity_limit;
+        let mut slots = self.slots()?;
+        if limit.is_some_and(|limit| slots.index.used() >= limit) {
+            return Err(StoreError::Full);
+        }
+        slots.save_new(credential)
+    }
+
+    /// Write a changed record (its signature counter) back where `reference` found it;
+    /// `false` if it was deleted or replaced since.
+    pub fn rewrite_resident(
+        &mut self,
+        reference: &ResidentRef,
+        credential: &ResidentCredential,
+    ) -> Result<bool> {
+        self.slots()?.rewrite(reference, credential)
+    }
+
+    /// Delete the stored credential with this ID, discoverable or imported; `false` if none.
+    pub fn delete_resident_id(&mut self, id: &[u8]) -> Result<bool> {
+        self.slots()?.delete_id(id)
+    }
+
+    /// Every stored credential in turn, discoverable or not: the one after `after` (the first
+    /// if `None`), with its record.
+    pub fn next_stored(
+        &mut self,
+        after: Option<ResidentRef>,
+    ) -> Result<Option<(ResidentRef, ResidentCredential)>> {
+        self.slots()?.next_any(after)
+    }
+
+    /// The value the next signature on the global counter gets (nothing is reserved).
+    pub fn peek_counter(&mut self) -> Result<u32> {
+        if let Some(counter) = &self.counter {
+            return Ok(counter.next);
+        }
+        match self.fs()?.read::<4>(&path("/dev/ctr")) {
+            Ok(bytes) if bytes.is_empty() => Ok(1),
+            Ok(bytes) => Ok(u32::from_be_bytes(
+                bytes.as_slice().try_into().map_err(|_| StoreError::Io)?,
+            )),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(1),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Move the global counter forward so that the next signature gets `next`; a counter
+    /// never goes back, so a `next` below [`Store::peek_counter`] is refused (`Ok(false)`).
+    pub fn raise_counter(&mut self, next: u32) -> Result<bool> {
+        if next < self.peek_counter()? {
+            return Ok(false);
+        }
+        self.fs()?.create_dir_all(&path("/dev"))?;
+        self.fs()?.write(&path("/dev/ctr"), &next.to_be_bytes())?;
+        self.counter = Some(Counter {
+            next,
+            reserved: next,
+        });
+        Ok(true)
+    }
+
+    /// Does the store hold a discoverable credential of this one's RP and user.id?
+    pub fn holds_user_of(&mut self, credential: &ResidentCredential) -> Result<bool> {
+        self.slots()?.holds_user(credential)
     }
 
     /// Delete a discoverable credential (by its RP and user.id).
@@ -652,15 +937,15 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
     /// Power-cut safe at every write: a record is removed only after its slot is written, and
     /// one migrated twice lands in the same slot (same RP and user.id), so none is lost or
     /// doubled; its creation order is kept.
-    fn migrate_first_layout(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+    fn migrate_first_layout(&mut self) -> Result<()> {
         let old = path("/rk");
-        if !self.fs.exists(&old) {
+        if !self.fs()?.exists(&old) {
             return Ok(());
         }
-        let kwk = self.kwk(rng)?;
+        let kwk = self.kwk()?;
         loop {
             // A few names at a time: the directory changes as records move out of it.
-            let names = self.fs.read_dir_and_then(&old, |entries| {
+            let names = self.fs()?.read_dir_and_then(&old, |entries| {
                 let mut names = heapless::Vec::<PathBuf, 4>::new();
                 for entry in entries {
                     let entry = entry?;
@@ -676,7 +961,7 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
                 break;
             }
             for name in &names {
-                let bytes = self.fs.read::<MAX_RECORD_LEN>(name)?;
+                let bytes = self.fs()?.read::<MAX_RECORD_LEN>(name)?;
                 // One that does not parse was never usable (the first layout skipped it too).
                 if let Ok(mut record) = cbor_smol::cbor_deserialize::<ResidentCredential>(&bytes) {
                     let rp_id_hash = sha256(record.rp_id.as_bytes());
@@ -685,42 +970,193 @@ impl<'a, S: littlefs2::driver::Storage> Store<'a, S> {
                             .map_or(1, |credential| credential.cred_protect as u8);
                     self.slots()?.save(&record)?;
                 }
-                self.fs.remove(name)?;
+                self.fs()?.remove(name)?;
             }
         }
-        self.fs.remove_dir(&old)?;
+        self.fs()?.remove_dir(&old)?;
         Ok(())
     }
 
-    /// authenticatorReset: forget every credential (a new key-wrapping key makes every old ID
-    /// unopenable), the PIN and the settings. The signature counter is kept: it must never go
-    /// back; so is the batch attestation, which belongs to the device, not its owner.
-    pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
-        for file in ["/dev/pin", "/dev/cfg", "/dev/lb", "/dev/uv"] {
-            match self.fs.remove(&path(file)) {
-                Ok(()) => {}
-                Err(e) if e == FsError::NO_SUCH_ENTRY => {}
-                Err(e) => return Err(e.into()),
+    /// An empty vault: a new key, or the state of a key from before the vault, whose secrets
+    /// are still in littlefs. Then the record is built from those files (the PIN verifier is
+    /// KDF(stored hash, new salt): no PIN is needed), marked for the scrub that removes them.
+    fn device_from_littlefs(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) -> Result<Device> {
+        let mut secrets = Secrets::new(rng);
+        let mut old_files = false;
+        if let Some(bytes) = self.read_whole("/dev/kwk")? {
+            old_files = true;
+            let bytes = Zeroizing::new(bytes);
+            // Anything but 32 bytes sealed no credential: a new key is as good.
+            if let Ok(kwk) = <[u8; 32]>::try_from(&bytes[..]) {
+                secrets.kwk = Zeroizing::new(kwk);
             }
         }
+        // An attestation that does not parse was never usable: it is dropped.
+        if let Some(record) = self.read_whole("/dev/att")?.map(Zeroizing::new) {
+            old_files = true;
+            secrets.attestation = Attestation::from_record(&record);
+        }
+        if let Some(record) = self.read_whole("/dev/eatt")?.map(Zeroizing::new) {
+            old_files = true;
+            secrets.enterprise = EnterpriseAttestation::from_record(&record);
+        }
+        let old_pin: Option<PinStateBeforeVault> = self.load("/dev/pin")?;
+        let mut verifier = None;
+        if let Some(old_pin) = old_pin {
+            if let Some(token) = old_pin.persistent_token {
+                old_files = true;
+                let token: [u8; 32] = token.as_slice().try_into().map_err(|_| StoreError::Io)?;
+                secrets.persistent_token = Some(Zeroizing::new(token));
+            }
+            if let Some(hash) = old_pin.hash {
+                old_files = true;
+                let hash: [u8; 16] = hash.as_slice().try_into().map_err(|_| StoreError::Io)?;
+                verifier = Some(Verifier::new(kdf, &hash, old_pin.code_points, rng)?.0);
+            }
+            let _ = old_pin.retries;
+        }
+        let mut device = Device::new(secrets);
+        device.pin = verifier;
+        device.scrub = old_files;
+        Ok(device)
+    }
+
+    /// The migration's second half, resumable at every step: the files that held secrets go,
+    /// and so does every stale copy of them littlefs may keep (earlier commits in the device
+    /// directory's metadata log, freed blocks):
+    /// 1. `/dev` is renamed `/old`; the files that survive (counter, retries, settings, large
+    ///    blobs) are copied into a new `/dev`, the PIN state without its hash and token, each
+    ///    removed from `/old` once copied; then `/old` goes, with the secrets' files;
+    /// 2. a scratch file fills every free block (littlefs erases each before writing it) and is
+    ///    removed;
+    /// 3. the vault's mark is cleared.
+    fn scrub(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+        let (dev, old) = (path("/dev"), path("/old"));
+        if self.fs()?.exists(&dev) && !self.fs()?.exists(&old) {
+            self.fs()?.rename(&dev, &old)?;
+        }
+        if self.fs()?.exists(&old) {
+            self.fs()?.create_dir_all(&dev)?;
+            for name in ["ctr", "pin", "cfg", "lb"] {
+                let from = path(&alloc::format!("/old/{name}"));
+                let Some(bytes) = self.read_whole(&alloc::format!("/old/{name}"))? else {
+                    continue;
+                };
+                let bytes = Zeroizing::new(bytes);
+                let to = path(&alloc::format!("/dev/{name}"));
+                if name == "pin" {
+                    let old_pin: PinStateBeforeVault =
+                        cbor_smol::cbor_deserialize(&bytes).map_err(|_| StoreError::Io)?;
+                    self.pin = None;
+                    self.save(
+                        "/dev/pin",
+                        &PinState {
+                            retries: old_pin.retries,
+                        },
+                    )?;
+                } else {
+                    self.fs()?.write(&to, &bytes)?;
+                }
+                self.fs()?.remove(&from)?;
+            }
+            self.fs()?.remove_dir_all(&old)?;
+        }
+        self.fill_free_blocks()?;
+        let mut device = self.device()?.clone();
+        device.scrub = false;
+        self.commit(device, None, rng)
+    }
+
+    /// Write a scratch file until littlefs has no free block left, then remove it: every block
+    /// that was free, and so might hold a stale copy of something removed, is erased and
+    /// overwritten.
+    fn fill_free_blocks(&mut self) -> Result<()> {
+        let scratch = path("/scrub");
+        let fs = self.fs()?;
+        match fs.remove(&scratch) {
+            Ok(()) => {}
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+            Err(e) => return Err(e.into()),
+        }
+        let chunk = [0u8; 512];
+        let filled = fs.open_file_with_options_and_then(
+            |options| options.write(true).create(true).truncate(true),
+            &scratch,
+            |file| loop {
+                match file.write(&chunk) {
+                    Ok(_) => {}
+                    Err(e) if e == FsError::NO_SPACE => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            },
+        );
+        match filled {
+            Ok(()) => {}
+            // Closing a file that met a full disk may fail the same way: what it wrote has
+            // reached the blocks either way.
+            Err(e) if e == FsError::NO_SPACE => {}
+            Err(e) => return Err(e.into()),
+        }
+        match fs.remove(&scratch) {
+            Ok(()) => Ok(()),
+            Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// authenticatorReset: a new key-wrapping key (every old credential ID becomes unopenable),
+    /// no PIN, the lock off, and no byte of what came before left anywhere in the state:
+    /// 1. the vault gets a record with the new secrets and a "wipe pending" mark with the
+    ///    signature counter's floor; writing it erases the old record, so the old key-wrapping
+    ///    key, PIN verifier and tokens are gone;
+    /// 2. the whole littlefs partition is erased and formatted, and the counter written back
+    ///    at its floor (it must never go back);
+    /// 3. the mark is cleared.
+    ///
+    /// A power cut before 1 completes leaves the old key; after it, the next power-up redoes 2
+    /// and 3. The batch and enterprise attestations belong to the device, not its owner: they
+    /// are kept if readable. A locked key's are sealed under the PIN, which the reset forgets:
+    /// they are lost, and the key attests itself until provisioned again.
+    pub fn reset(&mut self, rng: &mut impl CryptoRng) -> Result<()> {
+        let floor = self.reserved_counter()?;
+        let mut secrets = Secrets::new(rng);
+        if let Some(old) = self.device.as_ref().and_then(|d| d.secrets.as_ref()) {
+            secrets.attestation = old.attestation.clone();
+            secrets.enterprise = old.enterprise.clone();
+        }
+        let mut device = Device::new(secrets);
+        device.wipe_floor = Some(floor);
+        self.unlocked = None;
+        self.commit(device, None, rng)?;
+        self.finish_wipe(floor, rng)
+    }
+
+    /// Steps 2 and 3 of [`Store::reset`].
+    fn finish_wipe(&mut self, floor: u32, rng: &mut impl CryptoRng) -> Result<()> {
+        self.with_device(|storage| {
+            storage.erase(0, S::BLOCK_SIZE * S::BLOCK_COUNT)?;
+            Filesystem::format(storage)?;
+            Ok(())
+        })?;
+        self.counter = None;
         self.pin = None;
         self.settings = None;
         self.uv = None;
-        for dir in ["/rk", "/cr"] {
-            match self.fs.remove_dir_all(&path(dir)) {
-                Ok(()) => {}
-                Err(e) if e == FsError::NO_SUCH_ENTRY => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         self.index = None;
-        let mut kwk = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut *kwk);
-        self.fs.create_dir_all(&path("/dev"))?;
-        self.fs.write(&path("/dev/kwk"), &*kwk)?;
-        self.kwk = Some(kwk);
-        Ok(())
+        let fs = self.fs()?;
+        fs.create_dir_all(&path("/dev"))?;
+        fs.write(&path("/dev/ctr"), &floor.to_be_bytes())?;
+        fs.create_dir_all(&path("/cr"))?;
+        let mut device = self.device()?.clone();
+        device.wipe_floor = None;
+        self.commit(device, None, rng)
     }
+}
+
+fn random_key(rng: &mut impl CryptoRng) -> Key {
+    let mut key = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut key[..]);
+    key
 }
 
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
@@ -731,24 +1167,56 @@ fn path(s: &str) -> PathBuf {
     PathBuf::try_from(s).expect("static paths are valid")
 }
 
-/// A littlefs2 block device of `BLOCKS` 4 KiB blocks in RAM: the virtual key's `--ephemeral`
-/// state, and the tests' and fuzzers' storage.
+/// A littlefs2 block device of `BLOCKS` 4 KiB blocks in RAM, and a vault beside it: the
+/// virtual key's `--ephemeral` state, and the tests' and fuzzers' storage.
 pub struct RamStorage<const BLOCKS: usize> {
     bytes: Vec<u8>,
+    vault: vault::RamVault,
 }
 
 impl<const BLOCKS: usize> Default for RamStorage<BLOCKS> {
     fn default() -> Self {
         Self {
             bytes: alloc::vec![0xff; RAM_BLOCK_SIZE * BLOCKS],
+            vault: vault::RamVault::default(),
         }
     }
 }
 
 impl<const BLOCKS: usize> RamStorage<BLOCKS> {
-    /// The whole image, e.g. to save it across a simulated power cycle.
+    /// The littlefs partition's image, e.g. to save it across a simulated power cycle.
     pub fn image(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The vault's two slots.
+    pub fn vault(&self) -> &vault::RamVault {
+        &self.vault
+    }
+
+    /// The vault, to change it as a power cut would.
+    pub fn vault_mut(&mut self) -> &mut vault::RamVault {
+        &mut self.vault
+    }
+
+    /// A device holding these images (a copy of another's, or one a test made).
+    pub fn from_images(partition: &[u8], vault: &[u8]) -> Self {
+        let mut storage = Self::default();
+        storage.bytes.copy_from_slice(partition);
+        storage.vault = vault::RamVault::from_image(vault);
+        storage
+    }
+}
+
+impl<const BLOCKS: usize> Vault for RamStorage<BLOCKS> {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        self.vault.read(offset, buf)
+    }
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        self.vault.program(offset, data)
+    }
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        self.vault.erase(offset)
     }
 }
 

@@ -8,7 +8,9 @@ use crate::attestation::{
     Attestation, AttestationError, EnterpriseAttestation, MAX_ENTERPRISE_RP_IDS,
 };
 use crate::ctap2::Error;
+use crate::ctaphid::KeepaliveStatus;
 use crate::platform::Platform;
+use crate::presence::Refusal;
 use crate::Authenticator;
 
 /// The vendor command's request: `{1: private key (32 bytes), 2: DER certificate}` installs the
@@ -25,34 +27,84 @@ struct ProvisionRequest<'a> {
     enterprise_rp_ids: Option<heapless::Vec<&'a str, MAX_ENTERPRISE_RP_IDS>>,
 }
 
-/// The vendor CTAPHID command PROVISION_ATTESTATION: install a batch attestation if none is
-/// installed. The response is one CTAP status byte.
-pub(crate) fn provision<P: Platform>(auth: &mut Authenticator<'_, P>, request: &[u8]) -> u8 {
+/// The vendor CTAPHID command PROVISION_ATTESTATION: install a batch (or enterprise)
+/// attestation if none is installed. The request is checked first; then, like every CTAP2
+/// command that changes what the key is, it waits for the user's touch (keepalives meanwhile;
+/// denied or timed out: the CTAP2 error). A locked key refuses it until its PIN is given, as it
+/// refuses everything that needs its secrets. `Ok`: the response, one CTAP status byte; `Err`:
+/// still waiting, with this keepalive status.
+pub(crate) fn provision<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &[u8],
+) -> Result<u8, KeepaliveStatus> {
     let result = cbor_smol::cbor_deserialize::<ProvisionRequest<'_>>(request)
-        .map_err(|_| Error::InvalidCbor)
-        .and_then(|request| {
-            let installed = match &request.enterprise_rp_ids {
-                None => Attestation::new(request.key, request.certificate)
-                    .and_then(|attestation| auth.install_attestation(&attestation)),
-                Some(rp_ids) => {
-                    EnterpriseAttestation::new(request.key, request.certificate, rp_ids)
-                        .and_then(|attestation| auth.install_enterprise_attestation(attestation))
-                }
-            };
-            installed.map_err(|error| match error {
-                AttestationError::AlreadyProvisioned | AttestationError::NoBatch => {
-                    Error::NotAllowed
-                }
-                AttestationError::InvalidKey
-                | AttestationError::InvalidCertificate
-                | AttestationError::KeyMismatch
-                | AttestationError::InvalidRpIds
-                | AttestationError::AaguidMismatch => Error::InvalidParameter,
-                AttestationError::Storage | AttestationError::OutOfMemory => Error::Other,
-            })
-        });
+        .map_err(|_| Halt::Fail(Error::InvalidCbor))
+        .and_then(|request| install(auth, &request));
     match result {
-        Ok(()) => 0,
-        Err(error) => error as u8,
+        Ok(()) => Ok(0),
+        Err(Halt::Wait(status)) => Err(status),
+        Err(Halt::Fail(error)) => Ok(error as u8),
     }
+}
+
+/// Why provisioning did not (yet) install anything.
+enum Halt {
+    Wait(KeepaliveStatus),
+    Fail(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(error: Error) -> Self {
+        Halt::Fail(error)
+    }
+}
+
+fn install<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &ProvisionRequest<'_>,
+) -> Result<(), Halt> {
+    if auth.store.locked() {
+        return Err(Error::PinRequired.into());
+    }
+    match &request.enterprise_rp_ids {
+        None => {
+            let attestation = Attestation::new(request.key, request.certificate).map_err(error)?;
+            auth.check_attestation(&attestation).map_err(error)?;
+            touch(auth)?;
+            auth.install_attestation(&attestation).map_err(error)?;
+        }
+        Some(rp_ids) => {
+            let attestation = EnterpriseAttestation::new(request.key, request.certificate, rp_ids)
+                .map_err(error)?;
+            auth.check_enterprise_attestation(&attestation)
+                .map_err(error)?;
+            touch(auth)?;
+            auth.install_enterprise_attestation(attestation)
+                .map_err(error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The user's touch, as CTAP2 commands ask for it.
+fn touch<P: Platform>(auth: &mut Authenticator<'_, P>) -> Result<(), Halt> {
+    auth.presence_check().map_err(|refusal| match refusal {
+        Refusal::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
+        Refusal::Denied => Halt::Fail(Error::OperationDenied),
+        Refusal::Cancelled => Halt::Fail(Error::KeepaliveCancel),
+        Refusal::TimedOut => Halt::Fail(Error::UserActionTimeout),
+    })
+}
+
+fn error(error: AttestationError) -> Halt {
+    Halt::Fail(match error {
+        AttestationError::AlreadyProvisioned | AttestationError::NoBatch => Error::NotAllowed,
+        AttestationError::InvalidKey
+        | AttestationError::InvalidCertificate
+        | AttestationError::KeyMismatch
+        | AttestationError::InvalidRpIds
+        | AttestationError::AaguidMismatch => Error::InvalidParameter,
+        AttestationError::Locked => Error::PinRequired,
+        AttestationError::Storage | AttestationError::OutOfMemory => Error::Other,
+    })
 }

@@ -500,6 +500,21 @@ impl littlefs2::driver::Storage for CutStorage {
     }
 }
 
+/// The vault beside the partition loses power too.
+impl authenticator::platform::Vault for CutStorage {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        self.inner.vault_read(offset, buf)
+    }
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        self.spend()?;
+        self.inner.vault_program(offset, data)
+    }
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        self.spend()?;
+        self.inner.vault_erase(offset)
+    }
+}
+
 /// One attempt (a failing finger, then a matching one) with the power cut after each write in
 /// turn: an answer the key gave is on storage after the next power-up (a failed attempt is
 /// never handed back), and an attempt cut before its answer costs at most that one retry.
@@ -577,5 +592,55 @@ fn a_uv_tokens_touch_expires_with_user_present_time_limit() {
             1,
             "a touch asked: the finger was a minute ago"
         );
+    });
+}
+
+/// A PIN-locked key (PIN lock on, no PIN since power-up) keeps its secrets sealed under the
+/// PIN, so the sensor verifies nobody until the PIN is given: getInfo's `uv` is false, a UV
+/// token is refused without asking for a finger, and a request is sent to the PIN.
+#[test]
+fn a_locked_key_takes_the_pin_not_the_finger_until_the_pin_is_given() {
+    let mut storage = RamStorage::default();
+    let knobs = fingerprint_knobs(true);
+    with_key(&mut storage, &knobs, 1, |key| {
+        let client = PinClient::new(key, 2, 5);
+        assert_eq!(client.set_pin(key, PIN), 0);
+        // authenticatorConfig vendorPrototype (0xFF), vendorCommandId "LOCK", with an acfg token.
+        let token = client.token(key, PIN, Some(PERM_ACFG), None).unwrap();
+        let params = map(vec![(int(1), int(0x4C4F_434B))]);
+        let mut message = vec![0xff; 32];
+        message.extend_from_slice(&[0x0d, 0xFF]);
+        ciborium::into_writer(&params, &mut message).unwrap();
+        let request = map(vec![
+            (int(1), int(0xFF)),
+            (int(2), params),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &token, &message))),
+        ]);
+        assert_eq!(ctap2(key, 0x0D, Some(request)).0, 0, "PIN lock on");
+    });
+    with_key(&mut storage, &knobs, 2, |key| {
+        let locked = info(key);
+        assert_eq!(option(&locked, "alwaysUv"), Some(true), "locked");
+        assert_eq!(
+            option(&locked, "uv"),
+            Some(false),
+            "the sensor cannot unseal anything"
+        );
+        let client = PinClient::new(key, 2, 5);
+        assert_eq!(client.uv_token(key, PERM_MC, None), Err(NOT_ALLOWED));
+        let request = make_credential_request("example.com", b"u", &[-7], false);
+        let uv_request = with_options(request.clone(), 7, &[("uv", true)]);
+        assert_eq!(ctap2(key, MC, Some(uv_request.clone())).0, INVALID_OPTION);
+        assert_eq!(ctap2(key, MC, Some(request)).0, PUAT_REQUIRED, "to the PIN");
+        assert_eq!(knobs.uv_prompts.get(), 0, "no finger asked for");
+
+        client
+            .token(key, PIN, Some(PERM_MC), None)
+            .expect("the PIN unlocks");
+        assert_eq!(option(&info(key), "uv"), Some(true));
+        let (status, body) = ctap2(key, MC, Some(uv_request));
+        assert_eq!(status, 0, "the finger again");
+        assert_eq!(auth_data(&body.unwrap(), 2).flags & (UP | UV), UP | UV);
     });
 }

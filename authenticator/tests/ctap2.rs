@@ -130,8 +130,21 @@ fn get_info_reports_what_the_key_does() {
             .collect();
         assert_eq!(
             config,
-            [2, 3, 4],
-            "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength, enableLongTouchForReset"
+            [2, 3, 4, 0xFF],
+            "authenticatorConfigCommands: toggleAlwaysUv, setMinPINLength, enableLongTouchForReset, \
+             vendorPrototype"
+        );
+        let vendor: Vec<i64> = get(&info, 0x15)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(as_int)
+            .collect();
+        assert_eq!(
+            vendor,
+            [0x4C4F_434B, 0x4F50_454E],
+            "vendorPrototypeConfigCommands: the PIN lock on (\"LOCK\") and off (\"OPEN\")"
         );
         assert_eq!(
             get(&info, 0x18),
@@ -143,7 +156,7 @@ fn get_info_reports_what_the_key_does() {
             Some(&Value::Bool(false)),
             "pinComplexityPolicy: can be turned on, is off"
         );
-        for absent in [0x15, 0x17, 0x19, 0x1C, 0x1E] {
+        for absent in [0x17, 0x19, 0x1C, 0x1E] {
             assert!(
                 get(&info, absent).is_none(),
                 "0x{absent:02x} is not advertised"

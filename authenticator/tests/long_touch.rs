@@ -111,7 +111,7 @@ fn a_body_without_a_long_touch_does_not_offer_it() {
     with_key(&mut storage, &knobs, 3, |key| {
         let (long, commands) = info(key);
         assert_eq!(long, None);
-        assert_eq!(commands, vec![2, 3]);
+        assert_eq!(commands, vec![2, 3, 0xFF]);
         assert_eq!(enable(key, None), 0x02, "an unsupported subcommand (§6.11)");
         assert_eq!(ctap2(key, RESET, None).0, 0);
         assert_eq!(knobs.touch.get(), Some(Touch::Short));

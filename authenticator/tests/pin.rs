@@ -649,7 +649,7 @@ fn enterprise_attestation_on_a_key_without_one() {
         let info = ctap2(key, 0x04, None).1.unwrap();
         assert_eq!(
             get(&info, 0x1F),
-            Some(&Value::Array(vec![int(2), int(3), int(4)])),
+            Some(&Value::Array(vec![int(2), int(3), int(4), int(0xFF)])),
             "authenticatorConfigCommands without 0x01"
         );
         assert_eq!(config(key, None, 0x01, None), 0x02, "no PIN, no token");

@@ -82,6 +82,38 @@ impl littlefs2::driver::Storage for CuttableStorage {
     }
 }
 
+/// The vault loses power like the partition: the same budget counts its programs and erases.
+impl authenticator::platform::Vault for CuttableStorage {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        self.inner.vault_read(offset, buf)
+    }
+
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        match self.spend()? {
+            Some(true) => {
+                // Torn: the first half of the program units reached the flash.
+                let half = data.len() / 2 / 256 * 256;
+                if half > 0 {
+                    self.inner.vault_program(offset, &data[..half])?;
+                }
+                Err(littlefs2::io::Error::IO)
+            }
+            _ => self.inner.vault_program(offset, data),
+        }
+    }
+
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        match self.spend()? {
+            Some(true) => {
+                let half = authenticator::platform::VAULT_SLOT_SIZE / 2;
+                self.inner.vault_mut().erase_part(offset, half)?;
+                Err(littlefs2::io::Error::IO)
+            }
+            _ => self.inner.vault_erase(offset),
+        }
+    }
+}
+
 /// What the session acknowledged before the cut.
 #[derive(Default, Clone)]
 struct Acknowledged {

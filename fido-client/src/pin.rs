@@ -19,8 +19,15 @@ pub struct PinClient {
 }
 
 impl PinClient {
-    /// getKeyAgreement, then ECDH and the protocol's KDF.
+    /// getKeyAgreement, then ECDH and the protocol's KDF, with a platform key made from `seed`
+    /// (deterministic: for tests).
     pub fn new(key: &mut impl Transport, protocol: u8, seed: u8) -> Self {
+        Self::with_secret(key, protocol, [seed.max(1); 32])
+    }
+
+    /// As [`PinClient::new`], with the platform's ephemeral ECDH key `secret` (a platform draws
+    /// it at random for each session).
+    pub fn with_secret(key: &mut impl Transport, protocol: u8, secret: [u8; 32]) -> Self {
         let request = map(vec![(int(1), int(protocol.into())), (int(2), int(2))]);
         let (status, body) = call(key, 0x06, Some(request));
         assert_eq!(status, 0, "getKeyAgreement");
@@ -30,7 +37,7 @@ impl PinClient {
         let x = get(&cose, -2).unwrap().as_bytes().unwrap().clone();
         let y = get(&cose, -3).unwrap().as_bytes().unwrap().clone();
         let peer = p256::PublicKey::from_sec1_bytes(&[&[4u8][..], &x, &y].concat()).unwrap();
-        let secret = p256::SecretKey::from_slice(&[seed.max(1); 32]).unwrap();
+        let secret = p256::SecretKey::from_slice(&secret).expect("a P-256 scalar");
         let z = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
         let z = z.raw_secret_bytes();
         let shared = if protocol == 1 {

@@ -1,13 +1,16 @@
 //! The store under power cuts: an arbitrary sequence of store operations (discoverable
-//! credentials registered, replaced and deleted, signature counters, PIN retries spent and
-//! restored, settings, large-blob writes, reset) over several boots of a RAM block device. In
-//! each boot the power may be cut at the Nth program or erase, cleanly or tearing that operation
-//! (a prefix of the write lands, a prefix of the block is erased). After every boot the image
-//! must mount without formatting and hold what was acknowledged:
+//! credentials registered, replaced and deleted, signature counters, PINs set and changed, PIN
+//! retries spent and restored, the PIN lock turned on and off, settings, large-blob writes,
+//! reset) over several boots of a RAM block device and its vault. In each boot the power may be
+//! cut at the Nth program or erase (of the partition or the vault), cleanly or tearing that
+//! operation (a prefix of the write lands, a prefix of the block is erased). After every boot
+//! the image must mount without formatting (unless a reset's wipe was cut: then the vault says
+//! so and the power-up formats and finishes it) and hold what was acknowledged:
 //!
 //! - the signature counter is above every value handed out before;
-//! - the PIN state (hash, retries) is the acknowledged one, or the one being written at the
-//!   cut: a spent retry stays spent;
+//! - the PIN retries are the acknowledged ones, or the ones being written at the cut: a spent
+//!   retry stays spent; the PIN is the acknowledged one or the one being set at the cut, and
+//!   with the lock on the key is locked until it is given;
 //! - settings and the large-blob array are the old or the new version, never a mix;
 //! - each discoverable credential is the acknowledged record or the one being written at the
 //!   cut (a deletion in flight may leave it or not), nothing else appears, and its credential
@@ -25,8 +28,10 @@ use std::rc::Rc;
 use std::sync::Mutex;
 
 use authenticator::credential::{Algorithm, CredProtect, Credential};
+use authenticator::platform::{Vault, VAULT_SLOT_SIZE};
 use authenticator::store::{
-    PinState, ResidentCredential, Settings, Store, StoreError, MAX_LARGE_BLOB_ARRAY, PIN_RETRIES,
+    PinKdf, PinState, ResidentCredential, Settings, Store, StoreError, MAX_LARGE_BLOB_ARRAY,
+    PIN_RETRIES,
 };
 use authenticator_fuzz::RamStorage;
 use ctap_types::webauthn::PublicKeyCredentialUserEntity;
@@ -41,6 +46,8 @@ const RPS: u8 = 3;
 const USERS: u8 = 8;
 const MAX_BOOTS: usize = 6;
 const MAX_OPS: usize = 24;
+/// A PIN verifier that costs nothing to check.
+const KDF: PinKdf = PinKdf::Pbkdf2 { iterations: 1 };
 
 /// The power supply of the device: counts program/erase operations and cuts at one of them.
 #[derive(Default)]
@@ -123,6 +130,38 @@ impl Storage for CutStorage {
     }
 }
 
+impl Vault for CutStorage {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+        if self.power.dead.get() {
+            return Err(littlefs2::io::Error::IO);
+        }
+        self.inner.vault_read(offset, buf)
+    }
+
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+        match self.power.spend(data.len())? {
+            Some(landed) => {
+                let landed = landed / 256 * 256;
+                if landed > 0 {
+                    self.inner.vault_program(offset, &data[..landed])?;
+                }
+                Err(littlefs2::io::Error::IO)
+            }
+            None => self.inner.vault_program(offset, data),
+        }
+    }
+
+    fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+        match self.power.spend(VAULT_SLOT_SIZE)? {
+            Some(landed) => {
+                self.inner.vault_mut().erase_part(offset, landed)?;
+                Err(littlefs2::io::Error::IO)
+            }
+            None => self.inner.vault_erase(offset),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct Resident {
     record: ResidentCredential,
@@ -139,6 +178,11 @@ struct Model {
     counter_max: Option<u32>,
     pin: PinState,
     pin_maybe: Option<PinState>,
+    /// The PIN's hash as acknowledged (None: no PIN), and one being set at the cut.
+    pin_hash: Option<[u8; 16]>,
+    pin_hash_maybe: Option<[u8; 16]>,
+    lock: bool,
+    lock_maybe: Option<bool>,
     settings: Settings,
     settings_maybe: Option<Settings>,
     blob: Option<Vec<u8>>,
@@ -199,13 +243,14 @@ fn count_cut(at: u32) {
 
 /// After a boot ends (cut or not): compare what is stored with the model, then make the model
 /// what is stored. Runs with the power on.
-fn check<S: Storage>(
+fn check<S: Storage + Vault>(
     store: &mut Store<'_, S>,
     model: &mut Model,
     rng: &mut rand_chacha::ChaCha20Rng,
 ) {
-    store.prepare(rng);
-    let kwk = *store.kwk(rng).expect("the key-wrapping key reads");
+    store.prepare(rng, KDF);
+    check_pin(store, model, rng);
+    let kwk = *store.kwk().expect("the key-wrapping key reads");
     let new_kwk = model.kwk.is_some_and(|k| k != kwk);
     assert!(
         !new_kwk || model.reset_maybe,
@@ -314,6 +359,43 @@ fn check<S: Storage>(
     model.reset_maybe = false;
 }
 
+/// The PIN and the lock: the acknowledged ones or those being written at the cut. A key with a
+/// PIN and the lock on is locked until the PIN is given, and then opens.
+fn check_pin<S: Storage + Vault>(
+    store: &mut Store<'_, S>,
+    model: &mut Model,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) {
+    let lock = store.lock_enabled();
+    assert!(
+        lock == model.lock || Some(lock) == model.lock_maybe || (model.reset_maybe && !lock),
+        "the lock is {lock}: neither {} nor {:?}",
+        model.lock,
+        model.lock_maybe
+    );
+    let hash = if !store.pin_is_set() {
+        assert!(
+            model.pin_hash.is_none() || model.reset_maybe,
+            "an acknowledged PIN was lost"
+        );
+        None
+    } else {
+        assert_eq!(store.locked(), lock, "locked exactly when the lock is on");
+        let candidates = [model.pin_hash, model.pin_hash_maybe];
+        let hash = candidates
+            .into_iter()
+            .flatten()
+            .find(|h| store.check_pin(h, rng).expect("the verifier reads"))
+            .expect("the PIN is the acknowledged one or the one being set");
+        assert!(!store.locked(), "the right PIN opens the key");
+        Some(hash)
+    };
+    model.pin_hash = hash;
+    model.pin_hash_maybe = None;
+    model.lock = lock;
+    model.lock_maybe = None;
+}
+
 fn store_empty_array() -> Vec<u8> {
     let mut empty = vec![0x80];
     empty.extend_from_slice(&Sha256::digest([0x80])[..16]);
@@ -334,18 +416,19 @@ fn failed(power: &Power, result: Result<(), StoreError>) -> End {
         Ok(()) | Err(StoreError::Full) => End::Done,
         Err(StoreError::Io) => panic!("an I/O error with the power on"),
         Err(StoreError::OutOfMemory) => panic!("out of memory with the heap free"),
+        Err(StoreError::Locked) => panic!("locked after the PIN was given"),
     }
 }
 
 /// One store operation, as the authenticator's commands use the store.
-fn operate<S: Storage>(
+fn operate<S: Storage + Vault>(
     u: &mut Unstructured<'_>,
     store: &mut Store<'_, S>,
     model: &mut Model,
     power: &Power,
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> arbitrary::Result<End> {
-    let end = match u.int_in_range(0..=9u8)? {
+    let end = match u.int_in_range(0..=10u8)? {
         // makeCredential with rk: a counter value, a sealed credential, a record.
         0 | 1 => {
             let slot = (u.int_in_range(0..=RPS - 1)?, u.int_in_range(0..=USERS - 1)?);
@@ -356,7 +439,7 @@ fn operate<S: Storage>(
             };
             let protect = CredProtect::from_level(u.int_in_range(1..=3)?).expect("1..=3");
             let blob_len = u.int_in_range(0..=32usize)?;
-            let kwk = match store.kwk(rng) {
+            let kwk = match store.kwk() {
                 Ok(_) if power.dead.get() => return Ok(End::Cut),
                 Ok(kwk) => *kwk,
                 Err(_) if power.dead.get() => return Ok(End::Cut),
@@ -388,6 +471,9 @@ fn operate<S: Storage>(
                 id: id.as_slice().try_into().expect("an ID fits"),
                 created,
                 cred_protect: credential.cred_protect as u8,
+                sealed: None,
+                counter: None,
+                listed_only: false,
             };
             let resident = Resident {
                 record: record.clone(),
@@ -414,17 +500,34 @@ fn operate<S: Storage>(
             }
             End::Done
         }
-        // setPIN / changePIN: a new hash, full retries.
+        // setPIN / changePIN: full retries, then a new verifier (and the secrets sealed again
+        // under it if the lock is on).
         3 => {
-            let mut hash = heapless_bytes::Bytes::new();
-            let _ = hash.extend_from_slice(&[u.arbitrary::<u8>()?; 16]);
-            let pin = PinState {
-                hash: Some(hash),
-                retries: PIN_RETRIES,
-                code_points: u.int_in_range(4..=63)?,
-                persistent_token: Some(heapless_bytes::Bytes::from([u.arbitrary::<u8>()?; 32])),
-            };
-            save_pin(store, model, power, pin)
+            let hash = [u.arbitrary::<u8>()?; 16];
+            let code_points = u.int_in_range(4..=63)?;
+            if let End::Cut = save_pin(store, model, power, PinState::default()) {
+                return Ok(End::Cut);
+            }
+            let result = store.set_pin(&hash, code_points, KDF, rng);
+            let end = failed(power, result);
+            match (&end, result) {
+                (End::Cut, _) => model.pin_hash_maybe = Some(hash),
+                (End::Done, Ok(())) => model.pin_hash = Some(hash),
+                (End::Done, Err(e)) => panic!("setting a PIN: {e:?}"),
+            }
+            end
+        }
+        // The PIN lock, on or off (the PIN was given at power-up: check_pin).
+        10 => {
+            let on = u.arbitrary()?;
+            let result = store.set_lock(on, rng);
+            let end = failed(power, result);
+            match (&end, result) {
+                (End::Cut, _) => model.lock_maybe = Some(on),
+                (End::Done, Ok(())) => model.lock = on,
+                (End::Done, Err(e)) => panic!("the lock: {e:?}"),
+            }
+            end
         }
         // A PIN check: the retry is spent on storage before the comparison.
         4 => match store.pin() {
@@ -492,7 +595,7 @@ fn operate<S: Storage>(
             end
         }
         // authenticatorReset.
-        _ => {
+        9 => {
             let result = store.reset(rng);
             if power.dead.get() || result.is_err() {
                 // Several files: each is old or reset (a refusal without a cut, too).
@@ -500,17 +603,20 @@ fn operate<S: Storage>(
                 return Ok(End::Cut);
             }
             model.pin = PinState::default();
+            model.pin_hash = None;
+            model.lock = false;
             model.settings = Settings::default();
             model.blob = None;
             model.residents.clear();
-            model.kwk = Some(*store.kwk(rng).expect("the new key is cached"));
+            model.kwk = Some(*store.kwk().expect("the new key is cached"));
             End::Done
         }
+        _ => unreachable!("0..=10"),
     };
     Ok(end)
 }
 
-fn counter<S: Storage>(store: &mut Store<'_, S>, model: &mut Model, power: &Power) -> Option<u32> {
+fn counter<S: Storage + Vault>(store: &mut Store<'_, S>, model: &mut Model, power: &Power) -> Option<u32> {
     match store.next_counter() {
         _ if power.dead.get() => None,
         Ok(value) => {
@@ -524,7 +630,7 @@ fn counter<S: Storage>(store: &mut Store<'_, S>, model: &mut Model, power: &Powe
     }
 }
 
-fn save_pin<S: Storage>(
+fn save_pin<S: Storage + Vault>(
     store: &mut Store<'_, S>,
     model: &mut Model,
     power: &Power,
@@ -562,6 +668,12 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     for _boot in 0..MAX_BOOTS {
         power.dead.set(false);
         power.budget.set(None);
+        if authenticator::store::wipe_pending(&mut storage) {
+            // A reset's wipe was cut: the power-up formats what does not mount, and the store
+            // finishes the wipe.
+            let mut alloc = Allocation::new();
+            authenticator::store::mount(&mut alloc, &mut storage).expect("formats");
+        }
         let mut alloc = Allocation::new();
         let fs = match Filesystem::mount(&mut alloc, &mut storage) {
             Ok(fs) => fs,
@@ -574,7 +686,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 power.budget.set(Some(u.int_in_range(1..=400)?));
                 power.tear.set(u.arbitrary()?);
             }
-            store.prepare(&mut rng);
+            store.prepare(&mut rng, KDF);
             if power.dead.get() {
                 count_cut(power.ops.get());
                 continue;
@@ -643,6 +755,9 @@ fn write_first_layout(
             id: id.as_slice().try_into().expect("an ID fits"),
             created,
             cred_protect: protect as u8,
+            sealed: None,
+            counter: None,
+            listed_only: false,
         };
         let Ok(ciborium::Value::Map(mut entries)) = ciborium::Value::serialized(&record) else {
             panic!("a record serializes as a map");

@@ -70,6 +70,7 @@ pub fn with_key<R>(f: impl FnOnce(&mut Authenticator<'_, FuzzPlatform>) -> R) ->
         Config {
             aaguid: [7; 16],
             firmware_version: 1,
+            pin_kdf: authenticator::store::PinKdf::Pbkdf2 { iterations: 1 },
         },
     );
     f(&mut key)

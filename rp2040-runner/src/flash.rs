@@ -1,4 +1,5 @@
-//! The on-board flash: littlefs2 storage and the RNG seed sector, written through the boot ROM.
+//! The on-board flash: littlefs2 storage, the vault beside it and the RNG seed sector, written
+//! through the boot ROM.
 //!
 //! The RP2040 executes from flash through XIP, so while the flash is being erased or
 //! programmed no code may be fetched from it: the ROM routines are looked up first (from
@@ -6,6 +7,7 @@
 //! running boot2 from a RAM copy to restore fast XIP. Reads go through XIP at
 //! `FLASH_BASE + offset`; the cache is flushed after every write.
 
+use authenticator::platform::{Vault, VAULT_SLOT_SIZE};
 use littlefs2::consts;
 use littlefs2::driver::Storage;
 use littlefs2::io::{Error, Result};
@@ -17,7 +19,10 @@ const FLASH_BASE: usize = 0x1000_0000;
 pub const SECTOR_SIZE: usize = 4096;
 /// Flash program granularity.
 pub const PAGE_SIZE: usize = 256;
-/// The RNG seed sector, just below the state (memory.x ends the firmware here).
+/// The vault's two 8 KiB slots (four sectors), just below the seed sector (memory.x ends the
+/// firmware here): the device secrets and the PIN verifier, outside littlefs.
+pub const VAULT_OFFSET: usize = 0x7_B000;
+/// The RNG seed sector, just below the state.
 pub const SEED_OFFSET: usize = 0x7_F000;
 /// The littlefs state: from 512 KiB to the end of the 2 MiB flash.
 pub const STATE_OFFSET: usize = 0x8_0000;
@@ -171,7 +176,7 @@ pub fn erase(offset: usize, len: usize) {
     assert!(
         offset.is_multiple_of(SECTOR_SIZE)
             && len.is_multiple_of(SECTOR_SIZE)
-            && offset >= SEED_OFFSET
+            && offset >= VAULT_OFFSET
     );
     let rom = Rom::lookup();
     cortex_m::interrupt::free(|_| {
@@ -190,7 +195,7 @@ pub fn program(offset: usize, data: &[u8]) {
     assert!(
         offset.is_multiple_of(PAGE_SIZE)
             && data.len().is_multiple_of(PAGE_SIZE)
-            && offset >= SEED_OFFSET
+            && offset >= VAULT_OFFSET
     );
     assert!(!in_flash(data));
     let rom = Rom::lookup();
@@ -241,6 +246,9 @@ impl Storage for FlashStorage {
         Ok(data.len())
     }
 
+    /// littlefs erases one block at a time; authenticatorReset's wipe erases the whole
+    /// partition in one call. Each sector is its own ROM call, so interrupts (USB, keepalives)
+    /// run between sectors rather than waiting out the whole partition.
     fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
         if !off.is_multiple_of(SECTOR_SIZE) || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(Error::IO);
@@ -248,7 +256,42 @@ impl Storage for FlashStorage {
         if off + len > STATE_BLOCKS * SECTOR_SIZE {
             return Err(Error::IO);
         }
-        erase(STATE_OFFSET + off, len);
+        for sector in (off..off + len).step_by(SECTOR_SIZE) {
+            erase(STATE_OFFSET + sector, SECTOR_SIZE);
+        }
         Ok(len)
+    }
+}
+
+/// The vault: flash sectors like the state's, outside littlefs.
+impl Vault for FlashStorage {
+    fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        if offset + buf.len() > 2 * VAULT_SLOT_SIZE {
+            return Err(Error::IO);
+        }
+        read(VAULT_OFFSET + offset, buf);
+        Ok(())
+    }
+
+    fn vault_program(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        if !offset.is_multiple_of(PAGE_SIZE) || !data.len().is_multiple_of(PAGE_SIZE) {
+            return Err(Error::IO);
+        }
+        if offset + data.len() > 2 * VAULT_SLOT_SIZE || in_flash(data) {
+            return Err(Error::IO);
+        }
+        program(VAULT_OFFSET + offset, data);
+        Ok(())
+    }
+
+    fn vault_erase(&mut self, offset: usize) -> Result<()> {
+        if !offset.is_multiple_of(VAULT_SLOT_SIZE) || offset + VAULT_SLOT_SIZE > 2 * VAULT_SLOT_SIZE
+        {
+            return Err(Error::IO);
+        }
+        for sector in (offset..offset + VAULT_SLOT_SIZE).step_by(SECTOR_SIZE) {
+            erase(VAULT_OFFSET + sector, SECTOR_SIZE);
+        }
+        Ok(())
     }
 }

@@ -12,8 +12,10 @@ extern crate alloc;
 
 mod bootsel;
 mod bridge;
+mod clocks;
 mod cstr;
 mod flash;
+mod lmul;
 mod platform;
 mod refusal;
 mod rng;
@@ -78,7 +80,6 @@ unsafe impl core::alloc::GlobalAlloc for PeakTracking {
 /// Heap for CTAP messages (up to 7.6 KB each, a few copies), littlefs and credentials.
 const HEAP_SIZE: usize = 96 * 1024;
 
-const XOSC_HZ: u32 = 12_000_000;
 /// pid.codes' test VID/PID, shared with usbip-runner until the project has its own.
 const VENDOR_ID: u16 = 0x1209;
 const PRODUCT_ID: u16 = 0x0001;
@@ -89,6 +90,12 @@ const AAGUID: [u8; 16] = [
     0x5d, 0x1f, 0x83, 0x0a, 0x2c, 0x44, 0x4b, 0x6e, 0x9b, 0x39, 0x0e, 0x51, 0xa7, 0x66, 0x3c, 0x12,
 ];
 const FIRMWARE_VERSION: u32 = 0x00_01_00;
+/// The PIN verifier: PBKDF2-HMAC-SHA-256 iterations. The first correct PIN after power-up pays
+/// them once (and unlocks a locked key); so does every guess of someone holding a copy of the
+/// flash. Calibrated on the emulated firmware (`node emulator/bench-pin.mjs`: 15,440 cycles per
+/// iteration) to add at most 300 ms to getPinToken at 200 MHz (293 ms); at another clock use
+/// 0.3 s × f / 15,440.
+const PIN_PBKDF2_ITERATIONS: u32 = 3800;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
@@ -108,17 +115,15 @@ fn main() -> ! {
     init_heap();
     let mut pac = pac::Peripherals::take().unwrap();
     let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
-    let clocks = hal::clocks::init_clocks_and_plls(
-        XOSC_HZ,
+    let clocks = clocks::init(
         pac.XOSC,
         pac.CLOCKS,
         pac.PLL_SYS,
         pac.PLL_USB,
+        &mut pac.VREG_AND_CHIP_RESET,
         &mut pac.RESETS,
         &mut watchdog,
-    )
-    .ok()
-    .unwrap();
+    );
     let mut timer = Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(
@@ -129,6 +134,11 @@ fn main() -> ! {
     );
     let led = pins.gpio25.into_push_pull_output();
 
+    // USB early: once the oscillator has passed its health tests (the product name says if it
+    // failed) the key enumerates, ~26 ms after power-up. The slow start-up work (the basepoint
+    // table, mounting the state, the credential index) follows with interrupts on, while the
+    // USB interrupt answers the host; a request that arrives meanwhile waits in the mailbox,
+    // with keepalives, until the main loop starts.
     let unique_id = flash::unique_id();
     let serial = serial_string(&unique_id);
     let mut alarm1 = timer.alarm_1().unwrap();
@@ -152,6 +162,9 @@ fn main() -> ! {
         }
     };
 
+    start_usb(usb, &mut pac.RESETS, timer, PRODUCT, serial);
+
+    fill_basepoint_table();
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
     let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
     let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
@@ -160,12 +173,11 @@ fn main() -> ! {
     let config = Config {
         aaguid: AAGUID,
         firmware_version: FIRMWARE_VERSION,
+        pin_kdf: authenticator::store::PinKdf::Pbkdf2 {
+            iterations: PIN_PBKDF2_ITERATIONS,
+        },
     };
     let mut auth = Authenticator::new(platform, fs, config);
-
-    fill_basepoint_table();
-
-    start_usb(usb, &mut pac.RESETS, timer, PRODUCT, serial);
     main_loop(&mut auth, &mut alarm1)
 }
 
@@ -350,13 +362,19 @@ fn TIMER_IRQ_1() {
     };
 }
 
-/// p256 fills its basepoint table (for key generation and ECDSA signing: ~4 times fewer cycles
-/// than without) at first use, inside a critical section: ~53 M cycles, 420 ms at 125 MHz with
-/// interrupts off. Do it at boot, before USB is up, so that no request or control transfer ever
-/// waits that long.
+/// The P-256 basepoint table (key generation and ECDSA signing take ~4 times fewer cycles with
+/// it), decoded from flash into RAM window by window in thread mode, so interrupts stay on
+/// (p256's own table is computed inside a critical section: 61 M cycles with interrupts off),
+/// then installed for the core to use (see `authenticator::basepoint`).
 fn fill_basepoint_table() {
-    use p256::elliptic_curve::Group;
-    core::hint::black_box(p256::ProjectivePoint::mul_by_generator(&p256::Scalar::ONE));
+    use authenticator::basepoint::BasepointTable;
+    let Some(table) = cortex_m::singleton!(: BasepointTable = BasepointTable::new()) else {
+        return;
+    };
+    while table.fill_next() {}
+    let table: &'static BasepointTable = table;
+    // A table that did not fill is not installed: signing then takes the slow path.
+    let _ = authenticator::basepoint::install(table);
 }
 
 fn init_heap() {

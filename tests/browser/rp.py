@@ -12,6 +12,12 @@ IAM users on the same key, and a legacy U2F credential (registered over CTAP1 be
 browser starts, as AWS's old U2F enrolment did) that signs in through the `appid` extension.
 
     rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN]] [--origin O]
+          [--state FILE]
+
+With --state, the site keeps its users and their credentials in FILE, as a real site keeps them
+in its database: a later run (another browser, another key) knows who registered before. A
+registration may ask for any authenticator (`anyAuthenticator`: attestation `none`, as most
+sites ask), which is how a browser's virtual authenticator registers.
 
 It prints `ready PORT SPKI` once listening on 127.0.0.1 (SPKI: base64 SHA-256 of the TLS key,
 for Chromium's --ignore-certificate-errors-spki-list, which makes the browser trust the
@@ -95,6 +101,9 @@ class Site:
             PublicKeyCredentialRpEntity(name="AWS (U2F)", id=APP_ID),
             verify_origin=lambda o: o == origin,
         )
+        # For registrations that ask for any authenticator: no attestation.
+        self.open_server = Fido2Server(rp, attestation="none", verify_origin=lambda o: o == origin)
+        self.state_file: Path | None = None
         self.users: dict[str, bytes] = {}  # name -> user handle
         self.credentials: dict[str, list[AttestedCredentialData]] = {}
         self.legacy: dict[str, AttestedCredentialData] = {}
@@ -116,14 +125,15 @@ class Site:
         passkey = bool(body.get("passkey"))
         # "verify": the user verified (by the key's fingerprint sensor, say), not discoverable.
         verify = passkey or bool(body.get("verify"))
-        options, state = self.server.register_begin(
+        server = self.open_server if body.get("anyAuthenticator") else self.server
+        options, state = server.register_begin(
             user,
             credentials=existing,
             resident_key_requirement="required" if passkey else "discouraged",
             user_verification="required" if verify else "discouraged",
             authenticator_attachment="cross-platform",
         )
-        self.pending[name] = ("register", state)
+        self.pending[name] = ("register", state, server)
         options = dict(options)
         if body.get("timeout"):
             options["publicKey"]["timeout"] = int(body["timeout"])
@@ -131,9 +141,9 @@ class Site:
 
     def register_complete(self, body: dict) -> dict:
         name = body["user"]
-        kind, state = self.pending.pop(name)
+        kind, state, server = self.pending.pop(name)
         assert kind == "register"
-        auth_data = self.server.register_complete(state, body["credential"])
+        auth_data = server.register_complete(state, body["credential"])
         if not auth_data.is_user_present():
             raise ValueError("UP flag not set")
         if state["user_verification"] == "required" and not auth_data.is_user_verified():
@@ -143,13 +153,15 @@ class Site:
             raise ValueError("credential id seen before")
         self.credentials.setdefault(name, []).append(cred)
         self.counters[cred.credential_id] = auth_data.counter
+        self.save()
         return {
             "verified": "registration",
             "user": name,
             "uv": auth_data.is_user_verified(),
             "aaguid": str(cred.aaguid),
             "counter": auth_data.counter,
-            "attestation": "packed, chains to our root",
+            "attestation": "none asked" if server is self.open_server else "packed, chains to our root",
+            "credentialId": base64.urlsafe_b64encode(cred.credential_id).decode().rstrip("="),
         }
 
     def authenticate_begin(self, body: dict) -> dict:
@@ -203,6 +215,7 @@ class Site:
         if auth_data.counter <= last:
             raise ValueError(f"signature counter went from {last} to {auth_data.counter}")
         self.counters[cred.credential_id] = auth_data.counter
+        self.save()
         verdicts = {"legacy": "legacy U2F sign-in via appid", "passkey": "passkey sign-in"}
         return {
             "verified": verdicts.get(kind, "sign-in"),
@@ -210,6 +223,29 @@ class Site:
             "uv": auth_data.is_user_verified(),
             "counter": auth_data.counter,
         }
+
+    def load(self, path: Path) -> None:
+        """The users, credentials and counters of an earlier run (--state), if any."""
+        self.state_file = path
+        if not path.exists():
+            return
+        state = json.loads(path.read_text())
+        self.users = {name: bytes.fromhex(h) for name, h in state["users"].items()}
+        self.credentials = {
+            name: [AttestedCredentialData(bytes.fromhex(c)) for c in creds]
+            for name, creds in state["credentials"].items()
+        }
+        self.counters = {bytes.fromhex(i): n for i, n in state["counters"].items()}
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        state = {
+            "users": {name: h.hex() for name, h in self.users.items()},
+            "credentials": {name: [bytes(c).hex() for c in cs] for name, cs in self.credentials.items()},
+            "counters": {bytes(i).hex(): n for i, n in self.counters.items()},
+        }
+        self.state_file.write_text(json.dumps(state))
 
     def enroll_u2f(self, device, name: str) -> None:
         """Register a U2F credential over CTAP1, as AWS's pre-WebAuthn enrolment did."""
@@ -326,6 +362,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: any free port")
     parser.add_argument("--u2f", help="HOST:PORT:BUSID of the key: enrol a legacy U2F credential first")
     parser.add_argument("--pin", help="set this PIN on the key (at --u2f) first")
+    parser.add_argument("--state", type=Path, help="keep users and credentials in this file")
     parser.add_argument(
         "--origin",
         help=f"the origin browsers see (default https://{RP_ID}:PORT; the guest relays :443 here)",
@@ -339,6 +376,8 @@ def main() -> None:
     origin = args.origin or f"https://{RP_ID}:{port}"
     site = Site(origin, json.loads(Path(args.metadata).read_text()))
     site_ref[0] = site
+    if args.state:
+        site.load(args.state)
     if args.u2f:
         # One USB/IP connection, closed before the browser's guest attaches the key.
         key_host, key_port, bus_id = args.u2f.rsplit(":", 2)

@@ -8,6 +8,12 @@
 # over the DevTools protocol for Chromium, Puppeteer over WebDriver BiDi for Firefox), which QEMU
 # forwards.
 #
+# Test automation both ways, with Chromium's own DevTools virtual authenticator: at the end of
+# the Chromium run, root's credential is exported from the key (`credentials`) into a virtual
+# authenticator, which signs root in, and victor registers on the virtual authenticator; the
+# Firefox run imports victor's credential into its key (`add-credential`) and victor signs in
+# there. The RP keeps its users in a state file across the two runs, as a site's database does.
+#
 #   tests/browser/run.sh [ENGINE...]        default: chromium firefox
 #
 # Environment: BROWSER_TEST_TIMEOUT (seconds per guest, default 600; Firefox took up to 215 s),
@@ -53,6 +59,11 @@ cleanup() {
 trap cleanup EXIT
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 pin=270419 # the key's PIN where the browser can be given one (Firefox)
+# The site's users and credentials, kept from one browser's run to the next as a site keeps
+# them in its database; and the credential Chromium's virtual authenticator made, which the
+# next browser's key imports (test automation, both ways).
+rp_state=$work/rp-state.json
+virtual_credential=$work/virtual-credential.json
 free_port() {
     "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -96,6 +107,8 @@ run_engine() {
     "$attestation" ca --out "$dir/ca" >/dev/null
     "$attestation" batch --ca "$dir/ca" --aaguid 6f70656e-6669-646f-2d62-726f77736572 \
         --out "$dir/batch" >/dev/null
+    # Provisioning waits for a touch, like every CTAP2 command that changes the key: armed here.
+    "$runner" control "$dir/key.sock" approve 1-1 >/dev/null
     "$attestation" provision --target "127.0.0.1:$port:1-1" --batch "$dir/batch" >/dev/null
     "$attestation" metadata --batch "$dir/batch" --target "127.0.0.1:$port:1-1" >/dev/null
 
@@ -109,7 +122,7 @@ run_engine() {
     local pin_args=() passkeys=()
     [ "$engine" = firefox ] && pin_args=(--pin "$pin") && passkeys=(--passkeys)
     "$python" tests/browser/rp.py --metadata "$dir/batch/metadata.json" --cert-dir "$dir/tls" \
-        --origin "https://signin.aws.amazon.com" \
+        --origin "https://signin.aws.amazon.com" --state "$rp_state" \
         --u2f "127.0.0.1:$port:1-1" "${pin_args[@]}" >"$dir/rp.out" 2>"$dir/rp.log" &
     pids+=($!)
     exec 4<"$dir/rp.out"
@@ -163,8 +176,14 @@ run_engine() {
     local remote=(--cdp "http://127.0.0.1:$remote_port")
     [ "$engine" = firefox ] &&
         remote=(--bidi "ws://127.0.0.1:$remote_port/session" --bidi-host 127.0.0.1:9222)
+    local interop=()
+    if [ "$engine" = chromium ]; then
+        interop=(--virtual-authenticator "$virtual_credential")
+    elif [ -s "$virtual_credential" ]; then
+        interop=(--import-credential "$virtual_credential")
+    fi
     set +e
-    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" "${uv_steps[@]}" \
+    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" "${uv_steps[@]}" "${interop[@]}" \
         --site "https://signin.aws.amazon.com/" --runner "$runner" --control "$dir/key.sock"
     status=$?
     set -e

@@ -9,7 +9,7 @@
 //       [--engine chromium] (--cdp http://127.0.0.1:9222 | --browser PATH) \
 //       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
 //       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] [--uv-steps] \
-//       [--uv-passkeys] \
+//       [--uv-passkeys] [--virtual-authenticator FILE] [--import-credential FILE] \
 //       [--browser-arg=--flag ...]
 //
 // --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
@@ -17,6 +17,15 @@
 // With --control, registration 1 of a user is approved, one denied and one left to time out,
 // and the page must see NotAllowedError for the last two; without it (--presence auto) those
 // two are skipped. Exit status 0 only if every step passed.
+//
+// Interop with Chromium's own virtual authenticator (the key's test automation verbs, which
+// need --control on a key that lets private keys cross, e.g. --ephemeral):
+//   --virtual-authenticator FILE (Chromium): root's credential, registered on the key above, is
+//     exported (`credentials`) into a DevTools virtual authenticator (WebAuthn.addCredential),
+//     which signs root in; then victor registers on the virtual authenticator, and its
+//     credential (WebAuthn.getCredentials) is written to FILE.
+//   --import-credential FILE: that credential is imported into the key (`add-credential`) and
+//     victor signs in with the key, on the same site (whose users rp.py --state kept).
 import { execFileSync } from "node:child_process";
 import { parseArgs } from "node:util";
 
@@ -35,6 +44,8 @@ const { values: args } = parseArgs({
     "uv-steps": { type: "boolean", default: false },
     "uv-passkeys": { type: "boolean", default: false },
     bus: { type: "string", default: "1-1" },
+    "virtual-authenticator": { type: "string" },
+    "import-credential": { type: "string" },
   },
 });
 if (!args.site || !(args.cdp || args.bidi || args.browser)) {
@@ -43,8 +54,15 @@ if (!args.site || !(args.cdp || args.bidi || args.browser)) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const control = (...words) =>
-  execFileSync(args.runner, ["control", args.control, ...words], { encoding: "utf8" }).trim();
+const control = (...words) => {
+  try {
+    return execFileSync(args.runner, ["control", args.control, ...words], { encoding: "utf8" }).trim();
+  } catch (error) {
+    // An "error ..." reply exits 1: hand it back for the step to report.
+    if (typeof error.stdout === "string" && error.stdout.startsWith("error")) return error.stdout.trim();
+    throw error;
+  }
+};
 
 // The steps, in order. `answer` is what the user does when the key asks for a touch.
 //
@@ -87,7 +105,7 @@ if (args.passkeys) steps.push(...passkeySteps);
 // counter check); last, a finger that never matches: the browser asks again until the sensor is
 // blocked (uvRetries 0) and the page sees NotAllowedError. The eighth member says what else the
 // step does: `verify` ticks the page's "verify the user", `uv` answers each finger, `fault` arms
-// one before the click.
+// one before the click, `before` sends a control line before it.
 const uvSteps = [
   ["grace registers, verified by the key's fingerprint", "#register", "grace", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, false, { verify: true, uv: "ok" }],
   ["grace signs in, verified by the key's fingerprint", "#signin", "grace", "approve", /^ok .*"verified":"sign-in".*"uv":true/, 0, false, { verify: true, uv: "ok" }],
@@ -116,12 +134,14 @@ const result = (page) =>
   });
 
 // Click, then answer each touch (and each finger) the key asks for until the page shows a
-// result.
+// result (a step on a virtual authenticator, `extra.anyAuthenticator`, never asks the key).
 async function ceremony(page, button, user, answer, timeout, passkey, extra = {}) {
+  const anyAuthenticator = Boolean(extra.anyAuthenticator);
   await fill(page, "#user", user);
   await fill(page, "#timeout", timeout ? String(timeout) : "");
   await page.evaluate((on) => (document.querySelector("#passkey").checked = on), Boolean(passkey));
   await page.evaluate((on) => (document.querySelector("#verify").checked = on), Boolean(extra.verify));
+  await page.evaluate((on) => (document.querySelector("#any-authenticator").checked = on), anyAuthenticator);
   if (extra.before) control(...extra.before, args.bus);
   if (extra.fault) control("fault", extra.fault, args.bus);
   await page.click(button);
@@ -131,7 +151,7 @@ async function ceremony(page, button, user, answer, timeout, passkey, extra = {}
     const { state, text } = await result(page);
     if (state !== "waiting") return { text, asked };
     if (Date.now() > deadline) throw new Error("the page had no result after 120 s");
-    if (args.control && control("status").split(" ").includes(args.bus)) {
+    if (args.control && !anyAuthenticator && control("status").split(" ").includes(args.bus)) {
       control(answer, args.bus);
       asked += 1;
     }
@@ -151,12 +171,12 @@ async function openBrowser() {
       ? await puppeteer.connect({
           browserWSEndpoint: args.bidi,
           protocol: "webDriverBiDi",
+          // A guest under TCG on a loaded machine took longer than Puppeteer's default 180 s
+          // to open the session (measured: session.new timed out at load average 14).
+          protocolTimeout: 600_000,
           // Firefox refuses (400) a WebSocket whose Host header names another port than its
           // own, as it does through a port forward: --bidi-host gives the one it listens on.
           headers: args["bidi-host"] ? { Host: args["bidi-host"] } : undefined,
-          // Firefox in the TCG guest may take minutes to open its first session on a loaded
-          // machine (measured: more than Puppeteer's default 180 s at a load average of 11).
-          protocolTimeout: 600_000,
         })
       : await puppeteer.launch({
           browser: "firefox",
@@ -185,6 +205,77 @@ async function openBrowser() {
   return { page, close };
 }
 
+// The credential IDs of the users registered above (base64url), from the RP's verdicts.
+const credentialIds = {};
+const report = (ok, name, text) => {
+  console.log(`${ok ? "PASS" : "FAIL"} ${name}: ${text}`);
+  return ok ? 0 : 1;
+};
+// WebDriver's base64url and the DevTools protocol's base64 (the key reads both).
+const toBase64 = (b64url) => Buffer.from(b64url, "base64url").toString("base64");
+const toBase64url = (b64) => Buffer.from(b64, "base64").toString("base64url");
+
+// Chromium's DevTools virtual authenticator and the key, both ways. Returns the failures.
+async function virtualAuthenticator(page) {
+  const cdp = await page.context().newCDPSession(page);
+  // From here on the page's WebAuthn calls reach only virtual authenticators.
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "usb",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  let failed = 0;
+  // The key to the virtual authenticator: root's credential, with its private key.
+  const listed = JSON.parse(control("credentials", args.bus));
+  const root = listed.find((c) => c.credentialId === credentialIds.root);
+  failed += report(Boolean(root), "root's credential exported from the key (credentials)", root ? `signCount ${root.signCount}` : JSON.stringify(listed));
+  if (root) {
+    await cdp.send("WebAuthn.addCredential", {
+      authenticatorId,
+      credential: {
+        credentialId: toBase64(root.credentialId),
+        isResidentCredential: false,
+        rpId: root.rpId,
+        privateKey: toBase64(root.privateKey),
+        signCount: root.signCount,
+      },
+    });
+    const { text } = await ceremony(page, "#signin", "root", "approve", 0, false, { anyAuthenticator: true });
+    failed += report(/^ok .*"verified":"sign-in"/.test(text), "root signs in through Chromium's virtual authenticator, with the key's exported credential", text);
+  }
+  // The virtual authenticator to the key: victor's credential, written for the next browser.
+  const { text } = await ceremony(page, "#register", "victor", "approve", 0, false, { anyAuthenticator: true });
+  const registered = /^ok (.*"verified":"registration".*)$/.exec(text);
+  failed += report(Boolean(registered), "victor registers on Chromium's virtual authenticator", text);
+  if (registered) credentialIds.victor = JSON.parse(registered[1]).credentialId;
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  const victor = credentials.find((c) => toBase64url(c.credentialId) === credentialIds.victor);
+  const ids = credentials.map((c) => c.credentialId).join(", ");
+  failed += report(Boolean(victor), "victor's credential read from the virtual authenticator (WebAuthn.getCredentials)", victor ? `signCount ${victor.signCount}` : `not among ${ids}`);
+  if (victor) {
+    const { writeFileSync } = await import("node:fs");
+    // As CDP gives it: the key reads its base64 as it reads WebDriver's base64url.
+    writeFileSync(args["virtual-authenticator"], JSON.stringify(victor));
+  }
+  await cdp.send("WebAuthn.disable");
+  return failed;
+}
+
+// Victor's credential from Chromium's virtual authenticator, imported into the key, signs in.
+async function importedSignIn(page) {
+  const reply = control("add-credential", args.bus, "@" + args["import-credential"]);
+  let failed = report(reply === "ok added", "victor's credential from Chromium's virtual authenticator imported into the key (add-credential)", reply);
+  const { text, asked } = await ceremony(page, "#signin", "victor", "approve", 0, false);
+  failed += report(/^ok .*"verified":"sign-in"/.test(text) && asked > 0, `victor signs in with the key (${asked} touch request(s))`, text);
+  return failed;
+}
+
 const { page, close } = await openBrowser();
 page.setDefaultTimeout(120_000);
 let failed = 0;
@@ -194,7 +285,7 @@ try {
   console.log(`${args.engine}: ${await page.evaluate(() => navigator.userAgent)}\npage: ${where}`);
   let refusals = 0;
   for (const [name, button, user, answer, expected, timeout, passkey, extra = {}] of steps) {
-    if ((answer !== "approve" || extra.uv || extra.fault) && !args.control) {
+    if ((answer !== "approve" || extra.uv || extra.fault || extra.before) && !args.control) {
       console.log(`SKIP ${name}: needs --control`);
       continue;
     }
@@ -207,6 +298,14 @@ try {
     const ok = expected.test(text) && (!args.control || asked > 0);
     if (!ok) failed += 1;
     console.log(`${ok ? "PASS" : "FAIL"} ${name} (${secs} s, ${asked} touch request(s)): ${text}`);
+    const registered = /^ok (.*)$/.exec(text);
+    if (ok && button === "#register" && registered) credentialIds[user] = JSON.parse(registered[1]).credentialId;
+  }
+  for (const [flag, steps] of [["import-credential", importedSignIn], ["virtual-authenticator", virtualAuthenticator]]) {
+    if (!args[flag]) continue;
+    const start = Date.now();
+    failed += await steps(page);
+    console.log(`test automation (--${flag}): ${((Date.now() - start) / 1000).toFixed(1)} s`);
   }
   const log = await page.evaluate(async () => (await fetch("/api/log")).json());
   const verified = log.filter((entry) => entry.verified).length;

@@ -37,7 +37,7 @@ def test_get_info(device):
     assert info.attestation_formats == ["packed", "none"]
     assert info.transports_for_reset == ["usb"]
     assert info.max_pin_length == 63
-    assert info.authenticator_config_commands == [2, 3, 4]
+    assert info.authenticator_config_commands == [2, 3, 4, 0xFF]
     assert info.enc_identifier is None
     # longTouchForReset is offered (present) and off: python-fido2 reads an absent one as False.
     assert Ctap2(device).send_cbor(Ctap2.CMD.GET_INFO)[0x18] is False

@@ -6,6 +6,8 @@
 
 pub use fido_client::{ctap, ctaphid, hidraw, pin, usbip};
 
+pub mod flash_copy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

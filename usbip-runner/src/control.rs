@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `uv`, `presence` and `fault` (built-in UV, the presence mode at run time, faults) are
-//! [`crate::simulation`]'s.
+//! [`crate::simulation`]'s; the test automation verbs (`credentials`, `add-credential`,
+//! `events`, ...) share the socket too: they are [`crate::automation`]'s.
 //!
 //! `approve` is a short touch. Once the owner enabled longTouchForReset, authenticatorReset
 //! waits for a long touch: as on a real key, a short one does not answer it (the reply is an
@@ -24,10 +25,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use authenticator::platform::{Presence, Touch};
 
+use crate::automation::{self, Automation};
 use crate::simulation::Simulation;
 
 /// An answer from the control socket.
@@ -71,6 +73,8 @@ pub struct KeyState {
 #[derive(Default)]
 pub struct Control {
     keys: Mutex<BTreeMap<String, KeyState>>,
+    /// The test automation verbs, once the runner has them.
+    automation: OnceLock<Arc<Automation>>,
 }
 
 impl Control {
@@ -81,7 +85,13 @@ impl Control {
             .collect();
         Arc::new(Self {
             keys: Mutex::new(keys),
+            automation: OnceLock::new(),
         })
+    }
+
+    /// Serve the test automation verbs too.
+    pub fn set_automation(&self, automation: Arc<Automation>) {
+        let _ = self.automation.set(automation);
     }
 
     pub(crate) fn with<R>(&self, bus_id: &str, f: impl FnOnce(&mut KeyState) -> R) -> Option<R> {
@@ -133,6 +143,9 @@ impl Control {
 
     /// Carry out one line of the protocol; returns the reply line.
     pub fn command(&self, line: &str) -> String {
+        if let Some(reply) = self.automation.get().and_then(|a| a.command(line)) {
+            return reply;
+        }
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
         if matches!(verb, "uv" | "presence" | "fault") {
@@ -216,14 +229,31 @@ fn serve_client(stream: UnixStream, control: &Control) {
     };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        if line.len() > 256 {
+        if line.len() > automation::MAX_LINE {
             break;
+        }
+        // `events` keeps the connection, streaming, until the client goes.
+        if let Some(automation) = control.automation.get() {
+            if automation.stream_events(&line, &mut writer).is_some() {
+                break;
+            }
         }
         let reply = control.command(&line);
         if writeln!(writer, "{reply}").is_err() {
             break;
         }
     }
+}
+
+/// `events`: send the line, then copy every line the runner streams to `out` until it ends.
+pub fn stream(path: &Path, line: &str, out: &mut impl Write) -> std::io::Result<()> {
+    let mut stream = UnixStream::connect(path)?;
+    writeln!(stream, "{line}")?;
+    for line in BufReader::new(stream).lines() {
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// One command from the command line: send it, print the reply.

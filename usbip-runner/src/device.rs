@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use authenticator::attestation::{Attestation, AttestationError};
@@ -20,6 +21,7 @@ use usb_device::bus::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 use usb_device::UsbDirection;
 
+use crate::automation::{self, KeyAutomation, Observed};
 use crate::bus::{new_bus, BusHandle, UsbIpBus};
 use crate::platform::RunnerPlatform;
 use crate::protocol::{self, Command, DeviceInfo, Submit};
@@ -35,6 +37,15 @@ const PRODUCT: &str = "Open FIDO Key (USB/IP)";
 pub const PRODUCT_UHID: &str = "Open FIDO Key (uhid)";
 
 /// This authenticator model's AAGUID.
+/// The virtual key's PIN verifier: Argon2id, memory-hard, at a cost measured on a 2-core build
+/// machine (`cargo run --release -p authenticator --example pin_kdf --features argon2`; see
+/// docs/threat-model.md): the first PIN after start pays it once, and so does every guess of
+/// someone holding a copy of the state.
+pub const PIN_KDF: authenticator::store::PinKdf = authenticator::store::PinKdf::Argon2id {
+    memory_kib: 64 * 1024,
+    passes: 2,
+};
+
 pub const AAGUID: [u8; 16] = [
     197, 110, 109, 110, 61, 126, 64, 121, 129, 151, 118, 4, 146, 40, 155, 46,
 ];
@@ -62,6 +73,8 @@ pub enum Event {
     Detach {
         id: u64,
     },
+    /// A test automation verb from the control socket.
+    Automation(automation::Request),
     Shutdown,
 }
 
@@ -117,7 +130,7 @@ impl Connection {
 }
 
 /// Everything one key owns besides the USB stack (which borrows its bus allocator).
-struct Key<'k, 'a, S: littlefs2::driver::Storage> {
+struct Key<'k, 'a, S: authenticator::platform::StateStorage> {
     auth: &'k mut Authenticator<'a, RunnerPlatform<S>>,
     ctaphid: Ctaphid,
     bus: BusHandle,
@@ -129,11 +142,13 @@ struct Key<'k, 'a, S: littlefs2::driver::Storage> {
     trace: Option<TraceSink>,
     /// The request being traced (see [`Traced`]).
     traced_request: Option<Vec<u8>>,
+    /// Test automation: credential events, and what the verbs need.
+    automation: KeyAutomation,
 }
 
 /// `--attestation`: install the batch, unless the key has an attestation already; a key keeps
 /// the first one it was given for life, as over the provisioning command.
-fn install_attestation<S: littlefs2::driver::Storage>(
+fn install_attestation<S: authenticator::platform::StateStorage>(
     auth: &mut Authenticator<'_, RunnerPlatform<S>>,
     attestation: &Attestation,
     serial: &str,
@@ -144,6 +159,12 @@ fn install_attestation<S: littlefs2::driver::Storage>(
         Err(AttestationError::AlreadyProvisioned) => tracing::warn!(
             serial,
             "this key already has another batch attestation, which it keeps: --attestation ignored"
+        ),
+        // A PIN-locked key's attestation is sealed: whether it has one is not known until the
+        // PIN is given, and one it has is kept for life anyway.
+        Err(AttestationError::Locked) => tracing::info!(
+            serial,
+            "this key is PIN-locked: --attestation is not checked until its PIN is given"
         ),
         Err(error) => tracing::error!(serial, %error, "cannot install the batch attestation"),
     }
@@ -158,10 +179,19 @@ pub struct KeySetup {
     pub max_credentials: Option<usize>,
     /// What kind of key it presents itself as.
     pub profile: authenticator::Profile,
+    /// Where test automation's credential events go.
+    pub events: Option<Arc<automation::Events>>,
+}
+
+impl KeySetup {
+    /// The key's side of test automation.
+    pub fn automation(&self, bus_id: &str) -> KeyAutomation {
+        KeyAutomation::new(bus_id, self.events.clone().unwrap_or_default())
+    }
 }
 
 /// Run a key until `Shutdown` (or until every sender is gone).
-pub fn run<S: littlefs2::driver::Storage>(
+pub fn run<S: authenticator::platform::StateStorage>(
     storage: S,
     platform: RunnerPlatform<S>,
     serial: String,
@@ -169,14 +199,16 @@ pub fn run<S: littlefs2::driver::Storage>(
     trace: Option<TraceSink>,
     events: Receiver<Event>,
 ) {
+    let bus_id = bus_id_of(&serial);
+    let automation = setup.automation(&bus_id);
     with_authenticator(storage, platform, &serial, setup, |auth| {
-        serve_usb(auth, serial.clone(), trace, events)
+        serve_usb(auth, serial.clone(), trace, events, automation)
     });
 }
 
 /// Mount the key's state and give `f` its authenticator, set up as `setup` asks; both
 /// transports (USB/IP here, uhid) run their key inside this.
-pub fn with_authenticator<S: littlefs2::driver::Storage>(
+pub fn with_authenticator<S: authenticator::platform::StateStorage>(
     mut storage: S,
     platform: RunnerPlatform<S>,
     serial: &str,
@@ -197,6 +229,7 @@ pub fn with_authenticator<S: littlefs2::driver::Storage>(
         Config {
             aaguid: AAGUID,
             firmware_version: firmware_version(),
+            pin_kdf: PIN_KDF,
         },
     );
     if let Some(attestation) = setup.attestation {
@@ -210,11 +243,12 @@ pub fn with_authenticator<S: littlefs2::driver::Storage>(
 }
 
 /// The USB device over USB/IP, until `Shutdown` (or until every sender is gone).
-fn serve_usb<S: littlefs2::driver::Storage>(
+fn serve_usb<S: authenticator::platform::StateStorage>(
     auth: &mut Authenticator<'_, RunnerPlatform<S>>,
     serial: String,
     trace: Option<TraceSink>,
     events: Receiver<Event>,
+    automation: KeyAutomation,
 ) {
     let (bus, handle) = new_bus();
     let usb_alloc = UsbBusAllocator::new(bus);
@@ -239,13 +273,11 @@ fn serve_usb<S: littlefs2::driver::Storage>(
         bus: handle,
         connection: None,
         pending_packet: None,
-        bus_id: serial
-            .trim_start_matches("usbip-")
-            .trim_end_matches("-ephemeral")
-            .to_string(),
+        bus_id: bus_id_of(&serial),
         serial: serial.clone(),
         trace,
         traced_request: None,
+        automation,
     };
     loop {
         let Some(event) = key.next_event(&events) else {
@@ -259,6 +291,14 @@ fn serve_usb<S: littlefs2::driver::Storage>(
         key.service(&mut usb, &mut hid);
     }
     tracing::info!(serial = %key.serial, "key stopped");
+}
+
+/// The bus id in a USB/IP key's serial number (`usbip-1-1`, `usbip-1-1-ephemeral`).
+fn bus_id_of(serial: &str) -> String {
+    serial
+        .trim_start_matches("usbip-")
+        .trim_end_matches("-ephemeral")
+        .to_string()
 }
 
 /// How long the key's thread looks for the next URB before it sleeps. A host asks for its next
@@ -288,7 +328,7 @@ pub fn version() -> DeviceVersion {
     }
 }
 
-impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
+impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
     fn now(&mut self) -> u64 {
         self.auth.platform().now_ms()
     }
@@ -345,6 +385,7 @@ impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
                     self.command(command, usb, hid);
                 }
             }
+            Event::Automation(request) => self.automation.handle(self.auth, request),
             Event::Shutdown => {}
         }
     }
@@ -445,8 +486,12 @@ impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
     fn service(&mut self, usb: &mut UsbDevice<'_, UsbIpBus>, hid: &mut FidoHid<'_, UsbIpBus>) {
         let now = self.now();
         if self.ctaphid.next_deadline().is_some_and(|d| d <= now) {
-            let mut app = Traced {
+            let mut observed = Observed {
                 app: &mut *self.auth,
+                key: &mut self.automation,
+            };
+            let mut app = Traced {
+                app: &mut observed,
                 sink: self.trace.as_ref(),
                 key: &self.bus_id,
                 in_flight: &mut self.traced_request,
@@ -464,8 +509,12 @@ impl<S: littlefs2::driver::Storage> Key<'_, '_, S> {
             progress |= self.deliver_out(usb, hid);
             while let Some(report) = hid.read_report() {
                 let now = self.now();
-                let mut app = Traced {
+                let mut observed = Observed {
                     app: &mut *self.auth,
+                    key: &mut self.automation,
+                };
+                let mut app = Traced {
+                    app: &mut observed,
                     sink: self.trace.as_ref(),
                     key: &self.bus_id,
                     in_flight: &mut self.traced_request,

@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod attestation;
+pub mod automation;
 pub mod bus;
 pub mod control;
 pub mod device;

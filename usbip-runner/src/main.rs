@@ -65,11 +65,24 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     keys: u16,
     /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
-    /// Lines: `approve|hold|deny|timeout [BUS]`, `status`, `presence auto|deny|control [BUS]`,
-    /// `uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS]`, `uv status`,
-    /// `fault bad-signature|clear-up|clear-uv|counter-rewind|counter-zero|none [BUS]`.
+    /// Presence: `approve|hold|deny|timeout [BUS]`, `status`, `presence auto|deny|control
+    /// [BUS]`. Built-in UV: `uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS]`,
+    /// `uv status`. Faults: `fault bad-signature|clear-up|clear-uv|counter-rewind|counter-zero|
+    /// none [BUS]`. Test automation (W3C WebAuthn Automation): `credentials BUS`,
+    /// `add-credential BUS JSON`, `remove-credential BUS ID`, `clear-credentials BUS`,
+    /// `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Let test automation read and add private keys (`credentials`, `add-credential`,
+    /// `--import`) on a key whose state is kept on disk; an --ephemeral key always lets it.
+    /// Only for test keys: a key whose private keys can be read out protects nothing.
+    #[arg(long)]
+    allow_key_export: bool,
+    /// At start, add the credentials in FILE (a JSON array of W3C Credential Parameters, as
+    /// `credentials` lists them) to every key; one already there is left as it is. Needs
+    /// --ephemeral or --allow-key-export.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
     /// Write every CTAP request and response as one JSON line to FILE (`-`: standard error);
     /// byte strings (keys, signatures, encrypted PINs) appear only as their length.
     #[arg(long, value_name = "FILE")]
@@ -123,19 +136,52 @@ impl ProfileArg {
 
 #[derive(clap::Subcommand)]
 enum Subcommand {
-    /// Send one line to a key's control socket and print the reply, e.g.
-    /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1` or
-    /// `... control SOCKET uv ok 1-1`.
+    /// Send one line to a running key's control socket and print the reply, e.g.
+    /// `usbip-runner control ~/.local/share/usbip-runner/control.sock approve 1-1`.
+    #[command(after_help = CONTROL_VERBS)]
     Control {
         /// The control socket.
         socket: PathBuf,
-        /// The line's words: approve|hold|deny|timeout [BUS], status, presence MODE [BUS],
-        /// uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS], uv status, fault KIND
-        /// [BUS] (BUS: the key, by default the one waiting or the only one).
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
-        words: Vec<String>,
+        /// The verb (below).
+        action: String,
+        /// Its arguments: the key (bus id) first; add-credential's JSON may also be @FILE, or
+        /// - for standard input.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
+
+const CONTROL_VERBS: &str = "\
+Presence (BUS: the key, default the one waiting):
+  approve [BUS]                 a touch
+  hold [BUS]                    a long touch (a reset after enableLongTouchForReset)
+  deny [BUS]                    refuse (CTAP2_ERR_OPERATION_DENIED)
+  timeout [BUS]                 nobody touched (CTAP2_ERR_USER_ACTION_TIMEOUT)
+  status                        the keys that wait for a touch
+  presence auto|deny|control [BUS]
+                                from now on: approve every touch (CDP
+                                setAutomaticPresenceSimulation), refuse it, or wait for the above
+Built-in UV, with --uv builtin (W3C Set User Verified: uv auto / uv deny):
+  uv ok|fail|timeout [BUS]      the finger awaited matches, does not (a uvRetry spent), or
+                                never comes; answered ahead of time if none is awaited
+  uv auto|deny|control [BUS]    from now on: every finger matches, fails, or waits for the above
+  uv enroll|unenroll [BUS]      a finger enrolled or not (getInfo's uv option)
+  uv status                     the keys that wait for a finger
+Faults for the next signed response (CDP setResponseOverrideBits, and more):
+  fault KIND [BUS]              bad-signature, clear-up, clear-uv, counter-rewind (to 1),
+                                counter-zero; none disarms
+Test automation (W3C WebAuthn Automation / Chrome DevTools WebAuthn):
+  credentials BUS               Get Credentials: a JSON array of Credential Parameters *
+  add-credential BUS JSON       Add Credential (credentialId, isResidentCredential, rpId,
+                                privateKey as base64url PKCS#8, userHandle, signCount,
+                                userName, userDisplayName) *
+  remove-credential BUS ID      Remove Credential (ID in base64url)
+  clear-credentials BUS         Remove All Credentials the key stores
+  set-counter BUS ID N          the credential's signCount (its next signature: N+1; never
+                                below where it is)
+  events [BUS]                  stream credentialAdded/Asserted/Deleted/Updated, one JSON line
+                                each, until interrupted
+* private keys: only on a key started with --ephemeral or --allow-key-export";
 
 fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -145,6 +191,96 @@ fn default_state_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/usbip-runner")
+}
+
+/// `usbip-runner control SOCKET VERB ARGS...`: send the line, print the reply (every line of
+/// it for `events`); exit 1 on an error reply.
+fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> ! {
+    let mut words = vec![action.to_string()];
+    for (i, arg) in args.iter().enumerate() {
+        // add-credential's JSON: from a file or standard input, on one line.
+        if action == "add-credential" && i == 1 {
+            match one_line_json(arg) {
+                Ok(json) => words.push(json),
+                Err(error) => {
+                    eprintln!("usbip-runner: add-credential: {error}");
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            words.push(arg.clone());
+        }
+    }
+    let line = words.join(" ");
+    let result = if action == "events" {
+        usbip_runner::control::stream(socket, &line, &mut std::io::stdout()).map(|()| String::new())
+    } else {
+        usbip_runner::control::send(socket, line.trim())
+    };
+    match result {
+        Ok(reply) => {
+            if !reply.is_empty() {
+                println!("{reply}");
+            }
+            std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
+        }
+        Err(error) => {
+            eprintln!("usbip-runner: {}: {error}", socket.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// JSON given inline, as `@FILE` or as `-` (standard input), on one line.
+fn one_line_json(arg: &str) -> Result<String, String> {
+    let text = match arg {
+        "-" => std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string())?,
+        _ => match arg.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+            None => arg.to_string(),
+        },
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("bad JSON: {e}"))?;
+    Ok(value.to_string())
+}
+
+/// `--import FILE`: a JSON array of Credential Parameters.
+fn read_import(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let credentials: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("not a JSON array: {e}"))?;
+    for (i, credential) in credentials.iter().enumerate() {
+        serde_json::from_value::<usbip_runner::automation::params::CredentialParams>(
+            credential.clone(),
+        )
+        .map_err(|e| format!("credential {i}: {e}"))?;
+    }
+    Ok(credentials)
+}
+
+/// Add `--import`'s credentials to every key, as `add-credential` would; a key that has one
+/// already (its state kept from an earlier start) keeps it. Any other refusal stops the start.
+fn import_credentials(server: &usbip_runner::Server, credentials: &[serde_json::Value]) {
+    for bus in server.bus_ids() {
+        for (i, credential) in credentials.iter().enumerate() {
+            let reply = server
+                .automation(&format!("add-credential {bus} {credential}"))
+                .unwrap_or_default();
+            if reply.starts_with("ok") {
+                continue;
+            }
+            if reply.contains("credentialId is on the key") {
+                tracing::info!(bus, credential = i, "--import: already on the key");
+                continue;
+            }
+            eprintln!("usbip-runner: --import: credential {i}, key {bus}: {reply}");
+            std::process::exit(1);
+        }
+    }
+    if !credentials.is_empty() {
+        tracing::info!(count = credentials.len(), "--import: credentials added");
+    }
 }
 
 fn main() {
@@ -158,18 +294,13 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(Subcommand::Control { socket, words }) = &args.command {
-        let line = words.join(" ");
-        match usbip_runner::control::send(socket.as_path(), line.trim()) {
-            Ok(reply) => {
-                println!("{reply}");
-                std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
-            }
-            Err(error) => {
-                eprintln!("usbip-runner: {}: {error}", socket.display());
-                std::process::exit(1);
-            }
-        }
+    if let Some(Subcommand::Control {
+        socket,
+        action,
+        args,
+    }) = &args.command
+    {
+        control_command(socket, action, args);
     }
     if args.uv_mode.is_some() && args.uv == UvArg::None {
         eprintln!("usbip-runner: --uv-mode needs --uv builtin");
@@ -207,6 +338,24 @@ fn main() {
     let transport = match args.transport {
         TransportArg::Usbip => Transport::Usbip,
         TransportArg::Uhid => Transport::Uhid(args.uhid_device.clone()),
+    };
+    let keys_may_cross = args.ephemeral || args.allow_key_export;
+    let import = match &args.import {
+        Some(_) if !keys_may_cross => {
+            eprintln!(
+                "usbip-runner: --import adds private keys: only to an --ephemeral key, or with \
+                 --allow-key-export (test keys only)"
+            );
+            std::process::exit(1);
+        }
+        Some(path) => match read_import(path) {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                eprintln!("usbip-runner: --import {}: {error}", path.display());
+                std::process::exit(1);
+            }
+        },
+        None => Vec::new(),
     };
     // Checked before anything starts, so a machine that cannot attach says why at once.
     let vhci = match (args.attach, &transport) {
@@ -247,6 +396,7 @@ fn main() {
                 PresenceMode::Control => UvMode::Control,
             })),
         },
+        allow_key_export: args.allow_key_export,
     };
     let config_uv = config.builtin_uv;
     let server = match start(config) {
@@ -261,6 +411,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    import_credentials(&server, &import);
     // One line on stdout, for scripts and tests that start us on port 0 (then the control
     // socket's, if there is one).
     // (A reader that went away is no reason to stop: ignore errors writing these.)

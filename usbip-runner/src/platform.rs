@@ -151,7 +151,7 @@ impl<S> RunnerPlatform<S> {
     }
 }
 
-impl<S: littlefs2::driver::Storage> Platform for RunnerPlatform<S> {
+impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
     type Rng = ChaCha20Rng;
     type Storage = S;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use authenticator::attestation::Attestation;
 use authenticator::Profile;
 
+use crate::automation::{self, Automation};
 use crate::control::Control;
 use crate::device::{self, Event, KeySetup};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
@@ -76,6 +77,9 @@ pub struct ServerConfig {
     /// Built-in user verification (a simulated fingerprint sensor, enrolled at start), its
     /// attempts answered as this says; `None`: no built-in UV.
     pub builtin_uv: Option<UvMode>,
+    /// Let test automation read and add private keys (`credentials`, `add-credential`) on a
+    /// key with state on disk; an ephemeral key always lets it (see [`crate::automation`]).
+    pub allow_key_export: bool,
 }
 
 /// The default of [`ServerConfig::max_connections`]: far above what clients of a few keys
@@ -98,6 +102,7 @@ impl ServerConfig {
             max_credentials: None,
             profile: Profile::Full,
             builtin_uv: None,
+            allow_key_export: false,
         }
     }
 }
@@ -124,6 +129,14 @@ impl Inbox {
         }
     }
 
+    /// Hand the key's thread a test automation verb; `false` if it has stopped.
+    fn automation(&self, request: automation::Request) -> bool {
+        match self {
+            Inbox::Usbip(events) => events.send(Event::Automation(request)).is_ok(),
+            Inbox::Uhid(inputs) => inputs.send(uhid::Input::Automation(request)).is_ok(),
+        }
+    }
+
     /// Tell the key's thread to stop (one that has ended already needs no telling).
     fn shutdown(&self) {
         match self {
@@ -142,6 +155,7 @@ pub struct Server {
     /// Where USB/IP listens; with uhid, the configured address, never bound.
     addr: SocketAddr,
     control: Option<(PathBuf, Arc<Control>)>,
+    automation: Arc<Automation>,
     stopping: Arc<AtomicBool>,
     keys: Arc<Vec<KeySlot>>,
     acceptor: Option<JoinHandle<()>>,
@@ -163,6 +177,12 @@ impl Server {
         self.control
             .as_ref()
             .map(|(_, control)| control.command(line))
+    }
+
+    /// Carry out a test automation verb in-process (`add-credential 1-1 {...}`, ...), as the
+    /// control socket would; `None` if the line is not one.
+    pub fn automation(&self, line: &str) -> Option<String> {
+        self.automation.command(line)
     }
 
     /// Bus ids of the keys, as `usbip list` shows them.
@@ -230,6 +250,10 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     let prompt = prompted.then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
+    let keys_may_cross =
+        config.allow_key_export || matches!(config.state, StateLocation::Ephemeral);
+    let automation = Automation::new(keys_may_cross);
+    control_hub.set_automation(automation.clone());
     let socket = match (&config.control, &config.state) {
         (Some(path), _) => Some(path.clone()),
         (None, StateLocation::Dir(dir)) => Some(dir.join("control.sock")),
@@ -275,10 +299,18 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
                 prompt.clone(),
                 control_hub.clone(),
                 trace.clone(),
+                automation.events(),
             )
         })
         .collect::<io::Result<Vec<_>>>()?;
     let keys = Arc::new(keys);
+    let route = keys.clone();
+    automation.set_router(Box::new(move |bus, request| {
+        route
+            .iter()
+            .find(|key| key.bus_id == bus)
+            .is_some_and(|key| key.events.automation(request))
+    }));
     let stopping = Arc::new(AtomicBool::new(false));
     let acceptor = match listener {
         Some(listener) => {
@@ -295,6 +327,7 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     Ok(Server {
         addr,
         control,
+        automation,
         stopping,
         keys,
         acceptor,
@@ -308,6 +341,7 @@ fn spawn_key(
     prompt: Option<Arc<Prompt>>,
     control: Arc<Control>,
     trace: Option<TraceSink>,
+    credential_events: Arc<automation::Events>,
 ) -> io::Result<KeySlot> {
     let prefix = match config.transport {
         Transport::Usbip => "usbip",
@@ -356,6 +390,7 @@ fn spawn_key(
         attestation: config.attestation.clone(),
         max_credentials: config.max_credentials,
         profile: config.profile,
+        events: Some(credential_events),
     };
     let thread = match &config.state {
         StateLocation::Dir(dir) => {
@@ -412,7 +447,7 @@ enum Body {
 }
 
 impl Body {
-    fn run<S: littlefs2::driver::Storage>(
+    fn run<S: authenticator::platform::StateStorage>(
         self,
         storage: S,
         platform: RunnerPlatform<S>,

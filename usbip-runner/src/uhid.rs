@@ -198,6 +198,8 @@ pub enum Input {
     Uhid(Event),
     /// The device could not be read any more.
     Gone(io::Error),
+    /// A test automation verb from the control socket.
+    Automation(crate::automation::Request),
     Shutdown,
 }
 
@@ -226,7 +228,7 @@ pub fn read_events(mut device: File, inputs: SyncSender<Input>) {
 
 /// Run one key on an open uhid device until `Shutdown` or the device fails; the device is
 /// destroyed on the way out.
-pub fn run<S: littlefs2::driver::Storage>(
+pub fn run<S: authenticator::platform::StateStorage>(
     storage: S,
     platform: RunnerPlatform<S>,
     identity: Identity,
@@ -242,6 +244,7 @@ pub fn run<S: littlefs2::driver::Storage>(
         return;
     }
     tracing::info!(serial, name = identity.name, "uhid device created");
+    let mut automation = setup.automation(&label);
     device::with_authenticator(storage, platform, &serial, setup, |auth| {
         let mut ctaphid = Ctaphid::new(device::version());
         let mut traced_request = None;
@@ -257,9 +260,20 @@ pub fn run<S: littlefs2::driver::Storage>(
                 }
                 None => Some(inputs.recv().unwrap_or(Input::Shutdown)),
             };
+            let input = match input {
+                Some(Input::Automation(request)) => {
+                    automation.handle(auth, request);
+                    continue;
+                }
+                input => input,
+            };
             let now = auth.platform().now_ms();
-            let mut app = Traced {
+            let mut observed = crate::automation::Observed {
                 app: &mut *auth,
+                key: &mut automation,
+            };
+            let mut app = Traced {
+                app: &mut observed,
                 sink: trace.as_ref(),
                 key: &label,
                 in_flight: &mut traced_request,
@@ -290,6 +304,7 @@ pub fn run<S: littlefs2::driver::Storage>(
                     break;
                 }
                 Some(Input::Shutdown) => break,
+                Some(Input::Automation(_)) => {}
             }
             while let Some(packet) = ctaphid.pop_packet() {
                 if let Err(error) = device.write_all(&input2(&packet)) {

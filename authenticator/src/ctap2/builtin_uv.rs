@@ -47,9 +47,12 @@ fn method<P: Platform>(auth: &Authenticator<'_, P>) -> Option<BuiltinUv> {
     auth.platform.builtin_uv()
 }
 
-/// Is the key protected by an enrolled built-in method ("enabled", "configured")?
-pub(crate) fn enabled<P: Platform>(auth: &Authenticator<'_, P>) -> bool {
-    method(auth).is_some_and(|uv| uv.enrolled)
+/// Is the key protected by an enrolled built-in method ("enabled", "configured")? Not while
+/// the key is locked (PIN lock on, no PIN since power-up): the secrets a finger would let a
+/// request use are sealed under the PIN, so only the PIN verifies then, and getInfo's `uv`
+/// says false until it is given.
+pub(crate) fn enabled<P: Platform>(auth: &mut Authenticator<'_, P>) -> bool {
+    method(auth).is_some_and(|uv| uv.enrolled) && !auth.store.locked()
 }
 
 /// Is the key "protected by some form of user verification" (a PIN, or enrolled built-in UV)?
@@ -70,10 +73,11 @@ pub(crate) struct Info {
 
 pub(crate) fn info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Option<Info> {
     let uv = method(auth)?;
+    let enrolled = enabled(auth);
     // Unreadable counters are reported as the worst case: many attempts since the PIN.
     let since_pin = auth.store.uv_state().map_or(u32::MAX, |s| s.since_pin);
     Some(Info {
-        enrolled: uv.enrolled,
+        enrolled,
         modality: uv.modality,
         preferred_platform_uv_attempts: PREFERRED_PLATFORM_UV_ATTEMPTS,
         uv_count_since_last_pin_entry: since_pin,

@@ -4,16 +4,20 @@
 //! storage first, so cutting power during a check never grants a free guess. After three wrong
 //! PINs in a row the key refuses PIN checks until it is power-cycled; after eight in all it
 //! refuses until reset.
+//!
+//! The PIN itself is never stored: the store keeps a salted, slow verifier of pinHash (see
+//! `store::device`). The first correct PIN of a power-up costs one KDF evaluation (and opens a
+//! locked key); later ones are checked against a fast check in RAM.
 
 use ctap_types::ctap2::client_pin::{PinV1Subcommand, Request, Response};
 use heapless_bytes::Bytes;
 use rand_core::Rng;
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{Error, Step};
 use crate::pin_protocol::{KeyAgreement, PinProtocol, SharedSecret};
 use crate::platform::Platform;
+use crate::store::StoreError;
 use crate::store::{sha256, PinState, PIN_RETRIES};
 use crate::Authenticator;
 
@@ -68,6 +72,15 @@ pub(crate) struct PinRuntime {
 }
 
 impl PinRuntime {
+    /// The state at power-up: the key agreement key is made now, as `initialize()` of the PIN
+    /// protocols says (§6.5.5.1), so that the first getKeyAgreement does not wait for it.
+    pub(crate) fn power_up<P: Platform>(platform: &mut P) -> Self {
+        Self {
+            key_agreement: Some(KeyAgreement::generate(platform.rng())),
+            ..Self::default()
+        }
+    }
+
     /// Forget the token (PIN changed, reset).
     pub(crate) fn discard_token(&mut self) {
         self.token = None;
@@ -238,13 +251,13 @@ fn set_pin<P: Platform>(
         return Err(Error::PinAuthInvalid.into());
     }
     let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
-    let persistent_token = Some(new_persistent_token(auth));
+    // Full retries first: a cut before the verifier is written leaves no PIN, as before.
     auth.store.save_pin(&PinState {
-        hash: Some(hash),
         retries: PIN_RETRIES,
-        code_points,
-        persistent_token,
     })?;
+    let kdf = auth.config.pin_kdf;
+    auth.store
+        .set_pin(&hash, code_points, kdf, auth.platform.rng())?;
     Ok(())
 }
 
@@ -266,14 +279,12 @@ fn change_pin<P: Platform>(
     }
     check_current_pin(auth, &shared, pin_hash_enc)?;
     let (hash, code_points) = new_pin(auth, &shared, new_pin_enc)?;
-    // A new PIN ends every token made under the old one, the persistent one too.
-    let persistent_token = Some(new_persistent_token(auth));
-    auth.store.save_pin(&PinState {
-        hash: Some(hash),
-        retries: PIN_RETRIES,
-        code_points,
-        persistent_token,
-    })?;
+    // A new PIN ends every token made under the old one, the persistent one too (set_pin makes
+    // a new one), and gets a new salt and verifier; a locked key's secrets are sealed again
+    // under it in the same write.
+    let kdf = auth.config.pin_kdf;
+    auth.store
+        .set_pin(&hash, code_points, kdf, auth.platform.rng())?;
     let mut settings = auth.store.settings()?;
     if settings.force_pin_change {
         settings.force_pin_change = false;
@@ -350,15 +361,6 @@ fn token_response(encrypted: &[u8]) -> Step<Response> {
     Ok(response)
 }
 
-/// A fresh persistentPinUvAuthToken.
-pub(super) fn new_persistent_token<P: Platform>(
-    auth: &mut Authenticator<'_, P>,
-) -> heapless_bytes::Bytes<32> {
-    let mut value = Zeroizing::new([0u8; 32]);
-    auth.platform.rng().fill_bytes(&mut *value);
-    Bytes::from(*value)
-}
-
 /// getPinUvAuthTokenUsingPinWithPermissions with pcmr: the PIN is checked as for any token,
 /// and the answer is the persistent token, which the ordinary token's state never touches.
 fn get_persistent_token<P: Platform>(
@@ -376,20 +378,14 @@ pub(super) fn persistent_token_response<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     shared: &SharedSecret,
 ) -> Step<Response> {
-    let mut pin = auth.store.pin()?;
-    if pin.hash.is_none() {
+    if !auth.store.pin_is_set() {
         return Err(Error::NotAllowed.into());
     }
-    let token = match &pin.persistent_token {
-        Some(token) => token.clone(),
-        None => {
-            let token = new_persistent_token(auth);
-            pin.persistent_token = Some(token.clone());
-            auth.store.save_pin(&pin)?;
-            token
-        }
+    let token = match auth.store.persistent_token()? {
+        Some(token) => token,
+        None => auth.store.renew_persistent_token(auth.platform.rng())?,
     };
-    let encrypted = shared.encrypt(&token, auth.platform.rng())?;
+    let encrypted = shared.encrypt(&token[..], auth.platform.rng())?;
     token_response(&encrypted)
 }
 
@@ -400,9 +396,16 @@ pub(crate) fn verify_persistent_token<P: Platform>(
     message: &[&[u8]],
     param: &[u8],
 ) -> Step<()> {
-    let pin = auth.store.pin()?;
-    let token = pin.persistent_token.ok_or(Error::PinAuthInvalid)?;
-    if pin.hash.is_none() || !protocol.verify(&token, message, param) {
+    if !auth.store.pin_is_set() {
+        return Err(Error::PinAuthInvalid.into());
+    }
+    // Sealed while the key is locked: unusable until the PIN is given.
+    let token = match auth.store.persistent_token() {
+        Ok(Some(token)) => token,
+        Ok(None) | Err(StoreError::Locked) => return Err(Error::PinAuthInvalid.into()),
+        Err(error) => return Err(error.into()),
+    };
+    if !protocol.verify(&token[..], message, param) {
         return Err(Error::PinAuthInvalid.into());
     }
     Ok(())
@@ -415,7 +418,9 @@ fn check_current_pin<P: Platform>(
     pin_hash_enc: &[u8],
 ) -> Step<()> {
     let mut pin = auth.store.pin()?;
-    let stored = pin.hash.clone().ok_or(Error::PinNotSet)?;
+    if !auth.store.pin_is_set() {
+        return Err(Error::PinNotSet.into());
+    }
     if pin.retries == 0 {
         return Err(Error::PinBlocked.into());
     }
@@ -424,11 +429,17 @@ fn check_current_pin<P: Platform>(
     }
     // Decrypted first (nothing is compared yet): a heap too full to decrypt must not cost a
     // retry.
-    let presented = shared.decrypt(pin_hash_enc)?.filter(|p| p.len() == 16);
+    let presented = shared
+        .decrypt(pin_hash_enc)?
+        .and_then(|p| <[u8; 16]>::try_from(p.as_slice()).ok())
+        .map(Zeroizing::new);
     pin.retries -= 1;
     auth.store.save_pin(&pin)?;
 
-    let matches = presented.is_some_and(|p| bool::from(p.as_slice().ct_eq(stored.as_slice())));
+    let matches = match presented {
+        Some(hash) => auth.store.check_pin(&hash, auth.platform.rng())?,
+        None => false,
+    };
     if !matches {
         auth.pin.regenerate_key_agreement(&mut auth.platform);
         auth.pin.consecutive_failures += 1;
@@ -447,12 +458,13 @@ fn check_current_pin<P: Platform>(
     super::builtin_uv::pin_entered(auth)
 }
 
-/// Decrypt and check a new PIN; returns its hash and its length in code points.
+/// Decrypt and check a new PIN; returns its pinHash (LEFT(SHA-256(PIN), 16)) and its length
+/// in code points.
 fn new_pin<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     shared: &SharedSecret,
     new_pin_enc: &[u8],
-) -> Step<(Bytes<16>, u8)> {
+) -> Step<(Zeroizing<[u8; 16]>, u8)> {
     let padded = shared
         .decrypt(new_pin_enc)?
         .ok_or(Error::InvalidParameter)?;
@@ -475,8 +487,10 @@ fn new_pin<P: Platform>(
     if settings.pin_complexity && !super::pin_policy::complex_enough(pin) {
         return Err(Error::PinPolicyViolation.into());
     }
-    let hash = sha256(pin);
-    let hash = Bytes::try_from(&hash[..16]).map_err(|_| Error::Other)?;
+    let mut digest = Zeroizing::new(sha256(pin));
+    let mut hash = Zeroizing::new([0u8; 16]);
+    hash.copy_from_slice(&digest[..16]);
+    digest.zeroize();
     Ok((hash, code_points as u8))
 }
 

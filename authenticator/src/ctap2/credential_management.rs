@@ -229,9 +229,10 @@ fn credential_response<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     stored: ResidentCredential,
 ) -> Step<Response> {
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     let rp_id_hash = sha256(stored.rp_id.as_bytes());
-    let credential = Credential::open(&kwk, &rp_id_hash, &stored.id).ok_or(Error::Other)?;
+    let credential =
+        Credential::open(&kwk, &rp_id_hash, stored.sealed_credential()).ok_or(Error::Other)?;
     let mut response = Response::default();
     response.user = Some(stored.user);
     response.credential_id = Some(PublicKeyCredentialDescriptor {

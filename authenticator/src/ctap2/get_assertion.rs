@@ -149,7 +149,7 @@ pub(crate) fn get_assertion<P: Platform>(
     };
 
     let rp_id_hash = sha256(request.rp_id.as_bytes());
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     // credProtect levels 2 and 3 keep a credential out of discovery without UV (§12.1).
     let visibility = if uv {
         Visibility::All
@@ -247,6 +247,14 @@ fn select_from_allow_list<'r, P: Platform>(
 ) -> Step<Option<Candidate>> {
     for id in ids {
         let Some(credential) = Credential::open(kwk, rp_id_hash, id) else {
+            // Not sealed by this key: an imported credential, if one is stored with this ID.
+            if let Some((reference, _)) = auth.imported_credential(kwk, rp_id_hash, id, uv)? {
+                let id = CredentialId::from_slice(id).map_err(|_| Error::Other)?;
+                return Ok(Some(Candidate::Listed {
+                    id,
+                    stored: Some(reference),
+                }));
+            }
             continue;
         };
         // credProtect level 3: the credential does not exist for an unverified request.
@@ -283,7 +291,7 @@ fn assert<P: Platform>(
         ..
     } = series;
     let (user_present, user_verified) = (*user_present, *user_verified);
-    let (id, user) = match candidate {
+    let (id, stored) = match candidate {
         Candidate::Listed { id, stored: None } => (id, None),
         Candidate::Listed {
             stored: Some(reference),
@@ -295,14 +303,17 @@ fn assert<P: Platform>(
                 .load_resident(&reference)?
                 .ok_or(Error::NoCredentials)?;
             let id = CredentialId::from_slice(&stored.id).map_err(|_| Error::Other)?;
-            (id, Some(stored.user))
+            (id, Some((reference, stored)))
         }
-        Candidate::Stored(_, stored) => {
+        Candidate::Stored(reference, stored) => {
             let id = CredentialId::from_slice(&stored.id).map_err(|_| Error::Other)?;
-            (id, Some(stored.user))
+            (id, Some((reference, stored)))
         }
     };
-    let credential = Credential::open(kwk, rp_id_hash, &id).ok_or(Error::Other)?;
+    let sealed = stored
+        .as_ref()
+        .map_or(&id[..], |(_, s)| s.sealed_credential());
+    let credential = Credential::open(kwk, rp_id_hash, sealed).ok_or(Error::Other)?;
     let hmac_secret = match &series.hmac_secret {
         Some(input) => Some(hmac_secret_output(auth, input, &credential, user_verified)?),
         None => None,
@@ -320,7 +331,14 @@ fn assert<P: Platform>(
         hmac_secret,
         third_party_payment,
     });
-    let counter = auth.store.next_counter()?;
+    let (counter, user) = match stored {
+        Some((reference, mut stored)) => {
+            let counter = auth.signature_counter(Some((&reference, &mut stored)))?;
+            // A non-discoverable credential has no user to tell.
+            (counter, (!stored.listed_only).then_some(stored.user))
+        }
+        None => (auth.signature_counter(None)?, None),
+    };
     let mut flags = AuthenticatorDataFlags::empty();
     if user_present {
         flags |= AuthenticatorDataFlags::USER_PRESENCE;

@@ -98,7 +98,7 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     remaining_discoverable_credentials: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    vendor_prototype_config_commands: Option<[u32; 0]>,
+    vendor_prototype_config_commands: Option<[u64; 2]>,
     /// CTAP 2.2: the formats a platform may ask for in attestationFormatsPreference.
     attestation_formats: [&'static str; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,7 +121,7 @@ pub(crate) struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     enc_cred_store_state: Option<serde_bytes::ByteArray<32>>,
     /// CTAP 2.2: the authenticatorConfig subcommands this key carries out.
-    authenticator_config_commands: Vec<u8, 4>,
+    authenticator_config_commands: Vec<u8, 5>,
 }
 
 /// encIdentifier and encCredStoreState (CTAP 2.2), `None` without a PIN (no persistent token to
@@ -137,9 +137,12 @@ fn sealed_state<P: Platform>(
     auth: &mut Authenticator<'_, P>,
 ) -> Option<(serde_bytes::ByteArray<32>, serde_bytes::ByteArray<32>)> {
     use sha2::Digest;
-    let pin = auth.store.pin().ok()?;
-    let token = pin.persistent_token.filter(|_| pin.hash.is_some())?;
-    let kwk = auth.store.kwk(auth.platform.rng()).ok()?;
+    if !auth.store.pin_is_set() {
+        return None;
+    }
+    // Sealed while the key is locked: both members are absent until the PIN is given.
+    let token = auth.store.persistent_token().ok()??;
+    let kwk = auth.store.kwk().ok()?;
     let mut identifier = Zeroizing::new([0u8; 16]);
     hkdf::Hkdf::<sha2::Sha256>::new(None, &kwk[..])
         .expand(b"device identifier", &mut identifier[..])
@@ -152,8 +155,8 @@ fn sealed_state<P: Platform>(
         .finalize();
     let state: [u8; 16] = digest[..16].try_into().ok()?;
     Some((
-        seal(auth, &token, b"encIdentifier", &identifier)?,
-        seal(auth, &token, b"encCredStoreState", &state)?,
+        seal(auth, &token[..], b"encIdentifier", &identifier)?,
+        seal(auth, &token[..], b"encCredStoreState", &state)?,
     ))
 }
 
@@ -234,12 +237,14 @@ fn info<P: Platform>(
     builtin_uv: Option<super::builtin_uv::Info>,
 ) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
+    // A locked key says alwaysUv, as platforms already understand it: they ask for the PIN.
+    // So does a key whose profile requires it.
     let always_uv = auth.always_uv().unwrap_or(true);
     let discoverable = auth.profile.discoverable();
     let pin_set = auth.store.pin_is_set();
     let (enc_identifier, enc_cred_store_state) = sealed_state(auth).unzip();
     // One that cannot be read counts as none, as the batch attestation does.
-    let enterprise = matches!(auth.store.enterprise_attestation(), Ok(Some(_)));
+    let enterprise = auth.store.has_enterprise_attestation();
     let mut config_commands = Vec::new();
     for sub_command in super::config::SUB_COMMANDS {
         if super::config::supported(auth, sub_command) {
@@ -311,7 +316,7 @@ fn info<P: Platform>(
         certifications: None,
         remaining_discoverable_credentials: discoverable
             .then(|| auth.store.remaining_resident_slots()),
-        vendor_prototype_config_commands: None,
+        vendor_prototype_config_commands: Some(super::config::VENDOR_COMMANDS),
         attestation_formats: ["packed", "none"],
         uv_count_since_last_pin_entry: builtin_uv
             .as_ref()

@@ -147,7 +147,7 @@ pub(crate) fn make_credential<P: Platform>(
     let uv = verified.uv();
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
-    let kwk = auth.store.kwk(auth.platform.rng())?;
+    let kwk = auth.store.kwk()?;
     if let Some(exclude_list) = &request.exclude_list {
         let excluded = exclude_list.iter().any(|descriptor| {
             descriptor.key_type == "public-key"
@@ -208,6 +208,9 @@ pub(crate) fn make_credential<P: Platform>(
             id: Bytes::try_from(&id[..]).map_err(|_| Error::Other)?,
             created: counter,
             cred_protect: cred_protect.unwrap_or(CredProtect::Optional) as u8,
+            sealed: None,
+            counter: None,
+            listed_only: false,
         })?;
     }
 

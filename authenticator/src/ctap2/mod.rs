@@ -79,6 +79,8 @@ impl From<StoreError> for Halt {
         Halt::Fail(match error {
             StoreError::Full => Error::KeyStoreFull,
             StoreError::Io | StoreError::OutOfMemory => Error::Other,
+            // A locked key's secrets open with the PIN: what alwaysUv answers without a token.
+            StoreError::Locked => Error::PinRequired,
         })
     }
 }
@@ -349,6 +351,8 @@ fn builtin_uv_asked<P: Platform>(auth: &mut Authenticator<'_, P>, asked: Asked) 
         };
     }
     let pin_set = auth.store.pin_is_set();
+    // alwaysUv, or a locked key (PIN lock on, no PIN since power-up), which behaves as alwaysUv
+    // does (see `Authenticator::always_uv`).
     if asked.up && auth.always_uv()? {
         if builtin {
             return Ok(true);

@@ -29,7 +29,7 @@ use super::{path, sha256, ResidentCredential, Result, StoreError};
 
 /// The largest serialized record: RP ID (256), user entity (id 64, icon 128, name and
 /// displayName 64 each), credential ID (up to 107 in use) and CBOR framing.
-pub(super) const RECORD_LEN: usize = 768;
+pub(crate) const RECORD_LEN: usize = 768;
 /// Slots per file: as many records and their header entries as fit in a 4 KiB block.
 pub const SLOTS_PER_FILE: usize = 5;
 const ENTRY_LEN: usize = 16;
@@ -63,9 +63,13 @@ pub(super) struct Entry {
     user: u16,
     /// A 1-byte tag of the credential ID.
     id: u8,
-    /// credProtect level (1 to 3).
+    /// credProtect level (1 to 3), and [`LISTED_ONLY`].
     protect: u8,
 }
+
+/// In [`Entry::protect`]: the slot holds a credential that is not discoverable (see
+/// [`ResidentCredential::listed_only`]), which only lookups by ID see.
+const LISTED_ONLY: u8 = 0x80;
 
 impl Entry {
     fn of(credential: &ResidentCredential) -> Self {
@@ -75,12 +79,23 @@ impl Entry {
             created: credential.created.max(1),
             user: user_tag(&rp_id_hash, &credential.user.id),
             id: id_tag(&credential.id),
-            protect: credential.cred_protect.clamp(1, 3),
+            protect: credential.cred_protect.clamp(1, 3)
+                | if credential.listed_only {
+                    LISTED_ONLY
+                } else {
+                    0
+                },
         }
     }
 
     fn is_free(&self) -> bool {
         self.created == 0
+    }
+
+    /// A discoverable credential: one that discovery, enumerations and replacement by user.id
+    /// see.
+    fn is_discoverable(&self) -> bool {
+        !self.is_free() && self.protect & LISTED_ONLY == 0
     }
 
     fn to_bytes(self) -> [u8; ENTRY_LEN] {
@@ -187,7 +202,21 @@ impl Index {
             end: 0,
             generation: 0,
         };
+        let mut skip_dir = false;
         for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
+            // A directory not made yet holds none of its files: skip them all at once (each
+            // open of a missing file would walk the path again), so a key holding few
+            // credentials starts fast.
+            if file % FILES_PER_DIR == 0 {
+                skip_dir = match fs.metadata(&dir_path(file)) {
+                    Ok(_) => false,
+                    Err(e) if e == FsError::NO_SUCH_ENTRY => true,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+            if skip_dir {
+                continue;
+            }
             let mut header = [0u8; HEADER_LEN];
             let mut generation = [0u8; GENERATION_LEN];
             let read = fs.open_file_and_then(&file_path(file), |f| {
@@ -229,6 +258,11 @@ impl Index {
             .filter(|(_, e)| !e.is_free())
     }
 
+    /// The slots of discoverable credentials: all but the imported non-discoverable ones.
+    fn discoverable(&self) -> impl Iterator<Item = (usize, &Entry)> {
+        self.slots().filter(|(_, e)| e.is_discoverable())
+    }
+
     fn reference(slot: usize, entry: &Entry) -> ResidentRef {
         ResidentRef {
             slot: slot as u16,
@@ -243,7 +277,7 @@ impl Index {
         user_id: &'i [u8],
     ) -> impl Iterator<Item = usize> + 'i {
         let (rp, user) = (rp_key(rp_id_hash), user_tag(rp_id_hash, user_id));
-        self.slots()
+        self.discoverable()
             .filter(move |(_, e)| e.rp == rp && e.user == user)
             .map(|(slot, _)| slot)
     }
@@ -269,7 +303,7 @@ impl Index {
         after: Option<&ResidentRef>,
     ) -> Option<ResidentRef> {
         let rp = rp_key(rp_id_hash);
-        self.slots()
+        self.discoverable()
             .filter(|(_, e)| e.rp == rp && visibility.admits(e.protect))
             .map(|(slot, e)| Self::reference(slot, e))
             .filter(|r| after.is_none_or(|after| after.newer_than(r)))
@@ -278,14 +312,14 @@ impl Index {
 
     fn count(&self, rp_id_hash: &[u8; 32], visibility: Visibility) -> usize {
         let rp = rp_key(rp_id_hash);
-        self.slots()
+        self.discoverable()
             .filter(|(_, e)| e.rp == rp && visibility.admits(e.protect))
             .count()
     }
 
     /// The smallest RP key above `after`, and a slot that holds it.
     fn next_rp(&self, after: Option<[u8; 8]>) -> Option<([u8; 8], usize)> {
-        self.slots()
+        self.discoverable()
             .filter(|(_, e)| after.is_none_or(|after| e.rp > after))
             .min_by_key(|(_, e)| e.rp)
             .map(|(slot, e)| (e.rp, slot))
@@ -348,23 +382,46 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 
     /// Write `slot`'s header entry and record in one atomic file commit.
+    ///
+    /// The whole file is rewritten front to back in one pass: littlefs copies a file's block on
+    /// write, and a write after a seek within the same open starts another copy, so writing the
+    /// entry, the record and the generation where they lie cost up to three block erases. The
+    /// old file is read first and the new one assembled in RAM, so one block is written. The
+    /// record's slot is zeroed past its end: nothing of a longer record it replaces remains.
     fn write(&mut self, slot: usize, entry: Entry, record: &[u8]) -> Result<()> {
-        let file = slot / SLOTS_PER_FILE;
-        let mut dir = heapless::String::<16>::new();
-        let _ = core::fmt::write(&mut dir, format_args!("/cr/{}", file / FILES_PER_DIR));
-        self.fs.create_dir_all(&path(&dir))?;
-        let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
         let generation = self.index.generation.wrapping_add(1);
+        self.write_at(slot, entry, record, generation)
+    }
+
+    /// [`Self::write`], the file carrying `generation` (the store's current one for a write
+    /// that changes no credential a platform lists: a signature counter).
+    fn write_at(
+        &mut self,
+        slot: usize,
+        entry: Entry,
+        record: &[u8],
+        generation: u32,
+    ) -> Result<()> {
+        let file = slot / SLOTS_PER_FILE;
+        self.fs.create_dir_all(&dir_path(file))?;
+        let header_offset = (slot % SLOTS_PER_FILE) * ENTRY_LEN;
+        let record_at = record_offset(slot);
+        if record.len() > RECORD_LEN {
+            return Err(StoreError::Io);
+        }
+        let mut contents = [0u8; FILE_LEN];
         self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
             |f| {
-                f.seek(SeekFrom::Start(header_offset as u32))?;
-                write_all(f, &entry.to_bytes())?;
-                f.seek(SeekFrom::Start(record_offset(slot) as u32))?;
-                write_all(f, record)?;
-                f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
-                write_all(f, &generation.to_le_bytes())
+                read_all(f, &mut contents)?;
+                contents[header_offset..header_offset + ENTRY_LEN]
+                    .copy_from_slice(&entry.to_bytes());
+                contents[record_at..record_at + RECORD_LEN].fill(0);
+                contents[record_at..record_at + record.len()].copy_from_slice(record);
+                contents[GENERATION_OFFSET..].copy_from_slice(&generation.to_le_bytes());
+                f.seek(SeekFrom::Start(0))?;
+                write_all(f, &contents)
             },
         )?;
         self.index.set(slot, entry);
@@ -436,6 +493,69 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         Ok(())
     }
 
+    /// Store a credential in a free slot, replacing none (an import: the caller has checked
+    /// that its ID, and for a discoverable one its user, is not stored yet).
+    pub fn save_new(&mut self, credential: &ResidentCredential) -> Result<()> {
+        let mut buffer = [0u8; RECORD_LEN];
+        let record =
+            cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        let record_len = record.len();
+        let slot = self.index.free_slot().ok_or(StoreError::Full)?;
+        self.write(slot, Entry::of(credential), &buffer[..record_len])
+    }
+
+    /// Write a changed record back where `reference` found it (a new signature counter): one
+    /// atomic commit, like every slot write, which leaves the store's generation as it is (a
+    /// sign-in changes no credential a platform lists, so encCredStoreState stays). `false` if
+    /// it was deleted or replaced since.
+    pub fn rewrite(
+        &mut self,
+        reference: &ResidentRef,
+        credential: &ResidentCredential,
+    ) -> Result<bool> {
+        let slot = usize::from(reference.slot);
+        match self.index.entries.get(slot) {
+            Some(entry) if entry.created == reference.created => {}
+            _ => return Ok(false),
+        }
+        let mut buffer = [0u8; RECORD_LEN];
+        let record =
+            cbor_smol::cbor_serialize(credential, &mut buffer).map_err(|_| StoreError::Io)?;
+        let record_len = record.len();
+        let mut entry = Entry::of(credential);
+        entry.created = reference.created;
+        let generation = self.index.generation;
+        self.write_at(slot, entry, &buffer[..record_len], generation)?;
+        Ok(true)
+    }
+
+    /// Delete the credential with this ID, whatever its RP; `false` if none is stored.
+    pub fn delete_id(&mut self, id: &[u8]) -> Result<bool> {
+        match self.find_id(None, id)? {
+            Some((slot, _)) => {
+                self.write(slot, Entry::default(), &[0u8; RECORD_LEN])?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The stored credential in the lowest slot above `after` (the first if `None`),
+    /// discoverable or not: a walk over everything stored, for test automation's listing.
+    pub fn next_any(
+        &self,
+        after: Option<ResidentRef>,
+    ) -> Result<Option<(ResidentRef, ResidentCredential)>> {
+        let start = after.map_or(0, |r| usize::from(r.slot) + 1);
+        let entries = self.index.entries[..self.index.end].iter().enumerate();
+        for (slot, entry) in entries.skip(start).filter(|(_, e)| !e.is_free()) {
+            if let Some(record) = self.read(slot)? {
+                return Ok(Some((Index::reference(slot, entry), record)));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn load(&self, reference: &ResidentRef) -> Result<Option<ResidentCredential>> {
         let slot = usize::from(reference.slot);
         // Deleted or replaced since the reference was handed out: gone.
@@ -503,6 +623,22 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 }
 
+/// Read from the start until `buf` is full or the file ends (what is not read stays as it is).
+fn read_all<S: littlefs2::driver::Storage>(
+    file: &littlefs2::fs::File<'_, '_, S>,
+    buf: &mut [u8],
+) -> littlefs2::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = file.read(&mut buf[at..])?;
+        if n == 0 {
+            break;
+        }
+        at += n;
+    }
+    Ok(())
+}
+
 /// littlefs's `write_all` for the file handle of a closure.
 fn write_all<S: littlefs2::driver::Storage>(
     file: &littlefs2::fs::File<'_, '_, S>,
@@ -520,6 +656,13 @@ fn write_all<S: littlefs2::driver::Storage>(
 
 fn record_offset(slot: usize) -> usize {
     HEADER_LEN + (slot % SLOTS_PER_FILE) * RECORD_LEN
+}
+
+/// The directory of slot file `file`.
+fn dir_path(file: usize) -> PathBuf {
+    let mut s = heapless::String::<16>::new();
+    let _ = core::fmt::write(&mut s, format_args!("/cr/{}", file / FILES_PER_DIR));
+    path(&s)
 }
 
 fn file_path(file: usize) -> PathBuf {

@@ -65,7 +65,7 @@ pub struct TestPlatform<S = RamStorage> {
     storage: std::marker::PhantomData<S>,
 }
 
-impl<S: littlefs2::driver::Storage> Platform for TestPlatform<S> {
+impl<S: littlefs2::driver::Storage + authenticator::platform::Vault> Platform for TestPlatform<S> {
     type Rng = rand_chacha::ChaCha20Rng;
     type Storage = S;
     fn rng(&mut self) -> &mut Self::Rng {
@@ -111,11 +111,36 @@ impl<S: littlefs2::driver::Storage> Platform for TestPlatform<S> {
 
 pub const AAGUID: [u8; 16] = *b"test-aaguid-0001";
 
+/// The PIN verifier's KDF in tests: PBKDF2 at a cost that takes no time. The real bodies'
+/// costs are run by `pin_lock.rs` (and every end-to-end test over the virtual key).
+pub const TEST_KDF: authenticator::store::PinKdf =
+    authenticator::store::PinKdf::Pbkdf2 { iterations: 2 };
+
+/// The test model's configuration.
+pub fn config() -> Config {
+    Config {
+        aaguid: AAGUID,
+        firmware_version: 1,
+        pin_kdf: TEST_KDF,
+    }
+}
+
 /// Run `f` with an authenticator on `storage` (mounted, formatted if blank).
-pub fn with_key<S: littlefs2::driver::Storage, R>(
+pub fn with_key<S: littlefs2::driver::Storage + authenticator::platform::Vault, R>(
     storage: &mut S,
     knobs: &Knobs,
     seed: u64,
+    f: impl FnOnce(&mut Authenticator<'_, TestPlatform<S>>) -> R,
+) -> R {
+    with_key_config(storage, knobs, seed, config(), f)
+}
+
+/// [`with_key`] with another configuration (e.g. a body's real PIN KDF).
+pub fn with_key_config<S: littlefs2::driver::Storage + authenticator::platform::Vault, R>(
+    storage: &mut S,
+    knobs: &Knobs,
+    seed: u64,
+    config: Config,
     f: impl FnOnce(&mut Authenticator<'_, TestPlatform<S>>) -> R,
 ) -> R {
     let mut alloc = Allocation::new();
@@ -125,14 +150,7 @@ pub fn with_key<S: littlefs2::driver::Storage, R>(
         knobs: knobs.clone(),
         storage: std::marker::PhantomData,
     };
-    let mut key = Authenticator::new(
-        platform,
-        fs,
-        Config {
-            aaguid: AAGUID,
-            firmware_version: 1,
-        },
-    );
+    let mut key = Authenticator::new(platform, fs, config);
     f(&mut key)
 }
 

@@ -4,7 +4,6 @@ import { Simulator, ConsoleLogger, LogLevel, GPIOPinState } from 'rp2040js';
 import { installStubRom } from './rom.mjs';
 import { readImage, FLASH_BASE } from './image.mjs';
 
-const NS_PER_CYCLE = 8; // 125 MHz
 const IO_QSPI = 0x40018;
 const ROSC = 0x40060;
 const SS_CTRL = 0x0c; // GPIO_QSPI_SS_CTRL
@@ -16,24 +15,47 @@ const SSI_DR0 = 0x60;
 const SSI_SR_TFNF = 1 << 1;
 const SSI_SR_TFE = 1 << 2;
 const SSI_SR_RFNE = 1 << 3;
+const VREG_AND_CHIP_RESET = 0x40064;
+const VREG_RESET = 0xb1; // VSEL 1.10 V (0b1011 in bits 7:4), enabled
 const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
 
 const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
+
+/** How long the W25Q16JV takes to erase a 4 KiB sector (tSE) and to program a 256-byte page
+ * (tPP), in ms: typical and maximum from its datasheet (AC electrical characteristics), or none
+ * (the flash answers at once, as rp2040js alone would have it). PICO_FLASH_TIMING picks one. */
+export const FLASH_TIMINGS = {
+  typical: { eraseMs: 45, programMs: 0.7 },
+  max: { eraseMs: 400, programMs: 3 },
+  none: { eraseMs: 0, programMs: 0 },
+};
 
 export class Machine {
   /** image: path to .elf/.uf2; flash: optional previous flash contents (a "power cycle");
    * roscSeed: seeds the ring oscillator's bits (a fixed default keeps cycle counts repeatable);
    * rosc: an oscillator gone bad, `(random) => bit` given a uniform number in [0, 1) from the
-   * seeded generator (e.g. `() => 0`, stuck); flashUid: the flash chip's 64-bit unique ID. */
-  constructor(image, { flash, log = false, roscSeed = 0x2545f491, rosc, flashUid = DEFAULT_FLASH_UID } = {}) {
+   * seeded generator (e.g. `() => 0`, stuck); flashUid: the flash chip's 64-bit unique ID
+   * (8 bytes); flashTiming: a FLASH_TIMINGS key. */
+  constructor(image, {
+    flash, log = false, roscSeed = 0x2545f491, rosc, flashUid = DEFAULT_FLASH_UID,
+    flashTiming = process.env.PICO_FLASH_TIMING ?? 'typical',
+  } = {}) {
     this.sim = new Simulator();
     this.mcu = this.sim.rp2040;
     this.clock = this.sim.clock;
     this.core = this.mcu.core;
     this.mcu.logger = new ConsoleLogger(log ? LogLevel.Debug : LogLevel.Error);
     this.flashOps = [];
+    this.flashTiming = FLASH_TIMINGS[flashTiming];
+    if (!this.flashTiming) throw new Error(`PICO_FLASH_TIMING: ${flashTiming} is none of ${Object.keys(FLASH_TIMINGS)}`);
+    this.flashBusyCycles = 0; // cycles spent waiting for the flash to erase or program
     // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.
-    installStubRom(this.mcu, { onFlash: (op, off, len) => this.flashOps.push({ op, off, len }) });
+    installStubRom(this.mcu, {
+      onFlash: (op, off, len) => {
+        this.flashOps.push({ op, off, len });
+        this.flashBusy(op === 'erase' ? (len / 4096) * this.flashTiming.eraseMs : (len / 256) * this.flashTiming.programMs);
+      },
+    });
     if (flash) this.mcu.flash.set(flash);
     else for (const { addr, data } of readImage(image)) this.mcu.flash.set(data, addr - FLASH_BASE);
     this.bootselPressed = false;
@@ -42,6 +64,7 @@ export class Machine {
     this.modelRosc(roscSeed, rosc);
     this.modelFlashCommands(Uint8Array.from(flashUid));
     this.modelNvicPending();
+    this.modelVreg();
     this.ledChanges = 0;
     this.ledLog = []; // every change of GPIO25: { ms, on }
     this.mcu.gpio[25].addListener((state) => {
@@ -158,8 +181,44 @@ export class Machine {
     };
   }
 
+  /** The flash is busy for `ms`: the ROM routine (called with interrupts off, from RAM) polls
+   * the chip's status until it is done, so the core spends that time executing and nothing else
+   * runs. The cycles and the clock move on together; the timer's alarms fire meanwhile and their
+   * interrupts wait until the firmware turns interrupts back on, as on the chip. */
+  flashBusy(ms) {
+    const cycles = Math.round((ms * 1e6) / this.nsPerCycle);
+    if (cycles <= 0) return;
+    this.core.cycles += cycles;
+    this.activeCycles += cycles;
+    this.flashBusyCycles += cycles;
+    this.clock.tick(cycles * this.nsPerCycle);
+  }
+
+  /** The core voltage regulator (rp2040js leaves it unimplemented): VREG's VSEL, and every
+   * change of clk_sys with the core voltage at that moment (`clockChanges`). */
+  modelVreg() {
+    let vreg = VREG_RESET;
+    this.mcu.peripherals[VREG_AND_CHIP_RESET] = {
+      readUint32: (off) => ((off & 0xfff) === 0 ? vreg : 0),
+      writeUint32: (off, v) => { if ((off & 0xfff) === 0) vreg = v >>> 0; },
+      writeUint32Atomic(off, v, type) {
+        if ((off & 0xfff) !== 0) return;
+        vreg = (type === 1 ? vreg ^ v : type === 2 ? vreg | v : type === 3 ? vreg & ~v : v) >>> 0;
+      },
+    };
+    /** The core voltage VSEL selects (RP2040 datasheet, VREG: 0.80 V at 5 up to 1.30 V at 15). */
+    this.coreVolts = () => Math.max(0.8, 0.8 + 0.05 * (((vreg >>> 4) & 0xf) - 5));
+    this.clockChanges = [];
+    this.mcu.addClockListener((hz) => this.clockChanges.push({ hz, volts: this.coreVolts() }));
+  }
+
   get cycles() { return this.core.cycles; }
   get nowMs() { return this.clock.nanos / 1e6; }
+  /** clk_sys as the firmware set it up (rp2040js follows the PLL and CLOCKS registers). */
+  get clockHz() { return this.mcu.clkSys; }
+  get nsPerCycle() { return 1e9 / this.mcu.clkSys; }
+  /** Cycles as milliseconds at the firmware's clock. */
+  ms(cycles) { return (cycles * 1e3) / this.mcu.clkSys; }
 
   /** Run until `until()` holds or `maxCycles` more cycles pass. `until` is checked every
    * `chunk` steps (an instruction, or one jump over a sleep), then Node's event loop runs. */
@@ -171,17 +230,18 @@ export class Machine {
         if (this.core.waiting) {
           // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
           // (the host may act in between).
+          const nsPerCycle = this.nsPerCycle;
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, (limit - this.core.cycles) * NS_PER_CYCLE);
-          const cycles = Math.max(1, Math.ceil(ns / NS_PER_CYCLE));
-          this.clock.tick(cycles * NS_PER_CYCLE);
+          ns = Math.min(ns, (limit - this.core.cycles) * nsPerCycle);
+          const cycles = Math.max(1, Math.ceil(ns / nsPerCycle));
+          this.clock.tick(cycles * nsPerCycle);
           this.core.cycles += cycles;
           if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
         } else {
           const c = this.core.executeInstruction();
           this.activeCycles += c;
-          this.clock.tick(c * NS_PER_CYCLE);
+          this.clock.tick(c * this.nsPerCycle);
         }
       }
       await new Promise((resolve) => setImmediate(resolve));

@@ -105,7 +105,9 @@ export function installStubRom(mcu, hooks = {}) {
     const i = imm - BKPT_FIRST_FUNC;
     if (i >= 0 && i < tags.length) {
       const name = ALIASES[tags[i]] ?? tags[i];
-      core.cycles += impl[name](mcu, r);
+      // The routine first: it may move the clock on itself (a flash wait, see machine.mjs).
+      const cost = impl[name](mcu, r);
+      core.cycles += cost;
       return;
     }
     previous?.(imm);

@@ -6,6 +6,10 @@ const EP0_IN_BUF_CTRL = DPRAM + 0x80;
 const BUF_CTRL_STALL = 1 << 11;
 const USBCTRL_REGS = 0x50110000;
 const EP_STALL_ARM = USBCTRL_REGS + 0x68;
+/** USB 2.0 §7.1.7.3: a host waits at least this long after a device connects before it resets
+ * it (TATTDB), and this long after the reset before the first request (TRSTRCY). */
+const ATTACH_DEBOUNCE_MS = 100;
+const RESET_RECOVERY_MS = 10;
 
 export const setup = (bmRequestType, bRequest, wValue, wIndex, wLength) => {
   const b = new Uint8Array(8);
@@ -26,7 +30,11 @@ export class UsbHost {
     this.outQueue = new Map(); // endpoint -> [Uint8Array]
     this.inReports = []; // IN reports from interrupt endpoints, in order
     this.onReport = null;
-    this.usb.onUSBEnabled = () => { this.enabled = true; this.usb.resetDevice(); };
+    this.enabledAt = null; // { ms, cycles } when the firmware enabled the controller
+    this.usb.onUSBEnabled = () => {
+      this.enabled = true;
+      this.enabledAt ??= { ms: this.m.nowMs, cycles: this.m.cycles };
+    };
     this.usb.onResetReceived = () => { this.resetDone = true; };
     this.usb.onEndpointWrite = (ep, data) => this.onIn(ep, new Uint8Array(data));
     this.usb.onEndpointRead = (ep, max) => { this.armedOut.set(ep, max); this.pump(ep); };
@@ -105,10 +113,23 @@ export class UsbHost {
     return Buffer.from(d.subarray(2)).toString('utf16le');
   }
 
-  /** Enumerate as a host OS would; returns what it learned. */
+  /** Emulated time passes (the device runs meanwhile). */
+  async wait(ms) {
+    const until = this.m.nowMs + ms;
+    await this.m.run({ until: () => this.m.nowMs >= until, maxCycles: Infinity });
+  }
+
+  /** Enumerate as a host OS would, with the waits USB 2.0 prescribes (§7.1.7.3): 100 ms of
+   * attach debounce once the device connects, a bus reset, 10 ms of reset recovery before the
+   * first request. Returns what it learned. */
   async enumerate() {
-    const up = await this.m.run({ until: () => this.resetDone, maxCycles: 250_000_000 });
-    if (!up) throw new Error('device never enabled USB / acknowledged the bus reset');
+    const up = await this.m.run({ until: () => this.enabled, maxCycles: 250_000_000 });
+    if (!up) throw new Error('device never enabled USB');
+    await this.wait(ATTACH_DEBOUNCE_MS);
+    this.usb.resetDevice();
+    const reset = await this.m.run({ until: () => this.resetDone, maxCycles: 250_000_000 });
+    if (!reset) throw new Error('device never acknowledged the bus reset');
+    await this.wait(RESET_RECOVERY_MS);
     const device = await this.getDescriptor(1, 0, 18);
     await this.controlTransfer(setup(0x00, 5, 1, 0, 0)); // SET_ADDRESS(1)
     const head = await this.getDescriptor(2, 0, 9);

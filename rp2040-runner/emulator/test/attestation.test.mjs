@@ -29,9 +29,18 @@ function loadBatch() {
   return { d, cert, aaguid: value.subarray(4, 20) };
 }
 
-async function provision(hid, batch) {
+/** Provision `batch`; like CTAP2 commands it waits for BOOTSEL (pressed here at the third
+ * keepalive, as a user would once the LED blinks) unless the request is refused first. */
+async function provision(hid, batch, machine) {
   const request = encodeCbor(new Map([[1, new Uint8Array(batch.d)], [2, new Uint8Array(batch.cert.raw)]]));
-  const r = await hid.transact(PROVISION_ATTESTATION, request);
+  let waited = 0;
+  const r = await hid.transact(PROVISION_ATTESTATION, request, {
+    onKeepalive: (status) => {
+      if (status === 2 && ++waited === 3) machine.bootselPressed = true;
+    },
+  });
+  machine.bootselPressed = false;
+  provision.waited = waited;
   assert.equal(r.cmd, PROVISION_ATTESTATION);
   assert.equal(r.data.length, 1);
   return r.data[0];
@@ -52,8 +61,10 @@ test('a provisioned Pico attests with the batch and keeps it across a power cycl
 
   // A certificate for another key is refused; the batch itself is accepted.
   const wrong = { ...batch, d: crypto.randomBytes(32) };
-  assert.equal(await provision(hid, wrong), 0x02, 'a certificate for another key is refused');
-  assert.equal(await provision(hid, batch), 0x00, 'the batch is installed');
+  assert.equal(await provision(hid, wrong, machine), 0x02, 'a certificate for another key is refused');
+  assert.equal(provision.waited, 0, 'a refused request asks for no touch');
+  assert.equal(await provision(hid, batch, machine), 0x00, 'the batch is installed');
+  assert.ok(provision.waited >= 3, 'it waited for BOOTSEL (keepalives UPNEEDED)');
   assert.deepEqual(await aaguid(hid), Buffer.from(batch.aaguid), 'getInfo reports the batch AAGUID');
 
   machine.bootselPressed = true;
@@ -75,8 +86,8 @@ test('a provisioned Pico attests with the batch and keeps it across a power cycl
     'the attestation signature verifies with the batch certificate');
 
   // Power cycle: still provisioned, and for life.
-  const { hid: hid2 } = await bootKey({ flash: machine.snapshotFlash() });
+  const { machine: m2, hid: hid2 } = await bootKey({ flash: machine.snapshotFlash() });
   await hid2.init();
   assert.deepEqual(await aaguid(hid2), Buffer.from(batch.aaguid));
-  assert.equal(await provision(hid2, batch), 0x30, 'a second provisioning is refused');
+  assert.equal(await provision(hid2, batch, m2), 0x30, 'a second provisioning is refused');
 });

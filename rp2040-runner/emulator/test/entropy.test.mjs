@@ -104,7 +104,7 @@ test('a seed from an earlier boot does not stand in for a failed oscillator; the
   await first.hid.init();
   assert.equal((await first.hid.cbor(0x04)).status, 0);
   const flash = first.machine.snapshotFlash();
-  assert.equal(Buffer.from(flash.subarray(SEED_SECTOR, SEED_SECTOR + 8)).toString(), 'PICOSEED');
+  assert.equal(Buffer.from(flash.subarray(SEED_SECTOR, SEED_SECTOR + 8)).toString(), 'PICOSLOG');
 
   // The oscillator fails: refused all the same, and the flash is left as it was.
   await expectRefusal({ rosc: () => 1, flash, test: 'repetition count' });

@@ -14,7 +14,8 @@ import { elfSymbol } from '../lib/image.mjs';
 import { decodeCbor, encodeCbor } from '../lib/cbor.mjs';
 import * as ctap2 from '../lib/ctap2.mjs';
 
-const STATE_OFFSET = 0x80000;
+/** pico_state_image writes the flash from the vault (0x7B000) to the end: vault, seed sector, state. */
+const IMAGE_OFFSET = 0x7B000;
 const CAPACITY = 1740; // store::capacity(384): 348 one-block slot files of five slots
 const PREFILLED = CAPACITY - 4;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -34,7 +35,7 @@ const SHARED = `${padded('rp-shared.', 248, 'r')}.example`;
 test('a nearly full Pico fills to KEY_STORE_FULL with an exact count, then signs in', async () => {
   const first = await bootKey();
   const flash = first.machine.snapshotFlash();
-  flash.set(nearlyFullImage(), STATE_OFFSET);
+  flash.set(nearlyFullImage(), IMAGE_OFFSET);
   const { machine, hid } = await bootKey({ flash });
   machine.bootselPressed = true;
   await hid.init();

@@ -18,7 +18,8 @@ async function register(user) {
   const timeout = document.getElementById("timeout").value;
   const passkey = document.getElementById("passkey").checked;
   const verify = document.getElementById("verify").checked;
-  const options = await post("/api/register/begin", { user, timeout, passkey, verify });
+  const anyAuthenticator = document.getElementById("any-authenticator").checked;
+  const options = await post("/api/register/begin", { user, timeout, passkey, verify, anyAuthenticator });
   const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
   // The site's own deadline: not every browser ends a request at publicKey.timeout.
   const signal = timeout ? AbortSignal.timeout(Number(timeout)) : undefined;

@@ -1,0 +1,658 @@
+//! The PIN lock, the salted PIN verifier, a reset that wipes, the move of a key from before the
+//! vault, and provisioning that needs a touch.
+//!
+//! A key's state is its littlefs partition and its vault (`RamStorage::image` and `::vault`):
+//! what a thief copies. These tests look into both, as an attacker would, and drive the key as
+//! platforms do (every signature verified).
+
+mod common;
+
+use authenticator::ctaphid::{App, Outcome, Transaction};
+use authenticator::platform::Presence;
+use ciborium::Value;
+use common::pin_client::{retries, PinClient};
+use common::*;
+use sha2::{Digest, Sha256};
+
+const PIN: &str = "correct horse";
+const NEW_PIN: &str = "battery staple";
+const RP: &str = "signin.aws.amazon.com";
+const MARKER: &str = "REMANENCE-MARKER-USER-7f3a";
+/// authenticatorConfig vendorPrototype and its vendorCommandIds.
+const VENDOR_PROTOTYPE: u8 = 0xFF;
+const LOCK_ON: i64 = 0x4C4F_434B;
+const LOCK_OFF: i64 = 0x4F50_454E;
+/// Permissions: makeCredential, getAssertion, credential management, acfg, pcmr.
+const MC_GA: u8 = 0x03;
+const CM: u8 = 0x04;
+const ACFG: u8 = 0x20;
+const PCMR: u8 = 0x40;
+const PUAT_REQUIRED: u8 = 0x36;
+const PIN_INVALID: u8 = 0x31;
+const PIN_AUTH_INVALID: u8 = 0x33;
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// authenticatorConfig vendorPrototype with `id`, authorized by `token` if given.
+fn vendor(key: &mut impl App, token: Option<&[u8]>, id: i64) -> u8 {
+    let params = map(vec![(int(1), int(id))]);
+    let mut entries = vec![(int(1), int(VENDOR_PROTOTYPE.into()))];
+    let mut message = vec![0xff; 32];
+    message.extend_from_slice(&[0x0d, VENDOR_PROTOTYPE]);
+    ciborium::into_writer(&params, &mut message).unwrap();
+    entries.push((int(2), params));
+    if let Some(token) = token {
+        entries.push((int(3), int(2)));
+        entries.push((int(4), bytes(&PinClient::mac(2, token, &message))));
+    }
+    ctap2(key, 0x0D, Some(map(entries))).0
+}
+
+/// `request` with pinUvAuthParam and protocol 2 at `param_key` and the key after it (8 in
+/// makeCredential, 6 in getAssertion).
+fn with_token(request: Value, param_key: i64, token: &[u8], cdh: &[u8; 32]) -> Value {
+    let Value::Map(mut entries) = request else {
+        unreachable!()
+    };
+    entries.push((int(param_key), bytes(&PinClient::mac(2, token, cdh))));
+    entries.push((int(param_key + 1), int(2)));
+    entries.sort_by_key(|(k, _)| as_int(k));
+    Value::Map(entries)
+}
+
+/// A discoverable credential for `user` named `name`, made with a token; (ID, COSE key).
+fn register(key: &mut impl App, token: &[u8], user: &[u8], name: &str) -> (Vec<u8>, Value) {
+    let Value::Map(mut entries) = make_credential_request(RP, user, &[-7], true) else {
+        unreachable!()
+    };
+    entries[2].1 = map(vec![(text("id"), bytes(user)), (text("name"), text(name))]);
+    let (status, body) = ctap2(
+        key,
+        0x01,
+        Some(with_token(Value::Map(entries), 8, token, &[7; 32])),
+    );
+    assert_eq!(status, 0, "makeCredential");
+    let data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+    (data.credential_id, data.public_key.unwrap())
+}
+
+/// getAssertion with `id` in the allow list (and a token if given): the status, and the
+/// signature checked against `public_key` when it answers.
+fn sign(key: &mut impl App, token: Option<&[u8]>, id: &[u8], public_key: &Value) -> u8 {
+    let cdh = [9u8; 32];
+    let mut request = get_assertion_request(RP, &cdh, &[id]);
+    if let Some(token) = token {
+        request = with_token(request, 6, token, &cdh);
+    }
+    let (status, body) = ctap2(key, 0x02, Some(request));
+    if status == 0 {
+        let body = body.unwrap();
+        let mut signed = get(&body, 2).unwrap().as_bytes().unwrap().clone();
+        signed.extend_from_slice(&cdh);
+        verify(
+            public_key,
+            &signed,
+            get(&body, 3).unwrap().as_bytes().unwrap(),
+        );
+    }
+    status
+}
+
+fn info(key: &mut impl App) -> Value {
+    ctap2(key, 0x04, None).1.unwrap()
+}
+
+fn always_uv(key: &mut impl App) -> bool {
+    let info = info(key);
+    get_text(get(&info, 4).unwrap(), "alwaysUv") == Some(&Value::Bool(true))
+}
+
+fn versions(key: &mut impl App) -> Vec<String> {
+    get(&info(key), 1)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_text().unwrap().to_string())
+        .collect()
+}
+
+/// U2F VERSION's status word.
+fn u2f_status(key: &mut impl App) -> u16 {
+    let mut response = Vec::new();
+    key.call(Transaction::Msg, &[0, 3, 0, 0], &mut response);
+    u16::from_be_bytes(response[response.len() - 2..].try_into().unwrap())
+}
+
+/// A key with a PIN, one discoverable credential, and the lock on.
+fn locked_key(storage: &mut RamStorage) -> (Vec<u8>, Value) {
+    with_key(storage, &Knobs::default(), 1, |key| {
+        let client = PinClient::new(key, 2, 1);
+        assert_eq!(client.set_pin(key, PIN), 0);
+        let token = client.token(key, PIN, Some(MC_GA | ACFG), None).unwrap();
+        let credential = register(key, &token, b"alice", MARKER);
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        assert!(
+            !always_uv(key),
+            "the lock takes effect at the next power-up"
+        );
+        assert_eq!(vendor(key, None, LOCK_ON), PUAT_REQUIRED, "needs acfg");
+        assert_eq!(vendor(key, Some(&token), LOCK_ON), 0);
+        assert_eq!(
+            vendor(key, Some(&token), 0x1234),
+            0x02,
+            "an unknown vendor command"
+        );
+        credential
+    })
+}
+
+/// Every place the key's state can hold a copy of `needle`.
+fn occurrences(storage: &RamStorage, needle: &[u8]) -> usize {
+    [storage.image(), storage.vault().image()]
+        .iter()
+        .map(|hay| hay.windows(needle.len()).filter(|w| *w == needle).count())
+        .sum()
+}
+
+/// The vault's current record (the newest whole one), decoded: what a copy of the state shows.
+fn vault_record(storage: &RamStorage) -> Value {
+    let mut vault = authenticator::store::vault::RamVault::from_image(storage.vault().image());
+    let (_, body) = authenticator::store::vault::recover(&mut vault)
+        .unwrap()
+        .expect("a record");
+    ciborium::from_reader(&body[..]).unwrap()
+}
+
+/// The secrets in the clear in the vault record, if they are: (key-wrapping key, persistent
+/// token).
+fn clear_secrets(storage: &RamStorage) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let record = vault_record(storage);
+    let clear = get_text(&record, "c")?.as_bytes()?.clone();
+    let secrets: Value = ciborium::from_reader(&clear[..]).unwrap();
+    let kwk = get_text(&secrets, "k").unwrap().as_bytes().unwrap().clone();
+    let token = get_text(&secrets, "t").map(|t| t.as_bytes().unwrap().clone());
+    Some((kwk, token))
+}
+
+#[test]
+fn a_locked_key_refuses_what_needs_its_secrets_until_the_pin_opens_it() {
+    let mut storage = RamStorage::default();
+    let (id, public_key) = locked_key(&mut storage);
+    assert!(
+        clear_secrets(&storage).is_none(),
+        "sealed: nothing in the clear"
+    );
+    assert!(get_text(&vault_record(&storage), "s").is_some());
+
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        // getInfo says alwaysUv and drops U2F_V2: platforms ask for the PIN.
+        assert!(always_uv(key));
+        assert!(!versions(key).contains(&"U2F_V2".to_string()));
+        let info = info(key);
+        assert!(get(&info, 0x19).is_none() && get(&info, 0x1E).is_none());
+        // Touch-only requests get what alwaysUv answers.
+        let request = make_credential_request(RP, b"bob", &[-7], false);
+        assert_eq!(ctap2(key, 0x01, Some(request)).0, PUAT_REQUIRED);
+        assert_eq!(sign(key, None, &id, &public_key), PUAT_REQUIRED);
+        assert_eq!(u2f_status(key), 0x6986, "U2F refused");
+        // The provisioning vendor command too.
+        let mut response = Vec::new();
+        let request = map(vec![(int(1), bytes(&[1; 32])), (int(2), bytes(&[0x30]))]);
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&request, &mut cbor).unwrap();
+        key.call(Transaction::Provision, &cbor, &mut response);
+        assert_eq!(response, [PUAT_REQUIRED]);
+
+        // A wrong PIN opens nothing and costs a retry.
+        let client = PinClient::new(key, 2, 3);
+        assert_eq!(
+            client.token(key, "wrong guess", Some(MC_GA), None),
+            Err(PIN_INVALID)
+        );
+        assert_eq!(retries(key).0, 7);
+        assert!(always_uv(key));
+
+        // The right PIN opens it until power-off: U2F is back, and the credential signs. (A
+        // wrong PIN changes the key agreement: the platform asks for the new one.)
+        let client = PinClient::new(key, 2, 4);
+        let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+        assert_eq!(retries(key).0, 8);
+        assert!(!always_uv(key));
+        assert!(versions(key).contains(&"U2F_V2".to_string()));
+        assert_eq!(u2f_status(key), 0x9000);
+        assert_eq!(sign(key, Some(&token), &id, &public_key), 0);
+        // Later PIN entries are checked in RAM (and still pay their retry first).
+        assert_eq!(
+            client.token(key, "wrong again", Some(CM), None),
+            Err(PIN_INVALID)
+        );
+        let client = PinClient::new(key, 2, 5);
+        assert!(client.token(key, PIN, Some(CM), None).is_ok());
+    });
+}
+
+#[test]
+fn the_persistent_token_is_sealed_with_the_rest() {
+    let mut storage = RamStorage::default();
+    locked_key(&mut storage);
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        let client = PinClient::new(key, 2, 3);
+        let persistent = client.token(key, PIN, Some(PCMR), None).unwrap();
+        // Next power-up: locked, the persistent token (which platforms keep) is refused.
+        assert_eq!(persistent.len(), 32);
+        let _ = persistent;
+    });
+    with_key(&mut storage, &Knobs::default(), 3, |key| {
+        let client = PinClient::new(key, 2, 3);
+        let persistent = client.token(key, PIN, Some(PCMR), None).unwrap();
+        // Unlocked by that request: now it works; a new power-up locks it again.
+        let metadata = |key: &mut _, token: &[u8]| {
+            let request = map(vec![
+                (int(1), int(1)),
+                (int(3), int(2)),
+                (int(4), bytes(&PinClient::mac(2, token, &[1]))),
+            ]);
+            ctap2(key, 0x0A, Some(request)).0
+        };
+        assert_eq!(metadata(key, &persistent), 0);
+        drop(client);
+        let _ = persistent;
+    });
+    let persistent = with_key(&mut storage, &Knobs::default(), 4, |key| {
+        let client = PinClient::new(key, 2, 3);
+        client.token(key, PIN, Some(PCMR), None).unwrap()
+    });
+    with_key(&mut storage, &Knobs::default(), 5, |key| {
+        let request = map(vec![
+            (int(1), int(1)),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &persistent, &[1]))),
+        ]);
+        assert_eq!(
+            ctap2(key, 0x0A, Some(request)).0,
+            PIN_AUTH_INVALID,
+            "sealed until the PIN is given"
+        );
+    });
+}
+
+#[test]
+fn change_pin_seals_again_under_the_new_pin() {
+    let mut storage = RamStorage::default();
+    let (id, public_key) = locked_key(&mut storage);
+    let sealed_before = get_text(&vault_record(&storage), "s").unwrap().clone();
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        let client = PinClient::new(key, 2, 3);
+        assert_eq!(
+            client.change_pin(key, PIN, NEW_PIN),
+            0,
+            "changePIN unlocks too"
+        );
+        assert!(!always_uv(key));
+    });
+    let record = vault_record(&storage);
+    assert_ne!(get_text(&record, "s").unwrap(), &sealed_before);
+    assert!(clear_secrets(&storage).is_none());
+    with_key(&mut storage, &Knobs::default(), 3, |key| {
+        assert!(always_uv(key));
+        let client = PinClient::new(key, 2, 4);
+        assert_eq!(client.token(key, PIN, Some(MC_GA), None), Err(PIN_INVALID));
+        let client = PinClient::new(key, 2, 5);
+        let token = client.token(key, NEW_PIN, Some(MC_GA), None).unwrap();
+        assert_eq!(sign(key, Some(&token), &id, &public_key), 0);
+    });
+}
+
+#[test]
+fn the_lock_turned_off_keeps_the_secrets_in_the_clear_and_without_a_pin_waits_for_one() {
+    let mut storage = RamStorage::default();
+    let (id, public_key) = locked_key(&mut storage);
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        let client = PinClient::new(key, 2, 3);
+        let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+        assert_eq!(vendor(key, Some(&token), LOCK_OFF), 0);
+    });
+    assert!(clear_secrets(&storage).is_some());
+    with_key(&mut storage, &Knobs::default(), 3, |key| {
+        assert!(!always_uv(key), "not locked");
+        // Discoverable credentials still need the PIN (makeCredUvNotRqd), but the key answers.
+        let client = PinClient::new(key, 2, 3);
+        let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+        assert_eq!(sign(key, Some(&token), &id, &public_key), 0);
+    });
+
+    // Without a PIN the switch needs no token and seals nothing until a PIN is set.
+    let mut storage = RamStorage::default();
+    with_key(&mut storage, &Knobs::default(), 1, |key| {
+        assert_eq!(vendor(key, None, LOCK_ON), 0);
+    });
+    assert!(clear_secrets(&storage).is_some());
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        assert!(!always_uv(key), "no PIN: nothing to lock");
+        assert_eq!(PinClient::new(key, 2, 1).set_pin(key, PIN), 0);
+    });
+    assert!(clear_secrets(&storage).is_none(), "setPIN sealed them");
+    with_key(&mut storage, &Knobs::default(), 3, |key| {
+        assert!(always_uv(key))
+    });
+}
+
+#[test]
+fn reset_leaves_no_byte_of_the_old_key_its_pin_or_its_users() {
+    for locked in [false, true] {
+        let mut storage = RamStorage::default();
+        with_key(&mut storage, &Knobs::default(), 1, |key| {
+            let client = PinClient::new(key, 2, 1);
+            assert_eq!(client.set_pin(key, PIN), 0);
+            let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+            register(key, &token, b"alice", MARKER);
+        });
+        let (kwk, token) = clear_secrets(&storage).unwrap();
+        let token = token.expect("a PIN makes a persistent token");
+        let verifier = get_text(get_text(&vault_record(&storage), "p").unwrap(), "v")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .clone();
+        let pin_hash = &sha256(PIN.as_bytes())[..16];
+        if locked {
+            with_key(&mut storage, &Knobs::default(), 2, |key| {
+                let client = PinClient::new(key, 2, 3);
+                let token = client.token(key, PIN, Some(ACFG), None).unwrap();
+                assert_eq!(vendor(key, Some(&token), LOCK_ON), 0);
+            });
+        }
+        assert!(
+            occurrences(&storage, MARKER.as_bytes()) > 0,
+            "the name is stored"
+        );
+        assert!(occurrences(&storage, &kwk) > 0 || locked);
+        // The reset (within 10 s of power-up, with a touch): a locked key is reset without
+        // its PIN, as every key is.
+        with_key(&mut storage, &Knobs::default(), 4, |key| {
+            assert_eq!(ctap2(key, 0x07, None).0, 0);
+            assert!(!always_uv(key));
+            assert_eq!(retries(key).0, 8);
+        });
+        for (what, needle) in [
+            ("the user name", MARKER.as_bytes()),
+            ("the old key-wrapping key", &kwk[..]),
+            ("the old persistent token", &token[..]),
+            ("the old PIN verifier", &verifier[..]),
+            ("the PIN's hash", pin_hash),
+        ] {
+            assert_eq!(
+                occurrences(&storage, needle),
+                0,
+                "{what} remains after reset (locked: {locked})"
+            );
+        }
+        with_key(&mut storage, &Knobs::default(), 5, |key| {
+            let info = info(key);
+            assert_eq!(
+                get_text(get(&info, 4).unwrap(), "clientPin"),
+                Some(&Value::Bool(false))
+            );
+            let request = make_credential_request(RP, b"carol", &[-7], false);
+            assert_eq!(ctap2(key, 0x01, Some(request)).0, 0, "the wiped key works");
+        });
+    }
+}
+
+/// A key of the layout before the vault: `/dev/kwk` in the clear, `/dev/pin` with the PIN's
+/// hash and the persistent token, as that code wrote them. Made here from a key of this code
+/// (whose credentials are sealed under the same key-wrapping key), its vault then erased.
+fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8>) {
+    let mut storage = RamStorage::default();
+    let (id, public_key) = with_key(&mut storage, &Knobs::default(), 1, |key| {
+        let client = PinClient::new(key, 2, 1);
+        assert_eq!(client.set_pin(key, PIN), 0);
+        let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+        register(key, &token, b"alice", MARKER)
+    });
+    let (kwk, token) = clear_secrets(&storage).unwrap();
+    let pin = Value::Map(vec![
+        (text("h"), bytes(&sha256(PIN.as_bytes())[..16])),
+        (text("r"), int(retries_left.into())),
+        (text("l"), int(PIN.chars().count() as i64)),
+        (text("p"), bytes(&token.unwrap())),
+    ]);
+    let mut pin_file = Vec::new();
+    ciborium::into_writer(&pin, &mut pin_file).unwrap();
+    {
+        let mut alloc = littlefs2::fs::Allocation::new();
+        let fs = littlefs2::fs::Filesystem::mount(&mut alloc, &mut storage).unwrap();
+        fs.write(littlefs2::path!("/dev/kwk"), &kwk).unwrap();
+        fs.write(littlefs2::path!("/dev/pin"), &pin_file).unwrap();
+    }
+    *storage.vault_mut() = Default::default();
+    (storage, id, public_key, kwk)
+}
+
+#[test]
+fn a_key_from_before_the_vault_moves_in_keeping_credentials_and_spent_retries() {
+    let (mut storage, id, public_key, kwk) = key_before_the_vault(5);
+    let pin_hash = sha256(PIN.as_bytes())[..16].to_vec();
+    assert!(occurrences(&storage, &kwk) > 0 && occurrences(&storage, &pin_hash) > 0);
+    with_key(&mut storage, &Knobs::default(), 2, |key| {
+        assert_eq!(retries(key).0, 5, "a spent retry stays spent");
+        let client = PinClient::new(key, 2, 3);
+        let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+        assert_eq!(sign(key, Some(&token), &id, &public_key), 0);
+    });
+    // Scrubbed: the key-wrapping key is in the vault only, the PIN's hash nowhere.
+    assert_eq!(
+        occurrences(&storage, &pin_hash),
+        0,
+        "the old PIN hash remains"
+    );
+    assert_eq!(
+        storage
+            .image()
+            .windows(32)
+            .filter(|w| *w == &kwk[..])
+            .count(),
+        0,
+        "a copy of the key-wrapping key remains in littlefs"
+    );
+    assert_eq!(clear_secrets(&storage).unwrap().0, kwk);
+}
+
+/// A power cut at every program and erase of the move (clean or torn): the next power-up
+/// finishes it, and no credential, PIN or spent retry is lost.
+#[test]
+fn the_move_into_the_vault_survives_a_power_cut_at_every_write() {
+    let (base, id, public_key, _) = key_before_the_vault(6);
+    let copy = |s: &RamStorage| RamStorage::from_images(s.image(), s.vault().image());
+    let mut tried = 0;
+    for cut in 1.. {
+        let mut storage = copy(&base);
+        let reached = cut_during_boot(&mut storage, cut);
+        if !reached {
+            break;
+        }
+        tried += 1;
+        with_key(&mut storage, &Knobs::default(), 3, |key| {
+            assert_eq!(retries(key).0, 6, "cut {cut}: retries");
+            let client = PinClient::new(key, 2, 3);
+            let token = client.token(key, PIN, Some(MC_GA), None).unwrap();
+            assert_eq!(sign(key, Some(&token), &id, &public_key), 0, "cut {cut}");
+        });
+    }
+    eprintln!("the move into the vault: {tried} program/erase operations, each cut");
+    assert!(tried > 5);
+}
+
+/// Boot a key on `storage` with the power cut at its `cut`th program or erase (torn when
+/// `cut` is even); false if the boot finished before that.
+fn cut_during_boot(storage: &mut RamStorage, cut: usize) -> bool {
+    struct Cut<'s> {
+        inner: &'s mut RamStorage,
+        left: usize,
+        tear: bool,
+    }
+    impl Cut<'_> {
+        fn spend(&mut self) -> Option<bool> {
+            if self.left == 0 {
+                return Some(false);
+            }
+            self.left -= 1;
+            (self.left == 0).then_some(self.tear)
+        }
+    }
+    impl littlefs2::driver::Storage for Cut<'_> {
+        const READ_SIZE: usize = 16;
+        const WRITE_SIZE: usize = 16;
+        const BLOCK_SIZE: usize = 4096;
+        const BLOCK_COUNT: usize = BLOCKS;
+        const BLOCK_CYCLES: isize = 500;
+        type CACHE_SIZE = littlefs2::consts::U256;
+        type LOOKAHEAD_SIZE = littlefs2::consts::U16;
+        fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
+            self.inner.read(off, buf)
+        }
+        fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
+            match self.spend() {
+                None => self.inner.write(off, data),
+                Some(tear) => {
+                    if tear {
+                        self.inner.write(off, &data[..data.len() / 2 / 16 * 16])?;
+                    }
+                    Err(littlefs2::io::Error::IO)
+                }
+            }
+        }
+        fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
+            match self.spend() {
+                None => self.inner.erase(off, len),
+                Some(tear) => {
+                    if tear {
+                        self.inner.erase(off, 2048)?;
+                    }
+                    Err(littlefs2::io::Error::IO)
+                }
+            }
+        }
+    }
+    impl authenticator::platform::Vault for Cut<'_> {
+        fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
+            self.inner.vault_read(offset, buf)
+        }
+        fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+            match self.spend() {
+                None => self.inner.vault_program(offset, data),
+                Some(tear) => {
+                    if tear {
+                        self.inner
+                            .vault_program(offset, &data[..data.len() / 512 * 256])?;
+                    }
+                    Err(littlefs2::io::Error::IO)
+                }
+            }
+        }
+        fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+            match self.spend() {
+                None => self.inner.vault_erase(offset),
+                Some(tear) => {
+                    if tear {
+                        self.inner.vault_mut().erase_part(offset, 4096)?;
+                    }
+                    Err(littlefs2::io::Error::IO)
+                }
+            }
+        }
+    }
+    let mut device = Cut {
+        inner: storage,
+        left: cut,
+        tear: cut.is_multiple_of(2),
+    };
+    with_key(&mut device, &Knobs::default(), 2, |_| {});
+    device.left == 0
+}
+
+#[test]
+fn provisioning_waits_for_a_touch() {
+    let (batch_key, batch_certificate) = batch();
+    let mut request = Vec::new();
+    ciborium::into_writer(
+        &map(vec![
+            (int(1), bytes(&batch_key)),
+            (int(2), bytes(&batch_certificate)),
+        ]),
+        &mut request,
+    )
+    .unwrap();
+    let mut storage = RamStorage::default();
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 1, |key| {
+        let provision = |key: &mut dyn App| {
+            let mut response = Vec::new();
+            let outcome = key.call(Transaction::Provision, &request, &mut response);
+            (outcome, response)
+        };
+        knobs.presence.set(Presence::Pending);
+        let (outcome, _) = provision(key);
+        assert!(
+            matches!(outcome, Outcome::Waiting(_)),
+            "waits for the touch"
+        );
+        assert!(knobs.prompts.get() > 0, "asked for it");
+        knobs.presence.set(Presence::Denied);
+        assert_eq!(provision(key), (Outcome::Done, vec![0x27]), "denied");
+        assert!(key.attestation().is_none(), "nothing installed");
+        knobs.presence.set(Presence::Granted);
+        assert_eq!(provision(key), (Outcome::Done, vec![0]));
+        assert!(key.attestation().is_some());
+    });
+}
+
+/// A batch key and certificate, as the vendor tool makes them.
+fn batch() -> (Vec<u8>, Vec<u8>) {
+    use attestation::certificate::{self, Subject};
+    use der::Encode;
+    let subject = Subject {
+        country: "SE".into(),
+        organization: "Example Keys".into(),
+        common_name: "batch".into(),
+    };
+    let ca = certificate::root_ca(&subject, 30).unwrap();
+    let batch = certificate::batch(&ca, &subject, [0x42; 16], 20).unwrap();
+    (
+        batch.key.to_bytes().to_vec(),
+        batch.certificate.to_der().unwrap(),
+    )
+}
+
+/// The real parameters: the Pico's PBKDF2 and (where the crate has it) the virtual key's
+/// Argon2id, timed (printed, not asserted) through setPIN and the first token of a power-up.
+#[test]
+fn the_bodies_real_kdfs_set_and_check_a_pin() {
+    use authenticator::store::PinKdf;
+    let mut kdfs = vec![PinKdf::Pbkdf2 { iterations: 3800 }];
+    if cfg!(feature = "argon2") {
+        kdfs.push(PinKdf::Argon2id {
+            memory_kib: 64 * 1024,
+            passes: 2,
+        });
+    }
+    for kdf in kdfs {
+        let mut config = config();
+        config.pin_kdf = kdf;
+        let mut storage = RamStorage::default();
+        with_key_config(&mut storage, &Knobs::default(), 1, config.clone(), |key| {
+            assert_eq!(PinClient::new(key, 2, 1).set_pin(key, PIN), 0);
+        });
+        with_key_config(&mut storage, &Knobs::default(), 2, config, |key| {
+            let client = PinClient::new(key, 2, 2);
+            assert_eq!(client.token(key, "nope", None, None), Err(PIN_INVALID));
+            let client = PinClient::new(key, 2, 3);
+            let start = std::time::Instant::now();
+            assert!(client.token(key, PIN, None, None).is_ok());
+            eprintln!("{kdf:?}: first PIN of a power-up {:?}", start.elapsed());
+        });
+    }
+}
