@@ -84,9 +84,9 @@ pub trait App {
 
     /// Whether the app speaks CTAP2: CTAPHID INIT then reports the CBOR capability, and
     /// CTAPHID_CBOR reaches the app (otherwise it is ERR_INVALID_CMD, as from a U2F key).
-    fn speaks_cbor(&self) -> bool {
-        true
-    }
+    /// Required, not defaulted: a wrapper around an app that forgot to pass it on would make a
+    /// U2F-only key claim CBOR.
+    fn speaks_cbor(&self) -> bool;
 }
 
 /// Version numbers reported in the INIT response.
