@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../authenticator/src"
 lower=(ctaphid.rs usb.rs store.rs store credential.rs pin_protocol.rs platform.rs presence.rs
-       attestation.rs)
+       attestation.rs fault.rs profile.rs)
 upper='ctap1|ctap2|vendor|authenticator|Authenticator'
 # `crate::ctap2::...`, `crate::Authenticator`, and the same names inside `use crate::{...}`.
 pattern="crate::(${upper})\b|use crate::\{[^}]*\b(${upper})\b"

@@ -10,6 +10,7 @@ use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntim
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform, Touch};
 use crate::presence::{Presence, Refusal};
+use crate::profile::Profile;
 use crate::store::{PinKdf, ResidentCredential, ResidentRef, Store, StoreError};
 
 /// Fixed facts about this authenticator model.
@@ -41,6 +42,8 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) enumeration: Option<Enumeration>,
     /// A large-blob array being written in fragments.
     pub(crate) large_blob_write: Option<PendingWrite>,
+    /// What kind of key this one presents itself as.
+    pub(crate) profile: Profile,
 }
 
 impl<'a, P: Platform> Authenticator<'a, P> {
@@ -59,7 +62,23 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             pin,
             enumeration: None,
             large_blob_write: None,
+            profile: Profile::Full,
         }
+    }
+
+    /// Present the key as another kind of key (see [`Profile`]); a runner chooses before the
+    /// first request.
+    pub fn set_profile(&mut self, profile: Profile) {
+        self.profile = profile;
+    }
+
+    /// Does every request need the user verified, as alwaysUv says: alwaysUv on by
+    /// authenticatorConfig or for good by the profile, or the key locked (PIN lock on, no PIN
+    /// since power-up), which behaves as alwaysUv does until the PIN is given?
+    pub(crate) fn always_uv(&mut self) -> Result<bool, StoreError> {
+        Ok(self.profile.forces_always_uv()
+            || self.store.settings()?.always_uv
+            || self.store.locked())
     }
 
     /// Hold at most `limit` discoverable credentials, fewer than the storage allows: getInfo's
@@ -285,5 +304,9 @@ impl<P: Platform> App for Authenticator<'_, P> {
 
     fn wink(&mut self) {
         self.platform.indicate(Indicator::Wink);
+    }
+
+    fn speaks_cbor(&self) -> bool {
+        self.profile.speaks_cbor()
     }
 }

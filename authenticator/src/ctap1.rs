@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use crate::credential::{Algorithm, CredProtect, Credential};
 use crate::fallible::{self, OutOfMemory};
+use crate::fault::{self, Carries};
 use crate::platform::Platform;
 use crate::presence::Refusal;
 use crate::store::StoreError;
@@ -107,8 +108,9 @@ fn dispatch<P: Platform>(
         return Err(sw::CLA_NOT_SUPPORTED);
     }
     // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1). So does the PIN
-    // lock until the PIN is given: a touch-only request must not use the sealed secrets.
-    if auth.store.settings().map(|s| s.always_uv).unwrap_or(true) || auth.store.locked() {
+    // lock until the PIN is given (see `Authenticator::always_uv`): a touch-only request must
+    // not use the sealed secrets.
+    if auth.always_uv().unwrap_or(true) {
         return Err(sw::COMMAND_NOT_ALLOWED);
     }
     match apdu.ins {
@@ -154,8 +156,24 @@ fn register<P: Platform>(
         .public_key()
         .sec1_uncompressed()
         .ok_or(sw::UNKNOWN)?;
+    let fault = fault::take(
+        &mut auth.platform,
+        Carries {
+            up: false,
+            uv: false,
+            counter: false,
+            signature: true,
+        },
+    );
     // The key handle is at most 128 bytes, so its length fits the one-byte field.
-    let signed: [&[u8]; 5] = [&[0x00], application, challenge, &key_handle, &public_key];
+    let signed: [&[u8]; 6] = [
+        &[0x00],
+        application,
+        challenge,
+        &key_handle,
+        &public_key,
+        fault.garble(),
+    ];
     // Signed by the batch attestation key once one is provisioned, else self-signed.
     let self_signed;
     let (certificate, signature) = match auth.store.attestation().map_err(store_error)? {
@@ -253,12 +271,24 @@ fn authenticate<P: Platform>(
     let stored = stored
         .as_mut()
         .map(|(reference, record)| (&*reference, record));
-    let counter = auth
-        .signature_counter(stored)
-        .map_err(|_| sw::UNKNOWN)?
-        .to_be_bytes();
-    let flags = [u8::from(user_present)];
-    let signature = credential.sign(&[application, &flags, &counter, challenge]);
+    let counter = auth.signature_counter(stored).map_err(|_| sw::UNKNOWN)?;
+    // Only an authentication with presence enforced reaches a relying party as a sign-in.
+    let fault = if user_present {
+        fault::take(
+            &mut auth.platform,
+            Carries {
+                up: true,
+                uv: false,
+                counter: true,
+                signature: true,
+            },
+        )
+    } else {
+        fault::Applied::default()
+    };
+    let counter = fault.counter(counter).to_be_bytes();
+    let flags = [u8::from(fault.u2f_presence(user_present))];
+    let signature = credential.sign(&[application, &flags, &counter, challenge, fault.garble()]);
     write(out, &[&flags, &counter, &signature])
 }
 

@@ -81,6 +81,12 @@ pub trait App {
 
     /// CTAPHID_WINK.
     fn wink(&mut self);
+
+    /// Whether the app speaks CTAP2: CTAPHID INIT then reports the CBOR capability, and
+    /// CTAPHID_CBOR reaches the app (otherwise it is ERR_INVALID_CMD, as from a U2F key).
+    /// Required, not defaulted: a wrapper around an app that forgot to pass it on would make a
+    /// U2F-only key claim CBOR.
+    fn speaks_cbor(&self) -> bool;
 }
 
 /// Version numbers reported in the INIT response.
@@ -127,8 +133,10 @@ mod error {
 
 /// The CTAPHID protocol version reported by INIT.
 const PROTOCOL_VERSION: u8 = 2;
-/// INIT capability flags: we wink and speak CBOR. NMSG stays clear because we do accept MSG.
-const CAPABILITIES: u8 = 0x01 | 0x04;
+/// INIT capability flags: we wink, and speak CBOR unless the app does not
+/// ([`App::speaks_cbor`]). NMSG stays clear because we do accept MSG.
+const CAPABILITY_WINK: u8 = 0x01;
+const CAPABILITY_CBOR: u8 = 0x04;
 
 /// How long the host may pause between the packets of one message before we give up on it.
 const REASSEMBLY_TIMEOUT_MS: u64 = 500;
@@ -272,7 +280,11 @@ impl Ctaphid {
         payload[13] = self.version.major;
         payload[14] = self.version.minor;
         payload[15] = self.version.build;
-        payload[16] = CAPABILITIES;
+        payload[16] = if app.speaks_cbor() {
+            CAPABILITY_WINK | CAPABILITY_CBOR
+        } else {
+            CAPABILITY_WINK
+        };
         self.out.message(cid, command::INIT, &payload);
     }
 
@@ -396,7 +408,9 @@ impl Ctaphid {
             }
             command::LOCK => self.set_lock(cid, payload.first().copied().unwrap_or(0), now_ms),
             command::MSG => self.start_job(cid, Transaction::Msg, payload, now_ms, app),
-            command::CBOR => self.start_job(cid, Transaction::Cbor, payload, now_ms, app),
+            command::CBOR if app.speaks_cbor() => {
+                self.start_job(cid, Transaction::Cbor, payload, now_ms, app)
+            }
             command::PROVISION_ATTESTATION => {
                 self.start_job(cid, Transaction::Provision, payload, now_ms, app)
             }

@@ -14,7 +14,9 @@ pub mod basepoint;
 pub mod credential;
 pub mod ctaphid;
 pub mod fallible;
+pub mod fault;
 pub mod platform;
+pub mod profile;
 pub mod store;
 pub mod usb;
 
@@ -27,3 +29,4 @@ mod vendor;
 
 pub use authenticator::{Authenticator, Config};
 pub use presence::TIMEOUT_MS as PRESENCE_TIMEOUT_MS;
+pub use profile::Profile;

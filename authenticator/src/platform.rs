@@ -34,6 +34,33 @@ pub enum Touch {
 /// key; five seconds is long enough that nobody holds it by accident while signing in.
 pub const LONG_TOUCH_MS: u64 = 5_000;
 
+/// A built-in user verification method (CTAP 2.1 §6.5.3), as the body reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltinUv {
+    /// getInfo's uvModality: a FIDO Registry user verification method, such as
+    /// [`USER_VERIFY_FINGERPRINT_INTERNAL`].
+    pub modality: u32,
+    /// Whether the user has enrolled (a finger, say): getInfo's `uv` option is this value, and
+    /// only an enrolled method verifies anyone.
+    pub enrolled: bool,
+}
+
+/// FIDO Registry of Predefined Values §3.1: a fingerprint sensor on the authenticator.
+pub const USER_VERIFY_FINGERPRINT_INTERNAL: u32 = 0x02;
+
+/// Answer to "has the built-in method verified the user?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// No answer yet (no finger on the sensor): ask again later.
+    Pending,
+    /// The user was verified (the finger matched). Placing it was also a touch.
+    Verified,
+    /// The attempt failed (a finger that did not match): it costs one of the uvRetries.
+    Failed,
+    /// The platform gave up waiting before the core's own 30 s.
+    TimedOut,
+}
+
 /// What the key's indicator (LED, terminal line) should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Indicator {
@@ -77,6 +104,36 @@ pub trait Platform {
     /// does the key offer longTouchForReset.
     fn has_long_touch(&self) -> bool {
         false
+    }
+
+    /// The body's built-in user verification method, if it has one (a fingerprint sensor, or
+    /// the virtual key's `--uv builtin`). Only then does the key offer built-in UV.
+    fn builtin_uv(&self) -> Option<BuiltinUv> {
+        None
+    }
+
+    /// A request needs the user verified by the built-in method: start asking (the sensor
+    /// waits for a finger). Called once per attempt, before the first [`Platform::poll_uv`].
+    fn start_uv(&mut self) {}
+
+    /// Non-blocking: the outcome of the attempt started by [`Platform::start_uv`].
+    fn poll_uv(&mut self) -> Verification {
+        Verification::Failed
+    }
+
+    /// The attempt is over (answered, cancelled or timed out): stop asking.
+    fn stop_uv(&mut self) {}
+
+    /// Test bodies only (feature `faults`): the fault a test armed for the key's next signed
+    /// response, if `applies` says it can be applied to this one; taking it disarms it (see
+    /// [`crate::fault`]).
+    #[cfg(feature = "faults")]
+    fn take_fault(
+        &mut self,
+        applies: &dyn Fn(crate::fault::Fault) -> bool,
+    ) -> Option<crate::fault::Fault> {
+        let _ = applies;
+        None
     }
 }
 

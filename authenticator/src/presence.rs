@@ -1,10 +1,12 @@
-//! Waiting for the user's touch without blocking the transport.
+//! Waiting for the user without blocking the transport: a touch, or a finger on the built-in
+//! user verification method.
 //!
-//! A command that needs presence asks [`Presence::check`] each time it runs. The first ask starts
-//! the platform's prompt; later asks poll it. The wait belongs to one request (by digest): a
-//! different request starts a new wait, so one touch never approves two things.
+//! A command that needs the user asks [`Presence::check`] (a touch) or [`Presence::verify`]
+//! (built-in UV) each time it runs. The first ask starts the platform's prompt; later asks poll
+//! it. The wait belongs to one request (by digest) and one kind of ask: a different request
+//! starts a new wait, so one touch never approves two things.
 
-use crate::platform::{Indicator, Platform, Presence as Answer, Touch};
+use crate::platform::{Indicator, Platform, Presence as Answer, Touch, Verification};
 
 /// How long the user has to touch the key.
 pub const TIMEOUT_MS: u64 = 30_000;
@@ -22,13 +24,22 @@ pub enum Refusal {
     TimedOut,
 }
 
+/// What a wait asks of the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Touch(Touch),
+    /// A finger on the built-in user verification method.
+    Verification,
+}
+
 struct Wait {
     request: [u8; 32],
+    ask: Ask,
     started_ms: u64,
     cancelled: bool,
 }
 
-/// The state of the (at most one) presence wait.
+/// The state of the (at most one) wait for the user.
 #[derive(Default)]
 pub struct Presence {
     wait: Option<Wait>,
@@ -43,17 +54,48 @@ impl Presence {
         request: &[u8; 32],
         touch: Touch,
     ) -> Result<(), Refusal> {
+        match self.ask(platform, request, Ask::Touch(touch))? {
+            true => Ok(()),
+            false => Err(Refusal::Denied),
+        }
+    }
+
+    /// Built-in user verification for `request`: `Ok(true)` when the user was verified,
+    /// `Ok(false)` when the attempt failed (no match). Starts the attempt on the first call.
+    pub fn verify<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        request: &[u8; 32],
+    ) -> Result<bool, Refusal> {
+        self.ask(platform, request, Ask::Verification)
+    }
+
+    /// The wait for `ask` of `request`, started if need be: `Ok(yes)` once the user answered.
+    fn ask<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        request: &[u8; 32],
+        ask: Ask,
+    ) -> Result<bool, Refusal> {
         let now = platform.now_ms();
-        if self.wait.as_ref().is_some_and(|w| &w.request != request) {
+        if self
+            .wait
+            .as_ref()
+            .is_some_and(|w| &w.request != request || w.ask != ask)
+        {
             self.end(platform);
         }
         let wait = match &mut self.wait {
             Some(wait) => wait,
             None => {
-                platform.start_presence(touch);
+                match ask {
+                    Ask::Touch(touch) => platform.start_presence(touch),
+                    Ask::Verification => platform.start_uv(),
+                }
                 platform.indicate(Indicator::WaitingForPresence);
                 self.wait.insert(Wait {
                     request: *request,
+                    ask,
                     started_ms: now,
                     cancelled: false,
                 })
@@ -64,14 +106,27 @@ impl Presence {
         } else if now.saturating_sub(wait.started_ms) >= TIMEOUT_MS {
             Refusal::TimedOut
         } else {
-            match platform.poll_presence() {
-                Answer::Pending => return Err(Refusal::Pending),
-                Answer::Granted => {
+            let answer = match ask {
+                Ask::Touch(_) => match platform.poll_presence() {
+                    Answer::Pending => None,
+                    Answer::Granted => Some(Ok(true)),
+                    Answer::Denied => Some(Ok(false)),
+                    Answer::TimedOut => Some(Err(Refusal::TimedOut)),
+                },
+                Ask::Verification => match platform.poll_uv() {
+                    Verification::Pending => None,
+                    Verification::Verified => Some(Ok(true)),
+                    Verification::Failed => Some(Ok(false)),
+                    Verification::TimedOut => Some(Err(Refusal::TimedOut)),
+                },
+            };
+            match answer {
+                None => return Err(Refusal::Pending),
+                Some(Ok(yes)) => {
                     self.end(platform);
-                    return Ok(());
+                    return Ok(yes);
                 }
-                Answer::Denied => Refusal::Denied,
-                Answer::TimedOut => Refusal::TimedOut,
+                Some(Err(refusal)) => refusal,
             }
         };
         self.end(platform);
@@ -95,8 +150,11 @@ impl Presence {
 
     /// Stop waiting (the request was abandoned or answered).
     pub fn end<P: Platform>(&mut self, platform: &mut P) {
-        if self.wait.take().is_some() {
-            platform.stop_presence();
+        if let Some(wait) = self.wait.take() {
+            match wait.ask {
+                Ask::Touch(_) => platform.stop_presence(),
+                Ask::Verification => platform.stop_uv(),
+            }
             platform.indicate(Indicator::Idle);
         }
     }

@@ -7,6 +7,7 @@
 //! /dev/ctr            signature counter reservation (u32, big-endian)
 //! /dev/pin            PIN retries left
 //! /dev/cfg            authenticatorConfig settings (alwaysUv, minimum PIN length, ...)
+//! /dev/uv             built-in user verification: uvRetries left, attempts since the PIN
 //! /dev/lb             the serialized large-blob array (absent: the empty array)
 //! /cr/<d>/<f>         discoverable credentials, packed in fixed-size slots (see [`resident`])
 //! ```
@@ -231,6 +232,31 @@ impl Default for Settings {
     }
 }
 
+/// The most uvRetries (maxUvRetries, CTAP 2.1 §6.5.2.2: 1 to 25): what a correct finger or a
+/// correct PIN restores.
+pub const UV_RETRIES: u8 = 5;
+
+/// Built-in user verification's counters (a key whose body has no such method never writes
+/// them). Kept on storage like the PIN's: cutting power never hands back a spent attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UvState {
+    /// uvRetries: attempts left before built-in UV is blocked (until a correct PIN).
+    #[serde(rename = "r")]
+    pub retries: u8,
+    /// uvCountSinceLastPinEntry: attempts, matched or not, since the last correct PIN.
+    #[serde(rename = "n")]
+    pub since_pin: u32,
+}
+
+impl Default for UvState {
+    fn default() -> Self {
+        Self {
+            retries: UV_RETRIES,
+            since_pin: 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Counter {
     next: u32,
@@ -245,6 +271,7 @@ pub struct Store<'a, S: littlefs2::driver::Storage + Vault> {
     counter: Option<Counter>,
     pin: Option<PinState>,
     settings: Option<Settings>,
+    uv: Option<UvState>,
     /// The vault's record as read at power-up and since written, and where it is.
     device: Option<Device>,
     position: Option<vault::Position>,
@@ -292,6 +319,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
             counter: None,
             pin: None,
             settings: None,
+            uv: None,
             device: None,
             position: None,
             unlocked: None,
@@ -562,6 +590,21 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     pub fn save_settings(&mut self, settings: &Settings) -> Result<()> {
         self.save("/dev/cfg", settings)?;
         self.settings = Some(settings.clone());
+        Ok(())
+    }
+
+    /// Built-in user verification's counters (full retries until first written).
+    pub fn uv_state(&mut self) -> Result<UvState> {
+        if self.uv.is_none() {
+            self.uv = Some(self.load("/dev/uv")?.unwrap_or_default());
+        }
+        Ok(self.uv.clone().unwrap_or_default())
+    }
+
+    /// Write built-in user verification's counters; they are on storage when this returns.
+    pub fn save_uv_state(&mut self, uv: &UvState) -> Result<()> {
+        self.save("/dev/uv", uv)?;
+        self.uv = Some(uv.clone());
         Ok(())
     }
 
@@ -1098,6 +1141,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         self.counter = None;
         self.pin = None;
         self.settings = None;
+        self.uv = None;
         self.index = None;
         let fs = self.fs()?;
         fs.create_dir_all(&path("/dev"))?;

@@ -112,6 +112,10 @@ impl App for FakeApp {
     fn wink(&mut self) {
         self.winks += 1;
     }
+
+    fn speaks_cbor(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

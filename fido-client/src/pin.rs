@@ -209,6 +209,42 @@ impl PinClient {
     }
 }
 
+impl PinClient {
+    /// getPinUvAuthTokenUsingUvWithPermissions: a token after the key's built-in user
+    /// verification (its sensor), no PIN.
+    pub fn uv_token(
+        &self,
+        key: &mut impl Transport,
+        permissions: u8,
+        rp_id: Option<&str>,
+    ) -> Result<Vec<u8>, u8> {
+        let mut entries = vec![
+            (int(1), int(self.protocol.into())),
+            (int(2), int(6)),
+            (int(3), self.platform_key.clone()),
+            (int(9), int(permissions.into())),
+        ];
+        if let Some(rp) = rp_id {
+            entries.push((int(0x0A), text(rp)));
+        }
+        let (status, body) = call(key, 0x06, Some(map(entries)));
+        if status != 0 {
+            return Err(status);
+        }
+        let encrypted = get(&body.unwrap(), 2).unwrap().as_bytes().unwrap().clone();
+        Ok(self.decrypt(&encrypted))
+    }
+}
+
+/// getUVRetries: the built-in UV attempts left.
+pub fn uv_retries(key: &mut impl Transport) -> Result<i64, u8> {
+    let (status, body) = call(key, 0x06, Some(map(vec![(int(2), int(7))])));
+    if status != 0 {
+        return Err(status);
+    }
+    Ok(as_int(get(&body.unwrap(), 5).expect("uvRetries (0x05)")))
+}
+
 /// getPINRetries: (retries, powerCycleState).
 pub fn retries(key: &mut impl Transport) -> (i64, Option<bool>) {
     let (status, body) = call(

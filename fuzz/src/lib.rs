@@ -1,7 +1,10 @@
 //! A fresh authenticator on a RAM littlefs2 image for each fuzz input, so every crash
 //! reproduces from its input alone.
 
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::platform::{
+    BuiltinUv, Indicator, Platform, Presence, Touch, Verification,
+    USER_VERIFY_FINGERPRINT_INTERNAL,
+};
 use authenticator::{Authenticator, Config};
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
@@ -32,6 +35,23 @@ impl Platform for FuzzPlatform {
     /// So the fuzzer reaches enableLongTouchForReset and the long-touch reset too.
     fn has_long_touch(&self) -> bool {
         true
+    }
+    /// A fingerprint sensor, so the fuzzer reaches built-in UV too: a finger is enrolled while
+    /// the clock's lowest bit is set (the structured inputs move the clock; the raw ones, at 0,
+    /// meet the key as before), and it matches while the next bit is clear. Never pending, as
+    /// presence is not.
+    fn builtin_uv(&self) -> Option<BuiltinUv> {
+        Some(BuiltinUv {
+            modality: USER_VERIFY_FINGERPRINT_INTERNAL,
+            enrolled: self.now_ms & 1 == 1,
+        })
+    }
+    fn poll_uv(&mut self) -> Verification {
+        if self.now_ms & 2 == 0 {
+            Verification::Verified
+        } else {
+            Verification::Failed
+        }
     }
 }
 

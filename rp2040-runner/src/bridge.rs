@@ -161,4 +161,9 @@ impl App for Proxy {
     fn wink(&mut self) {
         critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).wink = true);
     }
+
+    /// The Pico is always the full key (profiles are the virtual key's).
+    fn speaks_cbor(&self) -> bool {
+        true
+    }
 }

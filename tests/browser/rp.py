@@ -123,12 +123,14 @@ class Site:
         existing = self.credentials.get(name, [])
         # A passkey: discoverable, and verified (the key's PIN, typed into the browser).
         passkey = bool(body.get("passkey"))
+        # "verify": the user verified (by the key's fingerprint sensor, say), not discoverable.
+        verify = passkey or bool(body.get("verify"))
         server = self.open_server if body.get("anyAuthenticator") else self.server
         options, state = server.register_begin(
             user,
             credentials=existing,
             resident_key_requirement="required" if passkey else "discouraged",
-            user_verification="required" if passkey else "discouraged",
+            user_verification="required" if verify else "discouraged",
             authenticator_attachment="cross-platform",
         )
         self.pending[name] = ("register", state, server)
@@ -180,7 +182,8 @@ class Site:
             self.pending[name] = ("legacy", state)
             return options
         creds = self.credentials[name]
-        options, state = self.server.authenticate_begin(creds, user_verification="discouraged")
+        verify = "required" if body.get("verify") else "discouraged"
+        options, state = self.server.authenticate_begin(creds, user_verification=verify)
         self.pending[name] = ("authenticate", state)
         return dict(options)
 
@@ -205,7 +208,8 @@ class Site:
         auth_data = response.response.authenticator_data
         if not auth_data.is_user_present():
             raise ValueError("UP flag not set")
-        if kind == "passkey" and not auth_data.is_user_verified():
+        # (Fido2Server already refuses a response without UV when the state required it.)
+        if (kind == "passkey" or state["user_verification"] == "required") and not auth_data.is_user_verified():
             raise ValueError("UV flag not set")
         last = self.counters.get(cred.credential_id, -1)
         if auth_data.counter <= last:
@@ -216,6 +220,7 @@ class Site:
         return {
             "verified": verdicts.get(kind, "sign-in"),
             "user": name,
+            "uv": auth_data.is_user_verified(),
             "counter": auth_data.counter,
         }
 

@@ -83,10 +83,16 @@ run_engine() {
     }
 
     # The key: presence decided by the test, through the control socket; every CTAP request
-    # and answer in its trace.
+    # and answer in its trace. It also has a fingerprint sensor whose fingers the test gives
+    # (`uv ok|fail`): Chromium's headless shell, which has no PIN prompt, meets
+    # userVerification "required" with it (--uv-steps); Firefox's sensor starts unenrolled, so
+    # that its passkey steps type the PIN, and its last steps enroll a finger and make and use a
+    # passkey with it (--uv-passkeys).
+    local uv_args=(--uv builtin --uv-mode control) uv_steps=(--uv-steps)
+    [ "$engine" = firefox ] && uv_steps=(--uv-passkeys)
     mkfifo "$dir/key.out"
     USBIP_RUNNER_LOG=${USBIP_RUNNER_LOG:-debug} "$runner" --listen 127.0.0.1:0 --ephemeral \
-        --presence control --control "$dir/key.sock" --trace "$dir/trace.jsonl" \
+        --presence control --control "$dir/key.sock" --trace "$dir/trace.jsonl" "${uv_args[@]}" \
         >"$dir/key.out" 2>"$dir/key.log" &
     pids+=($!)
     local key_pid=$!
@@ -109,6 +115,7 @@ run_engine() {
     # The RP. Before the browser comes, it enrols a legacy U2F credential over CTAP1 (AWS's old
     # U2F registration), the touch approved here.
     "$runner" control "$dir/key.sock" approve 1-1 >/dev/null
+    [ "$engine" = firefox ] && "$runner" control "$dir/key.sock" uv unenroll 1-1 >/dev/null
     mkfifo "$dir/rp.out"
     # For Firefox, which can be made to answer its PIN prompt, the key gets a PIN too, and the
     # steps add passkeys (discoverable, PIN-verified) and a sign-in without an allow list.
@@ -176,7 +183,7 @@ run_engine() {
         interop=(--import-credential "$virtual_credential")
     fi
     set +e
-    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" "${interop[@]}" \
+    node tests/browser/webauthn.mjs --engine "$engine" "${remote[@]}" "${passkeys[@]}" "${uv_steps[@]}" "${interop[@]}" \
         --site "https://signin.aws.amazon.com/" --runner "$runner" --control "$dir/key.sock"
     status=$?
     set -e
@@ -204,6 +211,18 @@ run_engine() {
             fail "no getNextAssertion: the passkey sign-in did not list the accounts"
         grep '"command":"getAssertion","dir":"request"' "$dir/trace.jsonl" | grep -v '"3":' |
             grep -q '"6":{"bytes":' || fail "no PIN-verified getAssertion without an allow list"
+    fi
+    # The fingerprint steps: the browser asked the key's sensor for a token
+    # (getPinUvAuthTokenUsingUvWithPermissions, subcommand 6); in Chromium a finger that never
+    # matched was counted down (CTAP2_ERR_UV_INVALID, 0x3F) to blocked (CTAP2_ERR_UV_BLOCKED,
+    # 0x3C).
+    grep -q '"command":"clientPIN","dir":"request".*"2":6[,}]' "$dir/trace.jsonl" ||
+        fail "the browser never asked for a token by built-in UV"
+    if [ "$engine" = chromium ]; then
+        for answer in 63:CTAP2_ERR_UV_INVALID 60:CTAP2_ERR_UV_BLOCKED; do
+            grep -q "\"command\":\"clientPIN\",\"dir\":\"response\".*\"status\":${answer%%:*}}" \
+                "$dir/trace.jsonl" || fail "the key never answered a UV token request with ${answer#*:}"
+        done
     fi
     echo "browser test ($engine): passed"
 }

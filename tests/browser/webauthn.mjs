@@ -8,8 +8,9 @@
 //   node tests/browser/webauthn.mjs --site https://signin.aws.amazon.com:PORT/ \
 //       [--engine chromium] (--cdp http://127.0.0.1:9222 | --browser PATH) \
 //       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
-//       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] \
-//       [--virtual-authenticator FILE] [--import-credential FILE] [--browser-arg=--flag ...]
+//       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] [--uv-steps] \
+//       [--uv-passkeys] [--virtual-authenticator FILE] [--import-credential FILE] \
+//       [--browser-arg=--flag ...]
 //
 // --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
 // kernel that attached the key) and close it at the end; --browser launches one on this machine.
@@ -40,6 +41,8 @@ const { values: args } = parseArgs({
     runner: { type: "string", default: "usbip-runner" },
     control: { type: "string" },
     passkeys: { type: "boolean", default: false },
+    "uv-steps": { type: "boolean", default: false },
+    "uv-passkeys": { type: "boolean", default: false },
     bus: { type: "string", default: "1-1" },
     "virtual-authenticator": { type: "string" },
     "import-credential": { type: "string" },
@@ -95,6 +98,30 @@ const passkeySteps = [
   ["sign in with a passkey, no user name (PIN typed, account chosen)", "#signin", "", "approve", /^ok .*"verified":"passkey sign-in","user":"(dana|erin)"/, 0, true],
 ];
 if (args.passkeys) steps.push(...passkeySteps);
+// With --uv-steps (a key started with `--uv builtin --uv-mode control`: a fingerprint sensor
+// whose every finger the script gives with `uv ok|fail`): a credential registered and used with
+// userVerification "required", verified by the sensor (the RP checks the UV flag); faults armed
+// on the control socket that the RP must refuse (a bad signature, a rewound counter: rp.py's
+// counter check); last, a finger that never matches: the browser asks again until the sensor is
+// blocked (uvRetries 0) and the page sees NotAllowedError. The eighth member says what else the
+// step does: `verify` ticks the page's "verify the user", `uv` answers each finger, `fault` arms
+// one before the click, `before` sends a control line before it.
+const uvSteps = [
+  ["grace registers, verified by the key's fingerprint", "#register", "grace", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, false, { verify: true, uv: "ok" }],
+  ["grace signs in, verified by the key's fingerprint", "#signin", "grace", "approve", /^ok .*"verified":"sign-in".*"uv":true/, 0, false, { verify: true, uv: "ok" }],
+  ["a bad signature (fault armed) is refused by the RP", "#signin", "root", "approve", /^error .*server: ValueError: Invalid signature/, 0, false, { fault: "bad-signature" }],
+  ["a rewound counter (fault armed) is seen by the RP", "#signin", "alice", "approve", /^error .*server: ValueError: signature counter went from \d+ to 1/, 0, false, { fault: "counter-rewind" }],
+  ["a finger that never matches: NotAllowedError", "#signin", "grace", "approve", /^error NotAllowedError/, 0, false, { verify: true, uv: "fail" }],
+];
+if (args["uv-steps"]) steps.push(...uvSteps);
+// With --uv-passkeys (after --passkeys, on a key whose sensor starts unenrolled, so that the PIN
+// steps type the PIN): a finger is enrolled (`uv enroll`), and a passkey is registered and used
+// without a user name, each verified by the fingerprint instead of the PIN.
+const uvPasskeySteps = [
+  ["ida registers a passkey, verified by the key's fingerprint", "#register", "ida", "approve", /^ok .*"verified":"registration".*"uv":true/, 0, true, { uv: "ok", before: ["uv", "enroll"] }],
+  ["sign in with a passkey, no user name, verified by the fingerprint", "#signin", "", "approve", /^ok .*"verified":"passkey sign-in","user":"(dana|erin|ida)"/, 0, true, { uv: "ok" }],
+];
+if (args["uv-passkeys"]) steps.push(...uvPasskeySteps);
 
 // Both libraries' pages have goto, click and evaluate (with one argument); the rest goes
 // through evaluate so that one script drives both.
@@ -106,13 +133,17 @@ const result = (page) =>
     return { state: r.dataset.state, text: r.textContent };
   });
 
-// Click, then answer each touch the key asks for until the page shows a result (a step on a
-// virtual authenticator, `anyAuthenticator`, never asks the key).
-async function ceremony(page, button, user, answer, timeout, passkey, anyAuthenticator = false) {
+// Click, then answer each touch (and each finger) the key asks for until the page shows a
+// result (a step on a virtual authenticator, `extra.anyAuthenticator`, never asks the key).
+async function ceremony(page, button, user, answer, timeout, passkey, extra = {}) {
+  const anyAuthenticator = Boolean(extra.anyAuthenticator);
   await fill(page, "#user", user);
   await fill(page, "#timeout", timeout ? String(timeout) : "");
   await page.evaluate((on) => (document.querySelector("#passkey").checked = on), Boolean(passkey));
+  await page.evaluate((on) => (document.querySelector("#verify").checked = on), Boolean(extra.verify));
   await page.evaluate((on) => (document.querySelector("#any-authenticator").checked = on), anyAuthenticator);
+  if (extra.before) control(...extra.before, args.bus);
+  if (extra.fault) control("fault", extra.fault, args.bus);
   await page.click(button);
   const deadline = Date.now() + 120_000;
   let asked = 0;
@@ -122,6 +153,10 @@ async function ceremony(page, button, user, answer, timeout, passkey, anyAuthent
     if (Date.now() > deadline) throw new Error("the page had no result after 120 s");
     if (args.control && !anyAuthenticator && control("status").split(" ").includes(args.bus)) {
       control(answer, args.bus);
+      asked += 1;
+    }
+    if (extra.uv && control("uv", "status").split(" ").includes(args.bus)) {
+      control("uv", extra.uv, args.bus);
       asked += 1;
     }
     await sleep(100);
@@ -211,11 +246,11 @@ async function virtualAuthenticator(page) {
         signCount: root.signCount,
       },
     });
-    const { text } = await ceremony(page, "#signin", "root", "approve", 0, false, true);
+    const { text } = await ceremony(page, "#signin", "root", "approve", 0, false, { anyAuthenticator: true });
     failed += report(/^ok .*"verified":"sign-in"/.test(text), "root signs in through Chromium's virtual authenticator, with the key's exported credential", text);
   }
   // The virtual authenticator to the key: victor's credential, written for the next browser.
-  const { text } = await ceremony(page, "#register", "victor", "approve", 0, false, true);
+  const { text } = await ceremony(page, "#register", "victor", "approve", 0, false, { anyAuthenticator: true });
   const registered = /^ok (.*"verified":"registration".*)$/.exec(text);
   failed += report(Boolean(registered), "victor registers on Chromium's virtual authenticator", text);
   if (registered) credentialIds.victor = JSON.parse(registered[1]).credentialId;
@@ -248,13 +283,16 @@ try {
   await page.goto(args.site);
   const where = await page.evaluate(() => `${location.href} (${document.title}), secure context: ${isSecureContext}`);
   console.log(`${args.engine}: ${await page.evaluate(() => navigator.userAgent)}\npage: ${where}`);
-  for (const [name, button, user, answer, expected, timeout, passkey] of steps) {
-    if (answer !== "approve" && !args.control) {
+  let refusals = 0;
+  for (const [name, button, user, answer, expected, timeout, passkey, extra = {}] of steps) {
+    if ((answer !== "approve" || extra.uv || extra.fault || extra.before) && !args.control) {
       console.log(`SKIP ${name}: needs --control`);
       continue;
     }
+    // A fault the RP must refuse: one refusal in its log is this step's success.
+    if (extra.fault) refusals += 1;
     const start = Date.now();
-    const { text, asked } = await ceremony(page, button, user, answer, timeout, passkey);
+    const { text, asked } = await ceremony(page, button, user, answer, timeout, passkey, extra);
     const secs = ((Date.now() - start) / 1000).toFixed(1);
     // A deny or timeout the key never asked for would prove nothing.
     const ok = expected.test(text) && (!args.control || asked > 0);
@@ -271,8 +309,8 @@ try {
   }
   const log = await page.evaluate(async () => (await fetch("/api/log")).json());
   const verified = log.filter((entry) => entry.verified).length;
-  console.log(`relying party: ${verified} responses verified, ${log.length - verified} refused`);
-  if (log.length !== verified) {
+  console.log(`relying party: ${verified} responses verified, ${log.length - verified} refused (${refusals} by a fault armed)`);
+  if (log.length - verified !== refusals) {
     failed += 1;
     for (const entry of log.filter((e) => !e.verified)) console.log("  refused:", JSON.stringify(entry));
   }

@@ -12,8 +12,9 @@
 //! < error ...         an unknown command or bus id
 //! ```
 //!
-//! The test automation verbs (`credentials`, `add-credential`, `events`, ...) share the socket;
-//! they are [`crate::automation`]'s.
+//! `uv`, `presence` and `fault` (built-in UV, the presence mode at run time, faults) are
+//! [`crate::simulation`]'s; the test automation verbs (`credentials`, `add-credential`,
+//! `events`, ...) share the socket too: they are [`crate::automation`]'s.
 //!
 //! `approve` is a short touch. Once the owner enabled longTouchForReset, authenticatorReset
 //! waits for a long touch: as on a real key, a short one does not answer it (the reply is an
@@ -37,6 +38,7 @@ use authenticator::platform::{Presence, Touch};
 
 use crate::automation::{self, Automation};
 use crate::peer::{Peer, Policy};
+use crate::simulation::Simulation;
 
 /// An answer from the control socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,13 +66,15 @@ impl Answer {
 }
 
 #[derive(Default)]
-struct KeyState {
+pub struct KeyState {
     /// The touch the waiting request needs; `None` while no request waits.
     waiting: Option<Touch>,
     /// Answer for the request waiting now.
     answer: Option<Answer>,
     /// Answer given while nothing waited: for the next request.
-    armed: Option<Answer>,
+    pub(crate) armed: Option<Answer>,
+    /// Built-in UV, the presence mode at run time, faults.
+    pub(crate) sim: Simulation,
 }
 
 /// The presence state of every key, shared by the keys and the control socket.
@@ -98,9 +102,28 @@ impl Control {
         let _ = self.automation.set(automation);
     }
 
-    fn with<R>(&self, bus_id: &str, f: impl FnOnce(&mut KeyState) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, bus_id: &str, f: impl FnOnce(&mut KeyState) -> R) -> Option<R> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.get_mut(bus_id).map(f)
+    }
+
+    /// The bus ids of the keys `which` picks.
+    pub(crate) fn bus_ids_where(&self, which: impl Fn(&KeyState) -> bool) -> Vec<String> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter(|(_, key)| which(key))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The one key `waiting` picks, or else the only key.
+    pub(crate) fn only_key(&self, waiting: impl Fn(&KeyState) -> bool) -> Option<String> {
+        let picked = self.bus_ids_where(waiting);
+        let all = self.bus_ids_where(|_| true);
+        match (picked.as_slice(), all.as_slice()) {
+            ([one], _) | ([], [one]) => Some(one.clone()),
+            _ => None,
+        }
     }
 
     /// A key starts waiting for a `touch`.
@@ -133,6 +156,9 @@ impl Control {
         }
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
+        if matches!(verb, "uv" | "presence" | "fault") {
+            return self.simulation_command(verb, words);
+        }
         let bus = words.next();
         let answer = match verb {
             "approve" => Answer::Approve,

@@ -177,6 +177,8 @@ pub struct KeySetup {
     pub attestation: Option<Attestation>,
     /// At most this many discoverable credentials (below what the state's geometry holds).
     pub max_credentials: Option<usize>,
+    /// What kind of key it presents itself as.
+    pub profile: authenticator::Profile,
     /// Where test automation's credential events go.
     pub events: Option<Arc<automation::Events>>,
 }
@@ -236,6 +238,7 @@ pub fn with_authenticator<S: authenticator::platform::StateStorage>(
     if let Some(limit) = setup.max_credentials {
         auth.set_credential_limit(limit);
     }
+    auth.set_profile(setup.profile);
     f(&mut auth);
 }
 

@@ -24,9 +24,12 @@ pub mod platform;
 pub mod private;
 pub mod protocol;
 pub mod server;
+pub mod simulation;
 pub mod storage;
 pub mod trace;
 pub mod uhid;
 
+pub use authenticator::Profile;
 pub use platform::PresenceMode;
 pub use server::{start, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS};
+pub use simulation::UvMode;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use usbip_runner::{start, PresenceMode, ServerConfig, StateLocation, Transport};
+use usbip_runner::{start, PresenceMode, Profile, ServerConfig, StateLocation, Transport, UvMode};
 
 #[derive(Parser)]
 #[command(
@@ -42,10 +42,28 @@ struct Args {
     /// and the vhci-hcd module.
     #[arg(long)]
     attach: bool,
-    /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal.
+    /// How a touch is answered: auto approves, deny refuses, prompt asks on the terminal,
+    /// control waits for the control socket (also switched at run time: `presence MODE`).
     /// Default: prompt on a terminal, deny otherwise.
     #[arg(long, value_enum)]
     presence: Option<PresenceMode>,
+    /// Built-in user verification, as on a fingerprint key: none, or builtin (a simulated
+    /// fingerprint sensor, a finger enrolled at start; getInfo's `uv` option, uvModality 2,
+    /// getPinUvAuthTokenUsingUvWithPermissions, UV in makeCredential and getAssertion, 5
+    /// uvRetries). See docs/automation.md.
+    #[arg(long, value_enum, default_value = "none")]
+    uv: UvArg,
+    /// How a built-in UV attempt is answered: auto matches, deny fails (each failure costs one
+    /// of the uvRetries), prompt asks on the terminal, control waits for `uv ok|fail|timeout`
+    /// on the control socket (also switched at run time: `uv auto|deny|control`). Default: as
+    /// --presence.
+    #[arg(long, value_enum, value_name = "MODE")]
+    uv_mode: Option<UvMode>,
+    /// What kind of key to be, for relying parties' tests: full (everything), u2f-only
+    /// (CTAPHID without CBOR), ctap20-no-pin (CTAP 2.0, no clientPIN, no 2.1 features), no-rk
+    /// (no discoverable credentials), always-uv (alwaysUv on for good). See docs/automation.md.
+    #[arg(long, value_enum, default_value = "full")]
+    profile: ProfileArg,
     /// Directory for the key's state (credentials, PIN, counter). Default: the user's data
     /// directory ($XDG_DATA_HOME/usbip-runner or ~/.local/share/usbip-runner). Kept private:
     /// the directory 0700, its files 0600, no symbolic links followed; one owned by another
@@ -59,9 +77,12 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     keys: u16,
     /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
-    /// Presence: `approve|hold|deny|timeout [BUS]`, `status`. Test automation (W3C WebAuthn
-    /// Automation): `credentials BUS`, `add-credential BUS JSON`, `remove-credential BUS ID`,
-    /// `clear-credentials BUS`, `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
+    /// Presence: `approve|hold|deny|timeout [BUS]`, `status`, `presence auto|deny|control
+    /// [BUS]`. Built-in UV: `uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS]`,
+    /// `uv status`. Faults: `fault bad-signature|clear-up|clear-uv|counter-rewind|counter-zero|
+    /// none [BUS]`. Test automation (W3C WebAuthn Automation): `credentials BUS`,
+    /// `add-credential BUS JSON`, `remove-credential BUS ID`, `clear-credentials BUS`,
+    /// `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
     /// The socket is made 0600 and serves the runner's own user and root only, in a directory
     /// nobody else can write to (or a sticky one, as /tmp).
     #[arg(long)]
@@ -101,6 +122,33 @@ enum TransportArg {
     Uhid,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UvArg {
+    None,
+    Builtin,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileArg {
+    Full,
+    U2fOnly,
+    Ctap20NoPin,
+    NoRk,
+    AlwaysUv,
+}
+
+impl ProfileArg {
+    fn profile(self) -> Profile {
+        match self {
+            ProfileArg::Full => Profile::Full,
+            ProfileArg::U2fOnly => Profile::U2fOnly,
+            ProfileArg::Ctap20NoPin => Profile::Ctap20NoPin,
+            ProfileArg::NoRk => Profile::NoRk,
+            ProfileArg::AlwaysUv => Profile::AlwaysUv,
+        }
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Subcommand {
     /// Send one line to a running key's control socket and print the reply, e.g.
@@ -125,6 +173,18 @@ Presence (BUS: the key, default the one waiting):
   deny [BUS]                    refuse (CTAP2_ERR_OPERATION_DENIED)
   timeout [BUS]                 nobody touched (CTAP2_ERR_USER_ACTION_TIMEOUT)
   status                        the keys that wait for a touch
+  presence auto|deny|control [BUS]
+                                from now on: approve every touch (CDP
+                                setAutomaticPresenceSimulation), refuse it, or wait for the above
+Built-in UV, with --uv builtin (W3C Set User Verified: uv auto / uv deny):
+  uv ok|fail|timeout [BUS]      the finger awaited matches, does not (a uvRetry spent), or
+                                never comes; answered ahead of time if none is awaited
+  uv auto|deny|control [BUS]    from now on: every finger matches, fails, or waits for the above
+  uv enroll|unenroll [BUS]      a finger enrolled or not (getInfo's uv option)
+  uv status                     the keys that wait for a finger
+Faults for the next signed response (CDP setResponseOverrideBits, and more):
+  fault KIND [BUS]              bad-signature, clear-up, clear-uv, counter-rewind (to 1),
+                                counter-zero; none disarms
 Test automation (W3C WebAuthn Automation / Chrome DevTools WebAuthn):
   credentials BUS               Get Credentials: a JSON array of Credential Parameters *
   add-credential BUS JSON       Add Credential (credentialId, isResidentCredential, rpId,
@@ -257,6 +317,10 @@ fn main() {
     {
         control_command(socket, action, args);
     }
+    if args.uv_mode.is_some() && args.uv == UvArg::None {
+        eprintln!("usbip-runner: --uv-mode needs --uv builtin");
+        std::process::exit(2);
+    }
     let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
         PresenceMode::Prompt
     } else {
@@ -339,8 +403,19 @@ fn main() {
         max_credentials: args.max_credentials,
         allow_other_users: args.allow_other_users,
         listen_remote: args.listen_remote,
+        profile: args.profile.profile(),
+        builtin_uv: match args.uv {
+            UvArg::None => None,
+            UvArg::Builtin => Some(args.uv_mode.unwrap_or(match presence {
+                PresenceMode::Auto => UvMode::Auto,
+                PresenceMode::Deny => UvMode::Deny,
+                PresenceMode::Prompt => UvMode::Prompt,
+                PresenceMode::Control => UvMode::Control,
+            })),
+        },
         allow_key_export: args.allow_key_export,
     };
+    let config_uv = config.builtin_uv;
     let server = match start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -377,13 +452,13 @@ fn main() {
     };
     match &transport {
         Transport::Usbip if vhci.is_some() => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attached: see the hidraw nodes above")
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attached: see the hidraw nodes above")
         }
         Transport::Usbip => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1 (or run with --attach)", server.addr().ip())
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1 (or run with --attach)", server.addr().ip())
         }
         Transport::Uhid(_) => {
-            tracing::info!(?state, ?presence, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
+            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
         }
     }
     if let Some(signal) = signals.forever().next() {

@@ -4,11 +4,15 @@ use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::fault::Fault;
+use authenticator::platform::{
+    BuiltinUv, Indicator, Platform, Presence, Touch, Verification, USER_VERIFY_FINGERPRINT_INTERNAL,
+};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::control::Control;
+use crate::simulation::{fault_name, UvMode};
 
 /// How a touch request is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,7 +24,8 @@ pub enum PresenceMode {
     /// Ask on the terminal: Enter approves, `n` and Enter refuses (a long touch: `hold` and
     /// Enter approves).
     Prompt,
-    /// Wait for a script's answer on the control socket (see [`crate::control`]).
+    /// Wait for a script's answer on the control socket (`approve`, `deny`, ...: see the
+    /// README).
     Control,
 }
 
@@ -81,6 +86,8 @@ pub struct RunnerPlatform<S> {
     label: String,
     /// The touch the current wait needs.
     touch: Touch,
+    /// Built-in user verification (`--uv builtin`): how attempts are answered.
+    uv: Option<UvMode>,
     _storage: std::marker::PhantomData<S>,
 }
 
@@ -101,8 +108,46 @@ impl<S> RunnerPlatform<S> {
             control,
             label,
             touch: Touch::Short,
+            uv: None,
             _storage: std::marker::PhantomData,
         })
+    }
+
+    /// Give the key built-in user verification (a simulated fingerprint sensor, enrolled),
+    /// its attempts answered as `mode` says.
+    pub fn with_builtin_uv(mut self, mode: UvMode) -> Self {
+        self.uv = Some(mode);
+        self
+    }
+
+    /// How touches are answered now: as set on the control socket, else the command line.
+    fn presence_mode(&self) -> PresenceMode {
+        self.control
+            .as_ref()
+            .and_then(|c| c.presence_mode(&self.label))
+            .unwrap_or(self.mode)
+    }
+
+    /// How built-in UV attempts are answered now, on a key that has it.
+    fn uv_mode(&self) -> Option<UvMode> {
+        let start = self.uv?;
+        let set = self.control.as_ref().and_then(|c| c.uv_mode(&self.label));
+        Some(set.unwrap_or(start))
+    }
+
+    /// The line typed at the terminal prompt, if any (and then the prompt asks again).
+    fn typed(&self) -> Option<Typed> {
+        let prompt = self.prompt.as_ref()?;
+        let answer = prompt.answer.lock().unwrap_or_else(|p| p.into_inner());
+        answer.flatten()
+    }
+
+    /// Ask at the terminal (a prompt shared by the keys of one runner).
+    fn ask(&self, question: &str) {
+        if let Some(prompt) = &self.prompt {
+            *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
+            let _ = writeln!(std::io::stderr().lock(), "[{}] {question}", self.label);
+        }
     }
 }
 
@@ -122,46 +167,35 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
         self.touch = touch;
         let long = touch == Touch::Long;
         tracing::info!(key = %self.label, long, "user presence requested");
-        if let (PresenceMode::Prompt, Some(prompt)) = (self.mode, &self.prompt) {
-            *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
-            let ask = if long {
+        match self.presence_mode() {
+            PresenceMode::Prompt => self.ask(if long {
                 "Long touch requested (reset): type hold and Enter to approve, n and Enter to deny"
             } else {
                 "Touch requested: press Enter to approve, n and Enter to deny"
-            };
-            let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "[{}] {ask}", self.label);
-        }
-        if let (PresenceMode::Control, Some(control)) = (self.mode, &self.control) {
-            control.start(&self.label, touch);
+            }),
+            PresenceMode::Control => {
+                if let Some(control) = &self.control {
+                    control.start(&self.label, touch);
+                }
+            }
+            PresenceMode::Auto | PresenceMode::Deny => {}
         }
     }
 
     fn poll_presence(&mut self) -> Presence {
-        match self.mode {
+        match self.presence_mode() {
             PresenceMode::Auto => Presence::Granted,
             PresenceMode::Deny => Presence::Denied,
-            PresenceMode::Prompt => {
-                let Some(prompt) = &self.prompt else {
-                    return Presence::Pending;
-                };
-                let mut answer = prompt.answer.lock().unwrap_or_else(|p| p.into_inner());
-                match answer.flatten() {
-                    Some(Typed::No) => Presence::Denied,
-                    Some(Typed::Yes) if self.touch == Touch::Long => {
-                        // A short touch does not answer a long-touch wait: ask again.
-                        *answer = Some(None);
-                        let _ = writeln!(
-                            std::io::stderr().lock(),
-                            "[{}] This needs a long touch: type hold and Enter",
-                            self.label
-                        );
-                        Presence::Pending
-                    }
-                    Some(_) => Presence::Granted,
-                    None => Presence::Pending,
+            PresenceMode::Prompt => match self.typed() {
+                Some(Typed::No) => Presence::Denied,
+                Some(Typed::Yes) if self.touch == Touch::Long => {
+                    // A short touch does not answer a long-touch wait: ask again.
+                    self.ask("This needs a long touch: type hold and Enter");
+                    Presence::Pending
                 }
-            }
+                Some(_) => Presence::Granted,
+                None => Presence::Pending,
+            },
             PresenceMode::Control => self
                 .control
                 .as_ref()
@@ -173,9 +207,7 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
         if let Some(control) = &self.control {
             control.stop(&self.label);
         }
-        if let Some(prompt) = &self.prompt {
-            *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
+        self.stop_asking();
     }
 
     fn indicate(&mut self, indicator: Indicator) {
@@ -188,6 +220,76 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
     /// prompt takes `hold`, the control socket `hold`.
     fn has_long_touch(&self) -> bool {
         true
+    }
+
+    /// A fingerprint sensor, with `--uv builtin`: enrolled unless `uv unenroll` said otherwise.
+    fn builtin_uv(&self) -> Option<BuiltinUv> {
+        self.uv?;
+        let enrolled = self
+            .control
+            .as_ref()
+            .and_then(|c| c.uv_enrolled(&self.label));
+        Some(BuiltinUv {
+            modality: USER_VERIFY_FINGERPRINT_INTERNAL,
+            enrolled: enrolled.unwrap_or(true),
+        })
+    }
+
+    fn start_uv(&mut self) {
+        tracing::info!(key = %self.label, "user verification requested (fingerprint)");
+        match self.uv_mode() {
+            Some(UvMode::Prompt) => self.ask(
+                "Fingerprint requested: press Enter for a matching finger, n and Enter for one that does not match",
+            ),
+            Some(UvMode::Control) => {
+                if let Some(control) = &self.control {
+                    control.uv_start(&self.label);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_uv(&mut self) -> Verification {
+        let verification = match self.uv_mode() {
+            None | Some(UvMode::Deny) => Verification::Failed,
+            Some(UvMode::Auto) => Verification::Verified,
+            Some(UvMode::Prompt) => match self.typed() {
+                Some(Typed::No) => Verification::Failed,
+                Some(_) => Verification::Verified,
+                None => Verification::Pending,
+            },
+            Some(UvMode::Control) => self
+                .control
+                .as_ref()
+                .map_or(Verification::Pending, |c| c.uv_poll(&self.label)),
+        };
+        if verification != Verification::Pending {
+            tracing::info!(key = %self.label, ?verification, "user verification answered");
+        }
+        verification
+    }
+
+    fn stop_uv(&mut self) {
+        if let Some(control) = &self.control {
+            control.uv_stop(&self.label);
+        }
+        self.stop_asking();
+    }
+
+    fn take_fault(&mut self, applies: &dyn Fn(Fault) -> bool) -> Option<Fault> {
+        let fault = self.control.as_ref()?.take_fault(&self.label, applies)?;
+        tracing::info!(key = %self.label, fault = fault_name(fault), "armed fault applied to this response");
+        Some(fault)
+    }
+}
+
+impl<S> RunnerPlatform<S> {
+    /// The terminal prompt no longer asks.
+    fn stop_asking(&self) {
+        if let Some(prompt) = &self.prompt {
+            *prompt.answer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use authenticator::attestation::Attestation;
+use authenticator::Profile;
 
 use crate::automation::{self, Automation};
 use crate::control::{Control, Listening};
@@ -19,6 +20,7 @@ use crate::peer::{self, own_uid, Peer, Policy};
 use crate::platform::{PresenceMode, Prompt, RunnerPlatform};
 use crate::private::{create_private_file, PrivateDir};
 use crate::protocol::{self, OpRequest};
+use crate::simulation::UvMode;
 use crate::storage::{FileStorage, RamStorage};
 use crate::trace::TraceSink;
 use crate::uhid;
@@ -78,6 +80,11 @@ pub struct ServerConfig {
     /// Allow a `listen` address other than loopback, and serve peers on other machines
     /// (`--listen-remote`). USB/IP has no authentication.
     pub listen_remote: bool,
+    /// What kind of key each one presents itself as (see [`Profile`]).
+    pub profile: Profile,
+    /// Built-in user verification (a simulated fingerprint sensor, enrolled at start), its
+    /// attempts answered as this says; `None`: no built-in UV.
+    pub builtin_uv: Option<UvMode>,
     /// Let test automation read and add private keys (`credentials`, `add-credential`) on a
     /// key with state on disk; an ephemeral key always lets it (see [`crate::automation`]).
     pub allow_key_export: bool,
@@ -103,6 +110,8 @@ impl ServerConfig {
             max_credentials: None,
             allow_other_users: false,
             listen_remote: false,
+            profile: Profile::Full,
+            builtin_uv: None,
             allow_key_export: false,
         }
     }
@@ -250,7 +259,15 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         Some(listener) => listener.local_addr()?,
         None => config.listen,
     };
-    let prompt = (config.presence == PresenceMode::Prompt).then(Prompt::spawn_reader);
+    if config.builtin_uv.is_some() && !config.profile.speaks_cbor() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "built-in user verification needs CTAP2: not with --profile u2f-only",
+        ));
+    }
+    let prompted =
+        config.presence == PresenceMode::Prompt || config.builtin_uv == Some(UvMode::Prompt);
+    let prompt = prompted.then(Prompt::spawn_reader);
     let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
     let control_hub = Control::new(&bus_ids);
     let keys_may_cross =
@@ -270,6 +287,12 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "--presence control needs a control socket (--control PATH)",
+        ));
+    }
+    if config.builtin_uv == Some(UvMode::Control) && socket.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--uv-mode control needs a control socket (--control PATH)",
         ));
     }
     let control = match socket {
@@ -440,17 +463,18 @@ fn spawn_key(
     let setup = KeySetup {
         attestation: config.attestation.clone(),
         max_credentials: config.max_credentials,
+        profile: config.profile,
         events: Some(credential_events),
     };
     let thread = match storage {
         Some(storage) => {
-            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+            let platform = key_platform(config, prompt, control, label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(storage, platform, serial, setup, trace))?
         }
         None => {
-            let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+            let platform = key_platform(config, prompt, control, label)?;
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
@@ -462,6 +486,20 @@ fn spawn_key(
         attached: Arc::new(AtomicBool::new(false)),
     };
     Ok((key, thread))
+}
+
+/// A key's body: presence and built-in UV as `config` says.
+fn key_platform<S>(
+    config: &ServerConfig,
+    prompt: Option<Arc<Prompt>>,
+    control: Arc<Control>,
+    label: String,
+) -> io::Result<RunnerPlatform<S>> {
+    let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+    Ok(match config.builtin_uv {
+        Some(mode) => platform.with_builtin_uv(mode),
+        None => platform,
+    })
 }
 
 /// What a key's thread runs: the USB device over USB/IP, or a uhid device.

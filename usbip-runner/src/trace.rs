@@ -58,6 +58,10 @@ impl<A: App> App for Traced<'_, A> {
     fn wink(&mut self) {
         self.app.wink();
     }
+
+    fn speaks_cbor(&self) -> bool {
+        self.app.speaks_cbor()
+    }
 }
 
 fn write(sink: &TraceSink, line: Json) {

@@ -27,6 +27,8 @@ const CONSECUTIVE_FAILURES_BEFORE_POWER_CYCLE: u8 = 3;
 const TOKEN_INITIAL_USE_MS: u64 = 30_000;
 /// No token outlives this.
 const TOKEN_LIFETIME_MS: u64 = 10 * 60_000;
+/// A touch that came with a token (built-in UV) counts for this long (userPresentTimeLimit).
+const USER_PRESENT_TIME_LIMIT_MS: u64 = 30_000;
 /// The longest PIN, in UTF-8 bytes.
 pub(super) const MAX_PIN_BYTES: usize = 63;
 
@@ -56,6 +58,9 @@ pub(crate) struct Token {
     rp_id: Option<heapless::String<256>>,
     issued_ms: u64,
     used: bool,
+    /// The user's touch came with the token (a finger on the built-in sensor): its first use
+    /// needs no other (§6.5.2.1 userPresent).
+    user_present: bool,
 }
 
 /// The PIN machinery's state in RAM: gone at power-down, as the spec wants.
@@ -141,25 +146,56 @@ pub(crate) fn client_pin<P: Platform>(
         }
         PinV1Subcommand::GetPinUvAuthTokenUsingPinWithPermissions => {
             let protocol = protocol.ok_or(Error::MissingParameter)?;
-            let permissions = request.permissions.ok_or(Error::MissingParameter)?;
-            if permissions == 0 {
-                return Err(Error::InvalidParameter.into());
-            }
-            if permissions & !permission::SUPPORTED != 0 {
-                return Err(Error::UnauthorizedPermission.into());
-            }
-            if permissions & permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO != 0 {
-                // pcmr comes alone: its token is another, longer-lived one.
-                if permissions != permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO {
-                    return Err(Error::UnauthorizedPermission.into());
-                }
+            let permissions = requested_permissions(request, grantable(auth))?;
+            if permissions == permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO {
                 return get_persistent_token(auth, protocol, request);
             }
             get_token(auth, protocol, request, permissions, request.rp_id)
         }
-        // No built-in user verification: the UV subcommands do not exist here.
+        // The UV subcommands exist only on a body with built-in user verification.
+        PinV1Subcommand::GetPinUvAuthTokenUsingUvWithPermissions
+            if auth.platform.builtin_uv().is_some() =>
+        {
+            let protocol = protocol.ok_or(Error::MissingParameter)?;
+            // acfg needs uvAcfg and be uvBioEnroll (§6.5.5.7.3 step 4): this key has neither.
+            let supported = grantable(auth) & !permission::AUTHENTICATOR_CONFIGURATION;
+            let permissions = requested_permissions(request, supported)?;
+            super::builtin_uv::get_token(auth, protocol, request, permissions)
+        }
+        PinV1Subcommand::GetUVRetries if auth.platform.builtin_uv().is_some() => {
+            super::builtin_uv::get_uv_retries(auth)
+        }
         _ => Err(Error::InvalidSubcommand.into()),
     }
+}
+
+/// The permissions this key can grant (§6.5.5.7.2 step 4): on a key without discoverable
+/// credentials, whose getInfo has no credMgmt, largeBlobs or perCredMgmtRO, not cm, lbw or pcmr.
+fn grantable<P: Platform>(auth: &Authenticator<'_, P>) -> u8 {
+    if auth.profile.discoverable() {
+        return permission::SUPPORTED;
+    }
+    permission::SUPPORTED
+        & !(permission::CREDENTIAL_MANAGEMENT
+            | permission::LARGE_BLOB_WRITE
+            | permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO)
+}
+
+/// The permissions a token request asks for, checked (§6.5.5.7.2 and .3, steps 1 to 4): given,
+/// not zero, each one `supported`, and pcmr alone (its token is another, longer-lived one).
+fn requested_permissions(request: &Request<'_>, supported: u8) -> Step<u8> {
+    let permissions = request.permissions.ok_or(Error::MissingParameter)?;
+    if permissions == 0 {
+        return Err(Error::InvalidParameter.into());
+    }
+    if permissions & !supported != 0 {
+        return Err(Error::UnauthorizedPermission.into());
+    }
+    let pcmr = permission::PERSISTENT_CREDENTIAL_MANAGEMENT_RO;
+    if permissions & pcmr != 0 && permissions != pcmr {
+        return Err(Error::UnauthorizedPermission.into());
+    }
+    Ok(permissions)
 }
 
 /// getPINRetries: no touch, no PIN needed (§6.5.5.2).
@@ -181,7 +217,7 @@ fn get_key_agreement<P: Platform>(
 }
 
 /// The shared secret with the platform's key agreement key.
-fn shared_secret<P: Platform>(
+pub(super) fn shared_secret<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     protocol: PinProtocol,
     request: &Request<'_>,
@@ -266,6 +302,19 @@ fn get_token<P: Platform>(
     rp_id: Option<&str>,
 ) -> Step<Response> {
     let shared = pin_for_token(auth, protocol, request)?;
+    issue_token(auth, protocol, &shared, permissions, rp_id, false)
+}
+
+/// A new pinUvAuthToken (every earlier one ends), encrypted for the platform. `user_present`:
+/// the user's touch came with it (built-in UV), so its first use needs no other.
+pub(super) fn issue_token<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    protocol: PinProtocol,
+    shared: &SharedSecret,
+    permissions: u8,
+    rp_id: Option<&str>,
+    user_present: bool,
+) -> Step<Response> {
     let mut value = Zeroizing::new([0u8; 32]);
     auth.platform.rng().fill_bytes(&mut *value);
     let rp_id = match rp_id {
@@ -280,6 +329,7 @@ fn get_token<P: Platform>(
         rp_id,
         issued_ms: auth.platform.now_ms(),
         used: false,
+        user_present,
     });
     token_response(&encrypted)
 }
@@ -319,6 +369,18 @@ fn get_persistent_token<P: Platform>(
     request: &Request<'_>,
 ) -> Step<Response> {
     let shared = pin_for_token(auth, protocol, request)?;
+    persistent_token_response(auth, &shared)
+}
+
+/// The persistent token, made now if the PIN has none yet, encrypted for the platform. It
+/// belongs to the PIN: a key without one has none to give (CTAP2_ERR_NOT_ALLOWED).
+pub(super) fn persistent_token_response<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    shared: &SharedSecret,
+) -> Step<Response> {
+    if !auth.store.pin_is_set() {
+        return Err(Error::NotAllowed.into());
+    }
     let token = match auth.store.persistent_token()? {
         Some(token) => token,
         None => auth.store.renew_persistent_token(auth.platform.rng())?,
@@ -393,7 +455,7 @@ fn check_current_pin<P: Platform>(
     auth.pin.consecutive_failures = 0;
     pin.retries = PIN_RETRIES;
     auth.store.save_pin(&pin)?;
-    Ok(())
+    super::builtin_uv::pin_entered(auth)
 }
 
 /// Decrypt and check a new PIN; returns its pinHash (LEFT(SHA-256(PIN), 16)) and its length
@@ -494,5 +556,17 @@ pub(crate) fn verify_token<P: Platform>(
 pub(crate) fn consume_token<P: Platform>(auth: &mut Authenticator<'_, P>) {
     if let Some(token) = auth.pin.token.as_mut() {
         token.permissions &= permission::LARGE_BLOB_WRITE;
+        token.user_present = false;
     }
+}
+
+/// getUserPresentFlagValue and clearUserPresentFlag (§6.5.2.1): did the token that verified
+/// this request bring the user's touch with it? Only its first makeCredential or getAssertion
+/// does, and only within userPresentTimeLimit of the touch.
+pub(crate) fn take_user_present<P: Platform>(auth: &mut Authenticator<'_, P>) -> bool {
+    let now = auth.platform.now_ms();
+    auth.pin.token.as_mut().is_some_and(|token| {
+        let recent = now.saturating_sub(token.issued_ms) <= USER_PRESENT_TIME_LIMIT_MS;
+        core::mem::take(&mut token.user_present) && recent
+    })
 }

@@ -86,12 +86,7 @@ pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8
     };
     authorize(auth, &request)?;
     match request.sub_command {
-        TOGGLE_ALWAYS_UV => {
-            let mut settings = auth.store.settings()?;
-            settings.always_uv = !settings.always_uv;
-            auth.store.save_settings(&settings)?;
-            Ok(())
-        }
+        TOGGLE_ALWAYS_UV => toggle_always_uv(auth),
         SET_MIN_PIN_LENGTH => set_min_pin_length(
             auth,
             new_min_pin_length,
@@ -102,6 +97,18 @@ pub(crate) fn config<P: Platform>(auth: &mut Authenticator<'_, P>, payload: &[u8
         VENDOR_PROTOTYPE => vendor_prototype(auth, first),
         _ => Err(Error::InvalidParameter.into()),
     }
+}
+
+/// toggleAlwaysUv (§6.11.3): on a key whose profile requires alwaysUv it cannot be turned off
+/// (CTAP2_ERR_OPERATION_DENIED, §7.2).
+fn toggle_always_uv<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
+    if auth.profile.forces_always_uv() {
+        return Err(Error::OperationDenied.into());
+    }
+    let mut settings = auth.store.settings()?;
+    settings.always_uv = !settings.always_uv;
+    auth.store.save_settings(&settings)?;
+    Ok(())
 }
 
 /// The subcommands this key carries out now: what getInfo's authenticatorConfigCommands lists.
@@ -163,9 +170,10 @@ fn switch_on<P: Platform>(
     Ok(())
 }
 
-/// A key with a PIN (or alwaysUv) takes configuration only with an acfg token (§6.11.1).
+/// A key with a PIN, enrolled built-in UV or alwaysUv takes configuration only with an acfg
+/// token (§6.11.1).
 fn authorize<P: Platform>(auth: &mut Authenticator<'_, P>, request: &Request<'_>) -> Step<()> {
-    let protected = auth.store.pin_is_set() || auth.store.settings()?.always_uv;
+    let protected = super::builtin_uv::protected(auth) || auth.always_uv()?;
     let Some(param) = request.pin_uv_auth_param else {
         return if protected {
             Err(Error::PinRequired.into())

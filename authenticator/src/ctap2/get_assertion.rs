@@ -14,10 +14,11 @@ use serde_indexed::DeserializeIndexed;
 use super::client_pin::{consume_token, permission};
 use super::hmac_secret::{hmac_secret_input, hmac_secret_output, HmacSecret};
 use super::{
-    client_data_hash, presented_token, require_uv_if_configured, verify_presented_token, Error,
-    Step,
+    builtin_uv_asked, client_data_hash, presented_token, touch_unless_present, verify_user, Asked,
+    Error, Step, Verified,
 };
 use crate::credential::{CredProtect, Credential, CredentialId};
+use crate::fault::{self, Carries};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential, ResidentRef, Visibility};
 use crate::Authenticator;
@@ -120,23 +121,29 @@ pub(crate) fn get_assertion<P: Platform>(
     if options.and_then(|o| o.rk).is_some() {
         return Err(Error::UnsupportedOption.into());
     }
-    if token.is_none() && options.and_then(|o| o.uv) == Some(true) {
-        return Err(Error::InvalidOption.into());
-    }
     let user_present = options.and_then(|o| o.up).unwrap_or(true);
-    require_uv_if_configured(auth, token.is_some(), false)?;
-    let uv = verify_presented_token(
+    let asked = Asked {
+        token: token.is_some(),
+        uv: options.and_then(|o| o.uv) == Some(true),
+        discoverable: false,
+        up: user_present,
+    };
+    let builtin = builtin_uv_asked(auth, asked)?;
+    let verified = verify_user(
         auth,
+        builtin,
         token.as_ref(),
         &client_data_hash,
         permission::GET_ASSERTION,
         request.rp_id,
     )?;
-    let hmac_secret = match request
+    let uv = verified.uv();
+    // A CTAP 2.0 key knows no extension of CTAP 2.1's: it ignores them.
+    let extensions = request
         .extensions
         .as_ref()
-        .and_then(|e| e.hmac_secret.as_ref())
-    {
+        .filter(|_| auth.profile.ctap21());
+    let hmac_secret = match extensions.and_then(|e| e.hmac_secret.as_ref()) {
         Some(input) => Some(hmac_secret_input(auth, input)?),
         None => None,
     };
@@ -157,6 +164,8 @@ pub(crate) fn get_assertion<P: Platform>(
                 .map(|d| &d.id[..]);
             (select_from_allow_list(auth, &kwk, &rp_id_hash, ids, uv)?, 1)
         }
+        // A key without discoverable credentials finds none (whatever an earlier profile left).
+        None if !auth.profile.discoverable() => (None, 0),
         None => {
             let first = auth
                 .store
@@ -167,7 +176,7 @@ pub(crate) fn get_assertion<P: Platform>(
     };
     let first = first.ok_or(Error::NoCredentials)?;
     if user_present {
-        auth.user_presence()?;
+        touch_unless_present(auth, verified)?;
         // A touched, verified assertion spends the token's permissions (§6.2.2 step 9); a
         // silent up=false pre-flight, as platforms send before the real request, does not.
         if uv {
@@ -179,16 +188,13 @@ pub(crate) fn get_assertion<P: Platform>(
         kwk,
         rp_id_hash,
         client_data_hash,
-        user_present,
+        // The built-in method's finger was the user's touch too (§6.2.2 step 8).
+        user_present: user_present || verified == Verified::BuiltIn,
         user_verified: uv,
         hmac_secret,
-        cred_blob: request.extensions.as_ref().and_then(|e| e.cred_blob) == Some(true),
-        large_blob_key: request.extensions.as_ref().and_then(|e| e.large_blob_key) == Some(true),
-        third_party_payment: request
-            .extensions
-            .as_ref()
-            .and_then(|e| e.third_party_payment)
-            == Some(true),
+        cred_blob: extensions.and_then(|e| e.cred_blob) == Some(true),
+        large_blob_key: extensions.and_then(|e| e.large_blob_key) == Some(true),
+        third_party_payment: extensions.and_then(|e| e.third_party_payment) == Some(true),
     };
     let last = match &first {
         Candidate::Stored(reference, _) => Some(*reference),
@@ -343,15 +349,30 @@ fn assert<P: Platform>(
     if extensions.is_some() {
         flags |= AuthenticatorDataFlags::EXTENSION_DATA;
     }
+    // A silent up=false probe never reaches a relying party: an armed fault waits for the
+    // assertion that does.
+    let fault = if user_present {
+        fault::take(
+            &mut auth.platform,
+            Carries {
+                up: true,
+                uv: user_verified,
+                counter: true,
+                signature: true,
+            },
+        )
+    } else {
+        fault::Applied::default()
+    };
     let auth_data = AuthenticatorData {
         rp_id_hash,
-        flags,
-        sign_count: counter,
+        flags: fault.flags(flags),
+        sign_count: fault.counter(counter),
         attested_credential_data: None,
         extensions,
     }
     .serialize()?;
-    let signature = credential.sign(&[&auth_data, client_data_hash]);
+    let signature = credential.sign(&[&auth_data, client_data_hash, fault.garble()]);
 
     let descriptor = PublicKeyCredentialDescriptor {
         id: Bytes::try_from(id.as_slice()).map_err(|_| Error::Other)?,

@@ -31,7 +31,8 @@ const EXTENSIONS: [&str; 8] = [
 ];
 
 /// The options map, its fields in CTAP's canonical CBOR order (shorter keys first, then
-/// bytewise): clients such as python-fido2 reject any other order.
+/// bytewise): clients such as python-fido2 reject any other order. An absent option is one the
+/// key does not have (its profile took it away, or its body has no built-in UV).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Options {
@@ -40,20 +41,31 @@ struct Options {
     ep: Option<bool>,
     rk: bool,
     up: bool,
+    /// Built-in user verification: absent without one, else whether it is enrolled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uv: Option<bool>,
     plat: bool,
-    always_uv: bool,
-    cred_mgmt: bool,
-    authnr_cfg: bool,
-    client_pin: bool,
-    large_blobs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    always_uv: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cred_mgmt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authnr_cfg: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_pin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    large_blobs: Option<bool>,
     /// CTAP 2.2: the persistent token (pcmr) for read-only credential management.
-    #[serde(rename = "perCredMgmtRO")]
-    per_cred_mgmt_ro: bool,
-    pin_uv_auth_token: bool,
-    #[serde(rename = "setMinPINLength")]
-    set_min_pin_length: bool,
-    make_cred_uv_not_rqd: bool,
-    credential_mgmt_preview: bool,
+    #[serde(rename = "perCredMgmtRO", skip_serializing_if = "Option::is_none")]
+    per_cred_mgmt_ro: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_uv_auth_token: Option<bool>,
+    #[serde(rename = "setMinPINLength", skip_serializing_if = "Option::is_none")]
+    set_min_pin_length: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    make_cred_uv_not_rqd: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential_mgmt_preview: Option<bool>,
 }
 
 /// authenticatorGetInfo's response; each field's position is its CBOR key (from 0x01).
@@ -61,7 +73,7 @@ struct Options {
 #[serde_indexed(offset = 1)]
 pub(crate) struct Info {
     versions: Vec<&'static str, 4>,
-    extensions: [&'static str; 8],
+    extensions: Vec<&'static str, 8>,
     aaguid: serde_bytes::ByteArray<16>,
     options: Options,
     max_msg_size: usize,
@@ -70,7 +82,8 @@ pub(crate) struct Info {
     max_credential_id_length: usize,
     transports: [&'static str; 1],
     algorithms: [PublicKeyCredentialParameters; 2],
-    max_serialized_large_blob_array: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_serialized_large_blob_array: Option<usize>,
     force_pin_change: bool,
     min_pin_length: u8,
     firmware_version: u32,
@@ -82,7 +95,8 @@ pub(crate) struct Info {
     uv_modality: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     certifications: Option<u8>,
-    remaining_discoverable_credentials: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining_discoverable_credentials: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vendor_prototype_config_commands: Option<[u64; 2]>,
     /// CTAP 2.2: the formats a platform may ask for in attestationFormatsPreference.
@@ -169,11 +183,65 @@ fn seal<P: Platform>(
     Some(serde_bytes::ByteArray::new(out))
 }
 
-pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
+/// A CTAP 2.0 key's getInfo (CTAP 2.0 §5.4): no member after maxMsgSize, and no
+/// pinUvAuthProtocols on a key without a PIN.
+#[derive(SerializeIndexed)]
+#[serde_indexed(offset = 1)]
+pub(crate) struct Info20 {
+    versions: [&'static str; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions: Option<[&'static str; 0]>,
+    aaguid: serde_bytes::ByteArray<16>,
+    options: Options,
+    max_msg_size: usize,
+}
+
+/// getInfo's answer, appended to `response`: CTAP 2.1's (with 2.2's members), or a CTAP 2.0
+/// key's (its profile).
+pub(crate) fn get_info<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    response: &mut alloc::vec::Vec<u8>,
+) -> super::Step<()> {
+    let builtin_uv = super::builtin_uv::info(auth);
+    if !auth.profile.ctap21() {
+        let info = Info20 {
+            versions: ["U2F_V2", "FIDO_2_0"],
+            extensions: None,
+            aaguid: serde_bytes::ByteArray::new(auth.aaguid()),
+            options: Options {
+                ep: None,
+                rk: true,
+                up: true,
+                uv: builtin_uv.as_ref().map(|uv| uv.enrolled),
+                plat: false,
+                always_uv: None,
+                cred_mgmt: None,
+                authnr_cfg: None,
+                client_pin: None,
+                large_blobs: None,
+                per_cred_mgmt_ro: None,
+                pin_uv_auth_token: None,
+                set_min_pin_length: None,
+                make_cred_uv_not_rqd: None,
+                credential_mgmt_preview: None,
+            },
+            max_msg_size: MAX_MESSAGE_SIZE,
+        };
+        return super::encode(response, &info);
+    }
+    super::encode(response, &info(auth, builtin_uv))
+}
+
+fn info<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    builtin_uv: Option<super::builtin_uv::Info>,
+) -> Info {
     let settings = auth.store.settings().unwrap_or_default();
-    let pin_set = auth.store.pin_is_set();
     // A locked key says alwaysUv, as platforms already understand it: they ask for the PIN.
-    let always_uv = settings.always_uv || auth.store.locked();
+    // So does a key whose profile requires it.
+    let always_uv = auth.always_uv().unwrap_or(true);
+    let discoverable = auth.profile.discoverable();
+    let pin_set = auth.store.pin_is_set();
     let (enc_identifier, enc_cred_store_state) = sealed_state(auth).unzip();
     // One that cannot be read counts as none, as the batch attestation does.
     let enterprise = auth.store.has_enterprise_attestation();
@@ -196,26 +264,34 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
     let _ = versions.push("FIDO_2_1");
     let _ = versions.push("FIDO_2_3");
 
+    // Without discoverable credentials, what only serves them is not there.
+    let for_discoverable = discoverable.then_some(true);
     let options = Options {
         ep: enterprise.then_some(settings.enterprise_attestation),
-        rk: true,
+        rk: discoverable,
         up: true,
+        uv: builtin_uv.as_ref().map(|uv| uv.enrolled),
         plat: false,
-        always_uv,
-        cred_mgmt: true,
-        authnr_cfg: true,
-        client_pin: pin_set,
-        large_blobs: true,
-        per_cred_mgmt_ro: true,
-        pin_uv_auth_token: true,
-        set_min_pin_length: true,
-        make_cred_uv_not_rqd: true,
-        credential_mgmt_preview: true,
+        always_uv: Some(always_uv),
+        cred_mgmt: for_discoverable,
+        authnr_cfg: Some(true),
+        client_pin: Some(pin_set),
+        large_blobs: for_discoverable,
+        per_cred_mgmt_ro: for_discoverable,
+        pin_uv_auth_token: Some(true),
+        set_min_pin_length: Some(true),
+        // alwaysUv: every credential needs the user verified (§6.1.2 step 6.1).
+        make_cred_uv_not_rqd: Some(!always_uv),
+        credential_mgmt_preview: for_discoverable,
     };
+    let extensions = EXTENSIONS
+        .into_iter()
+        .filter(|&name| discoverable || name != "largeBlobKey")
+        .collect();
 
     Info {
         versions,
-        extensions: EXTENSIONS,
+        extensions,
         aaguid: serde_bytes::ByteArray::new(auth.aaguid()),
         options,
         max_msg_size: MAX_MESSAGE_SIZE,
@@ -227,19 +303,24 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
             PublicKeyCredentialParameters::public_key_with_alg(ES256),
             PublicKeyCredentialParameters::public_key_with_alg(EDDSA),
         ],
-        max_serialized_large_blob_array: MAX_LARGE_BLOB_ARRAY,
+        max_serialized_large_blob_array: discoverable.then_some(MAX_LARGE_BLOB_ARRAY),
         force_pin_change: settings.force_pin_change,
         min_pin_length: settings.min_pin_length,
         firmware_version: auth.config.firmware_version,
         max_cred_blob_length: MAX_CRED_BLOB_LEN,
         max_rp_ids_for_set_min_pin_length: MAX_MIN_PIN_LENGTH_RP_IDS,
-        preferred_platform_uv_attempts: None,
-        uv_modality: None,
+        preferred_platform_uv_attempts: builtin_uv
+            .as_ref()
+            .map(|uv| uv.preferred_platform_uv_attempts),
+        uv_modality: builtin_uv.as_ref().map(|uv| uv.modality),
         certifications: None,
-        remaining_discoverable_credentials: auth.store.remaining_resident_slots(),
+        remaining_discoverable_credentials: discoverable
+            .then(|| auth.store.remaining_resident_slots()),
         vendor_prototype_config_commands: Some(super::config::VENDOR_COMMANDS),
         attestation_formats: ["packed", "none"],
-        uv_count_since_last_pin_entry: None,
+        uv_count_since_last_pin_entry: builtin_uv
+            .as_ref()
+            .map(|uv| uv.uv_count_since_last_pin_entry),
         long_touch_for_reset: long_touch.then_some(settings.long_touch_for_reset),
         enc_identifier,
         transports_for_reset: ["usb"],
@@ -247,7 +328,7 @@ pub(crate) fn get_info<P: Platform>(auth: &mut Authenticator<'_, P>) -> Info {
         pin_complexity_policy: Some(settings.pin_complexity),
         pin_complexity_policy_url: None,
         max_pin_length: super::client_pin::MAX_PIN_BYTES,
-        enc_cred_store_state,
+        enc_cred_store_state: enc_cred_store_state.filter(|_| discoverable),
         authenticator_config_commands: config_commands,
     }
 }

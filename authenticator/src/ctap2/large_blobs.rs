@@ -140,7 +140,7 @@ fn authorize<P: Platform>(
     offset: usize,
     fragment: &[u8],
 ) -> Step<()> {
-    let protected = auth.store.pin_is_set() || auth.store.settings()?.always_uv;
+    let protected = super::builtin_uv::protected(auth) || auth.always_uv()?;
     if !protected {
         return Ok(());
     }

@@ -18,11 +18,12 @@ use serde_indexed::DeserializeIndexed;
 use super::client_pin::{consume_token, permission};
 use super::hmac_secret::{hmac_secret_input, hmac_secret_output};
 use super::{
-    client_data_hash, presented_token, require_uv_if_configured, verify_presented_token, Error,
-    Step,
+    builtin_uv_asked, client_data_hash, presented_token, touch_unless_present, verify_user, Asked,
+    Error, Step,
 };
 use crate::attestation::Attestation;
 use crate::credential::{Algorithm, CredProtect, Credential, MAX_CRED_BLOB_LEN};
+use crate::fault::{self, Carries};
 use crate::platform::Platform;
 use crate::store::{sha256, ResidentCredential};
 use crate::Authenticator;
@@ -121,20 +122,29 @@ pub(crate) fn make_credential<P: Platform>(
     if options.and_then(|o| o.up) == Some(false) {
         return Err(Error::InvalidOption.into());
     }
-    // With a pinUvAuthParam the "uv" option is ignored; without one, it asks for built-in user
-    // verification, which this key does not have.
-    if token.is_none() && options.and_then(|o| o.uv) == Some(true) {
-        return Err(Error::InvalidOption.into());
+    // A key without discoverable credentials has no rk option (§6.1.2 step 5.4).
+    if discoverable && !auth.profile.discoverable() {
+        return Err(Error::UnsupportedOption.into());
     }
-    require_uv_if_configured(auth, token.is_some(), discoverable)?;
+    // With a pinUvAuthParam the "uv" option is ignored; without one, it asks for built-in user
+    // verification, which only a key with an enrolled method has.
+    let asked = Asked {
+        token: token.is_some(),
+        uv: options.and_then(|o| o.uv) == Some(true),
+        discoverable,
+        up: true,
+    };
+    let builtin = builtin_uv_asked(auth, asked)?;
     let enterprise = enterprise_attestation(auth, request)?;
-    let uv = verify_presented_token(
+    let verified = verify_user(
         auth,
+        builtin,
         token.as_ref(),
         client_data_hash,
         permission::MAKE_CREDENTIAL,
         &request.rp.id,
     )?;
+    let uv = verified.uv();
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
     let kwk = auth.store.kwk()?;
@@ -145,16 +155,21 @@ pub(crate) fn make_credential<P: Platform>(
         });
         if excluded {
             // Tell the user before telling the RP: the touch confirms this key was chosen.
-            auth.user_presence()?;
+            touch_unless_present(auth, verified)?;
             return Err(Error::CredentialExcluded.into());
         }
     }
 
-    let extensions = request.extensions.as_ref();
+    let extensions = request
+        .extensions
+        .as_ref()
+        .filter(|_| auth.profile.ctap21());
     let cred_protect = extensions
         .and_then(|e| e.cred_protect)
         .and_then(CredProtect::from_level);
-    let large_blob_key = extensions.and_then(|e| e.large_blob_key) == Some(true);
+    // A key without discoverable credentials does not have largeBlobKey: it ignores it.
+    let large_blob_key =
+        extensions.and_then(|e| e.large_blob_key) == Some(true) && auth.profile.discoverable();
     // hmac-secret-mc: PRF outputs at registration, for the salts checked before the touch.
     let hmac_secret_mc = match extensions.and_then(|e| e.hmac_secret_mc.as_ref()) {
         Some(input) => Some(hmac_secret_input(auth, input)?),
@@ -164,7 +179,7 @@ pub(crate) fn make_credential<P: Platform>(
         // largeBlobKey is only for discoverable credentials (§12.3).
         return Err(Error::InvalidOption.into());
     }
-    auth.user_presence()?;
+    touch_unless_present(auth, verified)?;
     consume_token(auth);
 
     let mut credential = Credential::generate(
@@ -206,8 +221,8 @@ pub(crate) fn make_credential<P: Platform>(
         cred_protect: cred_protect.map(|level| level as u8),
         // Every credential can answer hmac-secret: its CredRandom derives from its key.
         hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
-        min_pin_length: min_pin_length_output(auth, request)?,
-        pin_complexity_policy: pin_complexity_output(auth, request)?,
+        min_pin_length: min_pin_length_output(auth, extensions, &request.rp.id)?,
+        pin_complexity_policy: pin_complexity_output(auth, extensions, &request.rp.id)?,
         third_party_payment,
         hmac_secret_mc: match &hmac_secret_mc {
             Some(input) => Some(hmac_secret_output(auth, input, &credential, uv)?),
@@ -222,6 +237,19 @@ pub(crate) fn make_credential<P: Platform>(
         || outputs.third_party_payment.is_some()
         || outputs.hmac_secret_mc.is_some();
     let extensions = any_output.then_some(outputs);
+    // A platform that puts "none" first gets none, even if it also asked for enterprise
+    // attestation: it said it does not want an attestation, so the key gives away nothing
+    // that identifies it (and epAtt stays absent).
+    let no_attestation = prefers_no_attestation(auth, request);
+    let fault = fault::take(
+        &mut auth.platform,
+        Carries {
+            up: true,
+            uv,
+            counter: true,
+            signature: !no_attestation,
+        },
+    );
     let mut flags =
         AuthenticatorDataFlags::USER_PRESENCE | AuthenticatorDataFlags::ATTESTED_CREDENTIAL_DATA;
     if uv {
@@ -232,8 +260,8 @@ pub(crate) fn make_credential<P: Platform>(
     }
     let auth_data = AuthenticatorData {
         rp_id_hash: &rp_id_hash,
-        flags,
-        sign_count: counter,
+        flags: fault.flags(flags),
+        sign_count: fault.counter(counter),
         attested_credential_data: Some(AttestedCredentialData {
             aaguid: &aaguid,
             credential_id: &id,
@@ -243,17 +271,13 @@ pub(crate) fn make_credential<P: Platform>(
     }
     .serialize()?;
 
-    // A platform that puts "none" first gets none, even if it also asked for enterprise
-    // attestation: it said it does not want an attestation, so the key gives away nothing
-    // that identifies it (and epAtt stays absent).
-    let no_attestation = prefers_no_attestation(request);
     let (fmt, att_stmt) = if no_attestation {
         (
             AttestationStatementFormat::None,
             AttestationStatement::None(NoneAttestationStatement {}),
         )
     } else {
-        let signed: [&[u8]; 2] = [&auth_data, client_data_hash];
+        let signed: [&[u8]; 3] = [&auth_data, client_data_hash, fault.garble()];
         let attestation = if enterprise {
             auth.store
                 .enterprise_attestation()?
@@ -320,7 +344,11 @@ fn enterprise_attestation<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     request: &Request<'_>,
 ) -> Step<bool> {
-    let Some(kind) = request.enterprise_attestation else {
+    // A CTAP 2.0 key does not know the parameter, so it ignores it.
+    let Some(kind) = request
+        .enterprise_attestation
+        .filter(|_| auth.profile.ctap21())
+    else {
         return Ok(false);
     };
     let enabled = auth.store.settings()?.enterprise_attestation;
@@ -341,13 +369,14 @@ const PLATFORM_MANAGED: u32 = 2;
 /// minPinLength (§12.4): the minimum PIN length, but only to RPs the key's owner allowed.
 fn min_pin_length_output<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    request: &Request<'_>,
+    extensions: Option<&Extensions<'_>>,
+    rp_id: &heapless::String<256>,
 ) -> Step<Option<u8>> {
-    if request.extensions.as_ref().and_then(|e| e.min_pin_length) != Some(true) {
+    if extensions.and_then(|e| e.min_pin_length) != Some(true) {
         return Ok(None);
     }
     let settings = auth.store.settings()?;
-    let allowed = settings.min_pin_length_rp_ids.contains(&request.rp.id);
+    let allowed = settings.min_pin_length_rp_ids.contains(rp_id);
     Ok(allowed.then_some(settings.min_pin_length))
 }
 
@@ -355,26 +384,24 @@ fn min_pin_length_output<P: Platform>(
 /// tells the length.
 fn pin_complexity_output<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    request: &Request<'_>,
+    extensions: Option<&Extensions<'_>>,
+    rp_id: &heapless::String<256>,
 ) -> Step<Option<bool>> {
-    if request
-        .extensions
-        .as_ref()
-        .and_then(|e| e.pin_complexity_policy)
-        != Some(true)
-    {
+    if extensions.and_then(|e| e.pin_complexity_policy) != Some(true) {
         return Ok(None);
     }
     let settings = auth.store.settings()?;
-    let allowed = settings.min_pin_length_rp_ids.contains(&request.rp.id);
+    let allowed = settings.min_pin_length_rp_ids.contains(rp_id);
     Ok(allowed.then_some(settings.pin_complexity))
 }
 
-/// attestationFormatsPreference: the platform's first format we know is "none".
-fn prefers_no_attestation(request: &Request<'_>) -> bool {
-    request
-        .attestation_formats_preference
-        .as_ref()
-        .and_then(|p| p.known_formats().first().copied())
-        == Some(AttestationStatementFormat::None)
+/// attestationFormatsPreference (CTAP 2.2, unknown to a CTAP 2.0 key): the platform's first
+/// format we know is "none".
+fn prefers_no_attestation<P: Platform>(auth: &Authenticator<'_, P>, request: &Request<'_>) -> bool {
+    auth.profile.ctap21()
+        && request
+            .attestation_formats_preference
+            .as_ref()
+            .and_then(|p| p.known_formats().first().copied())
+            == Some(AttestationStatementFormat::None)
 }

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::platform::{BuiltinUv, Indicator, Platform, Presence, Touch, Verification};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 
@@ -33,6 +33,14 @@ pub struct Knobs {
     pub touch: Rc<Cell<Option<Touch>>>,
     /// Whether the body has a long touch (longTouchForReset).
     pub long_touch: Rc<Cell<bool>>,
+    /// The body's built-in user verification method, if any.
+    pub builtin_uv: Rc<Cell<Option<BuiltinUv>>>,
+    /// How each built-in UV attempt ends.
+    pub uv: Rc<Cell<Verification>>,
+    /// Built-in UV attempts started.
+    pub uv_prompts: Rc<Cell<u32>>,
+    /// The fault armed for the next signed response (feature `faults`).
+    pub fault: Rc<Cell<Option<authenticator::fault::Fault>>>,
 }
 
 impl Default for Knobs {
@@ -43,6 +51,10 @@ impl Default for Knobs {
             prompts: Rc::new(Cell::new(0)),
             touch: Rc::new(Cell::new(None)),
             long_touch: Rc::new(Cell::new(true)),
+            builtin_uv: Rc::new(Cell::new(None)),
+            uv: Rc::new(Cell::new(Verification::Verified)),
+            uv_prompts: Rc::new(Cell::new(0)),
+            fault: Rc::new(Cell::new(None)),
         }
     }
 }
@@ -73,6 +85,27 @@ impl<S: littlefs2::driver::Storage + authenticator::platform::Vault> Platform fo
     fn indicate(&mut self, _indicator: Indicator) {}
     fn has_long_touch(&self) -> bool {
         self.knobs.long_touch.get()
+    }
+    fn builtin_uv(&self) -> Option<BuiltinUv> {
+        self.knobs.builtin_uv.get()
+    }
+    fn start_uv(&mut self) {
+        self.knobs.uv_prompts.set(self.knobs.uv_prompts.get() + 1);
+    }
+    fn poll_uv(&mut self) -> Verification {
+        self.knobs.uv.get()
+    }
+    fn stop_uv(&mut self) {}
+    #[cfg(feature = "faults")]
+    fn take_fault(
+        &mut self,
+        applies: &dyn Fn(authenticator::fault::Fault) -> bool,
+    ) -> Option<authenticator::fault::Fault> {
+        let fault = self.knobs.fault.get().filter(|f| applies(*f));
+        if fault.is_some() {
+            self.knobs.fault.set(None);
+        }
+        fault
     }
 }
 

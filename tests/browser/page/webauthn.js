@@ -17,8 +17,9 @@ async function post(path, body) {
 async function register(user) {
   const timeout = document.getElementById("timeout").value;
   const passkey = document.getElementById("passkey").checked;
+  const verify = document.getElementById("verify").checked;
   const anyAuthenticator = document.getElementById("any-authenticator").checked;
-  const options = await post("/api/register/begin", { user, timeout, passkey, anyAuthenticator });
+  const options = await post("/api/register/begin", { user, timeout, passkey, verify, anyAuthenticator });
   const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
   // The site's own deadline: not every browser ends a request at publicKey.timeout.
   const signal = timeout ? AbortSignal.timeout(Number(timeout)) : undefined;
@@ -28,7 +29,8 @@ async function register(user) {
 
 async function signIn(user, legacy) {
   const passkey = !legacy && document.getElementById("passkey").checked;
-  const options = await post("/api/authenticate/begin", { user, legacy, passkey });
+  const verify = !legacy && document.getElementById("verify").checked;
+  const options = await post("/api/authenticate/begin", { user, legacy, passkey, verify });
   const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey);
   const credential = await navigator.credentials.get({ publicKey });
   return post("/api/authenticate/complete", { user, passkey, credential: credential.toJSON() });

@@ -102,6 +102,10 @@ impl<A: App> App for Observed<'_, A> {
     fn wink(&mut self) {
         self.app.wink();
     }
+
+    fn speaks_cbor(&self) -> bool {
+        self.app.speaks_cbor()
+    }
 }
 
 /// authenticatorData's counter and, with attested credential data, the credential ID.
