@@ -31,5 +31,7 @@ pub mod uhid;
 
 pub use authenticator::Profile;
 pub use platform::PresenceMode;
-pub use server::{start, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    start, ConfigError, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS,
+};
 pub use simulation::UvMode;
