@@ -220,8 +220,7 @@ fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> !
             match one_line_json(arg) {
                 Ok(json) => words.push(json),
                 Err(error) => {
-                    eprintln!("usbip-runner: add-credential: {error}");
-                    std::process::exit(1);
+                    exit_with(format!("add-credential: {error}"), 1);
                 }
             }
         } else {
@@ -242,8 +241,7 @@ fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> !
             std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
         }
         Err(error) => {
-            eprintln!("usbip-runner: {}: {error}", socket.display());
-            std::process::exit(1);
+            exit_with(format!("{}: {error}", socket.display()), 1);
         }
     }
 }
@@ -291,8 +289,7 @@ fn import_credentials(server: &usbip_runner::Server, credentials: &[serde_json::
                 tracing::info!(bus, credential = i, "--import: already on the key");
                 continue;
             }
-            eprintln!("usbip-runner: --import: credential {i}, key {bus}: {reply}");
-            std::process::exit(1);
+            exit_with(format!("--import: credential {i}, key {bus}: {reply}"), 1);
         }
     }
     if !credentials.is_empty() {
@@ -585,8 +582,7 @@ fn attach(
             attached
         }
         Err(error) => {
-            eprintln!("usbip-runner: --attach: {error}");
-            std::process::exit(1);
+            exit_with(format!("--attach: {error}"), 1);
         }
     }
 }
