@@ -12,6 +12,9 @@
 //! server.shutdown();
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! [`ServerConfig::validate`] says what is wrong with a configuration ([`ConfigError`]) before
+//! anything starts; [`start`] refuses the same ones as [`std::io::ErrorKind::InvalidInput`].
 
 pub mod attach;
 pub mod attestation;
