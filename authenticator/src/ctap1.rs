@@ -11,7 +11,7 @@ use crate::credential::{Algorithm, CredProtect, Credential};
 use crate::fallible::{self, OutOfMemory};
 use crate::fault::{self, Carries};
 use crate::platform::Platform;
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::store::StoreError;
 use crate::Authenticator;
 
@@ -127,9 +127,9 @@ fn dispatch<P: Platform>(
 fn presence<P: Platform>(auth: &mut Authenticator<'_, P>) -> Result<(), u16> {
     match auth.presence_check() {
         Ok(()) => Ok(()),
-        Err(Refusal::Pending | Refusal::Denied | Refusal::Cancelled | Refusal::TimedOut) => {
-            Err(sw::CONDITIONS_NOT_SATISFIED)
-        }
+        Err(
+            NotGranted::Pending | NotGranted::Denied | NotGranted::Cancelled | NotGranted::TimedOut,
+        ) => Err(sw::CONDITIONS_NOT_SATISFIED),
     }
 }
 

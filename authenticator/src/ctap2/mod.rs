@@ -24,7 +24,7 @@ use crate::ctaphid::{KeepaliveStatus, Outcome};
 use crate::fallible::{self, OutOfMemory};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::profile::Profile;
 use crate::store::StoreError;
 use crate::Authenticator;
@@ -85,13 +85,13 @@ impl From<StoreError> for Halt {
     }
 }
 
-impl From<Refusal> for Halt {
-    fn from(refusal: Refusal) -> Self {
+impl From<NotGranted> for Halt {
+    fn from(refusal: NotGranted) -> Self {
         match refusal {
-            Refusal::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
-            Refusal::Denied => Halt::Fail(Error::OperationDenied),
-            Refusal::Cancelled => Halt::Fail(Error::KeepaliveCancel),
-            Refusal::TimedOut => Halt::Fail(Error::UserActionTimeout),
+            NotGranted::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
+            NotGranted::Denied => Halt::Fail(Error::OperationDenied),
+            NotGranted::Cancelled => Halt::Fail(Error::KeepaliveCancel),
+            NotGranted::TimedOut => Halt::Fail(Error::UserActionTimeout),
         }
     }
 }
@@ -234,7 +234,7 @@ fn encode<T: Serialize>(response: &mut Vec<u8>, value: &T) -> Step<()> {
 fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
     const RESET_WINDOW_MS: u64 = 10_000;
     let asked_at = auth
-        .presence
+        .user_wait
         .started_ms(&auth.request_digest)
         .unwrap_or_else(|| auth.platform.now_ms());
     if asked_at > RESET_WINDOW_MS {
