@@ -50,7 +50,9 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
-        store.prepare(platform.rng(), config.pin_kdf);
+        for failure in store.prepare(platform.rng(), config.pin_kdf) {
+            platform.store_failed(failure);
+        }
         let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,

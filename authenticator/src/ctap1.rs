@@ -209,7 +209,7 @@ fn write(out: &mut Vec<u8>, pieces: &[&[u8]]) -> Result<(), u16> {
 fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
-        StoreError::Full | StoreError::Io => sw::UNKNOWN,
+        StoreError::Full | StoreError::Filesystem(_) | StoreError::Io => sw::UNKNOWN,
         // Not reached: a locked key answers no U2F request (see `dispatch`).
         StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }

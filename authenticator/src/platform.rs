@@ -124,6 +124,14 @@ pub trait Platform {
     /// The attempt is over (answered, cancelled or timed out): stop asking.
     fn stop_uv(&mut self) {}
 
+    /// Power-up found part of the stored state unusable: a step of preparing the store failed
+    /// (a littlefs error code, or an unreadable record). Log it if the body can; the key goes
+    /// on and answers a CTAP error where that state is needed. The failure names a step and a
+    /// cause, never stored bytes.
+    fn store_failed(&mut self, failure: crate::store::PrepareFailure) {
+        let _ = failure;
+    }
+
     /// Test bodies only (feature `faults`): the fault a test armed for the key's next signed
     /// response, if `applies` says it can be applied to this one; taking it disarms it (see
     /// [`crate::fault`]).

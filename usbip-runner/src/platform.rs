@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use authenticator::fault::Fault;
 use authenticator::platform::{
-    BuiltinUv, Indicator, Platform, Presence, Touch, Verification, USER_VERIFY_FINGERPRINT_INTERNAL,
+    BuiltinUv, Indicator, Platform, PresenceAnswer, Touch, Verification,
+    USER_VERIFY_FINGERPRINT_INTERNAL,
 };
+use authenticator::store::PrepareFailure;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -214,6 +216,15 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
         if indicator == Indicator::Wink {
             tracing::info!(key = %self.label, "wink");
         }
+    }
+
+    fn store_failed(&mut self, failure: PrepareFailure) {
+        tracing::error!(
+            key = %self.label,
+            step = ?failure.step,
+            error = ?failure.error,
+            "part of the stored state did not open at power-up; requests that need it will fail"
+        );
     }
 
     /// Every presence mode tells a long touch apart: `auto` gives one, `deny` refuses it, the

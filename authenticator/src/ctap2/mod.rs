@@ -78,7 +78,7 @@ impl From<StoreError> for Halt {
     fn from(error: StoreError) -> Self {
         Halt::Fail(match error {
             StoreError::Full => Error::KeyStoreFull,
-            StoreError::Io | StoreError::OutOfMemory => Error::Other,
+            StoreError::Filesystem(_) | StoreError::Io | StoreError::OutOfMemory => Error::Other,
             // A locked key's secrets open with the PIN: what alwaysUv answers without a token.
             StoreError::Locked => Error::PinRequired,
         })
