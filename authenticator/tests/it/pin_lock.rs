@@ -763,6 +763,10 @@ fn an_unreadable_vault_is_reported_with_its_error_code() {
             }]
         );
         let request = make_credential_request(RP, b"bob", &[-7], false);
-        assert_ne!(ctap2(key, 0x01, Some(request)).0, 0, "no credential without secrets");
+        assert_ne!(
+            ctap2(key, 0x01, Some(request)).0,
+            0,
+            "no credential without secrets"
+        );
     });
 }
