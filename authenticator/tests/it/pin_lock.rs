@@ -404,6 +404,16 @@ fn reset_leaves_no_byte_of_the_old_key_its_pin_or_its_users() {
 /// hash and the persistent token, as that code wrote them. Made here from a key of this code
 /// (whose credentials are sealed under the same key-wrapping key), its vault then erased.
 fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8>) {
+    key_before_the_vault_with_token(retries_left, 32).0
+}
+
+/// [`key_before_the_vault`] with the first `token_len` bytes of the persistent token in
+/// `/dev/pin` (32: all of it; fewer: a tampered file); also returns the whole token.
+#[allow(clippy::type_complexity)]
+fn key_before_the_vault_with_token(
+    retries_left: u8,
+    token_len: usize,
+) -> ((RamStorage, Vec<u8>, Value, Vec<u8>), Vec<u8>) {
     let mut storage = RamStorage::default();
     let (id, public_key) = with_key(&mut storage, &Knobs::default(), 1, |key| {
         let client = PinClient::new(key, 2, 1);
@@ -416,7 +426,7 @@ fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8
         (text("h"), bytes(&sha256(PIN.as_bytes())[..16])),
         (text("r"), int(retries_left.into())),
         (text("l"), int(PIN.chars().count() as i64)),
-        (text("p"), bytes(&token.unwrap())),
+        (text("p"), bytes(&token.as_ref().unwrap()[..token_len])),
     ]);
     let mut pin_file = Vec::new();
     ciborium::into_writer(&pin, &mut pin_file).unwrap();
@@ -427,7 +437,7 @@ fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8
         fs.write(littlefs2::path!("/dev/pin"), &pin_file).unwrap();
     }
     *storage.vault_mut() = Default::default();
-    (storage, id, public_key, kwk)
+    ((storage, id, public_key, kwk), token.unwrap())
 }
 
 #[test]
@@ -768,5 +778,31 @@ fn an_unreadable_vault_is_reported_with_its_error_code() {
             0,
             "no credential without secrets"
         );
+    });
+}
+
+/// The same tamper on a key from before the vault, where `/dev/pin` held the persistent token:
+/// there it panicked the key (`&key[..32]` of 16 bytes, in pin_protocol) at the first
+/// getCredsMetadata made with the token. Now the move into the vault refuses the file, the
+/// platform is told, and the request gets a CTAP error.
+#[test]
+fn a_tampered_persistent_token_from_before_the_vault_is_refused_not_a_panic() {
+    use authenticator::store::{PrepareFailure, PrepareStep, StoreError};
+    let ((mut storage, ..), persistent) = key_before_the_vault_with_token(5, 16);
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 2, |key| {
+        assert_eq!(
+            knobs.store_failures.borrow().as_slice(),
+            [PrepareFailure {
+                step: PrepareStep::Vault,
+                error: StoreError::Io
+            }]
+        );
+        let request = map(vec![
+            (int(1), int(1)),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &persistent, &[1]))),
+        ]);
+        assert_ne!(ctap2(key, 0x0A, Some(request)).0, 0);
     });
 }
