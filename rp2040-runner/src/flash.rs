@@ -7,26 +7,19 @@
 //! running boot2 from a RAM copy to restore fast XIP. Reads go through XIP at
 //! `FLASH_BASE + offset`; the cache is flushed after every write.
 
+use authenticator::pico_flash;
 use authenticator::platform::{Vault, VAULT_SLOT_SIZE};
-use littlefs2::consts;
 use littlefs2::driver::Storage;
 use littlefs2::io::{Error, Result};
 use rp2040_hal::rom_data;
 
 /// Where the flash appears in the address space (XIP, cached).
 const FLASH_BASE: usize = 0x1000_0000;
-/// Flash erase granularity.
-pub const SECTOR_SIZE: usize = 4096;
-/// Flash program granularity.
-pub const PAGE_SIZE: usize = 256;
-/// The vault's two 8 KiB slots (four sectors), just below the seed sector (memory.x ends the
-/// firmware here): the device secrets and the PIN verifier, outside littlefs.
-pub const VAULT_OFFSET: usize = 0x7_B000;
-/// The RNG seed sector, just below the state.
-pub const SEED_OFFSET: usize = 0x7_F000;
-/// The littlefs state: from 512 KiB to the end of the 2 MiB flash.
-pub const STATE_OFFSET: usize = 0x8_0000;
-pub const STATE_BLOCKS: usize = (0x20_0000 - STATE_OFFSET) / SECTOR_SIZE;
+/// The layout (vault, seed sector, state partition) and littlefs geometry, defined once in the
+/// core so the host tools that model a Pico's state use the same numbers.
+pub use authenticator::pico_flash::{
+    PAGE_SIZE, SECTOR_SIZE, SEED_OFFSET, STATE_BLOCKS, STATE_OFFSET, VAULT_OFFSET,
+};
 /// The W25Q sector-erase command, used by the ROM for 4 KiB erases.
 const SECTOR_ERASE_CMD: u8 = 0x20;
 
@@ -185,6 +178,18 @@ pub fn erase(offset: usize, len: usize) {
     });
 }
 
+/// Whether the sector at `offset` reads erased (every byte 0xFF), read through XIP 64 bytes
+/// at a time.
+fn is_erased(offset: usize) -> bool {
+    let mut words = [0u8; 64];
+    (offset..offset + SECTOR_SIZE)
+        .step_by(words.len())
+        .all(|at| {
+            read(at, &mut words);
+            words.iter().all(|&b| b == 0xFF)
+        })
+}
+
 /// Whether `data` lies in the flash address space (it cannot be programmed from there).
 fn in_flash(data: &[u8]) -> bool {
     (FLASH_BASE..FLASH_BASE + 0x100_0000).contains(&(data.as_ptr() as usize))
@@ -219,13 +224,13 @@ pub fn read(offset: usize, buf: &mut [u8]) {
 pub struct FlashStorage;
 
 impl Storage for FlashStorage {
-    const READ_SIZE: usize = 16;
+    const READ_SIZE: usize = pico_flash::READ_SIZE;
     const WRITE_SIZE: usize = PAGE_SIZE;
     const BLOCK_SIZE: usize = SECTOR_SIZE;
     const BLOCK_COUNT: usize = STATE_BLOCKS;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = consts::U256;
-    type LOOKAHEAD_SIZE = consts::U8;
+    const BLOCK_CYCLES: isize = pico_flash::BLOCK_CYCLES;
+    type CACHE_SIZE = pico_flash::CacheSize;
+    type LOOKAHEAD_SIZE = pico_flash::LookaheadSize;
 
     fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
         if off + buf.len() > STATE_BLOCKS * SECTOR_SIZE {
@@ -248,7 +253,12 @@ impl Storage for FlashStorage {
 
     /// littlefs erases one block at a time; authenticatorReset's wipe erases the whole
     /// partition in one call. Each sector is its own ROM call, so interrupts (USB, keepalives)
-    /// run between sectors rather than waiting out the whole partition.
+    /// run between sectors rather than waiting out the whole partition. The wipe skips the
+    /// sectors that already read erased (all 0xFF): they hold nothing to wipe, and littlefs
+    /// erases a block again before it first programs it, so a sector whose erase a power cut
+    /// interrupted is never programmed unerased. A key that used a few dozen blocks then resets
+    /// in well under a second instead of 384 erases (17 s at the flash's typical 45 ms). A
+    /// block littlefs asks to erase is always erased.
     fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
         if !off.is_multiple_of(SECTOR_SIZE) || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(Error::IO);
@@ -256,8 +266,11 @@ impl Storage for FlashStorage {
         if off + len > STATE_BLOCKS * SECTOR_SIZE {
             return Err(Error::IO);
         }
+        let wipe = len > SECTOR_SIZE;
         for sector in (off..off + len).step_by(SECTOR_SIZE) {
-            erase(STATE_OFFSET + sector, SECTOR_SIZE);
+            if !(wipe && is_erased(STATE_OFFSET + sector)) {
+                erase(STATE_OFFSET + sector, SECTOR_SIZE);
+            }
         }
         Ok(len)
     }
