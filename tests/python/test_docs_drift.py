@@ -35,7 +35,8 @@ def documentation() -> str:
 
 
 def options(text: str) -> dict[str, list[str]]:
-    """Each long flag clap defines in a --help text, with the values it lists for it."""
+    """Each long flag clap defines in a --help text, with the values it lists for it (as
+    `[possible values: a, b]`, or one `- a: ...` line each when the values are documented)."""
     flags: dict[str, list[str]] = {}
     flag = None
     for line in text.splitlines():
@@ -46,6 +47,9 @@ def options(text: str) -> dict[str, list[str]]:
         values = re.search(r"\[possible values: ([^\]]+)\]", line)
         if values and flag:
             flags[flag] += [v.strip() for v in values.group(1).split(",")]
+        described = re.match(r"\s+- ([a-z0-9-]+):", line)  # clap's list of documented values
+        if described and flag:
+            flags[flag].append(described.group(1))
     for builtin in ("--help", "--version"):
         flags.pop(builtin, None)
     return flags
@@ -89,6 +93,7 @@ def test_every_flag_in_help_is_documented():
     texts = [help_text(), *(help_text(sub) for sub in SUBCOMMANDS)]
     flags = {flag: values for text in texts for flag, values in options(text).items()}
     assert len(flags) >= 20, f"--help lists too few flags to be read right: {sorted(flags)}"
+    assert sum(map(len, flags.values())) >= 10, f"too few flag values read: {flags}"
     undocumented = [flag for flag in flags if not mentioned(flag, docs)]
     assert not undocumented, f"flags of --help in neither README.md nor docs/: {undocumented}"
     lines = docs.splitlines()
