@@ -1,8 +1,9 @@
-"""The documentation against the runner itself, as test_getinfo_table.py holds getInfo's table
+"""The documentation against the runner and the tree, as test_getinfo_table.py holds getInfo's table
 to the key: every long flag `usbip-runner --help` (or a subcommand's `--help`) prints, every
 value it lists for a flag, and every control-socket verb `usbip-runner control --help` lists
 must appear in README.md or docs/*.md; every verb listed must be one the running key accepts;
-and every relative link in the Markdown files must lead to a file (and heading) that exists.
+every relative link in the Markdown files must lead to a file (and heading) that exists; and
+docs/layout.md must name every top-level directory and script.
 
 The lists come from the binary, never from a copy here, so a flag or verb added to the code
 and its --help without a line in the documentation fails this test."""
@@ -175,3 +176,16 @@ def test_relative_links_resolve():
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_layout_names_every_top_level_directory_and_script():
+    """docs/layout.md's tree has a line for each top-level directory, and names every script."""
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    directories = [
+        p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "target"
+    ]
+    scripts = [p.name for p in (ROOT / "scripts").glob("*.sh")]
+    assert len(directories) >= 8 and len(scripts) >= 5, (directories, scripts)
+    missing = [f"{d}/" for d in directories if not re.search(rf"^{re.escape(d)}/ ", layout, flags=re.M)]
+    missing += [s for s in scripts if not re.search(rf"(?<![\w-]){re.escape(s)}", layout)]
+    assert not missing, f"docs/layout.md does not name: {missing}"
