@@ -1,5 +1,5 @@
-"""The documentation against the runner and the tree, as test_getinfo_table.py holds getInfo's table
-to the key: every long flag `usbip-runner --help` (or a subcommand's `--help`) prints, every
+"""The documentation against the runner and the tree, as test_getinfo_table.py holds getInfo's
+table to the key: every long flag `usbip-runner --help` (or a subcommand's `--help`) prints, every
 value it lists for a flag, and every control-socket verb `usbip-runner control --help` lists
 must appear in README.md or docs/*.md; every verb listed must be one the running key accepts;
 every relative link in the Markdown files must lead to a file (and heading) that exists; and
