@@ -189,3 +189,19 @@ def test_layout_names_every_top_level_directory_and_script():
     missing = [f"{d}/" for d in directories if not re.search(rf"^{re.escape(d)}/ ", layout, flags=re.M)]
     missing += [s for s in scripts if not re.search(rf"(?<![\w-]){re.escape(s)}", layout)]
     assert not missing, f"docs/layout.md does not name: {missing}"
+
+
+def test_the_words_the_key_names_for_a_verb_are_in_help(control_socket):
+    """The other way round, where the key says what it takes: a wrong word after `uv`,
+    `presence` or `fault` gets the list of right ones, and each must be in `control --help`."""
+    text = help_text("control")
+    listed = control_verbs(text)
+    listed["fault"] = fault_kinds(text)
+    for verb in ("uv", "presence", "fault"):
+        reply = control(control_socket, f"{verb} no-such-word 1-1")
+        takes = re.match(rf"error {verb} takes (.+), not ", reply)
+        assert takes, reply
+        words = re.split(r", | or ", takes.group(1))
+        assert len(words) >= 3, reply
+        missing = [w for w in words if w not in listed[verb]]
+        assert not missing, f"the key takes {verb} {missing}, control --help does not list them"
