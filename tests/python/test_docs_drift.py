@@ -205,3 +205,9 @@ def test_the_words_the_key_names_for_a_verb_are_in_help(control_socket):
         assert len(words) >= 3, reply
         missing = [w for w in words if w not in listed[verb]]
         assert not missing, f"the key takes {verb} {missing}, control --help does not list them"
+
+
+def test_readme_links_every_docs_file():
+    readme = (ROOT / "README.md").read_text()
+    unlinked = [p.name for p in (ROOT / "docs").glob("*.md") if f"](docs/{p.name}" not in readme]
+    assert not unlinked, f"docs/ files the README does not link: {unlinked}"
