@@ -16,6 +16,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "format and lints"
 cargo fmt --all --check
+(cd rp2040-runner && cargo fmt --check) # the firmware is its own workspace
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/check-layers.sh
 

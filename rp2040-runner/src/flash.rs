@@ -185,6 +185,18 @@ pub fn erase(offset: usize, len: usize) {
     });
 }
 
+/// Whether the sector at `offset` reads erased (every byte 0xFF), read through XIP 64 bytes
+/// at a time.
+fn is_erased(offset: usize) -> bool {
+    let mut words = [0u8; 64];
+    (offset..offset + SECTOR_SIZE)
+        .step_by(words.len())
+        .all(|at| {
+            read(at, &mut words);
+            words.iter().all(|&b| b == 0xFF)
+        })
+}
+
 /// Whether `data` lies in the flash address space (it cannot be programmed from there).
 fn in_flash(data: &[u8]) -> bool {
     (FLASH_BASE..FLASH_BASE + 0x100_0000).contains(&(data.as_ptr() as usize))
@@ -248,7 +260,12 @@ impl Storage for FlashStorage {
 
     /// littlefs erases one block at a time; authenticatorReset's wipe erases the whole
     /// partition in one call. Each sector is its own ROM call, so interrupts (USB, keepalives)
-    /// run between sectors rather than waiting out the whole partition.
+    /// run between sectors rather than waiting out the whole partition. The wipe skips the
+    /// sectors that already read erased (all 0xFF): they hold nothing to wipe, and littlefs
+    /// erases a block again before it first programs it, so a sector whose erase a power cut
+    /// interrupted is never programmed unerased. A key that used a few dozen blocks then resets
+    /// in well under a second instead of 384 erases (17 s at the flash's typical 45 ms). A
+    /// block littlefs asks to erase is always erased.
     fn erase(&mut self, off: usize, len: usize) -> Result<usize> {
         if !off.is_multiple_of(SECTOR_SIZE) || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(Error::IO);
@@ -256,8 +273,11 @@ impl Storage for FlashStorage {
         if off + len > STATE_BLOCKS * SECTOR_SIZE {
             return Err(Error::IO);
         }
+        let wipe = len > SECTOR_SIZE;
         for sector in (off..off + len).step_by(SECTOR_SIZE) {
-            erase(STATE_OFFSET + sector, SECTOR_SIZE);
+            if !(wipe && is_erased(STATE_OFFSET + sector)) {
+                erase(STATE_OFFSET + sector, SECTOR_SIZE);
+            }
         }
         Ok(len)
     }

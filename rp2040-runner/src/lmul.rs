@@ -20,29 +20,29 @@ core::arch::global_asm!(
     "__aeabi_lmul:",
     "push {{r4, r5, r6, lr}}",
     // The cross terms: only their low words reach the result's high word.
-    "muls r1, r2",         // a_hi * b_lo
-    "muls r3, r0",         // b_hi * a_lo
-    "adds r6, r1, r3",     // cross = their sum mod 2^32
+    "muls r1, r2",     // a_hi * b_lo
+    "muls r3, r0",     // b_hi * a_lo
+    "adds r6, r1, r3", // cross = their sum mod 2^32
     // a_lo * b_lo from its 16-bit halves: a_lo = ah:al, b_lo = bh:bl.
-    "lsrs r4, r0, #16",    // ah
-    "lsrs r5, r2, #16",    // bh
-    "uxth r0, r0",         // al
-    "uxth r2, r2",         // bl
+    "lsrs r4, r0, #16", // ah
+    "lsrs r5, r2, #16", // bh
+    "uxth r0, r0",      // al
+    "uxth r2, r2",      // bl
     "movs r1, r4",
-    "muls r1, r5",         // hi = ah * bh
-    "muls r5, r0",         // mid1 = bh * al
-    "muls r4, r2",         // mid2 = ah * bl
-    "muls r0, r2",         // lo = al * bl
-    "adds r5, r5, r4",     // mid = mid1 + mid2, its carry (bit 32) in C
-    "movs r4, #0",         // (MOVS leaves C as it is)
-    "adcs r4, r4",         // r4 = carry
+    "muls r1, r5",     // hi = ah * bh
+    "muls r5, r0",     // mid1 = bh * al
+    "muls r4, r2",     // mid2 = ah * bl
+    "muls r0, r2",     // lo = al * bl
+    "adds r5, r5, r4", // mid = mid1 + mid2, its carry (bit 32) in C
+    "movs r4, #0",     // (MOVS leaves C as it is)
+    "adcs r4, r4",     // r4 = carry
     "lsls r4, r4, #16",
-    "adds r1, r1, r4",     // hi += carry << 16
+    "adds r1, r1, r4", // hi += carry << 16
     "lsls r4, r5, #16",
     "lsrs r5, r5, #16",
-    "adds r0, r0, r4",     // lo += mid << 16, carry in C
-    "adcs r1, r5",         // hi += mid >> 16 + carry
-    "adds r1, r1, r6",     // hi += cross
+    "adds r0, r0, r4", // lo += mid << 16, carry in C
+    "adcs r1, r5",     // hi += mid >> 16 + carry
+    "adds r1, r1, r6", // hi += cross
     "pop {{r4, r5, r6, pc}}",
     ".size __aeabi_lmul, . - __aeabi_lmul",
 );

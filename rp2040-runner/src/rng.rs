@@ -41,7 +41,10 @@ const MAGIC_V2: &[u8; 8] = b"PICOSEED";
 const MAGIC_V1: &[u8; 8] = b"PICOFIDO";
 
 fn page_check(seed: &[u8]) -> [u8; 8] {
-    let digest = Sha256::new().chain_update(MAGIC).chain_update(seed).finalize();
+    let digest = Sha256::new()
+        .chain_update(MAGIC)
+        .chain_update(seed)
+        .finalize();
     let mut check = [0u8; 8];
     check.copy_from_slice(&digest[..8]);
     check

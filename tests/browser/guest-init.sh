@@ -75,6 +75,14 @@ printf "127.0.0.1 localhost\n127.0.0.1 signin.aws.amazon.com\n" >/etc/hosts
 echo "hosts: files" >/etc/nsswitch.conf
 nc -ll -p 443 -e nc "$HOST" "$RP_PORT" &
 
+# The PIN lock: a browser without a PIN prompt (Chromium's headless shell) cannot open a locked
+# key. On port 9225 (forwarded by QEMU; webauthn.mjs --locked unlock=PORT) libfido2's tools and
+# OpenSSH meet the locked key, then give the PIN, as that browser's user would with another
+# client (/opt/locked-clients.sh, put there by run.sh); the key stays open until power-off.
+printf '#!/bin/sh\nexec /opt/locked-clients.sh %s 2>&1\n' "$PIN" >/tmp/locked-clients
+chmod 0755 /tmp/locked-clients
+nc -ll -p 9225 -e /tmp/locked-clients &
+
 # Both browsers bind their remote endpoint to 127.0.0.1 only (the headless shell ignores
 # --remote-debugging-address), and QEMU's forward arrives on eth0: busybox nc relays port 9223
 # to it, one connection at a time (-ll: listen again after each; the drivers hold one WebSocket).

@@ -11,11 +11,15 @@ The site plays the AWS console's MFA pages: rp id `signin.aws.amazon.com`, one r
 IAM users on the same key, and a legacy U2F credential (registered over CTAP1 before the
 browser starts, as AWS's old U2F enrolment did) that signs in through the `appid` extension.
 
-    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN]] [--origin O]
-          [--state FILE]
+    rp.py --metadata M.json --cert-dir DIR [--u2f HOST:PORT:BUSID [--pin PIN [--lock]]]
+          [--origin O] [--state FILE]
+
+With --lock, the key also gets a WebAuthn credential for user `owner` (over CTAP2, before the
+PIN is set), then the PIN and the PIN lock: a browser meets that account on a locked key.
 
 With --state, the site keeps its users and their credentials in FILE, as a real site keeps them
-in its database: a later run (another browser, another key) knows who registered before. A
+in its database: a later run (another browser, another key) knows who registered before (and
+tests/browser/locked.py finds the legacy U2F registration there). A
 registration may ask for any authenticator (`anyAuthenticator`: attestation `none`, as most
 sites ask), which is how a browser's virtual authenticator registers.
 
@@ -45,8 +49,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fido2.attestation import AttestationType, AttestationVerifier
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap1 import Ctap1
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Config, Ctap2
 from fido2.ctap2.pin import ClientPin
 from fido2.server import Fido2Server
 from fido2.webauthn import (
@@ -65,6 +70,9 @@ RP_ID = "signin.aws.amazon.com"
 # application parameter, and the rpIdHash of an appid-extension sign-in).
 APP_ID = "https://signin.aws.amazon.com"
 PAGE = Path(__file__).resolve().parent / "page"
+# authenticatorConfig vendorPrototype's vendorCommandId that turns the PIN lock on
+# (docs/pin-lock.md).
+LOCK_ON = 0x4C4F434B
 
 
 class OurVendor(AttestationVerifier):
@@ -235,6 +243,7 @@ class Site:
             name: [AttestedCredentialData(bytes.fromhex(c)) for c in creds]
             for name, creds in state["credentials"].items()
         }
+        self.legacy = {name: AttestedCredentialData(bytes.fromhex(c)) for name, c in state.get("legacy", {}).items()}
         self.counters = {bytes.fromhex(i): n for i, n in state["counters"].items()}
 
     def save(self) -> None:
@@ -243,6 +252,7 @@ class Site:
         state = {
             "users": {name: h.hex() for name, h in self.users.items()},
             "credentials": {name: [bytes(c).hex() for c in cs] for name, cs in self.credentials.items()},
+            "legacy": {name: bytes(c).hex() for name, c in self.legacy.items()},
             "counters": {bytes(i).hex(): n for i, n in self.counters.items()},
         }
         self.state_file.write_text(json.dumps(state))
@@ -256,6 +266,16 @@ class Site:
         cred = AttestedCredentialData.from_ctap1(registration.key_handle, registration.public_key)
         self.legacy[name] = cred
         self.counters[cred.credential_id] = -1
+        self.save()
+
+    def enroll_webauthn(self, device, name: str) -> None:
+        """Register a WebAuthn credential (not discoverable, UV discouraged: a security key as
+        MFA) through this site's own ceremony, with python-fido2 as the client: the owner's
+        account from before the PIN lock was turned on, which a browser then meets locked."""
+        options = self.register_begin({"user": name})
+        client = Fido2Client(device, DefaultClientDataCollector(self.origin), UserInteraction())
+        response = client.make_credential(options["publicKey"])
+        self.register_complete({"user": name, "credential": response})
 
 
 def tls_certificate(directory: Path) -> tuple[Path, Path, str]:
@@ -362,6 +382,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: any free port")
     parser.add_argument("--u2f", help="HOST:PORT:BUSID of the key: enrol a legacy U2F credential first")
     parser.add_argument("--pin", help="set this PIN on the key (at --u2f) first")
+    parser.add_argument(
+        "--lock", action="store_true", help="register user owner over CTAP2 and turn the key's PIN lock on"
+    )
     parser.add_argument("--state", type=Path, help="keep users and credentials in this file")
     parser.add_argument(
         "--origin",
@@ -384,9 +407,18 @@ def main() -> None:
         device = open_device(key_host, int(key_port), bus_id)
         try:
             site.enroll_u2f(device, "legacy-root")
+            if args.lock:
+                site.enroll_webauthn(device, "owner")
             if args.pin:
                 # As the key's owner would have, before using it with the site.
-                ClientPin(Ctap2(device)).set_pin(args.pin)
+                ctap = Ctap2(device)
+                client_pin = ClientPin(ctap)
+                client_pin.set_pin(args.pin)
+                if args.lock:
+                    # The PIN lock, as docs/pin-lock.md tells an owner to turn it on: from the
+                    # next power-up the key waits for its PIN before anything needs a secret.
+                    token = client_pin.get_pin_token(args.pin, ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+                    Config(ctap, client_pin.protocol, token)._call(Config.CMD.VENDOR_PROTOTYPE, {1: LOCK_ON})
         finally:
             device.close()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

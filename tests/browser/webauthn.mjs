@@ -10,6 +10,7 @@
 //       [--engine firefox]  (--bidi ws://127.0.0.1:9222/session [--bidi-host H:P] | --browser PATH) \
 //       [--runner target/debug/usbip-runner --control /tmp/key.sock] [--passkeys] [--uv-steps] \
 //       [--uv-passkeys] [--virtual-authenticator FILE] [--import-credential FILE] \
+//       [--locked pin|unlock=PORT [--locked-only]] \
 //       [--browser-arg=--flag ...]
 //
 // --cdp / --bidi attach to a browser already running (the tier's QEMU guest runs it beside the
@@ -17,6 +18,17 @@
 // With --control, registration 1 of a user is approved, one denied and one left to time out,
 // and the page must see NotAllowedError for the last two; without it (--presence auto) those
 // two are skipped. Exit status 0 only if every step passed.
+//
+// A PIN-locked key (docs/pin-lock.md; run.sh power-cycles the key after turning the lock on):
+//   --locked pin: the first step is a sign-in that does not ask for UV (user `owner`, whose
+//     credential the key made before the lock was turned on); the browser must see alwaysUv,
+//     ask for the PIN (Firefox: the autoconfig script types it) and the RP must see the UV flag.
+//   --locked unlock=PORT: a browser without a PIN prompt (Chromium's headless shell): the same
+//     sign-in must fail (NotAllowedError, or the site's 30 s deadline); then libfido2's tools
+//     and OpenSSH in the guest meet the locked key and give the PIN
+//     (tests/browser/locked-clients.sh, served on PORT, forwarded by QEMU; each of its checks
+//     is a step here), and the owner signs in on the opened key.
+//   --locked-only: only those steps (and the RP's log check), none of the others.
 //
 // Interop with Chromium's own virtual authenticator (the key's test automation verbs, which
 // need --control on a key that lets private keys cross, e.g. --ephemeral):
@@ -46,6 +58,8 @@ const { values: args } = parseArgs({
     bus: { type: "string", default: "1-1" },
     "virtual-authenticator": { type: "string" },
     "import-credential": { type: "string" },
+    locked: { type: "string" },
+    "locked-only": { type: "boolean", default: false },
   },
 });
 if (!args.site || !(args.cdp || args.bidi || args.browser)) {
@@ -276,6 +290,58 @@ async function importedSignIn(page) {
   return failed;
 }
 
+// The first steps on a PIN-locked key (--locked): the owner, whose credential the key made
+// before the lock was turned on (rp.py --lock), signs in; the site does not ask for UV.
+// Returns the failures.
+async function lockedKey(page) {
+  const start = Date.now();
+  // A deadline for a browser that would wait for a PIN it cannot ask for.
+  const timeout = args.locked === "pin" ? 0 : 30000;
+  const { text, asked } = await ceremony(page, "#signin", "owner", "approve", timeout, false);
+  const secs = ((Date.now() - start) / 1000).toFixed(1);
+  if (args.locked === "pin") {
+    // Touched, and verified by the PIN the browser asked for although the site did not ask.
+    const ok = /^ok .*"verified":"sign-in","user":"owner","uv":true/.test(text) && asked > 0;
+    return report(ok, `a locked key: a sign-in that does not ask for UV gets the PIN asked and typed, UV set (${secs} s, ${asked} touch request(s))`, text);
+  }
+  const port = /^unlock=(\d+)$/.exec(args.locked)?.[1];
+  if (!port) throw new Error(`--locked ${args.locked}: pin or unlock=PORT`);
+  const refused = /^error (NotAllowedError|TimeoutError)/.test(text);
+  let failed = report(refused, `a locked key: the browser, with no PIN prompt, fails the sign-in (${secs} s, ${asked} touch request(s))`, text);
+  // In the guest, libfido2's tools and OpenSSH meet the locked key, then give the PIN
+  // (tests/browser/locked-clients.sh); every touch they ask for is approved here.
+  const { connect } = await import("node:net");
+  let said = "";
+  let done = false;
+  const socket = connect(Number(port), "127.0.0.1");
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk) => (said += chunk));
+  socket.on("close", () => (done = true));
+  socket.on("error", (error) => {
+    said += `\nFAIL connection: ${error.message}`;
+    done = true;
+  });
+  const deadline = Date.now() + 180_000;
+  let touches = 0;
+  while (!done && Date.now() < deadline) {
+    if (control("status").split(" ").includes(args.bus)) {
+      control("approve", args.bus);
+      touches += 1;
+    }
+    await sleep(100);
+  }
+  socket.destroy();
+  console.log(said.replace(/^/gm, "  guest: "));
+  for (const line of said.split("\n").filter((l) => /^(PASS|FAIL) /.test(l))) {
+    failed += report(line.startsWith("PASS"), "libfido2/OpenSSH in the guest", line.slice(5));
+  }
+  failed += report(done && /^unlocked$/m.test(said), "the guest's clients gave the PIN: the key is open", `${touches} touch(es) approved`);
+  // The same sign-in, now without a PIN: the key no longer says alwaysUv.
+  const again = await ceremony(page, "#signin", "owner", "approve", 0, false);
+  failed += report(/^ok .*"verified":"sign-in","user":"owner"/.test(again.text) && again.asked > 0, `the owner signs in on the opened key (${again.asked} touch request(s))`, again.text);
+  return failed;
+}
+
 const { page, close } = await openBrowser();
 page.setDefaultTimeout(120_000);
 let failed = 0;
@@ -283,8 +349,9 @@ try {
   await page.goto(args.site);
   const where = await page.evaluate(() => `${location.href} (${document.title}), secure context: ${isSecureContext}`);
   console.log(`${args.engine}: ${await page.evaluate(() => navigator.userAgent)}\npage: ${where}`);
+  if (args.locked) failed += await lockedKey(page);
   let refusals = 0;
-  for (const [name, button, user, answer, expected, timeout, passkey, extra = {}] of steps) {
+  for (const [name, button, user, answer, expected, timeout, passkey, extra = {}] of args["locked-only"] ? [] : steps) {
     if ((answer !== "approve" || extra.uv || extra.fault || extra.before) && !args.control) {
       console.log(`SKIP ${name}: needs --control`);
       continue;
@@ -302,7 +369,7 @@ try {
     if (ok && button === "#register" && registered) credentialIds[user] = JSON.parse(registered[1]).credentialId;
   }
   for (const [flag, steps] of [["import-credential", importedSignIn], ["virtual-authenticator", virtualAuthenticator]]) {
-    if (!args[flag]) continue;
+    if (!args[flag] || args["locked-only"]) continue;
     const start = Date.now();
     failed += await steps(page);
     console.log(`test automation (--${flag}): ${((Date.now() - start) / 1000).toFixed(1)} s`);

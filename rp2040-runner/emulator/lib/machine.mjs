@@ -47,6 +47,7 @@ export class Machine {
     this.mcu.logger = new ConsoleLogger(log ? LogLevel.Debug : LogLevel.Error);
     this.flashOps = [];
     this.flashTiming = FLASH_TIMINGS[flashTiming];
+    this.flashTimingName = flashTiming;
     if (!this.flashTiming) throw new Error(`PICO_FLASH_TIMING: ${flashTiming} is none of ${Object.keys(FLASH_TIMINGS)}`);
     this.flashBusyCycles = 0; // cycles spent waiting for the flash to erase or program
     // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.

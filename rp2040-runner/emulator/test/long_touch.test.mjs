@@ -55,8 +55,8 @@ test('with longTouchForReset on, reset waits for BOOTSEL held 5 s', async () => 
   m2.bootselPressed = false;
   assert.equal(r.status, 0, `reset status 0x${r.status.toString(16)}`);
   assert.ok(secondPress !== null, 'the 2 s press was not taken for a long touch');
-  // The reset then wipes the partition (384 sector erases, docs/pin-lock.md): the answer comes
-  // that much flash time later, the touch itself still exactly 5 s.
+  // The reset then wipes the partition (each sector that holds data, docs/pin-lock.md): the
+  // answer comes that much flash time later, the touch itself still exactly 5 s.
   const wipeMs = ((m2.flashBusyCycles - flashBusyBefore) / m2.clockHz) * 1000;
   assert.ok(wipeMs > 0, 'the reset erased the partition');
   const held = answered - secondPress - wipeMs;

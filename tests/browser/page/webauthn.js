@@ -30,9 +30,11 @@ async function register(user) {
 async function signIn(user, legacy) {
   const passkey = !legacy && document.getElementById("passkey").checked;
   const verify = !legacy && document.getElementById("verify").checked;
+  const timeout = document.getElementById("timeout").value;
   const options = await post("/api/authenticate/begin", { user, legacy, passkey, verify });
   const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey);
-  const credential = await navigator.credentials.get({ publicKey });
+  const signal = timeout ? AbortSignal.timeout(Number(timeout)) : undefined;
+  const credential = await navigator.credentials.get({ publicKey, signal });
   return post("/api/authenticate/complete", { user, passkey, credential: credential.toJSON() });
 }
 
