@@ -17,7 +17,7 @@ want_release=false
 need_apt=()
 # littlefs2-sys compiles littlefs with cc and generates bindings with bindgen (libclang).
 # util-linux (essential on Debian; named for minimal images): setpriv, with which
-# tests/tests/local_users.rs runs its attacker as a second uid.
+# tests/tests/e2e/local_users.rs runs its attacker as a second uid.
 for pkg in build-essential pkg-config clang libclang-dev util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

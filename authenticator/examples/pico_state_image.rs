@@ -10,20 +10,19 @@
 //! each, `rp-<n>…`.
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::platform::{Indicator, Platform, PresenceAnswer, Touch};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
 
-/// rp2040-runner/src/flash.rs: 4 KiB sectors, 256-byte pages, 384 sectors from 0x80000.
-const BLOCK_SIZE: usize = 4096;
-const BLOCK_COUNT: usize = 384;
+/// The Pico's geometry and layout (rp2040-runner/src/flash.rs uses the same definitions).
+use authenticator::pico_flash::{self, SECTOR_SIZE, STATE_BLOCKS, STATE_OFFSET, VAULT_OFFSET};
 
 struct PicoImage(Vec<u8>, authenticator::store::vault::RamVault);
 
-/// rp2040-runner/src/flash.rs: the vault at 0x7B000, the seed sector, the partition at 0x80000.
-const VAULT_TO_STATE: usize = 0x80000 - 0x7B000;
+/// The vault, then the seed sector, then the partition.
+const VAULT_TO_STATE: usize = STATE_OFFSET - VAULT_OFFSET;
 
 impl authenticator::platform::Vault for PicoImage {
     fn vault_read(&mut self, offset: usize, buf: &mut [u8]) -> littlefs2::io::Result<()> {
@@ -38,13 +37,13 @@ impl authenticator::platform::Vault for PicoImage {
 }
 
 impl littlefs2::driver::Storage for PicoImage {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 256;
-    const BLOCK_SIZE: usize = BLOCK_SIZE;
-    const BLOCK_COUNT: usize = BLOCK_COUNT;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = littlefs2::consts::U256;
-    type LOOKAHEAD_SIZE = littlefs2::consts::U8;
+    const READ_SIZE: usize = pico_flash::READ_SIZE;
+    const WRITE_SIZE: usize = pico_flash::PAGE_SIZE;
+    const BLOCK_SIZE: usize = pico_flash::SECTOR_SIZE;
+    const BLOCK_COUNT: usize = pico_flash::STATE_BLOCKS;
+    const BLOCK_CYCLES: isize = pico_flash::BLOCK_CYCLES;
+    type CACHE_SIZE = pico_flash::CacheSize;
+    type LOOKAHEAD_SIZE = pico_flash::LookaheadSize;
 
     fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
         let src = self
@@ -85,8 +84,8 @@ impl Platform for Host {
         0
     }
     fn start_presence(&mut self, _touch: Touch) {}
-    fn poll_presence(&mut self) -> Presence {
-        Presence::Granted
+    fn poll_presence(&mut self) -> PresenceAnswer {
+        PresenceAnswer::Granted
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _: Indicator) {}
@@ -153,7 +152,7 @@ fn main() {
     let out = args.get(1).expect(usage);
     let count: usize = args.get(2).and_then(|n| n.parse().ok()).expect(usage);
     let one_rp: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let mut storage = PicoImage(vec![0xff; BLOCK_SIZE * BLOCK_COUNT], Default::default());
+    let mut storage = PicoImage(vec![0xff; SECTOR_SIZE * STATE_BLOCKS], Default::default());
     {
         let mut alloc = Allocation::new();
         let fs = authenticator::store::mount(&mut alloc, &mut storage).expect("format");

@@ -5,14 +5,14 @@
 //! `cargo run --release -p authenticator --example store_wear`
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::platform::{Indicator, Platform, PresenceAnswer, Touch};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
 
-const BLOCK_SIZE: usize = 4096;
-const BLOCK_COUNT: usize = 384;
+/// The Pico's geometry (rp2040-runner/src/flash.rs uses the same definitions).
+use authenticator::pico_flash::{self, SECTOR_SIZE as BLOCK_SIZE, STATE_BLOCKS as BLOCK_COUNT};
 
 /// The Pico's state partition in RAM, counting what is done to each block.
 struct CountingFlash {
@@ -36,13 +36,13 @@ impl authenticator::platform::Vault for CountingFlash {
 }
 
 impl littlefs2::driver::Storage for CountingFlash {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 256;
-    const BLOCK_SIZE: usize = BLOCK_SIZE;
-    const BLOCK_COUNT: usize = BLOCK_COUNT;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = littlefs2::consts::U256;
-    type LOOKAHEAD_SIZE = littlefs2::consts::U8;
+    const READ_SIZE: usize = pico_flash::READ_SIZE;
+    const WRITE_SIZE: usize = pico_flash::PAGE_SIZE;
+    const BLOCK_SIZE: usize = pico_flash::SECTOR_SIZE;
+    const BLOCK_COUNT: usize = pico_flash::STATE_BLOCKS;
+    const BLOCK_CYCLES: isize = pico_flash::BLOCK_CYCLES;
+    type CACHE_SIZE = pico_flash::CacheSize;
+    type LOOKAHEAD_SIZE = pico_flash::LookaheadSize;
 
     fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
         buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
@@ -76,8 +76,8 @@ impl Platform for Host {
         0
     }
     fn start_presence(&mut self, _touch: Touch) {}
-    fn poll_presence(&mut self) -> Presence {
-        Presence::Granted
+    fn poll_presence(&mut self) -> PresenceAnswer {
+        PresenceAnswer::Granted
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _: Indicator) {}

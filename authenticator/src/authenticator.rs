@@ -9,7 +9,7 @@ use crate::credential::{CredProtect, Credential};
 use crate::ctap2::{Enumeration, Halt, PendingAssertions, PendingWrite, PinRuntime, Step};
 use crate::ctaphid::{App, Outcome, Transaction};
 use crate::platform::{Indicator, Platform, Touch};
-use crate::presence::{Presence, Refusal};
+use crate::presence::{NotGranted, UserWait};
 use crate::profile::Profile;
 use crate::store::{PinKdf, ResidentCredential, ResidentRef, Store, StoreError};
 
@@ -31,7 +31,7 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) platform: P,
     pub(crate) store: Store<'a, P::Storage>,
     pub(crate) config: Config,
-    pub(crate) presence: Presence,
+    pub(crate) user_wait: UserWait,
     /// What getNextAssertion continues, if the last command was a getAssertion series.
     pub(crate) pending_assertions: Option<PendingAssertions>,
     /// Identifies the request being handled, so a touch approves only that request.
@@ -50,13 +50,15 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
         let mut store = Store::new(fs);
-        store.prepare(platform.rng(), config.pin_kdf);
+        for failure in store.prepare(platform.rng(), config.pin_kdf) {
+            platform.store_failed(failure);
+        }
         let pin = PinRuntime::power_up(&mut platform);
         Self {
             platform,
             store,
             config,
-            presence: Presence::default(),
+            user_wait: UserWait::default(),
             pending_assertions: None,
             request_digest: [0; 32],
             pin,
@@ -177,15 +179,15 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// enabled longTouchForReset).
     pub(crate) fn long_touch(&mut self) -> Step<()> {
         let request = self.request_digest;
-        self.presence
+        self.user_wait
             .check(&mut self.platform, &request, Touch::Long)
             .map_err(Halt::from)
     }
 
     /// The presence check for the current request, whatever the protocol.
-    pub(crate) fn presence_check(&mut self) -> Result<(), Refusal> {
+    pub(crate) fn presence_check(&mut self) -> Result<(), NotGranted> {
         let request = self.request_digest;
-        self.presence
+        self.user_wait
             .check(&mut self.platform, &request, Touch::Short)
     }
 
@@ -295,11 +297,11 @@ impl<P: Platform> App for Authenticator<'_, P> {
     }
 
     fn cancel(&mut self) {
-        self.presence.cancel();
+        self.user_wait.cancel();
     }
 
     fn abort(&mut self) {
-        self.presence.end(&mut self.platform);
+        self.user_wait.end(&mut self.platform);
     }
 
     fn wink(&mut self) {

@@ -75,7 +75,9 @@ impl From<StoreError> for ImportError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Full => ImportError::Full,
-            StoreError::Io | StoreError::OutOfMemory => ImportError::Storage,
+            StoreError::Filesystem(_) | StoreError::Io | StoreError::OutOfMemory => {
+                ImportError::Storage
+            }
             StoreError::Locked => ImportError::Locked,
         }
     }

@@ -11,7 +11,7 @@ use crate::credential::{Algorithm, CredProtect, Credential};
 use crate::fallible::{self, OutOfMemory};
 use crate::fault::{self, Carries};
 use crate::platform::Platform;
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::store::StoreError;
 use crate::Authenticator;
 
@@ -127,9 +127,9 @@ fn dispatch<P: Platform>(
 fn presence<P: Platform>(auth: &mut Authenticator<'_, P>) -> Result<(), u16> {
     match auth.presence_check() {
         Ok(()) => Ok(()),
-        Err(Refusal::Pending | Refusal::Denied | Refusal::Cancelled | Refusal::TimedOut) => {
-            Err(sw::CONDITIONS_NOT_SATISFIED)
-        }
+        Err(
+            NotGranted::Pending | NotGranted::Denied | NotGranted::Cancelled | NotGranted::TimedOut,
+        ) => Err(sw::CONDITIONS_NOT_SATISFIED),
     }
 }
 
@@ -209,7 +209,7 @@ fn write(out: &mut Vec<u8>, pieces: &[&[u8]]) -> Result<(), u16> {
 fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
-        StoreError::Full | StoreError::Io => sw::UNKNOWN,
+        StoreError::Full | StoreError::Filesystem(_) | StoreError::Io => sw::UNKNOWN,
         // Not reached: a locked key answers no U2F request (see `dispatch`).
         StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }

@@ -712,7 +712,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     //! The allocator's wrap-around, which the public API cannot reach in reasonable time.
-    //! Everything else is tested through the public API in `tests/ctaphid.rs`.
+    //! Everything else is tested through the public API in `tests/it/ctaphid.rs`.
     use super::*;
 
     #[test]

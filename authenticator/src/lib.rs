@@ -23,6 +23,7 @@ pub mod usb;
 mod authenticator;
 mod ctap1;
 mod ctap2;
+pub mod pico_flash;
 pub mod pin_protocol;
 mod presence;
 mod vendor;

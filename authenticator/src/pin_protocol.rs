@@ -42,13 +42,11 @@ impl PinProtocol {
         }
     }
 
-    /// authenticate(key, message): the MAC a pinUvAuthParam carries.
-    pub fn authenticate(self, key: &[u8], message: &[&[u8]]) -> [u8; 32] {
-        let key = match self {
-            Self::V1 => key,
-            // Protocol 2 tokens are used whole; shared secrets keep their HMAC key first.
-            Self::V2 => &key[..32],
-        };
+    /// authenticate(key, message): the MAC a pinUvAuthParam carries. Every key both protocols
+    /// MAC with is 32 bytes (a pinUvAuthToken, or a shared secret's HMAC key), so the type says
+    /// so: a key read from storage is checked for its length where it is read, and nothing
+    /// here can slice past its end.
+    pub fn authenticate(self, key: &[u8; 32], message: &[&[u8]]) -> [u8; 32] {
         let mut mac =
             <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
         for part in message {
@@ -58,7 +56,7 @@ impl PinProtocol {
     }
 
     /// verify(key, message, signature) in constant time.
-    pub fn verify(self, key: &[u8], message: &[&[u8]], signature: &[u8]) -> bool {
+    pub fn verify(self, key: &[u8; 32], message: &[&[u8]], signature: &[u8]) -> bool {
         if signature.len() != self.mac_len() {
             return false;
         }
@@ -77,8 +75,8 @@ pub struct SharedSecret {
 }
 
 impl SharedSecret {
-    fn hmac_key(&self) -> &[u8] {
-        &self.bytes[..32]
+    fn hmac_key(&self) -> &[u8; 32] {
+        self.bytes[..32].try_into().expect("32 bytes")
     }
 
     fn aes_key(&self) -> &[u8; 32] {
@@ -90,7 +88,7 @@ impl SharedSecret {
     }
 
     /// The key `verify` and `authenticate` use for messages under this shared secret.
-    pub fn mac_key(&self) -> &[u8] {
+    pub fn mac_key(&self) -> &[u8; 32] {
         self.hmac_key()
     }
 

@@ -6,9 +6,9 @@
 //! ([`Platform::Storage`]) and hands the mounted filesystem to the core. The same device also
 //! reaches a small raw region outside littlefs, the [`Vault`], where the device secrets live.
 
-/// Answer to "has the user confirmed presence?".
+/// The platform's answer to "has the user confirmed presence?" ([`Platform::poll_presence`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Presence {
+pub enum PresenceAnswer {
     /// No answer yet: ask again later (the core keeps the transport alive meanwhile).
     Pending,
     /// The user touched the key (or the runner approves automatically).
@@ -92,7 +92,7 @@ pub trait Platform {
     fn start_presence(&mut self, touch: Touch);
 
     /// Non-blocking: has the user answered the request started by [`Platform::start_presence`]?
-    fn poll_presence(&mut self) -> Presence;
+    fn poll_presence(&mut self) -> PresenceAnswer;
 
     /// The wait is over (answered, cancelled or timed out): stop asking.
     fn stop_presence(&mut self);
@@ -123,6 +123,14 @@ pub trait Platform {
 
     /// The attempt is over (answered, cancelled or timed out): stop asking.
     fn stop_uv(&mut self) {}
+
+    /// Power-up found part of the stored state unusable: a step of preparing the store failed
+    /// (a littlefs error code, or an unreadable record). Log it if the body can; the key goes
+    /// on and answers a CTAP error where that state is needed. The failure names a step and a
+    /// cause, never stored bytes.
+    fn store_failed(&mut self, failure: crate::store::PrepareFailure) {
+        let _ = failure;
+    }
 
     /// Test bodies only (feature `faults`): the fault a test armed for the key's next signed
     /// response, if `applies` says it can be applied to this one; taking it disarms it (see

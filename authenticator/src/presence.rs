@@ -1,19 +1,19 @@
 //! Waiting for the user without blocking the transport: a touch, or a finger on the built-in
 //! user verification method.
 //!
-//! A command that needs the user asks [`Presence::check`] (a touch) or [`Presence::verify`]
+//! A command that needs the user asks [`UserWait::check`] (a touch) or [`UserWait::verify`]
 //! (built-in UV) each time it runs. The first ask starts the platform's prompt; later asks poll
 //! it. The wait belongs to one request (by digest) and one kind of ask: a different request
 //! starts a new wait, so one touch never approves two things.
 
-use crate::platform::{Indicator, Platform, Presence as Answer, Touch, Verification};
+use crate::platform::{Indicator, Platform, PresenceAnswer as Answer, Touch, Verification};
 
 /// How long the user has to touch the key.
 pub const TIMEOUT_MS: u64 = 30_000;
 
-/// Why a presence check did not succeed.
+/// Why a wait for the user has not ended in approval: it is still pending, or it was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum NotGranted {
     /// Still waiting: ask again later.
     Pending,
     /// The user (or the runner's policy) said no.
@@ -39,13 +39,13 @@ struct Wait {
     cancelled: bool,
 }
 
-/// The state of the (at most one) wait for the user.
+/// The state of the (at most one) wait for the user: a touch or a built-in verification.
 #[derive(Default)]
-pub struct Presence {
+pub struct UserWait {
     wait: Option<Wait>,
 }
 
-impl Presence {
+impl UserWait {
     /// Has the user approved `request` with a `touch`? Starts the wait on the first call for a
     /// request.
     pub fn check<P: Platform>(
@@ -53,10 +53,10 @@ impl Presence {
         platform: &mut P,
         request: &[u8; 32],
         touch: Touch,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotGranted> {
         match self.ask(platform, request, Ask::Touch(touch))? {
             true => Ok(()),
-            false => Err(Refusal::Denied),
+            false => Err(NotGranted::Denied),
         }
     }
 
@@ -66,7 +66,7 @@ impl Presence {
         &mut self,
         platform: &mut P,
         request: &[u8; 32],
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, NotGranted> {
         self.ask(platform, request, Ask::Verification)
     }
 
@@ -76,7 +76,7 @@ impl Presence {
         platform: &mut P,
         request: &[u8; 32],
         ask: Ask,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, NotGranted> {
         let now = platform.now_ms();
         if self
             .wait
@@ -102,26 +102,26 @@ impl Presence {
             }
         };
         let refusal = if wait.cancelled {
-            Refusal::Cancelled
+            NotGranted::Cancelled
         } else if now.saturating_sub(wait.started_ms) >= TIMEOUT_MS {
-            Refusal::TimedOut
+            NotGranted::TimedOut
         } else {
             let answer = match ask {
                 Ask::Touch(_) => match platform.poll_presence() {
                     Answer::Pending => None,
                     Answer::Granted => Some(Ok(true)),
                     Answer::Denied => Some(Ok(false)),
-                    Answer::TimedOut => Some(Err(Refusal::TimedOut)),
+                    Answer::TimedOut => Some(Err(NotGranted::TimedOut)),
                 },
                 Ask::Verification => match platform.poll_uv() {
                     Verification::Pending => None,
                     Verification::Verified => Some(Ok(true)),
                     Verification::Failed => Some(Ok(false)),
-                    Verification::TimedOut => Some(Err(Refusal::TimedOut)),
+                    Verification::TimedOut => Some(Err(NotGranted::TimedOut)),
                 },
             };
             match answer {
-                None => return Err(Refusal::Pending),
+                None => return Err(NotGranted::Pending),
                 Some(Ok(yes)) => {
                     self.end(platform);
                     return Ok(yes);

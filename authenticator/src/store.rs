@@ -82,12 +82,16 @@ pub fn mount<'a, S: littlefs2::driver::Storage>(
     })
 }
 
-/// Why a store operation failed.
+/// Why a store operation failed. Never carries stored bytes: a cause may be logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
     /// No room left for what was asked.
     Full,
-    /// The filesystem failed or holds something unreadable.
+    /// littlefs, or the device under it or the vault, failed: littlefs's error code (negative,
+    /// lfs.h's `LFS_ERR_*`: -5 I/O, -84 corrupt, -2 no such entry, ...).
+    Filesystem(i32),
+    /// The state holds something unreadable (a record that does not decode, a field of the
+    /// wrong length), or the filesystem is not mounted.
     Io,
     /// The heap could not hold what was read.
     OutOfMemory,
@@ -106,9 +110,31 @@ impl From<FsError> for StoreError {
         if error == FsError::NO_SPACE {
             StoreError::Full
         } else {
-            StoreError::Io
+            StoreError::Filesystem(error.code())
         }
     }
+}
+
+/// A step of [`Store::prepare`] that failed at power-up, and why: the platform may log it
+/// ([`crate::platform::Platform::store_failed`]); the key goes on, and the step's failure
+/// surfaces again at first real use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareFailure {
+    pub step: PrepareStep,
+    pub error: StoreError,
+}
+
+/// The steps of [`Store::prepare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepareStep {
+    /// Reading the vault (or making or moving the device secrets), finishing a wipe or scrub.
+    Vault,
+    /// Making littlefs's directories.
+    Directories,
+    /// Moving credentials of the first layout into slots.
+    FirstLayout,
+    /// Reading the index of slots.
+    Index,
 }
 
 pub type Result<T> = core::result::Result<T, StoreError>;
@@ -345,15 +371,36 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// On power-up: read the vault (making the device secrets on first use, or moving them
     /// from littlefs on a state of the layout before the vault), finish a wipe or a scrub a
     /// power cut interrupted, move credentials of the first layout into slots, and read the
-    /// index, so that requests find it ready. Failures surface at first real use (and an
+    /// index, so that requests find it ready. A failed step does not stop the others; the
+    /// failures are returned for the platform to log, and surface again at first real use (an
     /// unfinished step resumes at the next power-up).
-    pub fn prepare(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) {
-        let _ = self.open_vault(rng, kdf);
-        if let Ok(fs) = self.fs() {
-            let _ = fs.create_dir_all(&path("/cr"));
-        }
-        let _ = self.migrate_first_layout();
-        let _ = self.slots();
+    pub fn prepare(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        kdf: PinKdf,
+    ) -> heapless::Vec<PrepareFailure, 4> {
+        let vault = self.open_vault(rng, kdf);
+        let directories = match self.fs() {
+            Ok(fs) => fs.create_dir_all(&path("/cr")).map_err(StoreError::from),
+            Err(error) => Err(error),
+        };
+        let first_layout = self.migrate_first_layout();
+        let index = self.slots().map(|_| ());
+        let steps = [
+            (PrepareStep::Vault, vault),
+            (PrepareStep::Directories, directories),
+            (PrepareStep::FirstLayout, first_layout),
+            (PrepareStep::Index, index),
+        ];
+        steps
+            .into_iter()
+            .filter_map(|(step, result)| {
+                Some(PrepareFailure {
+                    step,
+                    error: result.err()?,
+                })
+            })
+            .collect()
     }
 
     fn open_vault(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) -> Result<()> {

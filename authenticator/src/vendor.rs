@@ -10,7 +10,7 @@ use crate::attestation::{
 use crate::ctap2::Error;
 use crate::ctaphid::KeepaliveStatus;
 use crate::platform::Platform;
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::Authenticator;
 
 /// The vendor command's request: `{1: private key (32 bytes), 2: DER certificate}` installs the
@@ -89,10 +89,10 @@ fn install<P: Platform>(
 /// The user's touch, as CTAP2 commands ask for it.
 fn touch<P: Platform>(auth: &mut Authenticator<'_, P>) -> Result<(), Halt> {
     auth.presence_check().map_err(|refusal| match refusal {
-        Refusal::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
-        Refusal::Denied => Halt::Fail(Error::OperationDenied),
-        Refusal::Cancelled => Halt::Fail(Error::KeepaliveCancel),
-        Refusal::TimedOut => Halt::Fail(Error::UserActionTimeout),
+        NotGranted::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
+        NotGranted::Denied => Halt::Fail(Error::OperationDenied),
+        NotGranted::Cancelled => Halt::Fail(Error::KeepaliveCancel),
+        NotGranted::TimedOut => Halt::Fail(Error::UserActionTimeout),
     })
 }
 

@@ -8,17 +8,15 @@
 //! - afterwards, with the heap back, the same key still works, and the request left no trace:
 //!   PIN retries unchanged, no credential stored by a failed makeCredential.
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use authenticator::ctaphid::{Ctaphid, DeviceVersion, Packet, PACKET_SIZE};
 use authenticator::Authenticator;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
 use sha2::{Digest, Sha256};
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 // ---------------------------------------------------------------------------------------------
 // The allocator
@@ -421,7 +419,7 @@ fn scenarios() -> Vec<Scenario> {
                 (CBOR, request(0x06, Some(&body)))
             },
             check: |host, _| {
-                assert_eq!(common::pin_client::retries(host).0, 8, "retries kept");
+                assert_eq!(test_support::pin_client::retries(host).0, 8, "retries kept");
                 let client = PinClient::new(host, 2, 7);
                 assert!(client.token(host, PIN, Some(0x04), None).is_ok());
             },

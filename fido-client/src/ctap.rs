@@ -1,7 +1,6 @@
 //! CTAP2 test vocabulary: CBOR building and reading, authenticatorData parsing, signature
-//! checks. Shared by the core's tests (included by path) and the end-to-end tests, so both
+//! checks. Shared by the core's tests (through `test-support`) and the end-to-end tests, so both
 //! speak the same way to the key; it uses only ciborium, p256 and ed25519-dalek.
-#![allow(dead_code)]
 
 use ciborium::Value;
 

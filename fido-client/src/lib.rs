@@ -26,3 +26,18 @@ impl<D: ctaphid::Reports> ctap::Transport for ctaphid::Channel<D> {
         self.cbor(request).expect("a CTAPHID answer")
     }
 }
+
+/// An authenticator core in this process (feature `in-process`, for its tests): a CBOR
+/// transaction through its [`authenticator::ctaphid::App`], the way CTAPHID hands one over.
+#[cfg(feature = "in-process")]
+impl<P: authenticator::platform::Platform> ctap::Transport for authenticator::Authenticator<'_, P> {
+    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
+        use authenticator::ctaphid::{App, Outcome, Transaction};
+        let mut response = Vec::new();
+        assert_eq!(
+            self.call(Transaction::Cbor, request, &mut response),
+            Outcome::Done
+        );
+        (response[0], response[1..].to_vec())
+    }
+}

@@ -1,7 +1,6 @@
 //! The platform's side of PIN/UV auth protocols 1 and 2, written from the spec independently of
 //! the core's implementation, so the two check each other. Shared by the core's tests
-//! (included by path) and the end-to-end tests.
-#![allow(dead_code)]
+//! (through `test-support`) and the end-to-end tests.
 
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};

@@ -223,10 +223,15 @@ impl Platform {
         }
     }
 
-    /// authenticate(key, message), cut to the protocol's length.
+    /// authenticate(key, message), cut to the protocol's length. Keys are 32 bytes (a token
+    /// the key gave, a shared secret's HMAC key); any other length makes a param the key
+    /// refuses.
     fn mac(&self, key: &[u8], message: &[u8]) -> Vec<u8> {
         let protocol = self.protocol();
-        protocol.authenticate(key, &[message])[..protocol.mac_len()].to_vec()
+        match <&[u8; 32]>::try_from(key) {
+            Ok(key) => protocol.authenticate(key, &[message])[..protocol.mac_len()].to_vec(),
+            Err(_) => vec![0; protocol.mac_len()],
+        }
     }
 
     fn shared_mac(&self, message: &[u8]) -> Vec<u8> {

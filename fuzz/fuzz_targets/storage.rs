@@ -414,7 +414,7 @@ fn failed(power: &Power, result: Result<(), StoreError>) -> End {
     match result {
         _ if power.dead.get() => End::Cut,
         Ok(()) | Err(StoreError::Full) => End::Done,
-        Err(StoreError::Io) => panic!("an I/O error with the power on"),
+        Err(StoreError::Filesystem(_) | StoreError::Io) => panic!("an I/O error with the power on"),
         Err(StoreError::OutOfMemory) => panic!("out of memory with the heap free"),
         Err(StoreError::Locked) => panic!("locked after the PIN was given"),
     }

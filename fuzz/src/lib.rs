@@ -2,7 +2,7 @@
 //! reproduces from its input alone.
 
 use authenticator::platform::{
-    BuiltinUv, Indicator, Platform, Presence, Touch, Verification,
+    BuiltinUv, Indicator, Platform, PresenceAnswer, Touch, Verification,
     USER_VERIFY_FINGERPRINT_INTERNAL,
 };
 use authenticator::{Authenticator, Config};
@@ -27,8 +27,8 @@ impl Platform for FuzzPlatform {
         self.now_ms
     }
     fn start_presence(&mut self, _touch: Touch) {}
-    fn poll_presence(&mut self) -> Presence {
-        Presence::Granted
+    fn poll_presence(&mut self) -> PresenceAnswer {
+        PresenceAnswer::Granted
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _: Indicator) {}

@@ -7,26 +7,19 @@
 //! running boot2 from a RAM copy to restore fast XIP. Reads go through XIP at
 //! `FLASH_BASE + offset`; the cache is flushed after every write.
 
+use authenticator::pico_flash;
 use authenticator::platform::{Vault, VAULT_SLOT_SIZE};
-use littlefs2::consts;
 use littlefs2::driver::Storage;
 use littlefs2::io::{Error, Result};
 use rp2040_hal::rom_data;
 
 /// Where the flash appears in the address space (XIP, cached).
 const FLASH_BASE: usize = 0x1000_0000;
-/// Flash erase granularity.
-pub const SECTOR_SIZE: usize = 4096;
-/// Flash program granularity.
-pub const PAGE_SIZE: usize = 256;
-/// The vault's two 8 KiB slots (four sectors), just below the seed sector (memory.x ends the
-/// firmware here): the device secrets and the PIN verifier, outside littlefs.
-pub const VAULT_OFFSET: usize = 0x7_B000;
-/// The RNG seed sector, just below the state.
-pub const SEED_OFFSET: usize = 0x7_F000;
-/// The littlefs state: from 512 KiB to the end of the 2 MiB flash.
-pub const STATE_OFFSET: usize = 0x8_0000;
-pub const STATE_BLOCKS: usize = (0x20_0000 - STATE_OFFSET) / SECTOR_SIZE;
+/// The layout (vault, seed sector, state partition) and littlefs geometry, defined once in the
+/// core so the host tools that model a Pico's state use the same numbers.
+pub use authenticator::pico_flash::{
+    PAGE_SIZE, SECTOR_SIZE, SEED_OFFSET, STATE_BLOCKS, STATE_OFFSET, VAULT_OFFSET,
+};
 /// The W25Q sector-erase command, used by the ROM for 4 KiB erases.
 const SECTOR_ERASE_CMD: u8 = 0x20;
 
@@ -231,13 +224,13 @@ pub fn read(offset: usize, buf: &mut [u8]) {
 pub struct FlashStorage;
 
 impl Storage for FlashStorage {
-    const READ_SIZE: usize = 16;
+    const READ_SIZE: usize = pico_flash::READ_SIZE;
     const WRITE_SIZE: usize = PAGE_SIZE;
     const BLOCK_SIZE: usize = SECTOR_SIZE;
     const BLOCK_COUNT: usize = STATE_BLOCKS;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = consts::U256;
-    type LOOKAHEAD_SIZE = consts::U8;
+    const BLOCK_CYCLES: isize = pico_flash::BLOCK_CYCLES;
+    type CACHE_SIZE = pico_flash::CacheSize;
+    type LOOKAHEAD_SIZE = pico_flash::LookaheadSize;
 
     fn read(&mut self, off: usize, buf: &mut [u8]) -> Result<usize> {
         if off + buf.len() > STATE_BLOCKS * SECTOR_SIZE {

@@ -2,7 +2,7 @@
 //! the presence button (held for `LONG_TOUCH_MS`: a long touch), the LED (GPIO25) as the
 //! indicator.
 
-use authenticator::platform::{Indicator, Platform, Presence, Touch, LONG_TOUCH_MS};
+use authenticator::platform::{Indicator, Platform, PresenceAnswer, Touch, LONG_TOUCH_MS};
 use embedded_hal::digital::OutputPin;
 use rand_chacha::ChaCha20Rng;
 use rp2040_hal::gpio::{bank0::Gpio25, FunctionSioOutput, Pin, PullDown};
@@ -84,25 +84,25 @@ impl Platform for PicoPlatform {
         let _ = self.led.set_high();
     }
 
-    fn poll_presence(&mut self) -> Presence {
+    fn poll_presence(&mut self) -> PresenceAnswer {
         let now = self.now_ms();
         match (self.touch, bootsel::pressed()) {
-            (Touch::Short, true) => Presence::Granted,
+            (Touch::Short, true) => PresenceAnswer::Granted,
             // A long touch: held without a break. While held the LED stays on, so the user
             // sees the press is being counted.
             (Touch::Long, true) => {
                 let since = *self.held_since.get_or_insert(now);
                 if now - since >= LONG_TOUCH_MS {
-                    return Presence::Granted;
+                    return PresenceAnswer::Granted;
                 }
                 let _ = self.led.set_high();
-                Presence::Pending
+                PresenceAnswer::Pending
             }
             // Not pressed: letting go starts a long touch's count again.
             (_, false) => {
                 self.held_since = None;
                 self.blink(now);
-                Presence::Pending
+                PresenceAnswer::Pending
             }
         }
     }

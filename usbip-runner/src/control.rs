@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use authenticator::platform::{Presence, Touch};
+use authenticator::platform::{PresenceAnswer, Touch};
 
 use crate::automation::{self, Automation};
 use crate::peer::{Peer, Policy};
@@ -51,11 +51,11 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub fn presence(self) -> Presence {
+    pub fn presence(self) -> PresenceAnswer {
         match self {
-            Answer::Approve | Answer::Hold => Presence::Granted,
-            Answer::Deny => Presence::Denied,
-            Answer::Timeout => Presence::TimedOut,
+            Answer::Approve | Answer::Hold => PresenceAnswer::Granted,
+            Answer::Deny => PresenceAnswer::Denied,
+            Answer::Timeout => PresenceAnswer::TimedOut,
         }
     }
 
@@ -135,10 +135,10 @@ impl Control {
     }
 
     /// Has the waiting request been answered?
-    pub fn poll(&self, bus_id: &str) -> Presence {
+    pub fn poll(&self, bus_id: &str) -> PresenceAnswer {
         self.with(bus_id, |key| key.answer.take())
             .flatten()
-            .map_or(Presence::Pending, Answer::presence)
+            .map_or(PresenceAnswer::Pending, Answer::presence)
     }
 
     /// The wait is over.

@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use authenticator::fault::Fault;
 use authenticator::platform::{
-    BuiltinUv, Indicator, Platform, Presence, Touch, Verification, USER_VERIFY_FINGERPRINT_INTERNAL,
+    BuiltinUv, Indicator, Platform, PresenceAnswer, Touch, Verification,
+    USER_VERIFY_FINGERPRINT_INTERNAL,
 };
+use authenticator::store::PrepareFailure;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -182,24 +184,24 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
         }
     }
 
-    fn poll_presence(&mut self) -> Presence {
+    fn poll_presence(&mut self) -> PresenceAnswer {
         match self.presence_mode() {
-            PresenceMode::Auto => Presence::Granted,
-            PresenceMode::Deny => Presence::Denied,
+            PresenceMode::Auto => PresenceAnswer::Granted,
+            PresenceMode::Deny => PresenceAnswer::Denied,
             PresenceMode::Prompt => match self.typed() {
-                Some(Typed::No) => Presence::Denied,
+                Some(Typed::No) => PresenceAnswer::Denied,
                 Some(Typed::Yes) if self.touch == Touch::Long => {
                     // A short touch does not answer a long-touch wait: ask again.
                     self.ask("This needs a long touch: type hold and Enter");
-                    Presence::Pending
+                    PresenceAnswer::Pending
                 }
-                Some(_) => Presence::Granted,
-                None => Presence::Pending,
+                Some(_) => PresenceAnswer::Granted,
+                None => PresenceAnswer::Pending,
             },
             PresenceMode::Control => self
                 .control
                 .as_ref()
-                .map_or(Presence::Pending, |c| c.poll(&self.label)),
+                .map_or(PresenceAnswer::Pending, |c| c.poll(&self.label)),
         }
     }
 
@@ -214,6 +216,15 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
         if indicator == Indicator::Wink {
             tracing::info!(key = %self.label, "wink");
         }
+    }
+
+    fn store_failed(&mut self, failure: PrepareFailure) {
+        tracing::error!(
+            key = %self.label,
+            step = ?failure.step,
+            error = ?failure.error,
+            "part of the stored state did not open at power-up; requests that need it will fail"
+        );
     }
 
     /// Every presence mode tells a long touch apart: `auto` gives one, `deny` refuses it, the
@@ -314,14 +325,14 @@ mod tests {
             *answer = Some(Some(Typed::parse(line)));
         };
         for (touch, line, expected) in [
-            (Touch::Short, "", Presence::Granted),
-            (Touch::Short, "HOLD", Presence::Granted),
-            (Touch::Short, "n", Presence::Denied),
-            (Touch::Long, "hold", Presence::Granted),
-            (Touch::Long, " n ", Presence::Denied),
+            (Touch::Short, "", PresenceAnswer::Granted),
+            (Touch::Short, "HOLD", PresenceAnswer::Granted),
+            (Touch::Short, "n", PresenceAnswer::Denied),
+            (Touch::Long, "hold", PresenceAnswer::Granted),
+            (Touch::Long, " n ", PresenceAnswer::Denied),
         ] {
             key.start_presence(touch);
-            assert_eq!(key.poll_presence(), Presence::Pending);
+            assert_eq!(key.poll_presence(), PresenceAnswer::Pending);
             type_line(line);
             assert_eq!(key.poll_presence(), expected, "{touch:?} {line:?}");
             key.stop_presence();
@@ -330,9 +341,9 @@ mod tests {
         // again, and `hold` then answers.
         key.start_presence(Touch::Long);
         type_line("");
-        assert_eq!(key.poll_presence(), Presence::Pending);
+        assert_eq!(key.poll_presence(), PresenceAnswer::Pending);
         type_line("hold");
-        assert_eq!(key.poll_presence(), Presence::Granted);
+        assert_eq!(key.poll_presence(), PresenceAnswer::Granted);
         key.stop_presence();
         assert_eq!(*prompt.answer.lock().unwrap(), None, "not asking");
     }

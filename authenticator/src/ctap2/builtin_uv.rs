@@ -22,7 +22,7 @@ use super::{Error, Halt, Step};
 use crate::ctaphid::KeepaliveStatus;
 use crate::pin_protocol::PinProtocol;
 use crate::platform::{BuiltinUv, Platform};
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::store::{UvState, UV_RETRIES};
 use crate::Authenticator;
 
@@ -93,11 +93,11 @@ pub(crate) fn perform<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<Resu
         return Ok(Err(Failure::Blocked));
     }
     let request = auth.request_digest;
-    let matched = match auth.presence.verify(&mut auth.platform, &request) {
+    let matched = match auth.user_wait.verify(&mut auth.platform, &request) {
         Ok(matched) => matched,
-        Err(Refusal::Pending) => return Err(Halt::Wait(KeepaliveStatus::UpNeeded)),
-        Err(Refusal::Cancelled) => return Err(Error::KeepaliveCancel.into()),
-        Err(Refusal::TimedOut | Refusal::Denied) => return Ok(Err(Failure::TimedOut)),
+        Err(NotGranted::Pending) => return Err(Halt::Wait(KeepaliveStatus::UpNeeded)),
+        Err(NotGranted::Cancelled) => return Err(Error::KeepaliveCancel.into()),
+        Err(NotGranted::TimedOut | NotGranted::Denied) => return Ok(Err(Failure::TimedOut)),
     };
     state.retries -= 1;
     state.since_pin = state.since_pin.saturating_add(1);

@@ -405,7 +405,7 @@ pub(crate) fn verify_persistent_token<P: Platform>(
         Ok(None) | Err(StoreError::Locked) => return Err(Error::PinAuthInvalid.into()),
         Err(error) => return Err(error.into()),
     };
-    if !protocol.verify(&token[..], message, param) {
+    if !protocol.verify(&token, message, param) {
         return Err(Error::PinAuthInvalid.into());
     }
     Ok(())
@@ -524,7 +524,7 @@ pub(crate) fn verify_token<P: Platform>(
         auth.pin.token = None;
         return Err(Error::PinAuthInvalid.into());
     }
-    if token.protocol != protocol || !protocol.verify(&token.value[..], message, param) {
+    if token.protocol != protocol || !protocol.verify(&token.value, message, param) {
         return Err(Error::PinAuthInvalid.into());
     }
     if token.permissions & permission != permission {

@@ -16,7 +16,7 @@ use serde_bytes::ByteArray;
 use serde_indexed::DeserializeIndexed;
 
 use super::client_pin::{consume_token, permission};
-use super::hmac_secret::{hmac_secret_input, hmac_secret_output};
+use super::hmac_secret::{hmac_secret_input, hmac_secret_output, HmacSecret};
 use super::{
     builtin_uv_asked, client_data_hash, presented_token, touch_unless_present, verify_user, Asked,
     Error, Step,
@@ -107,15 +107,7 @@ pub(crate) fn make_credential<P: Platform>(
     let client_data_hash = client_data_hash(request.client_data_hash)?;
     // §6.1.2 steps 1-2 now; the token is verified at step 11, below.
     let token = presented_token(auth, request.pin_auth.map(|p| &p[..]), request.pin_protocol)?;
-
-    // The client lists algorithms in its order of preference; ctap-types has already dropped
-    // the ones we don't know.
-    let alg = request
-        .pub_key_cred_params
-        .0
-        .iter()
-        .find_map(|p| Algorithm::from_cose(p.alg))
-        .ok_or(Error::UnsupportedAlgorithm)?;
+    let alg = algorithm(request)?;
 
     let options = request.options.as_ref();
     let discoverable = options.and_then(|o| o.rk).unwrap_or(false);
@@ -148,57 +140,20 @@ pub(crate) fn make_credential<P: Platform>(
 
     let rp_id_hash = sha256(request.rp.id.as_bytes());
     let kwk = auth.store.kwk()?;
-    if let Some(exclude_list) = &request.exclude_list {
-        let excluded = exclude_list.iter().any(|descriptor| {
-            descriptor.key_type == "public-key"
-                && auth.credential_exists(&kwk, &rp_id_hash, &descriptor.id[..], uv)
-        });
-        if excluded {
-            // Tell the user before telling the RP: the touch confirms this key was chosen.
-            touch_unless_present(auth, verified)?;
-            return Err(Error::CredentialExcluded.into());
-        }
+    if excluded(auth, request, &kwk, &rp_id_hash, uv) {
+        // Tell the user before telling the RP: the touch confirms this key was chosen.
+        touch_unless_present(auth, verified)?;
+        return Err(Error::CredentialExcluded.into());
     }
-
     let extensions = request
         .extensions
         .as_ref()
         .filter(|_| auth.profile.ctap21());
-    let cred_protect = extensions
-        .and_then(|e| e.cred_protect)
-        .and_then(CredProtect::from_level);
-    // A key without discoverable credentials does not have largeBlobKey: it ignores it.
-    let large_blob_key =
-        extensions.and_then(|e| e.large_blob_key) == Some(true) && auth.profile.discoverable();
-    // hmac-secret-mc: PRF outputs at registration, for the salts checked before the touch.
-    let hmac_secret_mc = match extensions.and_then(|e| e.hmac_secret_mc.as_ref()) {
-        Some(input) => Some(hmac_secret_input(auth, input)?),
-        None => None,
-    };
-    if large_blob_key && !discoverable {
-        // largeBlobKey is only for discoverable credentials (§12.3).
-        return Err(Error::InvalidOption.into());
-    }
+    let inputs = ExtensionInputs::read(auth, extensions, discoverable)?;
     touch_unless_present(auth, verified)?;
     consume_token(auth);
 
-    let mut credential = Credential::generate(
-        auth.platform.rng(),
-        alg,
-        discoverable,
-        cred_protect.unwrap_or(CredProtect::Optional),
-    );
-    // thirdPartyPayment: sealed into the credential; the output says whether it is set.
-    let third_party_payment = extensions.and_then(|e| e.third_party_payment);
-    credential.third_party_payment = third_party_payment == Some(true);
-    // credBlob: kept if it fits, and the output says whether it did (§12.2).
-    let cred_blob = extensions.and_then(|e| e.cred_blob).map(|blob| {
-        let fits = blob.len() <= MAX_CRED_BLOB_LEN;
-        if fits {
-            credential.cred_blob = heapless::Vec::from_slice(blob).unwrap_or_default();
-        }
-        fits
-    });
+    let (credential, cred_blob_stored) = new_credential(auth, alg, discoverable, &inputs);
     let id = credential.seal(&kwk, &rp_id_hash, auth.platform.rng());
     let counter = auth.store.next_counter()?;
     if discoverable {
@@ -207,36 +162,195 @@ pub(crate) fn make_credential<P: Platform>(
             user: request.user.clone(),
             id: Bytes::try_from(&id[..]).map_err(|_| Error::Other)?,
             created: counter,
-            cred_protect: cred_protect.unwrap_or(CredProtect::Optional) as u8,
+            cred_protect: credential.cred_protect as u8,
             sealed: None,
             counter: None,
             listed_only: false,
         })?;
     }
 
-    let aaguid = auth.aaguid();
-    let public_key = credential.public_key().to_cose();
+    let outputs = extension_outputs(
+        auth,
+        &inputs,
+        &request.rp.id,
+        &credential,
+        cred_blob_stored,
+        uv,
+    )?;
+    let new = NewCredential {
+        rp_id_hash: &rp_id_hash,
+        id: &id,
+        credential: &credential,
+        counter,
+        uv,
+        outputs,
+    };
+    let mut response = attested(auth, request, enterprise, client_data_hash, new)?;
+    if inputs.large_blob_key {
+        response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
+    }
+    Ok(response)
+}
+
+/// The client lists algorithms in its order of preference (ctap-types has already dropped the
+/// ones we don't know): the first we support.
+fn algorithm(request: &Request<'_>) -> Step<Algorithm> {
+    let alg = request
+        .pub_key_cred_params
+        .0
+        .iter()
+        .find_map(|p| Algorithm::from_cose(p.alg))
+        .ok_or(Error::UnsupportedAlgorithm)?;
+    Ok(alg)
+}
+
+/// A fresh credential with what the extensions seal into it, and whether credBlob was stored.
+fn new_credential<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    alg: Algorithm,
+    discoverable: bool,
+    inputs: &ExtensionInputs<'_>,
+) -> (Credential, Option<bool>) {
+    let cred_protect = inputs.cred_protect.unwrap_or(CredProtect::Optional);
+    let mut credential = Credential::generate(auth.platform.rng(), alg, discoverable, cred_protect);
+    // thirdPartyPayment: sealed into the credential; the output says whether it is set.
+    credential.third_party_payment = inputs.third_party_payment == Some(true);
+    // credBlob: kept if it fits, and the output says whether it did (§12.2).
+    let cred_blob_stored = inputs.cred_blob.map(|blob| {
+        let fits = blob.len() <= MAX_CRED_BLOB_LEN;
+        if fits {
+            credential.cred_blob = heapless::Vec::from_slice(blob).unwrap_or_default();
+        }
+        fits
+    });
+    (credential, cred_blob_stored)
+}
+
+/// §6.1.2 step 10: whether a credential of the excludeList is this key's for this RP (one
+/// whose credProtect the request's verification satisfies).
+fn excluded<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+    kwk: &[u8; 32],
+    rp_id_hash: &[u8; 32],
+    uv: bool,
+) -> bool {
+    let Some(exclude_list) = &request.exclude_list else {
+        return false;
+    };
+    exclude_list.iter().any(|descriptor| {
+        descriptor.key_type == "public-key"
+            && auth.credential_exists(kwk, rp_id_hash, &descriptor.id[..], uv)
+    })
+}
+
+/// What the extensions ask of this registration, read and checked before the touch, so that
+/// a request that will fail fails without asking the user.
+struct ExtensionInputs<'r> {
+    cred_protect: Option<CredProtect>,
+    /// Only on a key with discoverable credentials; any other ignores it.
+    large_blob_key: bool,
+    /// hmac-secret-mc: the salts, decrypted and checked now; PRF outputs once made.
+    hmac_secret_mc: Option<HmacSecret>,
+    hmac_secret: bool,
+    cred_blob: Option<&'r [u8]>,
+    third_party_payment: Option<bool>,
+    min_pin_length: bool,
+    pin_complexity_policy: bool,
+}
+
+impl<'r> ExtensionInputs<'r> {
+    fn read<P: Platform>(
+        auth: &mut Authenticator<'_, P>,
+        extensions: Option<&'r Extensions<'r>>,
+        discoverable: bool,
+    ) -> Step<Self> {
+        let cred_protect = extensions
+            .and_then(|e| e.cred_protect)
+            .and_then(CredProtect::from_level);
+        // A key without discoverable credentials does not have largeBlobKey: it ignores it.
+        let large_blob_key =
+            extensions.and_then(|e| e.large_blob_key) == Some(true) && auth.profile.discoverable();
+        let hmac_secret_mc = match extensions.and_then(|e| e.hmac_secret_mc.as_ref()) {
+            Some(input) => Some(hmac_secret_input(auth, input)?),
+            None => None,
+        };
+        if large_blob_key && !discoverable {
+            // largeBlobKey is only for discoverable credentials (§12.3).
+            return Err(Error::InvalidOption.into());
+        }
+        Ok(Self {
+            cred_protect,
+            large_blob_key,
+            hmac_secret_mc,
+            hmac_secret: extensions.and_then(|e| e.hmac_secret) == Some(true),
+            cred_blob: extensions.and_then(|e| e.cred_blob).map(|blob| &blob[..]),
+            third_party_payment: extensions.and_then(|e| e.third_party_payment),
+            min_pin_length: extensions.and_then(|e| e.min_pin_length) == Some(true),
+            pin_complexity_policy: extensions.and_then(|e| e.pin_complexity_policy) == Some(true),
+        })
+    }
+}
+
+/// The extension outputs of authenticatorData for the new `credential`, or `None` when no
+/// extension has one (then the ED flag stays clear).
+fn extension_outputs<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    inputs: &ExtensionInputs<'_>,
+    rp_id: &heapless::String<256>,
+    credential: &Credential,
+    cred_blob_stored: Option<bool>,
+    uv: bool,
+) -> Step<Option<ExtensionOutputs>> {
     let outputs = ExtensionOutputs {
-        cred_blob,
-        cred_protect: cred_protect.map(|level| level as u8),
+        cred_blob: cred_blob_stored,
+        cred_protect: inputs.cred_protect.map(|level| level as u8),
         // Every credential can answer hmac-secret: its CredRandom derives from its key.
-        hmac_secret: (extensions.and_then(|e| e.hmac_secret) == Some(true)).then_some(true),
-        min_pin_length: min_pin_length_output(auth, extensions, &request.rp.id)?,
-        pin_complexity_policy: pin_complexity_output(auth, extensions, &request.rp.id)?,
-        third_party_payment,
-        hmac_secret_mc: match &hmac_secret_mc {
-            Some(input) => Some(hmac_secret_output(auth, input, &credential, uv)?),
+        hmac_secret: inputs.hmac_secret.then_some(true),
+        min_pin_length: min_pin_length_output(auth, inputs.min_pin_length, rp_id)?,
+        pin_complexity_policy: pin_complexity_output(auth, inputs.pin_complexity_policy, rp_id)?,
+        third_party_payment: inputs.third_party_payment,
+        hmac_secret_mc: match &inputs.hmac_secret_mc {
+            Some(input) => Some(hmac_secret_output(auth, input, credential, uv)?),
             None => None,
         },
     };
-    let any_output = outputs.cred_blob.is_some()
-        || outputs.cred_protect.is_some()
-        || outputs.hmac_secret.is_some()
-        || outputs.min_pin_length.is_some()
-        || outputs.pin_complexity_policy.is_some()
-        || outputs.third_party_payment.is_some()
-        || outputs.hmac_secret_mc.is_some();
-    let extensions = any_output.then_some(outputs);
+    Ok(outputs.any().then_some(outputs))
+}
+
+impl ExtensionOutputs {
+    fn any(&self) -> bool {
+        self.cred_blob.is_some()
+            || self.cred_protect.is_some()
+            || self.hmac_secret.is_some()
+            || self.min_pin_length.is_some()
+            || self.pin_complexity_policy.is_some()
+            || self.third_party_payment.is_some()
+            || self.hmac_secret_mc.is_some()
+    }
+}
+
+/// What the attested response tells of the new credential.
+struct NewCredential<'c> {
+    rp_id_hash: &'c [u8; 32],
+    id: &'c [u8],
+    credential: &'c Credential,
+    counter: u32,
+    uv: bool,
+    outputs: Option<ExtensionOutputs>,
+}
+
+/// authenticatorData with the attested credential data, and the attestation statement over it
+/// (none, packed by the batch or enterprise key, or self attestation).
+fn attested<P: Platform>(
+    auth: &mut Authenticator<'_, P>,
+    request: &Request<'_>,
+    enterprise: bool,
+    client_data_hash: &[u8],
+    new: NewCredential<'_>,
+) -> Step<Response> {
+    let aaguid = auth.aaguid();
+    let public_key = new.credential.public_key().to_cose();
     // A platform that puts "none" first gets none, even if it also asked for enterprise
     // attestation: it said it does not want an attestation, so the key gives away nothing
     // that identifies it (and epAtt stays absent).
@@ -245,29 +359,29 @@ pub(crate) fn make_credential<P: Platform>(
         &mut auth.platform,
         Carries {
             up: true,
-            uv,
+            uv: new.uv,
             counter: true,
             signature: !no_attestation,
         },
     );
     let mut flags =
         AuthenticatorDataFlags::USER_PRESENCE | AuthenticatorDataFlags::ATTESTED_CREDENTIAL_DATA;
-    if uv {
+    if new.uv {
         flags |= AuthenticatorDataFlags::USER_VERIFIED;
     }
-    if extensions.is_some() {
+    if new.outputs.is_some() {
         flags |= AuthenticatorDataFlags::EXTENSION_DATA;
     }
     let auth_data = AuthenticatorData {
-        rp_id_hash: &rp_id_hash,
+        rp_id_hash: new.rp_id_hash,
         flags: fault.flags(flags),
-        sign_count: fault.counter(counter),
+        sign_count: fault.counter(new.counter),
         attested_credential_data: Some(AttestedCredentialData {
             aaguid: &aaguid,
-            credential_id: &id,
+            credential_id: new.id,
             credential_public_key: &public_key,
         }),
-        extensions,
+        extensions: new.outputs,
     }
     .serialize()?;
 
@@ -287,16 +401,13 @@ pub(crate) fn make_credential<P: Platform>(
         };
         (
             AttestationStatementFormat::Packed,
-            AttestationStatement::Packed(packed(attestation, &credential, &signed)?),
+            AttestationStatement::Packed(packed(attestation, new.credential, &signed)?),
         )
     };
     let mut response = ResponseBuilder { fmt, auth_data }.build();
     response.att_stmt = Some(att_stmt);
     // epAtt (§6.1.2): present, true, exactly when the enterprise attestation was returned.
     response.ep_att = (enterprise && !no_attestation).then_some(true);
-    if large_blob_key {
-        response.large_blob_key = Some(ByteArray::new(*credential.large_blob_key()));
-    }
     Ok(response)
 }
 
@@ -369,10 +480,10 @@ const PLATFORM_MANAGED: u32 = 2;
 /// minPinLength (§12.4): the minimum PIN length, but only to RPs the key's owner allowed.
 fn min_pin_length_output<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    extensions: Option<&Extensions<'_>>,
+    asked: bool,
     rp_id: &heapless::String<256>,
 ) -> Step<Option<u8>> {
-    if extensions.and_then(|e| e.min_pin_length) != Some(true) {
+    if !asked {
         return Ok(None);
     }
     let settings = auth.store.settings()?;
@@ -384,10 +495,10 @@ fn min_pin_length_output<P: Platform>(
 /// tells the length.
 fn pin_complexity_output<P: Platform>(
     auth: &mut Authenticator<'_, P>,
-    extensions: Option<&Extensions<'_>>,
+    asked: bool,
     rp_id: &heapless::String<256>,
 ) -> Step<Option<bool>> {
-    if extensions.and_then(|e| e.pin_complexity_policy) != Some(true) {
+    if !asked {
         return Ok(None);
     }
     let settings = auth.store.settings()?;

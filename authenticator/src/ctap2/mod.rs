@@ -24,7 +24,7 @@ use crate::ctaphid::{KeepaliveStatus, Outcome};
 use crate::fallible::{self, OutOfMemory};
 use crate::pin_protocol::PinProtocol;
 use crate::platform::Platform;
-use crate::presence::Refusal;
+use crate::presence::NotGranted;
 use crate::profile::Profile;
 use crate::store::StoreError;
 use crate::Authenticator;
@@ -78,20 +78,20 @@ impl From<StoreError> for Halt {
     fn from(error: StoreError) -> Self {
         Halt::Fail(match error {
             StoreError::Full => Error::KeyStoreFull,
-            StoreError::Io | StoreError::OutOfMemory => Error::Other,
+            StoreError::Filesystem(_) | StoreError::Io | StoreError::OutOfMemory => Error::Other,
             // A locked key's secrets open with the PIN: what alwaysUv answers without a token.
             StoreError::Locked => Error::PinRequired,
         })
     }
 }
 
-impl From<Refusal> for Halt {
-    fn from(refusal: Refusal) -> Self {
+impl From<NotGranted> for Halt {
+    fn from(refusal: NotGranted) -> Self {
         match refusal {
-            Refusal::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
-            Refusal::Denied => Halt::Fail(Error::OperationDenied),
-            Refusal::Cancelled => Halt::Fail(Error::KeepaliveCancel),
-            Refusal::TimedOut => Halt::Fail(Error::UserActionTimeout),
+            NotGranted::Pending => Halt::Wait(KeepaliveStatus::UpNeeded),
+            NotGranted::Denied => Halt::Fail(Error::OperationDenied),
+            NotGranted::Cancelled => Halt::Fail(Error::KeepaliveCancel),
+            NotGranted::TimedOut => Halt::Fail(Error::UserActionTimeout),
         }
     }
 }
@@ -234,7 +234,7 @@ fn encode<T: Serialize>(response: &mut Vec<u8>, value: &T) -> Step<()> {
 fn reset<P: Platform>(auth: &mut Authenticator<'_, P>) -> Step<()> {
     const RESET_WINDOW_MS: u64 = 10_000;
     let asked_at = auth
-        .presence
+        .user_wait
         .started_ms(&auth.request_digest)
         .unwrap_or_else(|| auth.platform.now_ms());
     if asked_at > RESET_WINDOW_MS {

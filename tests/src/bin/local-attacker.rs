@@ -1,6 +1,6 @@
 //! Another user on the same machine, trying what a local attacker would against a virtual key:
 //! read its state, talk to its control socket, list and import it over USB/IP. The tests in
-//! `tests/tests/local_users.rs` run it under a second uid (setpriv) and expect each attempt to
+//! `tests/tests/e2e/local_users.rs` run it under a second uid (setpriv) and expect each attempt to
 //! fail, and run it as the key's owner (or against a key opened to every user) to show that it
 //! would succeed where it is allowed.
 //!

@@ -1,12 +1,10 @@
 //! U2F (CTAP1) messages against the core, and U2F key handles through CTAP2.
 
-mod common;
-
 use authenticator::ctaphid::{App, Transaction};
-use authenticator::platform::Presence;
-use common::*;
+use authenticator::platform::PresenceAnswer;
 use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
+use test_support::*;
 
 const AWS_APP_ID: &str = "https://u2f.aws.amazon.com/app-id.json";
 
@@ -108,7 +106,7 @@ fn version_register_and_authenticate() {
         assert_eq!(data[0], 1, "user present");
         let c1 = check_authentication(&reg, &app, &[3; 32], &data);
 
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         let (_, sw) = authenticate(key, 0x03, &app, &[4; 32], &reg.key_handle);
         assert_eq!(sw, 0x6985, "enforce presence without a touch");
         let (data, sw) = authenticate(key, 0x08, &app, &[4; 32], &reg.key_handle);

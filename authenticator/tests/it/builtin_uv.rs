@@ -4,16 +4,14 @@
 //! restored by a match or a correct PIN, the fallback to the PIN when blocked, and a power cut
 //! at every write of an attempt.
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 
 use authenticator::ctaphid::{App, KeepaliveStatus, Outcome, Transaction};
 use authenticator::platform::{BuiltinUv, Verification, USER_VERIFY_FINGERPRINT_INTERNAL};
 use ciborium::Value;
-use common::pin_client::{uv_retries, PinClient};
-use common::*;
+use test_support::pin_client::{uv_retries, PinClient};
+use test_support::*;
 
 const MC: u8 = 0x01;
 const GA: u8 = 0x02;
@@ -426,7 +424,7 @@ fn waiting_for_a_finger_sends_upneeded_and_ends_with_cancel_or_timeout_for_free(
             7,
             &[("uv", true)],
         );
-        let raw = common::request(MC, Some(&request));
+        let raw = test_support::request(MC, Some(&request));
 
         // The finger comes after three polls.
         knobs.uv.set(Verification::Pending);

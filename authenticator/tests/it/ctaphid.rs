@@ -2,8 +2,6 @@
 //! host side written here from the spec (its own framing code, so a framing bug on either side
 //! shows up as a failure rather than cancelling out).
 
-mod common;
-
 use authenticator::ctaphid::{
     App, Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet, Transaction, MAX_MESSAGE_SIZE,
     PACKET_SIZE,
@@ -915,10 +913,10 @@ fn keepalive_cadence_holds_with_sparse_polls() {
 /// nor much earlier (a flood would cost the host for nothing), then the response.
 #[test]
 fn keepalive_gaps_while_the_authenticator_waits_for_a_touch() {
-    use authenticator::platform::Presence;
-    let mut storage = common::RamStorage::default();
-    let knobs = common::Knobs::default();
-    common::with_key(&mut storage, &knobs, 21, |key| {
+    use authenticator::platform::PresenceAnswer;
+    let mut storage = test_support::RamStorage::default();
+    let knobs = test_support::Knobs::default();
+    test_support::with_key(&mut storage, &knobs, 21, |key| {
         let mut hid = Ctaphid::new(VERSION);
         let mut now = 1_000;
         knobs.now_ms.set(now);
@@ -929,10 +927,10 @@ fn keepalive_gaps_while_the_authenticator_waits_for_a_touch() {
         hid.handle_packet(&init_packet(BROADCAST, INIT, 8, &[3; 8]), now, key);
         let cid = u32::from_be_bytes(drain(&mut hid)[0].data[8..12].try_into().unwrap());
 
-        knobs.presence.set(Presence::Pending);
+        knobs.presence.set(PresenceAnswer::Pending);
         let mut request = vec![0x01]; // authenticatorMakeCredential
         ciborium::into_writer(
-            &common::make_credential_request("example.com", b"u", &[-7], false),
+            &test_support::make_credential_request("example.com", b"u", &[-7], false),
             &mut request,
         )
         .unwrap();
@@ -947,7 +945,7 @@ fn keepalive_gaps_while_the_authenticator_waits_for_a_touch() {
             assert!(now < start + 10_000, "no answer");
             knobs.now_ms.set(now);
             if now == start + 3_000 {
-                knobs.presence.set(Presence::Granted);
+                knobs.presence.set(PresenceAnswer::Granted);
             }
             if hid.next_deadline().is_some_and(|d| d <= now) {
                 hid.poll(now, key);

@@ -5,16 +5,14 @@
 //! retry once spent stays spent, every credential acknowledged before the cut still signs, and
 //! a discoverable credential is either wholly there or absent.
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 
 use authenticator::ctaphid::{App, Transaction};
 use ciborium::Value;
-use common::pin_client::{retries, PinClient};
-use common::*;
 use littlefs2::fs::{Allocation, Filesystem};
+use test_support::pin_client::{retries, PinClient};
+use test_support::*;
 
 const PIN: &str = "4321";
 
@@ -144,7 +142,7 @@ fn status(key: &mut impl App, command: u8, body: &Value) -> Option<(u8, Option<V
 }
 
 /// The scripted session; stops at the first storage failure (the power is gone).
-fn session(key: &mut impl App, ack: &mut Acknowledged) -> bool {
+fn session(key: &mut (impl App + Transport), ack: &mut Acknowledged) -> bool {
     let rp = "example.com";
     for (i, rk) in [(0u8, false), (1, true), (2, true), (3, false)] {
         let user = vec![b'u', i];

@@ -1,12 +1,10 @@
 //! authenticatorCredentialManagement against the core.
 
-mod common;
-
 use authenticator::ctaphid::App;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
 use sha2::{Digest, Sha256};
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 const CM: u8 = 0x04;
 const PIN: &str = "4321";

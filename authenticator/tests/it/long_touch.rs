@@ -4,13 +4,11 @@
 //! only then), and reset returning the key to its factory setting. A body without a long touch
 //! offers none of it.
 
-mod common;
-
 use authenticator::ctaphid::App;
-use authenticator::platform::{Presence, Touch};
+use authenticator::platform::{PresenceAnswer, Touch};
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 const GET_INFO: u8 = 0x04;
 const RESET: u8 = 0x07;
@@ -81,7 +79,7 @@ fn enabled_long_touch_is_kept_and_asked_by_reset_until_reset() {
         let request = make_credential_request("a.example", b"u", &[-7], false);
         assert_eq!(ctap2(key, 0x01, Some(request)).0, 0);
         assert_eq!(knobs.touch.get(), Some(Touch::Short));
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         assert_eq!(ctap2(key, RESET, None).0, 0x27);
         assert_eq!(knobs.touch.get(), Some(Touch::Long));
         assert_eq!(
@@ -89,9 +87,9 @@ fn enabled_long_touch_is_kept_and_asked_by_reset_until_reset() {
             Some(Value::Bool(true)),
             "a refused reset changes nothing"
         );
-        knobs.presence.set(Presence::TimedOut);
+        knobs.presence.set(PresenceAnswer::TimedOut);
         assert_eq!(ctap2(key, RESET, None).0, 0x2F);
-        knobs.presence.set(Presence::Granted);
+        knobs.presence.set(PresenceAnswer::Granted);
         assert_eq!(ctap2(key, RESET, None).0, 0);
         assert_eq!(knobs.touch.get(), Some(Touch::Long));
         // Factory settings: off again, no PIN, so no token needed to turn it back on.

@@ -2,14 +2,12 @@
 //! asks of such a key: u2f-only (CTAPHID without CBOR), ctap20-no-pin (CTAP 2.0, no clientPIN),
 //! no-rk (no discoverable credentials) and always-uv (alwaysUv for good).
 
-mod common;
-
 use authenticator::ctaphid::{App, Ctaphid, DeviceVersion, Transaction};
 use authenticator::platform::{BuiltinUv, USER_VERIFY_FINGERPRINT_INTERNAL};
 use authenticator::Profile;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 const MC: u8 = 0x01;
 const GA: u8 = 0x02;

@@ -4,15 +4,13 @@
 //! values), epAtt, the certificate chain and the packed signature, a power cycle, and reset.
 //! (A key without one: `pin.rs`, `enterprise_attestation_on_a_key_without_one`.)
 
-mod common;
-
 use attestation::certificate::{self, Issued, Subject};
 use authenticator::ctaphid::{App, Outcome, Transaction};
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
 use der::{Decode, Encode};
 use p256::ecdsa::signature::Verifier;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 const MC: u8 = 0x01;
 const CONFIG: u8 = 0x0D;
@@ -83,7 +81,7 @@ fn enable(key: &mut impl App, token: Option<&[u8]>) -> u8 {
 /// makeCredential; Ok((x5c[0], epAtt)) after checking the packed signature with the key of
 /// the certificate the key returned and that certificate's signature by the root.
 fn register(
-    key: &mut impl App,
+    key: &mut (impl App + Transport),
     rp: &str,
     ep: Option<i64>,
     pin: Option<(&PinClient, &str)>,

@@ -1,17 +1,23 @@
-//! A test body for the core: RAM storage, a scripted clock and presence, CBOR helpers.
-#![allow(dead_code)]
+//! A test body for the core: RAM storage, a scripted clock, presence and built-in UV, and the
+//! CBOR helpers and PIN client the end-to-end tests use too (from `fido-client`), so the core's
+//! tests speak to the key as clients do.
+//!
+//! A dev-dependency of `authenticator` only (a cycle cargo allows for integration tests: they
+//! link the one `authenticator` library this crate links too).
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{BuiltinUv, Indicator, Platform, Presence, Touch, Verification};
+use authenticator::platform::{
+    BuiltinUv, Indicator, Platform, PresenceAnswer, Touch, Verification,
+};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 
-#[path = "../../../fido-client/src/ctap.rs"]
-mod ctap;
-pub use ctap::*;
+pub use fido_client::ctap::*;
+/// The platform's side of PIN/UV auth protocols 1 and 2.
+pub use fido_client::pin as pin_client;
 use littlefs2::fs::Allocation;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -27,7 +33,7 @@ pub type RamStorage = RamStorageOf<BLOCKS>;
 #[derive(Clone)]
 pub struct Knobs {
     pub now_ms: Rc<Cell<u64>>,
-    pub presence: Rc<Cell<Presence>>,
+    pub presence: Rc<Cell<PresenceAnswer>>,
     pub prompts: Rc<Cell<u32>>,
     /// The touch the last prompt asked for.
     pub touch: Rc<Cell<Option<Touch>>>,
@@ -41,13 +47,15 @@ pub struct Knobs {
     pub uv_prompts: Rc<Cell<u32>>,
     /// The fault armed for the next signed response (feature `faults`).
     pub fault: Rc<Cell<Option<authenticator::fault::Fault>>>,
+    /// What the key reported through `Platform::store_failed` at power-up.
+    pub store_failures: Rc<std::cell::RefCell<Vec<authenticator::store::PrepareFailure>>>,
 }
 
 impl Default for Knobs {
     fn default() -> Self {
         Self {
             now_ms: Rc::new(Cell::new(0)),
-            presence: Rc::new(Cell::new(Presence::Granted)),
+            presence: Rc::new(Cell::new(PresenceAnswer::Granted)),
             prompts: Rc::new(Cell::new(0)),
             touch: Rc::new(Cell::new(None)),
             long_touch: Rc::new(Cell::new(true)),
@@ -55,6 +63,7 @@ impl Default for Knobs {
             uv: Rc::new(Cell::new(Verification::Verified)),
             uv_prompts: Rc::new(Cell::new(0)),
             fault: Rc::new(Cell::new(None)),
+            store_failures: Rc::default(),
         }
     }
 }
@@ -78,7 +87,7 @@ impl<S: littlefs2::driver::Storage + authenticator::platform::Vault> Platform fo
         self.knobs.prompts.set(self.knobs.prompts.get() + 1);
         self.knobs.touch.set(Some(touch));
     }
-    fn poll_presence(&mut self) -> Presence {
+    fn poll_presence(&mut self) -> PresenceAnswer {
         self.knobs.presence.get()
     }
     fn stop_presence(&mut self) {}
@@ -96,7 +105,9 @@ impl<S: littlefs2::driver::Storage + authenticator::platform::Vault> Platform fo
         self.knobs.uv.get()
     }
     fn stop_uv(&mut self) {}
-    #[cfg(feature = "faults")]
+    fn store_failed(&mut self, failure: authenticator::store::PrepareFailure) {
+        self.knobs.store_failures.borrow_mut().push(failure);
+    }
     fn take_fault(
         &mut self,
         applies: &dyn Fn(authenticator::fault::Fault) -> bool,
@@ -180,18 +191,4 @@ pub fn decode(response: &[u8]) -> (u8, Option<Value>) {
         None
     };
     (status, body)
-}
-
-#[path = "../../../fido-client/src/pin.rs"]
-pub mod pin_client;
-
-impl<T: App> Transport for T {
-    fn ctap2_raw(&mut self, request: &[u8]) -> (u8, Vec<u8>) {
-        let mut response = Vec::new();
-        assert_eq!(
-            self.call(Transaction::Cbor, request, &mut response),
-            Outcome::Done
-        );
-        (response[0], response[1..].to_vec())
-    }
 }

@@ -3,24 +3,23 @@
 //! storage a command touches does not grow with what is stored, and keys of the first layout
 //! (`/rk`, one file per credential) are migrated, power-cut safe at every write.
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 
+use authenticator::pico_flash::{self, SECTOR_SIZE as BLOCK, STATE_BLOCKS as PICO_BLOCKS};
 use authenticator::store::{
     self, capacity, PinState, ResidentCredential, Settings, Store, StoreError, Visibility,
     MAX_LARGE_BLOB_ARRAY,
 };
 use ciborium::Value;
-use common::*;
 use ctap_types::webauthn::PublicKeyCredentialUserEntity;
 use littlefs2::fs::{Allocation, Filesystem};
 use rand_chacha::rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
+use test_support::*;
 
 /// The Pico's state partition: 384 blocks of 4 KiB, programmed in 256-byte pages, with the
-/// firmware's littlefs settings (rp2040-runner/src/flash.rs).
+/// firmware's littlefs settings (`authenticator::pico_flash`, which the firmware uses).
 struct PicoFlash {
     bytes: Vec<u8>,
     /// The vault beside the partition (4 sectors on the Pico).
@@ -61,9 +60,6 @@ impl Counts {
         }
     }
 }
-
-const PICO_BLOCKS: usize = 384;
-const BLOCK: usize = 4096;
 
 impl PicoFlash {
     fn new() -> Self {
@@ -118,13 +114,13 @@ impl authenticator::platform::Vault for PicoFlash {
 }
 
 impl littlefs2::driver::Storage for PicoFlash {
-    const READ_SIZE: usize = 16;
-    const WRITE_SIZE: usize = 256;
-    const BLOCK_SIZE: usize = BLOCK;
-    const BLOCK_COUNT: usize = PICO_BLOCKS;
-    const BLOCK_CYCLES: isize = 500;
-    type CACHE_SIZE = littlefs2::consts::U256;
-    type LOOKAHEAD_SIZE = littlefs2::consts::U8;
+    const READ_SIZE: usize = pico_flash::READ_SIZE;
+    const WRITE_SIZE: usize = pico_flash::PAGE_SIZE;
+    const BLOCK_SIZE: usize = pico_flash::SECTOR_SIZE;
+    const BLOCK_COUNT: usize = pico_flash::STATE_BLOCKS;
+    const BLOCK_CYCLES: isize = pico_flash::BLOCK_CYCLES;
+    type CACHE_SIZE = pico_flash::CacheSize;
+    type LOOKAHEAD_SIZE = pico_flash::LookaheadSize;
 
     fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
         let src = self

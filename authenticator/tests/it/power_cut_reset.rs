@@ -21,23 +21,21 @@
 //! New steps (PIN changes, deletions, large blobs) are new [`Step`] variants plus their effect
 //! on [`Expected`].
 
-mod common;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::{Indicator, Platform, Presence, Touch};
+use authenticator::platform::{Indicator, Platform, PresenceAnswer, Touch};
 use authenticator::store::vault::RamVault;
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
-use common::{
-    get, get_assertion_request, get_text, make_credential_request, parse_auth_data, verify, AAGUID,
-};
 use littlefs2::consts;
 use littlefs2::fs::{Allocation, Filesystem};
 use p256::ecdsa::signature::Verifier;
 use rand_chacha::rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
+use test_support::{
+    get, get_assertion_request, get_text, make_credential_request, parse_auth_data, verify, AAGUID,
+};
 
 const BLOCK: usize = 4096;
 const BLOCKS: usize = 32;
@@ -193,8 +191,8 @@ impl Platform for CutPlatform {
         0
     }
     fn start_presence(&mut self, _touch: Touch) {}
-    fn poll_presence(&mut self) -> Presence {
-        Presence::Granted
+    fn poll_presence(&mut self) -> PresenceAnswer {
+        PresenceAnswer::Granted
     }
     fn stop_presence(&mut self) {}
     fn indicate(&mut self, _indicator: Indicator) {}
@@ -214,7 +212,7 @@ fn with_key<R>(
     let config = Config {
         aaguid: AAGUID,
         firmware_version: 1,
-        pin_kdf: common::TEST_KDF,
+        pin_kdf: test_support::TEST_KDF,
     };
     f(&mut Authenticator::new(platform, fs, config))
 }

@@ -1,11 +1,9 @@
 //! Extensions against the core: hmac-secret (both protocols), credProtect.
 
-mod common;
-
 use authenticator::ctaphid::App;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 fn register_with(
     key: &mut impl App,

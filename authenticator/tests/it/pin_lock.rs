@@ -5,14 +5,12 @@
 //! what a thief copies. These tests look into both, as an attacker would, and drive the key as
 //! platforms do (every signature verified).
 
-mod common;
-
 use authenticator::ctaphid::{App, Outcome, Transaction};
-use authenticator::platform::Presence;
+use authenticator::platform::PresenceAnswer;
 use ciborium::Value;
-use common::pin_client::{retries, PinClient};
-use common::*;
 use sha2::{Digest, Sha256};
+use test_support::pin_client::{retries, PinClient};
+use test_support::*;
 
 const PIN: &str = "correct horse";
 const NEW_PIN: &str = "battery staple";
@@ -406,6 +404,16 @@ fn reset_leaves_no_byte_of_the_old_key_its_pin_or_its_users() {
 /// hash and the persistent token, as that code wrote them. Made here from a key of this code
 /// (whose credentials are sealed under the same key-wrapping key), its vault then erased.
 fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8>) {
+    key_before_the_vault_with_token(retries_left, 32).0
+}
+
+/// [`key_before_the_vault`] with the first `token_len` bytes of the persistent token in
+/// `/dev/pin` (32: all of it; fewer: a tampered file); also returns the whole token.
+#[allow(clippy::type_complexity)]
+fn key_before_the_vault_with_token(
+    retries_left: u8,
+    token_len: usize,
+) -> ((RamStorage, Vec<u8>, Value, Vec<u8>), Vec<u8>) {
     let mut storage = RamStorage::default();
     let (id, public_key) = with_key(&mut storage, &Knobs::default(), 1, |key| {
         let client = PinClient::new(key, 2, 1);
@@ -418,7 +426,7 @@ fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8
         (text("h"), bytes(&sha256(PIN.as_bytes())[..16])),
         (text("r"), int(retries_left.into())),
         (text("l"), int(PIN.chars().count() as i64)),
-        (text("p"), bytes(&token.unwrap())),
+        (text("p"), bytes(&token.as_ref().unwrap()[..token_len])),
     ]);
     let mut pin_file = Vec::new();
     ciborium::into_writer(&pin, &mut pin_file).unwrap();
@@ -429,7 +437,7 @@ fn key_before_the_vault(retries_left: u8) -> (RamStorage, Vec<u8>, Value, Vec<u8
         fs.write(littlefs2::path!("/dev/pin"), &pin_file).unwrap();
     }
     *storage.vault_mut() = Default::default();
-    (storage, id, public_key, kwk)
+    ((storage, id, public_key, kwk), token.unwrap())
 }
 
 #[test]
@@ -594,17 +602,17 @@ fn provisioning_waits_for_a_touch() {
             let outcome = key.call(Transaction::Provision, &request, &mut response);
             (outcome, response)
         };
-        knobs.presence.set(Presence::Pending);
+        knobs.presence.set(PresenceAnswer::Pending);
         let (outcome, _) = provision(key);
         assert!(
             matches!(outcome, Outcome::Waiting(_)),
             "waits for the touch"
         );
         assert!(knobs.prompts.get() > 0, "asked for it");
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         assert_eq!(provision(key), (Outcome::Done, vec![0x27]), "denied");
         assert!(key.attestation().is_none(), "nothing installed");
-        knobs.presence.set(Presence::Granted);
+        knobs.presence.set(PresenceAnswer::Granted);
         assert_eq!(provision(key), (Outcome::Done, vec![0]));
         assert!(key.attestation().is_some());
     });
@@ -655,4 +663,146 @@ fn the_bodies_real_kdfs_set_and_check_a_pin() {
             eprintln!("{kdf:?}: first PIN of a power-up {:?}", start.elapsed());
         });
     }
+}
+
+/// Someone with the flash rewrites the vault record (its digest is no MAC) with the persistent
+/// token cut to 16 bytes. MACs are made with 32-byte keys: the key must not slice past the
+/// end of a short one (a panic, the key dead until unplugged), but refuse the record at
+/// power-up, tell the platform why, and answer CTAP errors where its secrets are needed.
+#[test]
+fn a_tampered_persistent_token_is_refused_at_power_up_not_a_panic() {
+    use authenticator::store::{vault, PrepareFailure, PrepareStep, StoreError};
+    let mut storage = RamStorage::default();
+    let persistent = with_key(&mut storage, &Knobs::default(), 1, |key| {
+        let client = PinClient::new(key, 2, 1);
+        assert_eq!(client.set_pin(key, PIN), 0);
+        client.token(key, PIN, Some(PCMR), None).unwrap()
+    });
+    assert_eq!(
+        clear_secrets(&storage).unwrap().1.as_deref(),
+        Some(&persistent[..])
+    );
+
+    // The record, its secrets' "t" cut short, written back as the vault's next record.
+    let mut record = vault_record(&storage);
+    let Value::Map(entries) = &mut record else {
+        panic!("a map")
+    };
+    let clear = entries.iter_mut().find(|(k, _)| k == &text("c")).unwrap();
+    let mut secrets: Value = ciborium::from_reader(&clear.1.as_bytes().unwrap()[..]).unwrap();
+    let Value::Map(fields) = &mut secrets else {
+        panic!("a map")
+    };
+    fields.iter_mut().find(|(k, _)| k == &text("t")).unwrap().1 = bytes(&persistent[..16]);
+    let mut tampered = Vec::new();
+    ciborium::into_writer(&secrets, &mut tampered).unwrap();
+    clear.1 = bytes(&tampered);
+    let mut body = Vec::new();
+    ciborium::into_writer(&record, &mut body).unwrap();
+    let (position, _) = vault::recover(storage.vault_mut()).unwrap().unwrap();
+    vault::write(storage.vault_mut(), Some(position), &body).unwrap();
+
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 2, |key| {
+        assert_eq!(
+            knobs.store_failures.borrow().as_slice(),
+            [PrepareFailure {
+                step: PrepareStep::Vault,
+                error: StoreError::Io
+            }],
+            "the platform is told why the state did not open"
+        );
+        // getCredsMetadata with the persistent token: an error, not a panic.
+        let request = map(vec![
+            (int(1), int(1)),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &persistent, &[1]))),
+        ]);
+        assert_ne!(ctap2(key, 0x0A, Some(request)).0, 0);
+        // getInfo, which seals its state under the persistent token, still answers.
+        assert_eq!(ctap2(key, 0x04, None).0, 0);
+        // Nothing is made without the secrets: a PIN token is refused with CTAP1_ERR_OTHER.
+        let client = PinClient::new(key, 2, 3);
+        assert_eq!(client.token(key, PIN, Some(MC_GA), None), Err(0x7F));
+    });
+}
+
+/// A vault the device cannot read at power-up (a flash fault): the platform is told littlefs's
+/// error code, LFS_ERR_IO, not just "I/O", and the key still answers with CTAP errors.
+#[test]
+fn an_unreadable_vault_is_reported_with_its_error_code() {
+    use authenticator::store::{PrepareFailure, PrepareStep, StoreError};
+    struct Unreadable(RamStorage);
+    impl littlefs2::driver::Storage for Unreadable {
+        const READ_SIZE: usize = 16;
+        const WRITE_SIZE: usize = 16;
+        const BLOCK_SIZE: usize = 4096;
+        const BLOCK_COUNT: usize = BLOCKS;
+        const BLOCK_CYCLES: isize = 500;
+        type CACHE_SIZE = littlefs2::consts::U256;
+        type LOOKAHEAD_SIZE = littlefs2::consts::U16;
+        fn read(&mut self, off: usize, buf: &mut [u8]) -> littlefs2::io::Result<usize> {
+            self.0.read(off, buf)
+        }
+        fn write(&mut self, off: usize, data: &[u8]) -> littlefs2::io::Result<usize> {
+            self.0.write(off, data)
+        }
+        fn erase(&mut self, off: usize, len: usize) -> littlefs2::io::Result<usize> {
+            self.0.erase(off, len)
+        }
+    }
+    impl authenticator::platform::Vault for Unreadable {
+        fn vault_read(&mut self, _: usize, _: &mut [u8]) -> littlefs2::io::Result<()> {
+            Err(littlefs2::io::Error::IO)
+        }
+        fn vault_program(&mut self, offset: usize, data: &[u8]) -> littlefs2::io::Result<()> {
+            self.0.vault_program(offset, data)
+        }
+        fn vault_erase(&mut self, offset: usize) -> littlefs2::io::Result<()> {
+            self.0.vault_erase(offset)
+        }
+    }
+    let mut storage = Unreadable(RamStorage::default());
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 1, |key| {
+        assert_eq!(
+            knobs.store_failures.borrow().as_slice(),
+            [PrepareFailure {
+                step: PrepareStep::Vault,
+                error: StoreError::Filesystem(-5)
+            }]
+        );
+        let request = make_credential_request(RP, b"bob", &[-7], false);
+        assert_ne!(
+            ctap2(key, 0x01, Some(request)).0,
+            0,
+            "no credential without secrets"
+        );
+    });
+}
+
+/// The same tamper on a key from before the vault, where `/dev/pin` held the persistent token:
+/// there it panicked the key (`&key[..32]` of 16 bytes, in pin_protocol) at the first
+/// getCredsMetadata made with the token. Now the move into the vault refuses the file, the
+/// platform is told, and the request gets a CTAP error.
+#[test]
+fn a_tampered_persistent_token_from_before_the_vault_is_refused_not_a_panic() {
+    use authenticator::store::{PrepareFailure, PrepareStep, StoreError};
+    let ((mut storage, ..), persistent) = key_before_the_vault_with_token(5, 16);
+    let knobs = Knobs::default();
+    with_key(&mut storage, &knobs, 2, |key| {
+        assert_eq!(
+            knobs.store_failures.borrow().as_slice(),
+            [PrepareFailure {
+                step: PrepareStep::Vault,
+                error: StoreError::Io
+            }]
+        );
+        let request = map(vec![
+            (int(1), int(1)),
+            (int(3), int(2)),
+            (int(4), bytes(&PinClient::mac(2, &persistent, &[1]))),
+        ]);
+        assert_ne!(ctap2(key, 0x0A, Some(request)).0, 0);
+    });
 }

@@ -1,12 +1,10 @@
 //! Discoverable-credential capacity: the key tells the truth about how many more fit, and a full
 //! key keeps working.
 
-mod common;
-
 use authenticator::ctaphid::App;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 fn remaining(key: &mut impl App) -> i64 {
     let info = ctap2(key, 0x04, None).1.unwrap();

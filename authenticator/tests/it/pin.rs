@@ -1,11 +1,9 @@
 //! clientPIN (both protocols), pinUvAuthToken use, and authenticatorConfig, against the core.
 
-mod common;
-
 use authenticator::ctaphid::App;
 use ciborium::Value;
-use common::pin_client::{retries, PinClient};
-use common::*;
+use test_support::pin_client::{retries, PinClient};
+use test_support::*;
 
 const PIN: &str = "1234";
 const MC: u8 = 0x01;
@@ -546,7 +544,7 @@ fn get_pin_retries_and_key_agreement_never_wait_for_a_touch() {
     // Nobody touches: any request for presence would wait, and `ctap2` insists on an answer.
     knobs
         .presence
-        .set(authenticator::platform::Presence::Pending);
+        .set(authenticator::platform::PresenceAnswer::Pending);
     with_key(&mut storage, &knobs, 11, |key| {
         assert_eq!(retries(key).0, 8, "no PIN set");
         let client = PinClient::new(key, 1, 3);

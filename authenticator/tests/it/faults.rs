@@ -2,14 +2,12 @@
 //! changes exactly what it says, the signature stays valid over the altered data (but for the
 //! bad signature), it is spent by one response, and silent probes do not spend it.
 
-mod common;
-
 use authenticator::ctaphid::{App, Transaction};
 use authenticator::fault::Fault;
 use ciborium::Value;
-use common::pin_client::PinClient;
-use common::*;
 use p256::ecdsa::signature::Verifier;
+use test_support::pin_client::PinClient;
+use test_support::*;
 
 const MC: u8 = 0x01;
 const GA: u8 = 0x02;

@@ -1,12 +1,10 @@
 //! CTAP2 commands against the core, with a RAM filesystem and a scripted platform.
 
-mod common;
-
 use authenticator::ctaphid::{App, KeepaliveStatus, Outcome, Transaction};
-use authenticator::platform::Presence;
+use authenticator::platform::PresenceAnswer;
 use ciborium::Value;
-use common::*;
 use sha2::{Digest, Sha256};
+use test_support::*;
 
 const MAKE_CREDENTIAL: u8 = 0x01;
 const GET_ASSERTION: u8 = 0x02;
@@ -370,7 +368,7 @@ fn silent_probe_needs_no_touch_and_clears_up() {
     let knobs = Knobs::default();
     with_key(&mut storage, &knobs, 8, |key| {
         let (id, pk, _) = register(key, "example.com", b"u", &[-7], false);
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         let prompts = knobs.prompts.get();
         let cdh = [4u8; 32];
         let mut request = get_assertion_request("example.com", &cdh, &[&id]);
@@ -388,7 +386,7 @@ fn presence_waits_then_times_out_or_is_cancelled_or_denied() {
     let mut storage = RamStorage::default();
     let knobs = Knobs::default();
     with_key(&mut storage, &knobs, 9, |key| {
-        knobs.presence.set(Presence::Pending);
+        knobs.presence.set(PresenceAnswer::Pending);
         let mut request = vec![MAKE_CREDENTIAL];
         ciborium::into_writer(
             &make_credential_request("example.com", b"u", &[-7], false),
@@ -423,19 +421,19 @@ fn presence_waits_then_times_out_or_is_cancelled_or_denied() {
             "CTAP2_ERR_KEEPALIVE_CANCEL"
         );
 
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         assert_eq!(
             ctap2_raw(key, &request).0,
             0x27,
             "CTAP2_ERR_OPERATION_DENIED"
         );
 
-        knobs.presence.set(Presence::Pending);
+        knobs.presence.set(PresenceAnswer::Pending);
         assert_eq!(
             key.call(Transaction::Cbor, &request, &mut response),
             Outcome::Waiting(KeepaliveStatus::UpNeeded)
         );
-        knobs.presence.set(Presence::Granted);
+        knobs.presence.set(PresenceAnswer::Granted);
         assert_eq!(ctap2_raw(key, &request).0, 0);
     });
 }
@@ -475,9 +473,9 @@ fn reset_needs_a_touch_within_ten_seconds_and_forgets_credentials() {
         knobs.now_ms.set(10_001);
         assert_eq!(ctap2(key, RESET, None).0, 0x30, "too late after power-up");
         knobs.now_ms.set(9_000);
-        knobs.presence.set(Presence::Denied);
+        knobs.presence.set(PresenceAnswer::Denied);
         assert_eq!(ctap2(key, RESET, None).0, 0x27);
-        knobs.presence.set(Presence::Granted);
+        knobs.presence.set(PresenceAnswer::Granted);
         assert_eq!(ctap2(key, RESET, None).0, 0);
         let (status, _) = ctap2(
             key,

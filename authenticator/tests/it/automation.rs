@@ -2,16 +2,14 @@
 //! ID of their own) sign through getAssertion and U2F with their own counters, are listed with
 //! their private keys, removed, and survive a power cycle.
 
-mod common;
-
 use authenticator::automation::{CounterError, Import, ImportError};
 use authenticator::credential::Algorithm;
 use authenticator::ctaphid::{App, Transaction};
 use authenticator::Authenticator;
 use ciborium::Value;
-use common::*;
 use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
+use test_support::*;
 
 const RP: &str = "signin.aws.amazon.com";
 /// A credential ID as another authenticator (Chromium's virtual one) makes them: 16 bytes.
@@ -99,12 +97,12 @@ fn an_imported_non_discoverable_credential_signs_with_its_own_id_and_counter() {
         let (status, _) = ctap2(auth, 0x02, Some(get_assertion_request(RP, &[5; 32], &[])));
         assert_eq!(status, 0x2E, "CTAP2_ERR_NO_CREDENTIALS");
         // Nor by a verified discovery, which sees every discoverable credential.
-        let client = common::pin_client::PinClient::new(auth, 2, 8);
+        let client = test_support::pin_client::PinClient::new(auth, 2, 8);
         client.set_pin(auth, "4321");
         let token = client.token(auth, "4321", Some(0x02), Some(RP)).unwrap();
         let mut request = get_assertion_request(RP, &[5; 32], &[]);
         if let Value::Map(entries) = &mut request {
-            let param = common::pin_client::PinClient::mac(2, &token, &[5; 32]);
+            let param = test_support::pin_client::PinClient::mac(2, &token, &[5; 32]);
             entries.push((int(6), bytes(&param)));
             entries.push((int(7), int(2)));
         }
@@ -369,7 +367,7 @@ fn a_sign_in_with_its_own_counter_leaves_the_credential_store_state() {
     let secret = p256_secret(10);
     let key = verifying_key(&secret);
     with_key(&mut storage, &knobs, 1, |auth| {
-        let client = common::pin_client::PinClient::new(auth, 2, 8);
+        let client = test_support::pin_client::PinClient::new(auth, 2, 8);
         client.set_pin(auth, "4321");
         let persistent = client.token(auth, "4321", Some(0x40), None).unwrap();
         auth.import_credential(&import(&FOREIGN_ID, &secret, true))
