@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The browser tier's test, and the README's CI recipe: a real browser goes through a WebAuthn
+// The browser tier's test, and docs/ci.md's CI recipe: a real browser goes through a WebAuthn
 // site (tests/browser/rp.py) that registers and signs in AWS-style users with the security key,
 // the "user" answering each touch through the key's control socket. Chromium is driven by
 // Playwright (DevTools protocol), Firefox by Puppeteer (WebDriver BiDi: Playwright drives only

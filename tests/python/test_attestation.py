@@ -75,7 +75,7 @@ def register(device, verifier) -> tuple:
 
 def test_provisioned_key_verifies_against_its_metadata(tmp_path, key):
     batch = make_batch(tmp_path, "ours")
-    # As the README does it: the statement first (from a throwaway key running this core)...
+    # As docs/attestation.md does it: the statement first (from a throwaway key running this core)...
     tool("metadata", "--batch", str(batch))
     statement = json.loads((batch / "metadata.json").read_text())
     # ...then the key; the statement read back from it is the same.

@@ -75,14 +75,15 @@ struct Args {
     /// Keep the state in memory only: a fresh key every start.
     #[arg(long)]
     ephemeral: bool,
-    /// Serve N independent keys, at bus ids 1-1 … 1-N (each with its own state).
+    /// Serve N independent keys, N from 1 to 64, at bus ids 1-1 … 1-N, each with its own state
+    /// (DIR/state.lfs for the first, DIR/key-N/state.lfs for the others).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     keys: u16,
     /// The control socket (default: DIR/control.sock with --state; none when ephemeral).
     /// Presence: `approve|hold|deny|timeout [BUS]`, `status`, `presence auto|deny|control
     /// [BUS]`. Built-in UV: `uv ok|fail|timeout|auto|deny|control|enroll|unenroll [BUS]`,
-    /// `uv status`. Faults: `fault bad-signature|clear-up|clear-uv|counter-rewind|counter-zero|
-    /// none [BUS]`. Test automation (W3C WebAuthn Automation): `credentials BUS`,
+    /// `uv status`. Faults: `fault KIND [BUS]`, KIND one of bad-signature, clear-up, clear-uv,
+    /// counter-rewind, counter-zero, none. Test automation (W3C WebAuthn Automation): `credentials BUS`,
     /// `add-credential BUS JSON`, `remove-credential BUS ID`, `clear-credentials BUS`,
     /// `set-counter BUS ID N`, `events [BUS]` (see `control --help`).
     /// The socket is made 0600 and serves the runner's own user and root only, in a directory

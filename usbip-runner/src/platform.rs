@@ -26,8 +26,8 @@ pub enum PresenceMode {
     /// Ask on the terminal: Enter approves, `n` and Enter refuses (a long touch: `hold` and
     /// Enter approves).
     Prompt,
-    /// Wait for a script's answer on the control socket (`approve`, `deny`, ...: see the
-    /// README).
+    /// Wait for a script's answer on the control socket (`approve`, `hold`, `deny`, `timeout`:
+    /// see `usbip-runner control --help`).
     Control,
 }
 

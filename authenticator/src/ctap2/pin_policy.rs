@@ -1,7 +1,7 @@
 //! The PIN complexity policy (CTAP 2.2 pinComplexityPolicy): what a new PIN must be once the
 //! key's owner turns the policy on with authenticatorConfig's setMinPINLength. The spec leaves
 //! the policy to the authenticator (and its metadata statement); this key's, stated in the
-//! README:
+//! docs/protocol.md:
 //! - a PIN of digits only has at least 6, is not one digit repeated (`111111`), and is not a
 //!   run of consecutive digits up or down (`123456`, `987654`);
 //! - any other PIN has at least 8 characters, from at least two of the classes letters,

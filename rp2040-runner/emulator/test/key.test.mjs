@@ -129,7 +129,7 @@ test('CTAP2 getInfo answers with versions and the Pico AAGUID', async () => {
   assert.ok(info.get(1).includes('U2F_V2'));
   assert.equal(Buffer.from(info.get(3)).toString('hex'), '5d1f830a2c444b6e9b390e51a7663c12');
   assert.ok(info.get(5) >= 1200);
-  // CTAP 2.2's members, as on the virtual key (the README's getInfo table).
+  // CTAP 2.2's members, as on the virtual key (docs/protocol.md's getInfo table).
   assert.deepEqual(info.get(0x16), ['packed', 'none'], 'attestationFormats');
   assert.equal(info.get(0x18), false, 'longTouchForReset: BOOTSEL can be held, reset does not need it yet');
   assert.deepEqual(info.get(0x1a), ['usb'], 'transportsForReset');

@@ -1,4 +1,4 @@
-"""The README's getInfo table against the key itself: every member the table gives a value
+"""The getInfo table of docs/protocol.md against the key itself: every member the table gives a value
 for (in code font, CBOR as JSON) must be exactly what a fresh key sends, every member it calls
 absent must be absent, the others present, and the key may send no member the table omits."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 from fido2.ctap2 import Ctap2
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
-def readme_table() -> dict[int, str]:
-    text = README.read_text()
+def documented_table() -> dict[int, str]:
+    text = TABLE_DOC.read_text()
     start = text.index("<!-- getinfo-table")
     end = text.index("<!-- /getinfo-table -->")
     rows = {}
@@ -26,19 +26,19 @@ def readme_table() -> dict[int, str]:
 
 
 def as_json(value):
-    """The key's CBOR value as the README writes it (byte strings have no JSON form)."""
+    """The key's CBOR value as the table writes it (byte strings have no JSON form)."""
     assert not isinstance(value, bytes), "a byte string needs a description, not a value"
     return value
 
 
-def test_readme_getinfo_table_is_what_the_key_sends(device):
-    table = readme_table()
+def test_documented_getinfo_table_is_what_the_key_sends(device):
+    table = documented_table()
     assert len(table) == 31, sorted(table)
     info = Ctap2(device).send_cbor(Ctap2.CMD.GET_INFO)
-    assert set(info) <= set(table), f"members the README does not list: {set(info) - set(table)}"
+    assert set(info) <= set(table), f"members docs/protocol.md does not list: {set(info) - set(table)}"
     for key, cell in table.items():
         if cell == "absent":
-            assert key not in info, f"0x{key:02X} is sent, the README says absent"
+            assert key not in info, f"0x{key:02X} is sent, docs/protocol.md says absent"
         elif cell.startswith("`"):
             expected = json.loads(cell.strip("`"))
             assert as_json(info.get(key)) == expected, f"0x{key:02X}: {info.get(key)!r} != {expected!r}"
