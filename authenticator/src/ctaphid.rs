@@ -98,7 +98,7 @@ pub struct DeviceVersion {
 }
 
 /// The broadcast channel: only INIT may use it, to obtain a channel of its own.
-const BROADCAST_CID: u32 = 0xFFFF_FFFF;
+pub const BROADCAST_CID: u32 = 0xFFFF_FFFF;
 /// Payload bytes in an initialisation packet (after CID, CMD and the 2-byte length).
 const INIT_DATA: usize = PACKET_SIZE - 7;
 /// Payload bytes in a continuation packet (after CID and SEQ).

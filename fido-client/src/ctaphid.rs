@@ -6,16 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::usbip::Device;
 
-pub const BROADCAST: u32 = 0xFFFF_FFFF;
-pub const PING: u8 = 0x81;
-pub const MSG: u8 = 0x83;
-pub const LOCK: u8 = 0x84;
-pub const INIT: u8 = 0x86;
-pub const WINK: u8 = 0x88;
-pub const CBOR: u8 = 0x90;
-pub const CANCEL: u8 = 0x91;
-pub const KEEPALIVE: u8 = 0xBB;
-pub const ERROR: u8 = 0xBF;
+// The command codes and the broadcast channel, as the core defines them: one definition of the
+// wire's numbers. The core's CTAPHID tests (authenticator/tests/ctaphid.rs) restate them from
+// the spec, and python-fido2 and the kernel speak to the key with their own, so a wrong value
+// cannot pass unseen for both sides at once.
+pub use authenticator::ctaphid::command::{
+    CANCEL, CBOR, ERROR, INIT, KEEPALIVE, LOCK, MSG, PING, WINK,
+};
+pub use authenticator::ctaphid::BROADCAST_CID as BROADCAST;
 
 /// How long a test waits for one packet: above the 30 s presence timeout.
 pub const PACKET_TIMEOUT: Duration = Duration::from_secs(40);

@@ -143,40 +143,46 @@ impl PinClient {
         self.encrypt(&Sha256::digest(pin.as_bytes())[..16])
     }
 
+    /// setPIN: the key's status.
     pub fn set_pin(&self, key: &mut impl Transport, pin: &str) -> u8 {
         call(key, 0x06, Some(self.set_pin_request(pin))).0
     }
 
     /// The clientPin setPIN request for `pin`, not sent.
     pub fn set_pin_request(&self, pin: &str) -> Value {
-        let new_pin_enc = self.encrypt(&Self::padded(pin));
-        let auth = Self::mac(self.protocol, &self.shared, &new_pin_enc);
-        map(vec![
-            (int(1), int(self.protocol.into())),
-            (int(2), int(3)),
-            (int(3), self.platform_key.clone()),
-            (int(4), bytes(&auth)),
-            (int(5), bytes(&new_pin_enc)),
-        ])
+        self.new_pin_request(pin, None)
     }
 
+    /// changePIN from `old` to `new`: the key's status.
     pub fn change_pin(&self, key: &mut impl Transport, old: &str, new: &str) -> u8 {
+        call(key, 0x06, Some(self.new_pin_request(new, Some(old)))).0
+    }
+
+    /// setPIN (0x03), or changePIN (0x04) given the `current` PIN: newPinEnc, then
+    /// pinUvAuthParam = authenticate(shared secret, newPinEnc || pinHashEnc), pinHashEnc only
+    /// for a change (CTAP 2.1, authenticatorClientPIN: "Setting a New PIN", "Changing existing
+    /// PIN").
+    fn new_pin_request(&self, new: &str, current: Option<&str>) -> Value {
         let new_pin_enc = self.encrypt(&Self::padded(new));
-        let pin_hash_enc = self.pin_hash_enc(old);
-        let auth = Self::mac(
-            self.protocol,
-            &self.shared,
-            &[&new_pin_enc[..], &pin_hash_enc].concat(),
-        );
-        let request = map(vec![
+        let pin_hash_enc = current.map(|pin| self.pin_hash_enc(pin));
+        let message = [
+            &new_pin_enc[..],
+            pin_hash_enc.as_deref().unwrap_or_default(),
+        ]
+        .concat();
+        let auth = Self::mac(self.protocol, &self.shared, &message);
+        let subcommand = if current.is_some() { 4 } else { 3 };
+        let mut entries = vec![
             (int(1), int(self.protocol.into())),
-            (int(2), int(4)),
+            (int(2), int(subcommand)),
             (int(3), self.platform_key.clone()),
             (int(4), bytes(&auth)),
             (int(5), bytes(&new_pin_enc)),
-            (int(6), bytes(&pin_hash_enc)),
-        ]);
-        call(key, 0x06, Some(request)).0
+        ];
+        if let Some(pin_hash_enc) = pin_hash_enc {
+            entries.push((int(6), bytes(&pin_hash_enc)));
+        }
+        map(entries)
     }
 
     /// getPinToken (permissions None) or getPinUvAuthTokenUsingPinWithPermissions.

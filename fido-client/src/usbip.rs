@@ -283,7 +283,10 @@ impl Device {
 
     /// Wait for one reply and file it; strict about what the kernel would refuse.
     fn receive(&mut self, timeout: Duration) -> io::Result<()> {
-        let reply = match spin_for_reply(&self.replies)
+        // The reader thread hands each reply over; as the kernel completes URBs without a
+        // second thread's wake-up, the client does not pay one on each of a message's packets
+        // either.
+        let reply = match spin_recv::try_recv_spinning(&self.replies)
             .map_or_else(|| self.replies.recv_timeout(timeout), Ok)
         {
             Ok(reply) => reply?,
@@ -504,22 +507,6 @@ impl Drop for Device {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
-}
-
-/// How long `receive` looks for a reply before it sleeps. The reader thread hands each reply
-/// over; as the kernel completes URBs without a second thread's wake-up, the client does not
-/// pay one on each of a message's packets either.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-
-fn spin_for_reply(replies: &Receiver<io::Result<Reply>>) -> Option<io::Result<Reply>> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < SPIN_BEFORE_SLEEP {
-        if let Ok(reply) = replies.try_recv() {
-            return Some(reply);
-        }
-        std::thread::yield_now();
-    }
-    None
 }
 
 fn read_reply(

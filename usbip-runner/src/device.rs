@@ -301,23 +301,6 @@ fn bus_id_of(serial: &str) -> String {
         .to_string()
 }
 
-/// How long the key's thread looks for the next URB before it sleeps. A host asks for its next
-/// report tens of microseconds after the last one completed (usbhid resubmits its IN URB at
-/// once); waking a sleeping thread costs about as much again, on each of a message's packets.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-
-/// The next event if one arrives within `SPIN_BEFORE_SLEEP`, without sleeping.
-fn spin_for_event(events: &Receiver<Event>) -> Option<Event> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < SPIN_BEFORE_SLEEP {
-        if let Ok(event) = events.try_recv() {
-            return Some(event);
-        }
-        std::thread::yield_now();
-    }
-    None
-}
-
 /// The firmware version in CTAPHID INIT answers.
 pub fn version() -> DeviceVersion {
     let v = firmware_version();
@@ -336,7 +319,8 @@ impl<S: authenticator::platform::StateStorage> Key<'_, '_, S> {
     /// The next event, or `Some(None)` when a CTAPHID deadline passes first; `None` when every
     /// sender is gone.
     fn next_event(&mut self, events: &Receiver<Event>) -> Option<Option<Event>> {
-        if let Some(event) = spin_for_event(events) {
+        // A host asks for its next report tens of microseconds after the last one completed.
+        if let Some(event) = spin_recv::try_recv_spinning(events) {
             return Some(Some(event));
         }
         match self.ctaphid.next_deadline() {

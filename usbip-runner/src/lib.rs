@@ -12,6 +12,9 @@
 //! server.shutdown();
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! [`ServerConfig::validate`] says what is wrong with a configuration ([`ConfigError`]) before
+//! anything starts; [`start`] refuses the same ones as [`std::io::ErrorKind::InvalidInput`].
 
 pub mod attach;
 pub mod attestation;
@@ -31,5 +34,7 @@ pub mod uhid;
 
 pub use authenticator::Profile;
 pub use platform::PresenceMode;
-pub use server::{start, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    start, ConfigError, Server, ServerConfig, StateLocation, Transport, DEFAULT_MAX_CONNECTIONS,
+};
 pub use simulation::UvMode;

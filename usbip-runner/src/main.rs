@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use usbip_runner::{start, PresenceMode, Profile, ServerConfig, StateLocation, Transport, UvMode};
+use usbip_runner::{
+    start, ConfigError, PresenceMode, Profile, ServerConfig, StateLocation, Transport, UvMode,
+};
 
 #[derive(Parser)]
 #[command(
@@ -219,8 +221,7 @@ fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> !
             match one_line_json(arg) {
                 Ok(json) => words.push(json),
                 Err(error) => {
-                    eprintln!("usbip-runner: add-credential: {error}");
-                    std::process::exit(1);
+                    exit_with(format!("add-credential: {error}"), 1);
                 }
             }
         } else {
@@ -241,8 +242,7 @@ fn control_command(socket: &std::path::Path, action: &str, args: &[String]) -> !
             std::process::exit(if reply.starts_with("error") { 1 } else { 0 });
         }
         Err(error) => {
-            eprintln!("usbip-runner: {}: {error}", socket.display());
-            std::process::exit(1);
+            exit_with(format!("{}: {error}", socket.display()), 1);
         }
     }
 }
@@ -290,8 +290,7 @@ fn import_credentials(server: &usbip_runner::Server, credentials: &[serde_json::
                 tracing::info!(bus, credential = i, "--import: already on the key");
                 continue;
             }
-            eprintln!("usbip-runner: --import: credential {i}, key {bus}: {reply}");
-            std::process::exit(1);
+            exit_with(format!("--import: credential {i}, key {bus}: {reply}"), 1);
         }
     }
     if !credentials.is_empty() {
@@ -300,15 +299,7 @@ fn import_credentials(server: &usbip_runner::Server, credentials: &[serde_json::
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("USBIP_RUNNER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: logs kept in files or pipes stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let args = Args::parse();
     if let Some(Subcommand::Control {
         socket,
@@ -319,9 +310,56 @@ fn main() {
         control_command(socket, action, args);
     }
     if args.uv_mode.is_some() && args.uv == UvArg::None {
-        eprintln!("usbip-runner: --uv-mode needs --uv builtin");
-        std::process::exit(2);
+        exit_with("--uv-mode needs --uv builtin", 2);
     }
+    let config = server_config(&args);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .unwrap_or_else(|error| exit_with(format!("cannot handle signals: {error}"), 1));
+    let import = import_flag(&args);
+    let vhci = open_vhci(args.attach, &config.transport);
+    if let Err(error) = config.validate() {
+        exit_with(format!("cannot start: {}", flag_error(&error)), 1);
+    }
+    let started = Started::of(&config);
+    let server =
+        start(config).unwrap_or_else(|error| exit_with(format!("cannot start: {error}"), 1));
+    import_credentials(&server, &import);
+    print_ready(&server, &started.transport);
+    let attached = match &vhci {
+        None => Vec::new(),
+        Some(vhci) => attach(vhci, &server),
+    };
+    started.log(&server, vhci.is_some());
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    if let Some(vhci) = &vhci {
+        usbip_runner::attach::detach_all(vhci, &attached);
+    }
+    server.shutdown();
+}
+
+/// Log to standard error, at the level `USBIP_RUNNER_LOG` says (default: info).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("USBIP_RUNNER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: logs kept in files or pipes stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Stop the runner with `message` on standard error.
+fn exit_with(message: impl std::fmt::Display, code: i32) -> ! {
+    eprintln!("usbip-runner: {message}");
+    std::process::exit(code)
+}
+
+/// The server the flags ask for (the runner stops if `--attestation` cannot be loaded).
+fn server_config(args: &Args) -> ServerConfig {
     let presence = args.presence.unwrap_or(if std::io::stdin().is_terminal() {
         PresenceMode::Prompt
     } else {
@@ -330,106 +368,114 @@ fn main() {
     let state = if args.ephemeral {
         StateLocation::Ephemeral
     } else {
-        StateLocation::Dir(args.state.unwrap_or_else(default_state_dir))
+        StateLocation::Dir(args.state.clone().unwrap_or_else(default_state_dir))
     };
-    let attestation = match args
-        .attestation
-        .as_deref()
-        .map(usbip_runner::attestation::load)
-    {
-        None => None,
-        Some(Ok(attestation)) => Some(attestation),
-        Some(Err(error)) => {
-            eprintln!("usbip-runner: --attestation: {error}");
-            std::process::exit(1);
-        }
-    };
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(signals) => signals,
-        Err(error) => {
-            eprintln!("usbip-runner: cannot handle signals: {error}");
-            std::process::exit(1);
-        }
-    };
+    let attestation = args.attestation.as_deref().map(|dir| {
+        usbip_runner::attestation::load(dir)
+            .unwrap_or_else(|error| exit_with(format!("--attestation: {error}"), 1))
+    });
     let transport = match args.transport {
         TransportArg::Usbip => Transport::Usbip,
         TransportArg::Uhid => Transport::Uhid(args.uhid_device.clone()),
     };
-    let keys_may_cross = args.ephemeral || args.allow_key_export;
-    let import = match &args.import {
-        Some(_) if !keys_may_cross => {
-            eprintln!(
-                "usbip-runner: --import adds private keys: only to an --ephemeral key, or with \
-                 --allow-key-export (test keys only)"
-            );
-            std::process::exit(1);
-        }
-        Some(path) => match read_import(path) {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                eprintln!("usbip-runner: --import {}: {error}", path.display());
-                std::process::exit(1);
-            }
-        },
-        None => Vec::new(),
-    };
-    // Checked before anything starts, so a machine that cannot attach says why at once.
-    let vhci = match (args.attach, &transport) {
-        (false, _) => None,
-        (true, Transport::Uhid(_)) => {
-            eprintln!("usbip-runner: --attach is for --transport usbip (uhid keys need none)");
-            std::process::exit(2);
-        }
-        (true, Transport::Usbip) => match usbip_runner::attach::Vhci::open() {
-            Ok(vhci) => Some(vhci),
-            Err(error) => {
-                eprintln!("usbip-runner: --attach: {error}");
-                std::process::exit(1);
-            }
-        },
-    };
-    let config = ServerConfig {
+    let keys = usize::from(args.keys);
+    ServerConfig {
         listen: args.listen,
-        transport: transport.clone(),
+        transport,
         presence,
-        state: state.clone(),
-        keys: usize::from(args.keys),
+        state,
+        keys,
         control: args.control.clone(),
         trace: args.trace.clone(),
         attestation,
         max_connections: args.max_connections.map_or(
-            usbip_runner::DEFAULT_MAX_CONNECTIONS.max(usize::from(args.keys) + 16),
+            usbip_runner::DEFAULT_MAX_CONNECTIONS.max(keys + 16),
             usize::from,
         ),
         max_credentials: args.max_credentials,
         allow_other_users: args.allow_other_users,
         listen_remote: args.listen_remote,
         profile: args.profile.profile(),
-        builtin_uv: match args.uv {
-            UvArg::None => None,
-            UvArg::Builtin => Some(args.uv_mode.unwrap_or(match presence {
-                PresenceMode::Auto => UvMode::Auto,
-                PresenceMode::Deny => UvMode::Deny,
-                PresenceMode::Prompt => UvMode::Prompt,
-                PresenceMode::Control => UvMode::Control,
-            })),
-        },
+        builtin_uv: builtin_uv(args, presence),
         allow_key_export: args.allow_key_export,
-    };
-    let config_uv = config.builtin_uv;
-    let server = match start(config) {
-        Ok(server) => server,
-        Err(error) => {
-            eprintln!("usbip-runner: cannot start: {error}");
-            std::process::exit(1);
+    }
+}
+
+/// `--uv builtin`'s mode: `--uv-mode`, else as presence is answered.
+fn builtin_uv(args: &Args, presence: PresenceMode) -> Option<UvMode> {
+    match args.uv {
+        UvArg::None => None,
+        UvArg::Builtin => Some(args.uv_mode.unwrap_or(match presence {
+            PresenceMode::Auto => UvMode::Auto,
+            PresenceMode::Deny => UvMode::Deny,
+            PresenceMode::Prompt => UvMode::Prompt,
+            PresenceMode::Control => UvMode::Control,
+        })),
+    }
+}
+
+/// A configuration error, in the flags' words.
+fn flag_error(error: &ConfigError) -> String {
+    match error {
+        ConfigError::NoConnectionToSpare { .. } => {
+            "--max-connections must be more than --keys (each attached key holds a connection)"
+                .to_string()
         }
+        ConfigError::NotLoopback(listen) => format!(
+            "--listen {listen} is not a loopback address: USB/IP has no authentication, so \
+             anyone who can reach it could use the key; add --listen-remote if that is what \
+             you want"
+        ),
+        ConfigError::BuiltinUvWithoutCtap2 => {
+            "built-in user verification needs CTAP2: not with --profile u2f-only".to_string()
+        }
+        ConfigError::PresenceControlWithoutSocket => {
+            "--presence control needs a control socket (--control PATH)".to_string()
+        }
+        ConfigError::UvControlWithoutSocket => {
+            "--uv-mode control needs a control socket (--control PATH)".to_string()
+        }
+    }
+}
+
+/// `--import`'s credentials, read and checked (none without the flag); the runner stops if
+/// they cannot be.
+fn import_flag(args: &Args) -> Vec<serde_json::Value> {
+    let Some(path) = &args.import else {
+        return Vec::new();
     };
-    import_credentials(&server, &import);
-    // One line on stdout, for scripts and tests that start us on port 0 (then the control
-    // socket's, if there is one).
-    // (A reader that went away is no reason to stop: ignore errors writing these.)
+    if !(args.ephemeral || args.allow_key_export) {
+        exit_with(
+            "--import adds private keys: only to an --ephemeral key, or with \
+             --allow-key-export (test keys only)",
+            1,
+        );
+    }
+    read_import(path)
+        .unwrap_or_else(|error| exit_with(format!("--import {}: {error}", path.display()), 1))
+}
+
+/// `--attach`'s vhci-hcd, opened before anything starts, so a machine that cannot attach says
+/// why at once.
+fn open_vhci(attach: bool, transport: &Transport) -> Option<usbip_runner::attach::Vhci> {
+    match (attach, transport) {
+        (false, _) => None,
+        (true, Transport::Uhid(_)) => {
+            exit_with("--attach is for --transport usbip (uhid keys need none)", 2)
+        }
+        (true, Transport::Usbip) => Some(
+            usbip_runner::attach::Vhci::open()
+                .unwrap_or_else(|error| exit_with(format!("--attach: {error}"), 1)),
+        ),
+    }
+}
+
+/// One line on stdout, for scripts and tests that start us on port 0 (then the control
+/// socket's, if there is one). A reader that went away is no reason to stop: errors writing
+/// these are ignored.
+fn print_ready(server: &usbip_runner::Server, transport: &Transport) {
     let mut stdout = std::io::stdout().lock();
-    match &transport {
+    match transport {
         Transport::Usbip => {
             let _ = writeln!(stdout, "listening on {}", server.addr());
         }
@@ -446,29 +492,72 @@ fn main() {
         let _ = writeln!(stdout, "control socket {}", socket.display());
     }
     let _ = stdout.flush();
-    drop(stdout);
-    let attached = match &vhci {
-        None => Vec::new(),
-        Some(vhci) => attach(vhci, &server),
-    };
-    match &transport {
-        Transport::Usbip if vhci.is_some() => {
-            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attached: see the hidraw nodes above")
-        }
-        Transport::Usbip => {
-            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "attach with: usbip attach -r {} -b 1-1 (or run with --attach)", server.addr().ip())
-        }
-        Transport::Uhid(_) => {
-            tracing::info!(?state, ?presence, profile = ?args.profile.profile(), builtin_uv = ?config_uv, bus_ids = ?server.bus_ids(), "the keys are HID devices: see /dev/hidraw*")
+}
+
+/// What the log says of a started server, kept from its configuration.
+struct Started {
+    transport: Transport,
+    state: StateLocation,
+    presence: PresenceMode,
+    profile: Profile,
+    builtin_uv: Option<UvMode>,
+}
+
+impl Started {
+    fn of(config: &ServerConfig) -> Self {
+        Self {
+            transport: config.transport.clone(),
+            state: config.state.clone(),
+            presence: config.presence,
+            profile: config.profile,
+            builtin_uv: config.builtin_uv,
         }
     }
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+
+    /// The keys are served: how the host reaches them.
+    fn log(&self, server: &usbip_runner::Server, attached: bool) {
+        let Started {
+            transport,
+            state,
+            presence,
+            profile,
+            builtin_uv,
+        } = self;
+        let bus_ids = server.bus_ids();
+        match transport {
+            Transport::Usbip if attached => {
+                tracing::info!(
+                    ?state,
+                    ?presence,
+                    ?profile,
+                    ?builtin_uv,
+                    ?bus_ids,
+                    "attached: see the hidraw nodes above"
+                )
+            }
+            Transport::Usbip => {
+                tracing::info!(
+                    ?state,
+                    ?presence,
+                    ?profile,
+                    ?builtin_uv,
+                    ?bus_ids,
+                    "attach with: usbip attach -r {} -b 1-1 (or run with --attach)",
+                    server.addr().ip()
+                )
+            }
+            Transport::Uhid(_) => {
+                tracing::info!(
+                    ?state,
+                    ?presence,
+                    ?profile,
+                    ?builtin_uv,
+                    ?bus_ids,
+                    "the keys are HID devices: see /dev/hidraw*"
+                )
+            }
+        }
     }
-    if let Some(vhci) = &vhci {
-        usbip_runner::attach::detach_all(vhci, &attached);
-    }
-    server.shutdown();
 }
 
 /// `--attach`: every key attached and its line printed (`attached BUS HIDRAW (vhci_hcd port
@@ -494,8 +583,49 @@ fn attach(
             attached
         }
         Err(error) => {
-            eprintln!("usbip-runner: --attach: {error}");
-            std::process::exit(1);
+            exit_with(format!("--attach: {error}"), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line says what is wrong in its own flags' words, and every error has them.
+    #[test]
+    fn configuration_errors_name_their_flags() {
+        let listen = "192.0.2.1:3240".parse().unwrap();
+        let cases = [
+            (
+                ConfigError::NoConnectionToSpare {
+                    max_connections: 4,
+                    keys: 4,
+                },
+                &["--max-connections", "--keys"][..],
+            ),
+            (
+                ConfigError::NotLoopback(listen),
+                &["--listen 192.0.2.1:3240", "--listen-remote"],
+            ),
+            (ConfigError::BuiltinUvWithoutCtap2, &["--profile u2f-only"]),
+            (
+                ConfigError::PresenceControlWithoutSocket,
+                &["--presence control", "--control PATH"],
+            ),
+            (
+                ConfigError::UvControlWithoutSocket,
+                &["--uv-mode control", "--control PATH"],
+            ),
+        ];
+        for (error, flags) in cases {
+            let message = flag_error(&error);
+            for flag in flags {
+                assert!(
+                    message.contains(flag),
+                    "{error:?}: {message:?} lacks {flag}"
+                );
+            }
         }
     }
 }

@@ -115,6 +115,118 @@ impl ServerConfig {
             allow_key_export: false,
         }
     }
+
+    /// Whether the configuration can be served, checked before anything starts. The errors
+    /// name the fields; the command line maps them to its flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.transport == Transport::Usbip && self.max_connections <= self.keys {
+            return Err(ConfigError::NoConnectionToSpare {
+                max_connections: self.max_connections,
+                keys: self.keys,
+            });
+        }
+        if self.transport == Transport::Usbip
+            && !self.listen.ip().is_loopback()
+            && !self.listen_remote
+        {
+            return Err(ConfigError::NotLoopback(self.listen));
+        }
+        if self.builtin_uv.is_some() && !self.profile.speaks_cbor() {
+            return Err(ConfigError::BuiltinUvWithoutCtap2);
+        }
+        let no_socket = self.control_socket().is_none();
+        if self.presence == PresenceMode::Control && no_socket {
+            return Err(ConfigError::PresenceControlWithoutSocket);
+        }
+        if self.builtin_uv == Some(UvMode::Control) && no_socket {
+            return Err(ConfigError::UvControlWithoutSocket);
+        }
+        Ok(())
+    }
+
+    /// Where the control socket listens: `control`, else `DIR/control.sock` for state kept in
+    /// `DIR`; none for an ephemeral key without `control`.
+    pub fn control_socket(&self) -> Option<PathBuf> {
+        match (&self.control, &self.state) {
+            (Some(path), _) => Some(path.clone()),
+            (None, StateLocation::Dir(dir)) => Some(dir.join("control.sock")),
+            (None, StateLocation::Ephemeral) => None,
+        }
+    }
+
+    /// The keys' bus ids, 1-1 … 1-N.
+    fn bus_ids(&self) -> Vec<String> {
+        (1..=self.keys.max(1)).map(|n| format!("1-{n}")).collect()
+    }
+
+    /// Whether test automation may read and add private keys: on a test key only.
+    fn keys_may_cross(&self) -> bool {
+        self.allow_key_export || matches!(self.state, StateLocation::Ephemeral)
+    }
+}
+
+/// What is wrong with a [`ServerConfig`]: [`ServerConfig::validate`] finds it before anything
+/// starts, and [`start`] refuses it as [`io::ErrorKind::InvalidInput`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `max_connections` is not more than `keys` with USB/IP: each attached key holds a
+    /// connection, and a host needs one more to list or attach.
+    NoConnectionToSpare { max_connections: usize, keys: usize },
+    /// `listen` is not a loopback address and `listen_remote` is off: USB/IP has no
+    /// authentication.
+    NotLoopback(SocketAddr),
+    /// Built-in user verification on a profile without CTAP2 (u2f-only).
+    BuiltinUvWithoutCtap2,
+    /// Presence answered over the control socket, but there is none.
+    PresenceControlWithoutSocket,
+    /// Built-in UV answered over the control socket, but there is none.
+    UvControlWithoutSocket,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::NoConnectionToSpare {
+                max_connections,
+                keys,
+            } => write!(
+                f,
+                "{max_connections} connections at most for {keys} keys: each attached key holds \
+                 a connection, and listing or attaching needs one more"
+            ),
+            ConfigError::NotLoopback(listen) => write!(
+                f,
+                "{listen} is not a loopback address: USB/IP has no authentication, so anyone \
+                 who can reach it could use the key (listen_remote allows it)"
+            ),
+            ConfigError::BuiltinUvWithoutCtap2 => {
+                write!(
+                    f,
+                    "built-in user verification needs CTAP2: not with the u2f-only profile"
+                )
+            }
+            ConfigError::PresenceControlWithoutSocket => {
+                write!(
+                    f,
+                    "presence answered over the control socket, but there is none"
+                )
+            }
+            ConfigError::UvControlWithoutSocket => {
+                write!(
+                    f,
+                    "built-in UV answered over the control socket, but there is none"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for io::Error {
+    fn from(error: ConfigError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidInput, error)
+    }
 }
 
 struct KeySlot {
@@ -236,100 +348,26 @@ impl Drop for Server {
 
 /// Start the server and its keys.
 pub fn start(config: ServerConfig) -> io::Result<Server> {
-    let listener = match &config.transport {
-        Transport::Usbip if config.max_connections <= config.keys => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--max-connections must be more than --keys (each attached key holds a connection)",
-            ))
-        }
-        Transport::Usbip => {
-            check_listen(&config)?;
-            let listener = TcpListener::bind(config.listen).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-            })?;
-            Some(listener)
-        }
-        Transport::Uhid(path) => {
-            uhid::warn_if_open_to_all(path);
-            None
-        }
-    };
+    config.validate()?;
+    let listener = listen(&config)?;
     let addr = match &listener {
         Some(listener) => listener.local_addr()?,
         None => config.listen,
     };
-    if config.builtin_uv.is_some() && !config.profile.speaks_cbor() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "built-in user verification needs CTAP2: not with --profile u2f-only",
-        ));
-    }
-    let prompted =
-        config.presence == PresenceMode::Prompt || config.builtin_uv == Some(UvMode::Prompt);
-    let prompt = prompted.then(Prompt::spawn_reader);
-    let bus_ids: Vec<String> = (1..=config.keys.max(1)).map(|n| format!("1-{n}")).collect();
-    let control_hub = Control::new(&bus_ids);
-    let keys_may_cross =
-        config.allow_key_export || matches!(config.state, StateLocation::Ephemeral);
-    let automation = Automation::new(keys_may_cross);
-    control_hub.set_automation(automation.clone());
-    let state_dir = match &config.state {
-        StateLocation::Dir(dir) => Some(PrivateDir::open(dir)?),
-        StateLocation::Ephemeral => None,
-    };
-    let socket = match (&config.control, &state_dir) {
-        (Some(path), _) => Some(path.clone()),
-        (None, Some(dir)) => Some(dir.path().join("control.sock")),
-        (None, None) => None,
-    };
-    if config.presence == PresenceMode::Control && socket.is_none() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--presence control needs a control socket (--control PATH)",
-        ));
-    }
-    if config.builtin_uv == Some(UvMode::Control) && socket.is_none() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--uv-mode control needs a control socket (--control PATH)",
-        ));
-    }
-    let control = match socket {
+    let bus_ids = config.bus_ids();
+    let shared = Shared::new(&config, &bus_ids)?;
+    let control = match config.control_socket() {
         Some(path) => Some((
-            crate::control::serve(&path, control_hub.clone())?,
-            control_hub.clone(),
+            crate::control::serve(&path, shared.control.clone())?,
+            shared.control.clone(),
         )),
         None => None,
     };
-    let trace: Option<TraceSink> = match &config.trace {
-        Some(path) if path.as_os_str() == "-" => Some(Arc::new(Mutex::new(Box::new(io::stderr())))),
-        Some(path) => Some(Arc::new(Mutex::new(Box::new(create_private_file(path)?)))),
-        None => None,
-    };
-    let keys = bus_ids
-        .iter()
-        .enumerate()
-        .map(|(i, bus_id)| {
-            let storage = state_dir
-                .as_ref()
-                .map(|dir| key_storage(dir, i))
-                .transpose()?;
-            spawn_key(
-                bus_id,
-                &config,
-                storage,
-                prompt.clone(),
-                control_hub.clone(),
-                trace.clone(),
-                automation.events(),
-            )
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    let (keys, threads): (Vec<_>, Vec<_>) = keys.into_iter().unzip();
+    let trace = open_trace(config.trace.as_deref())?;
+    let (keys, threads) = spawn_keys(&config, &bus_ids, &shared, trace)?;
     let keys = Arc::new(keys);
     let route = keys.clone();
-    automation.set_router(Box::new(move |bus, request| {
+    shared.automation.set_router(Box::new(move |bus, request| {
         route
             .iter()
             .find(|key| key.bus_id == bus)
@@ -337,34 +375,18 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     }));
     let stopping = Arc::new(AtomicBool::new(false));
     let acceptor = match listener {
-        Some(listener) => {
-            let keys = keys.clone();
-            let stopping = stopping.clone();
-            let peers = Policy {
-                owner: own_uid(),
-                other_users: config.allow_other_users,
-                remote: config.listen_remote,
-            };
-            if peers.other_users {
-                tracing::warn!(
-                    "--allow-other-users: every user on this machine can import the key and use \
-                     it (sign in as you, set or try its PIN, reset it)"
-                );
-            }
-            let acceptor = std::thread::Builder::new()
-                .name("usbip-accept".into())
-                .spawn(move || {
-                    accept_loop(listener, keys, stopping, config.max_connections, peers)
-                })?;
-            tracing::info!(%addr, keys = bus_ids.len(), "USB/IP server listening");
-            Some(acceptor)
-        }
+        Some(listener) => Some(spawn_acceptor(
+            listener,
+            &config,
+            keys.clone(),
+            stopping.clone(),
+        )?),
         None => None,
     };
     Ok(Server {
         addr,
         control,
-        automation,
+        automation: shared.automation,
         stopping,
         keys,
         threads,
@@ -372,28 +394,118 @@ pub fn start(config: ServerConfig) -> io::Result<Server> {
     })
 }
 
-/// A non-loopback address only when asked for: USB/IP has no authentication.
-fn check_listen(config: &ServerConfig) -> io::Result<()> {
-    if config.listen.ip().is_loopback() {
-        return Ok(());
+/// USB/IP's listening socket (a non-loopback address warned about); none for uhid keys.
+fn listen(config: &ServerConfig) -> io::Result<Option<TcpListener>> {
+    match &config.transport {
+        Transport::Usbip => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "--listen-remote: USB/IP has no authentication; anyone who can reach this \
+                     address can import the key and use it (local users are still checked, \
+                     remote ones cannot be)"
+                );
+            }
+            let listener = TcpListener::bind(config.listen).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+            })?;
+            Ok(Some(listener))
+        }
+        Transport::Uhid(path) => {
+            uhid::warn_if_open_to_all(path);
+            Ok(None)
+        }
     }
-    if !config.listen_remote {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--listen {} is not a loopback address: USB/IP has no authentication, so \
-                 anyone who can reach it could use the key; add --listen-remote if that is what \
-                 you want",
-                config.listen
-            ),
-        ));
+}
+
+/// What every key of a server shares.
+struct Shared {
+    /// The terminal prompt, when a touch or a finger is asked for there.
+    prompt: Option<Arc<Prompt>>,
+    /// Presence and UV answered over the control socket.
+    control: Arc<Control>,
+    automation: Arc<Automation>,
+    /// The state directory, for state kept on disk.
+    state_dir: Option<PrivateDir>,
+}
+
+impl Shared {
+    fn new(config: &ServerConfig, bus_ids: &[String]) -> io::Result<Self> {
+        let prompted =
+            config.presence == PresenceMode::Prompt || config.builtin_uv == Some(UvMode::Prompt);
+        let prompt = prompted.then(Prompt::spawn_reader);
+        let control = Control::new(bus_ids);
+        let automation = Automation::new(config.keys_may_cross());
+        control.set_automation(automation.clone());
+        let state_dir = match &config.state {
+            StateLocation::Dir(dir) => Some(PrivateDir::open(dir)?),
+            StateLocation::Ephemeral => None,
+        };
+        Ok(Self {
+            prompt,
+            control,
+            automation,
+            state_dir,
+        })
     }
-    tracing::warn!(
-        listen = %config.listen,
-        "--listen-remote: USB/IP has no authentication; anyone who can reach this address can \
-         import the key and use it (local users are still checked, remote ones cannot be)"
-    );
-    Ok(())
+}
+
+/// The trace's sink: standard error for `-`, else a private file.
+fn open_trace(path: Option<&std::path::Path>) -> io::Result<Option<TraceSink>> {
+    Ok(match path {
+        Some(path) if path.as_os_str() == "-" => Some(Arc::new(Mutex::new(Box::new(io::stderr())))),
+        Some(path) => Some(Arc::new(Mutex::new(Box::new(create_private_file(path)?)))),
+        None => None,
+    })
+}
+
+/// Every key's slot and thread, each key with its own state.
+fn spawn_keys(
+    config: &ServerConfig,
+    bus_ids: &[String],
+    shared: &Shared,
+    trace: Option<TraceSink>,
+) -> io::Result<(Vec<KeySlot>, Vec<JoinHandle<()>>)> {
+    let keys = bus_ids
+        .iter()
+        .enumerate()
+        .map(|(i, bus_id)| {
+            let storage = shared
+                .state_dir
+                .as_ref()
+                .map(|dir| key_storage(dir, i))
+                .transpose()?;
+            spawn_key(bus_id, config, shared, storage, trace.clone())
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(keys.into_iter().unzip())
+}
+
+/// The thread that accepts USB/IP connections, serving the peers `config` allows.
+fn spawn_acceptor(
+    listener: TcpListener,
+    config: &ServerConfig,
+    keys: Arc<Vec<KeySlot>>,
+    stopping: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    let peers = Policy {
+        owner: own_uid(),
+        other_users: config.allow_other_users,
+        remote: config.listen_remote,
+    };
+    if peers.other_users {
+        tracing::warn!(
+            "--allow-other-users: every user on this machine can import the key and use \
+             it (sign in as you, set or try its PIN, reset it)"
+        );
+    }
+    let addr = listener.local_addr()?;
+    let (count, max_connections) = (keys.len(), config.max_connections);
+    let acceptor = std::thread::Builder::new()
+        .name("usbip-accept".into())
+        .spawn(move || accept_loop(listener, keys, stopping, max_connections, peers))?;
+    tracing::info!(%addr, keys = count, "USB/IP server listening");
+    Ok(acceptor)
 }
 
 /// Key `index`'s state: `DIR/state.lfs` for the first, `DIR/key-N/state.lfs` for the others.
@@ -411,91 +523,93 @@ fn key_storage(dir: &PrivateDir, index: usize) -> io::Result<FileStorage> {
 fn spawn_key(
     bus_id: &str,
     config: &ServerConfig,
+    shared: &Shared,
     storage: Option<FileStorage>,
-    prompt: Option<Arc<Prompt>>,
-    control: Arc<Control>,
     trace: Option<TraceSink>,
-    credential_events: Arc<automation::Events>,
 ) -> io::Result<(KeySlot, JoinHandle<()>)> {
-    let prefix = match config.transport {
-        Transport::Usbip => "usbip",
-        Transport::Uhid(_) => "uhid",
-    };
-    let serial = match &config.state {
-        StateLocation::Dir(_) => format!("{prefix}-{bus_id}"),
-        StateLocation::Ephemeral => format!("{prefix}-{bus_id}-ephemeral"),
-    };
-    // Bounded: a connection that sends faster than its key works waits in its read, so the
-    // client feels TCP's backpressure instead of the runner buffering whatever it sends.
+    let serial = key_serial(config, bus_id);
     let (events, body) = match &config.transport {
-        Transport::Usbip => {
-            let (events, receiver) = sync_channel(EVENT_QUEUE);
-            (Inbox::Usbip(events), Body::Usbip(receiver))
-        }
-        Transport::Uhid(path) => {
-            let device = uhid::open(path)?;
-            let reader = device.try_clone()?;
-            let (inputs, receiver) = sync_channel(EVENT_QUEUE);
-            let to_key = inputs.clone();
-            std::thread::Builder::new()
-                .name(format!("uhid-read-{bus_id}"))
-                .spawn(move || uhid::read_events(reader, to_key))?;
-            let identity = uhid::Identity {
-                name: device::PRODUCT_UHID.to_string(),
-                phys: format!("usbip-runner/uhid/{bus_id}"),
-                uniq: serial.clone(),
-                vendor: device::VENDOR_ID,
-                product: device::PRODUCT_ID,
-                version: device::BCD_DEVICE,
-            };
-            (
-                Inbox::Uhid(inputs),
-                Body::Uhid {
-                    device,
-                    inputs: receiver,
-                    identity,
-                },
-            )
-        }
+        Transport::Usbip => Body::usbip(),
+        Transport::Uhid(path) => Body::uhid(path, bus_id, &serial)?,
     };
-    let label = bus_id.to_string();
-    let name = format!("key-{bus_id}");
-    let setup = KeySetup {
-        attestation: config.attestation.clone(),
-        max_credentials: config.max_credentials,
-        profile: config.profile,
-        events: Some(credential_events),
+    let key = KeyThread {
+        name: format!("key-{bus_id}"),
+        label: bus_id.to_string(),
+        serial,
+        body,
+        setup: KeySetup {
+            attestation: config.attestation.clone(),
+            max_credentials: config.max_credentials,
+            profile: config.profile,
+            events: Some(shared.automation.events()),
+        },
+        trace,
     };
     let thread = match storage {
-        Some(storage) => {
-            let platform = key_platform(config, prompt, control, label)?;
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || body.run(storage, platform, serial, setup, trace))?
-        }
-        None => {
-            let platform = key_platform(config, prompt, control, label)?;
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || body.run(RamStorage::default(), platform, serial, setup, trace))?
-        }
+        Some(storage) => key.spawn(storage, config, shared)?,
+        None => key.spawn(RamStorage::default(), config, shared)?,
     };
-    let key = KeySlot {
+    let slot = KeySlot {
         bus_id: bus_id.to_string(),
         events,
         attached: Arc::new(AtomicBool::new(false)),
     };
-    Ok((key, thread))
+    Ok((slot, thread))
+}
+
+/// A key's serial number: `usbip-1-1`, `uhid-1-2-ephemeral`.
+fn key_serial(config: &ServerConfig, bus_id: &str) -> String {
+    let prefix = match config.transport {
+        Transport::Usbip => "usbip",
+        Transport::Uhid(_) => "uhid",
+    };
+    match &config.state {
+        StateLocation::Dir(_) => format!("{prefix}-{bus_id}"),
+        StateLocation::Ephemeral => format!("{prefix}-{bus_id}-ephemeral"),
+    }
+}
+
+/// Everything a key's thread runs on but its state.
+struct KeyThread {
+    name: String,
+    label: String,
+    serial: String,
+    body: Body,
+    setup: KeySetup,
+    trace: Option<TraceSink>,
+}
+
+impl KeyThread {
+    /// Run the key on `storage`, presence and built-in UV as `config` says.
+    fn spawn<S>(
+        self,
+        storage: S,
+        config: &ServerConfig,
+        shared: &Shared,
+    ) -> io::Result<JoinHandle<()>>
+    where
+        S: authenticator::platform::StateStorage + Send + 'static,
+    {
+        let platform = key_platform(config, shared, self.label)?;
+        let (body, serial, setup, trace) = (self.body, self.serial, self.setup, self.trace);
+        std::thread::Builder::new()
+            .name(self.name)
+            .spawn(move || body.run(storage, platform, serial, setup, trace))
+    }
 }
 
 /// A key's body: presence and built-in UV as `config` says.
 fn key_platform<S>(
     config: &ServerConfig,
-    prompt: Option<Arc<Prompt>>,
-    control: Arc<Control>,
+    shared: &Shared,
     label: String,
 ) -> io::Result<RunnerPlatform<S>> {
-    let platform = RunnerPlatform::new(config.presence, prompt, Some(control), label)?;
+    let platform = RunnerPlatform::new(
+        config.presence,
+        shared.prompt.clone(),
+        Some(shared.control.clone()),
+        label,
+    )?;
     Ok(match config.builtin_uv {
         Some(mode) => platform.with_builtin_uv(mode),
         None => platform,
@@ -513,6 +627,39 @@ enum Body {
 }
 
 impl Body {
+    /// A USB/IP key's: its events come from the connection that imported it. Bounded: a
+    /// connection that sends faster than its key works waits in its read, so the client feels
+    /// TCP's backpressure instead of the runner buffering whatever it sends.
+    fn usbip() -> (Inbox, Body) {
+        let (events, receiver) = sync_channel(EVENT_QUEUE);
+        (Inbox::Usbip(events), Body::Usbip(receiver))
+    }
+
+    /// A uhid key's: a HID device made through `path`, its reports read by a thread of its own.
+    fn uhid(path: &std::path::Path, bus_id: &str, serial: &str) -> io::Result<(Inbox, Body)> {
+        let device = uhid::open(path)?;
+        let reader = device.try_clone()?;
+        let (inputs, receiver) = sync_channel(EVENT_QUEUE);
+        let to_key = inputs.clone();
+        std::thread::Builder::new()
+            .name(format!("uhid-read-{bus_id}"))
+            .spawn(move || uhid::read_events(reader, to_key))?;
+        let identity = uhid::Identity {
+            name: device::PRODUCT_UHID.to_string(),
+            phys: format!("usbip-runner/uhid/{bus_id}"),
+            uniq: serial.to_string(),
+            vendor: device::VENDOR_ID,
+            product: device::PRODUCT_ID,
+            version: device::BCD_DEVICE,
+        };
+        let body = Body::Uhid {
+            device,
+            inputs: receiver,
+            identity,
+        };
+        Ok((Inbox::Uhid(inputs), body))
+    }
+
     fn run<S: authenticator::platform::StateStorage>(
         self,
         storage: S,
@@ -684,6 +831,79 @@ fn run_imported(stream: &mut TcpStream, key: &KeySlot, bus_id: &str, id: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_key() -> ServerConfig {
+        ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            PresenceMode::Auto,
+            StateLocation::Ephemeral,
+        )
+    }
+
+    /// Each refusal `validate` makes, and the configuration next to it that it accepts.
+    #[test]
+    fn validate_says_what_is_wrong() {
+        assert_eq!(one_key().validate(), Ok(()));
+
+        let mut config = one_key();
+        config.keys = 4;
+        config.max_connections = 4;
+        let spare = ConfigError::NoConnectionToSpare {
+            max_connections: 4,
+            keys: 4,
+        };
+        assert_eq!(config.validate(), Err(spare));
+        config.transport = Transport::Uhid("/dev/uhid".into());
+        assert_eq!(config.validate(), Ok(()), "uhid keys hold no connection");
+
+        let mut config = one_key();
+        config.listen = "192.0.2.1:3240".parse().unwrap();
+        let listen = config.listen;
+        assert_eq!(config.validate(), Err(ConfigError::NotLoopback(listen)));
+        config.listen_remote = true;
+        assert_eq!(config.validate(), Ok(()));
+
+        let mut config = one_key();
+        config.builtin_uv = Some(UvMode::Auto);
+        assert_eq!(config.validate(), Ok(()));
+        config.profile = Profile::U2fOnly;
+        assert_eq!(config.validate(), Err(ConfigError::BuiltinUvWithoutCtap2));
+    }
+
+    /// Presence or UV answered over the control socket needs one: given, or the state
+    /// directory's.
+    #[test]
+    fn control_answers_need_a_control_socket() {
+        let mut config = one_key();
+        config.presence = PresenceMode::Control;
+        let no_socket = ConfigError::PresenceControlWithoutSocket;
+        assert_eq!(config.validate(), Err(no_socket));
+        config.state = StateLocation::Dir("/nonexistent/state".into());
+        assert_eq!(
+            config.control_socket(),
+            Some(PathBuf::from("/nonexistent/state/control.sock"))
+        );
+        assert_eq!(config.validate(), Ok(()));
+
+        let mut config = one_key();
+        config.builtin_uv = Some(UvMode::Control);
+        assert_eq!(config.validate(), Err(ConfigError::UvControlWithoutSocket));
+        config.control = Some("/nonexistent/control.sock".into());
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    /// `start` refuses what `validate` refuses, as invalid input, before it binds or opens
+    /// anything.
+    #[test]
+    fn start_refuses_an_invalid_configuration() {
+        let mut config = one_key();
+        config.presence = PresenceMode::Control;
+        let error = start(config).err().expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let inner = error.into_inner().expect("the configuration error");
+        let inner = inner.downcast::<ConfigError>().expect("a ConfigError");
+        assert_eq!(*inner, ConfigError::PresenceControlWithoutSocket);
+    }
 
     /// Shutdown waits for every key's thread (SIGTERM's "every state change is on disk", and
     /// a uhid key's UHID_DESTROY, happen there), however many hold the list of keys.
