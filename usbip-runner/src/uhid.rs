@@ -67,8 +67,8 @@ fn put_str(field: &mut [u8], value: &str) {
     field[..n].copy_from_slice(&value.as_bytes()[..n]);
 }
 
-/// UHID_CREATE2: name[128] phys[64] uniq[64] rd_size:u16 bus:u16 vendor:u32 product:u32
-/// version:u32 country:u32 rd_data[4096], after the type.
+/// UHID_CREATE2: `name[128] phys[64] uniq[64] rd_size:u16 bus:u16 vendor:u32 product:u32
+/// version:u32 country:u32 rd_data[4096]`, after the type.
 pub fn create2(identity: &Identity, descriptor: &[u8]) -> Vec<u8> {
     let mut bytes = event(CREATE2);
     put_str(&mut bytes[4..132], &identity.name);
@@ -85,7 +85,7 @@ pub fn create2(identity: &Identity, descriptor: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// UHID_INPUT2: size:u16 data[4096]: one input report to the host.
+/// UHID_INPUT2: `size:u16 data[4096]`: one input report to the host.
 pub fn input2(report: &Packet) -> Vec<u8> {
     let mut bytes = event(INPUT2);
     bytes[4..6].copy_from_slice(&(report.len() as u16).to_ne_bytes());
