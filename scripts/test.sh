@@ -19,6 +19,7 @@ cargo fmt --all --check
 (cd rp2040-runner && cargo fmt --check) # the firmware is its own workspace
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/check-layers.sh
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet # links in doc comments resolve
 
 step "Rust tests: core, runner, end to end over USB/IP"
 cargo build --workspace

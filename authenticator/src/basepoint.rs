@@ -4,7 +4,7 @@
 //! p256 has such a table (its `precomputed-tables` feature), but primeorder computes it at
 //! first use inside a critical section: on the Pico, 61 M cycles with interrupts off, so the
 //! firmware had to fill it before USB came up. This table holds the same multiples, made at
-//! build time instead ([`multiples`], from `examples/basepoint_table.rs`, checked by a test)
+//! build time instead (`multiples`, from `examples/basepoint_table.rs`, checked by a test)
 //! and decoded into RAM one window at a time ([`BasepointTable::fill_next`], each point checked
 //! to be on the curve): the firmware fills it after USB is up, with interrupts on, and
 //! [`install`]s it. Until then (and on runners that never install one) multiplication falls
@@ -14,7 +14,7 @@
 //! digits from [`Radix16Decomposition`], a constant-time pick of ±j·2^(8i)·G per digit), with
 //! the multiples kept affine, so each step is a mixed addition. ECDSA signing needs the nonce
 //! point from here too, which `ecdsa::hazmat::sign_prehashed` cannot be given:
-//! [`sign_prehashed_rfc6979`] follows it step for step with the nonce point taken from here.
+//! `sign_prehashed_rfc6979` follows it step for step with the nonce point taken from here.
 //! The tests hold both to p256's results, bit for bit.
 
 use once_cell::race::OnceRef;

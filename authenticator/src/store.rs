@@ -15,7 +15,7 @@
 //! Nothing secret lives in littlefs, which frees blocks without erasing them and keeps earlier
 //! commits of small files in its metadata logs. The device secrets (key-wrapping key,
 //! persistent token, attestation keys) and the PIN verifier live in the vault, two raw slots
-//! beside the partition (see [`vault`] and [`device`]), sealed under the PIN when the owner
+//! beside the partition (see [`vault`] and `store/device.rs`), sealed under the PIN when the owner
 //! turned the PIN lock on. authenticatorReset erases the whole partition and rewrites only the
 //! counter (see [`Store::reset`]).
 //!
@@ -23,7 +23,7 @@
 //! into slots when the store is first prepared (see [`Store::prepare`]). Keys from before the
 //! vault kept their secrets in `/dev/kwk`, `/dev/pin`, `/dev/att` and `/dev/eatt`; they move
 //! into the vault at the first power-up of this code, and littlefs is then scrubbed of their
-//! stale copies (see [`Store::migrate_to_vault`]).
+//! stale copies (`Store::device_from_littlefs`, then `Store::scrub`).
 //!
 //! The signature counter is reserved ahead in steps of [`COUNTER_STEP`]: the file holds a value
 //! no signature has used yet, so after a crash the counter resumes above anything already

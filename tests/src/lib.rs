@@ -186,7 +186,7 @@ impl Key {
     }
 }
 
-/// target/<profile>/usbip-runner, next to this test binary's directory.
+/// `target/<profile>/usbip-runner`, next to this test binary's directory.
 pub fn runner_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
