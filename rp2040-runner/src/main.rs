@@ -29,6 +29,7 @@ use core::fmt::Write as _;
 use authenticator::ctaphid::App as _;
 use authenticator::ctaphid::{Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet};
 use authenticator::platform::Platform as _;
+use authenticator::store::ahead::EraseAhead;
 use authenticator::usb::FidoHid;
 use authenticator::{Authenticator, Config};
 use critical_section::Mutex;
@@ -96,6 +97,10 @@ const FIRMWARE_VERSION: u32 = 0x00_01_00;
 /// iteration) to add at most 300 ms to getPinToken at 200 MHz (293 ms); at another clock use
 /// 0.3 s × f / 15,440.
 const PIN_PBKDF2_ITERATIONS: u32 = 3800;
+/// How many of littlefs's next blocks are kept erased: one covers a passkey registration's
+/// copy of its slot file; deeper wastes erases at every power-off for little gain
+/// (`store_wear`'s figures, docs/pico-performance.md).
+const ERASE_AHEAD_DEPTH: usize = 1;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
@@ -166,7 +171,9 @@ fn main() -> ! {
 
     fill_basepoint_table();
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
-    let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
+    // Erasing ahead: the block littlefs allocates next is erased while the key is idle (see
+    // `authenticator::store::ahead`), one block deep (docs/pico-performance.md).
+    let storage = Box::leak(Box::new(EraseAhead::new(flash::FlashStorage, ERASE_AHEAD_DEPTH)));
     let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
     let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
     let platform = PicoPlatform::new(rng, timer, led);
@@ -243,6 +250,9 @@ fn main_loop(
     alarm1: &mut hal::timer::Alarm1,
 ) -> ! {
     let mut job: Option<bridge::Job> = None;
+    // Whether erasing ahead may have work: at power-up, and after any request (it may have
+    // written); a step says whether another has work.
+    let mut ahead_work = true;
     loop {
         let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
         if events.wink {
@@ -261,6 +271,7 @@ fn main_loop(
             }
             let mut response = Vec::new();
             let outcome = auth.call(*transaction, request, &mut response);
+            ahead_work = true;
             let over = critical_section::with(|cs| {
                 MAILBOX.borrow_ref_mut(cs).finish(*id, outcome, response)
             });
@@ -269,13 +280,18 @@ fn main_loop(
             if over {
                 job = None;
             } else if outcome == Outcome::Waiting(KeepaliveStatus::UpNeeded) {
-                wait_for_button(auth, alarm1);
+                wait_for_button(auth, alarm1, &mut ahead_work);
             }
             continue;
         }
         auth.platform().tick_indicator();
         if auth.platform().indicator_busy() {
             let _ = alarm1.schedule(MicrosDurationU32::millis(50));
+        }
+        // Idle: one step of erasing ahead (a 45 ms erase at most, typical), then look again.
+        if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
+            ahead_work = auth.erase_ahead_step();
+            continue;
         }
         // Sleep until an interrupt, without missing one that fires between the check and wfi:
         // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.
@@ -293,14 +309,23 @@ fn main_loop(
 /// re-reads its state (about 1 M cycles), so rather than do that at every look, watch BOOTSEL
 /// here every 10 ms and call it again once the button is down, a host message arrived (cancel,
 /// abort, a new request), or 100 ms passed (its own timeout and bookkeeping).
+///
+/// While the user has not pressed, the erase-ahead steps run instead of sleeping: the store is
+/// not in use between calls, and a passkey registration's own slot-file block is then erased
+/// before the touch that lets it write.
 fn wait_for_button(
     auth: &mut Authenticator<'static, PicoPlatform>,
     alarm1: &mut hal::timer::Alarm1,
+    ahead_work: &mut bool,
 ) {
     let since = auth.platform().now_ms();
     loop {
-        let _ = alarm1.schedule(MicrosDurationU32::millis(10));
-        cortex_m::asm::wfi();
+        if *ahead_work {
+            *ahead_work = auth.erase_ahead_step();
+        } else {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(10));
+            cortex_m::asm::wfi();
+        }
         let now = auth.platform().now_ms();
         auth.platform().blink(now);
         let news = critical_section::with(|cs| !MAILBOX.borrow_ref(cs).idle());
