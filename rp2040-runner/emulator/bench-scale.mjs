@@ -52,14 +52,21 @@ await record('getAssertion (allowList)', () => hid.cbor(0x02, encodeCbor(new Map
   [3, [new Map([['id', credentialId], ['type', 'public-key']])]],
 ]))));
 const name = padded('name-new-', 64, 'n');
-await record('makeCredential (rk, maximal)', () => hid.cbor(0x01, encodeCbor(new Map([
+const makeRk = (label) => hid.cbor(0x01, encodeCbor(new Map([
   [1, ctap2.sha256('make')],
   [2, new Map([['id', rp]])],
-  [3, new Map([['id', new TextEncoder().encode(padded('user-new-', 64, 'u'))], ['name', name], ['displayName', name]])],
+  [3, new Map([['id', new TextEncoder().encode(padded(`user-${label}-`, 64, 'u'))], ['name', name], ['displayName', name]])],
   [4, [new Map([['alg', -7], ['type', 'public-key']])]],
   [6, new Map([['credBlob', new Uint8Array(32).fill(0xab)]])],
   [7, new Map([['rk', true]])],
-]))));
+])));
+// Sent as soon as the previous answer is in: the key may be planning its erase ahead (a
+// remount and a read-only scan of the store) or erasing, and finishes that step first.
+await record('makeCredential (rk, maximal), sent at once', () => makeRk('new'));
+// The key left idle (no request) long enough for its erase-ahead steps: a plan, one erase.
+const idleUntil = machine.nowMs + 500;
+await rows.measure('idle 500 ms (erasing ahead)', () => machine.run({ until: () => machine.nowMs >= idleUntil, maxCycles: 2_000_000_000 }));
+await record('makeCredential (rk, maximal), after 500 ms idle', () => makeRk('idle'));
 const info = decodeCbor((await hid.cbor(0x04)).body);
 
 // The firmware's high-water mark of heap use since this boot (index, littlefs, every request).

@@ -101,6 +101,11 @@ const PIN_PBKDF2_ITERATIONS: u32 = 3800;
 /// copy of its slot file; deeper wastes erases at every power-off for little gain
 /// (`store_wear`'s figures, docs/pico-performance.md).
 const ERASE_AHEAD_DEPTH: usize = 1;
+/// How long the key must have been without a request before it erases ahead: clients send
+/// their next request within milliseconds of an answer (getKeyAgreement then the token, getInfo
+/// then makeCredential), and one that arrived during an erase would wait it out (45 ms, 400 ms
+/// at the datasheet's maximum) with interrupts off.
+const ERASE_AHEAD_QUIET_MS: u64 = 100;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
@@ -253,6 +258,7 @@ fn main_loop(
     // Whether erasing ahead may have work: at power-up, and after any request (it may have
     // written); a step says whether another has work.
     let mut ahead_work = true;
+    let mut last_request_ms = auth.platform().now_ms();
     loop {
         let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
         if events.wink {
@@ -272,6 +278,7 @@ fn main_loop(
             let mut response = Vec::new();
             let outcome = auth.call(*transaction, request, &mut response);
             ahead_work = true;
+            last_request_ms = auth.platform().now_ms();
             let over = critical_section::with(|cs| {
                 MAILBOX.borrow_ref_mut(cs).finish(*id, outcome, response)
             });
@@ -285,13 +292,22 @@ fn main_loop(
             continue;
         }
         auth.platform().tick_indicator();
-        if auth.platform().indicator_busy() {
-            let _ = alarm1.schedule(MicrosDurationU32::millis(50));
-        }
-        // Idle: one step of erasing ahead (a 45 ms erase at most, typical), then look again.
+        // Idle and quiet for long enough: one step of erasing ahead (a plan, or one erase), then
+        // look again; not yet quiet: wake up when it will be.
+        let mut wake_ms = None;
         if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
-            ahead_work = auth.erase_ahead_step();
-            continue;
+            let quiet = auth.platform().now_ms().saturating_sub(last_request_ms);
+            if quiet >= ERASE_AHEAD_QUIET_MS {
+                ahead_work = auth.erase_ahead_step();
+                continue;
+            }
+            wake_ms = Some(ERASE_AHEAD_QUIET_MS - quiet);
+        }
+        if auth.platform().indicator_busy() {
+            wake_ms = Some(wake_ms.map_or(50, |ms| ms.min(50)));
+        }
+        if let Some(ms) = wake_ms {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(ms as u32));
         }
         // Sleep until an interrupt, without missing one that fires between the check and wfi:
         // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.

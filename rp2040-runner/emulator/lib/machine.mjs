@@ -19,6 +19,8 @@ const VREG_AND_CHIP_RESET = 0x40064;
 const VREG_RESET = 0xb1; // VSEL 1.10 V (0b1011 in bits 7:4), enabled
 const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
 
+/** The longest the emulator lets the sleeping core's clock jump before the host may act. */
+const MAX_SLEEP_JUMP_NS = 100_000;
 const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
 
 /** How long the W25Q16JV takes to erase a 4 KiB sector (tSE) and to program a 256-byte page
@@ -229,16 +231,17 @@ export class Machine {
       if (this.core.cycles >= limit) return false;
       for (let step = 0; step < chunk && this.core.cycles < limit; step++) {
         if (this.core.waiting) {
-          // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
-          // (the host may act in between).
+          // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled, and
+          // never more than 0.1 ms: the host acts between jumps, and a packet it sends wakes the
+          // core at once on the chip, not at the firmware's next alarm.
           const nsPerCycle = this.nsPerCycle;
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, (limit - this.core.cycles) * nsPerCycle);
+          ns = Math.min(ns, MAX_SLEEP_JUMP_NS, (limit - this.core.cycles) * nsPerCycle);
           const cycles = Math.max(1, Math.ceil(ns / nsPerCycle));
           this.clock.tick(cycles * nsPerCycle);
           this.core.cycles += cycles;
-          if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
+          break; // let the host act, check until()
         } else {
           const c = this.core.executeInstruction();
           this.activeCycles += c;
