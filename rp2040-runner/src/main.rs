@@ -178,7 +178,10 @@ fn main() -> ! {
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
     // Erasing ahead: the block littlefs allocates next is erased while the key is idle (see
     // `authenticator::store::ahead`), one block deep (docs/pico-performance.md).
-    let storage = Box::leak(Box::new(EraseAhead::new(flash::FlashStorage, ERASE_AHEAD_DEPTH)));
+    let storage = Box::leak(Box::new(EraseAhead::new(
+        flash::FlashStorage,
+        ERASE_AHEAD_DEPTH,
+    )));
     let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
     let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
     let platform = PicoPlatform::new(rng, timer, led);

@@ -55,7 +55,7 @@ export class Machine {
     // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.
     installStubRom(this.mcu, {
       onFlash: (op, off, len) => {
-        this.flashOps.push({ op, off, len });
+        this.flashOps.push({ op, off, len, atMs: this.nowMs });
         this.flashBusy(op === 'erase' ? (len / 4096) * this.flashTiming.eraseMs : (len / 256) * this.flashTiming.programMs);
       },
     });
