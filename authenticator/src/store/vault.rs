@@ -287,4 +287,33 @@ mod tests {
                 .all(|&b| b == 0xff)
         );
     }
+
+    /// Only the first write, cut, leaves no whole record: one slot begun, the other blank.
+    /// Both slots begun and neither whole is damage: refused, and left as found.
+    #[test]
+    fn two_begun_slots_without_a_whole_record_are_refused_and_kept() {
+        let mut first = RamVault::default();
+        let position = write(&mut first, None, b"one").unwrap();
+        first.bytes[position.slot * VAULT_SLOT_SIZE + 30] ^= 1;
+        assert!(recover(&mut first).unwrap().is_none(), "a torn first write");
+
+        let mut vault = RamVault::default();
+        let position = write(&mut vault, None, b"one").unwrap();
+        let position = write(&mut vault, Some(position), b"two").unwrap();
+        let record = position.slot * VAULT_SLOT_SIZE;
+        let other = (1 - position.slot) * VAULT_SLOT_SIZE;
+        vault
+            .bytes
+            .copy_within(record..record + VAULT_SLOT_SIZE, other);
+        vault.bytes[record + 30] ^= 1;
+        vault.bytes[other + 31] ^= 1;
+        let damaged = vault.bytes.clone();
+        assert_eq!(recover(&mut vault).err(), Some(StoreError::VaultUnreadable));
+        assert_eq!(vault.bytes, damaged, "nothing erased");
+
+        // Slots without the magic hold no record of ours (zeros, another firmware's code).
+        let mut foreign = RamVault::from_image(&[0; 2 * VAULT_SLOT_SIZE]);
+        assert!(recover(&mut foreign).unwrap().is_none());
+        assert!(foreign.image().iter().all(|&b| b == 0xff));
+    }
 }
