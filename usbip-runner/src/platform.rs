@@ -240,7 +240,8 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
                  the state file was damaged or tampered with. The key refuses every request \
                  (CTAP2 0xF0, U2F 0x6F00) but getInfo, selection and reset. To start over \
                  with a blank key, losing its credentials: authenticatorReset within 10 s of \
-                 attaching it (e.g. `fido2-token -R`), or stop the runner and delete {state}"
+                 starting the runner (e.g. `fido2-token -R`), or stop the runner and delete \
+                 {state}"
             );
             return;
         }
