@@ -382,7 +382,8 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// power cut interrupted, move credentials of the first layout into slots, and read the
     /// index, so that requests find it ready. A failed step does not stop the others; the
     /// failures are returned for the platform to log, and surface again at first real use (an
-    /// unfinished step resumes at the next power-up).
+    /// unfinished step resumes at the next power-up). A vault that will not read stops them
+    /// all: the key then refuses until reset (see [`Store::refused`]).
     pub fn prepare(
         &mut self,
         rng: &mut impl CryptoRng,
