@@ -298,8 +298,7 @@ fn main_loop(
         // Idle and quiet for long enough: one step of erasing ahead (a plan, or one erase), then
         // look again; not yet quiet: wake up when it will be.
         let mut wake_ms = None;
-        if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) && !receiving()
-        {
+        if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
             let quiet = auth.platform().now_ms().saturating_sub(last_request_ms);
             if quiet >= ERASE_AHEAD_QUIET_MS {
                 ahead_work = auth.erase_ahead_step();
@@ -353,16 +352,6 @@ fn wait_for_button(
             return;
         }
     }
-}
-
-/// Whether CTAPHID is part-way through receiving a message: an erase started now (interrupts
-/// off) would hold its remaining packets up.
-fn receiving() -> bool {
-    critical_section::with(|cs| {
-        USB.borrow_ref(cs)
-            .as_ref()
-            .is_some_and(|side| side.ctaphid.is_busy())
-    })
 }
 
 /// USB and CTAPHID work: move reports both ways, drive CTAPHID's timers, re-arm the alarm.
