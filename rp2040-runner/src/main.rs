@@ -273,9 +273,17 @@ fn main_loop(
             }
             continue;
         }
+        // Between requests: the credential index's idle work (checking an index read from its
+        // copy, one slot file a step of ~1 ms, then storing a copy once the key is quiet).
+        let index_work = auth.index_step();
+        if index_work == Some(0) {
+            continue;
+        }
         auth.platform().tick_indicator();
         if auth.platform().indicator_busy() {
             let _ = alarm1.schedule(MicrosDurationU32::millis(50));
+        } else if let Some(ms) = index_work {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(ms.clamp(1, 1000) as u32));
         }
         // Sleep until an interrupt, without missing one that fires between the check and wfi:
         // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.
