@@ -229,6 +229,10 @@ export class Machine {
       if (this.core.cycles >= limit) return false;
       for (let step = 0; step < chunk && this.core.cycles < limit; step++) {
         if (this.core.waiting) {
+          // Asleep, and what the caller waits for has happened (the answer's last packet):
+          // return before time jumps, so a request the host sends next finds the clock where
+          // it is (on a chip it would wake the core at once, whatever alarm is set).
+          if (until()) return true;
           // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
           // (the host may act in between).
           const nsPerCycle = this.nsPerCycle;
