@@ -307,8 +307,12 @@ fn wait_for_button(
 ) {
     let since = auth.platform().now_ms();
     loop {
-        let _ = alarm1.schedule(MicrosDurationU32::millis(10));
-        cortex_m::asm::wfi();
+        // While the user decides, the index's idle work goes on (a check step is ~1 ms): a
+        // registration right after power-up then finds the index checked.
+        if auth.index_step() != Some(0) {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(10));
+            cortex_m::asm::wfi();
+        }
         let now = auth.platform().now_ms();
         auth.platform().blink(now);
         let news = critical_section::with(|cs| !MAILBOX.borrow_ref(cs).idle());
