@@ -3,7 +3,8 @@
 // clock, flash erase and program times included, see bench.mjs) for
 // makeCredential, getAssertion with an allow list and a discovery getAssertion, booted from a
 // state partition the core's own code filled on the host (authenticator's example
-// `pico_state_image`: maximal credentials, RP IDs of 256 bytes). Prints figures.
+// `pico_state_image`: maximal credentials, RP IDs of 256 bytes), then again after a quiet
+// while (the key stores a copy of its credential index) and a power cycle. Prints figures.
 //
 //   node bench-scale.mjs IMAGE [RP]   RP: `shared` (the RP holding many) or a number
 import fs from 'node:fs';
@@ -69,11 +70,12 @@ async function session(machine, hid, rows, when) {
 const rows = new Rows(machine);
 const count = await session(machine, hid, rows, 'no index copy');
 const copyAt = machine.flashOps.length;
-await host.wait(3000);
+const busyBefore = machine.flashBusyCycles;
+await host.wait(6000);
 const copyOps = machine.flashOps.slice(copyAt);
 const erases = copyOps.filter((o) => o.op === 'erase').length;
 const pages = copyOps.filter((o) => o.op === 'program').reduce((n, o) => n + o.len / 256, 0);
-rows.note(`quiet 3 s: index copy written (${erases} erases, ${pages} pages)`, 0);
+rows.note(`quiet 6 s: index copy written (${erases} erases, ${pages} pages), flash ms`, machine.ms(machine.flashBusyCycles - busyBefore));
 
 const again = await bootKey({ flash: machine.snapshotFlash() });
 again.machine.bootselPressed = true;
