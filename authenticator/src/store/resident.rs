@@ -621,10 +621,11 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
             self.index.remove_copy(self.fs)?;
         }
         let mut contents = [0u8; FILE_LEN];
-        self.fs.open_file_with_options_and_then(
+        let made = self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
             |f| {
+                let made = f.len()? == 0;
                 read_all(f, &mut contents)?;
                 contents[header_offset..header_offset + ENTRY_LEN]
                     .copy_from_slice(&entry.to_bytes());
@@ -632,9 +633,14 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
                 contents[record_at..record_at + record.len()].copy_from_slice(record);
                 contents[GENERATION_OFFSET..].copy_from_slice(&generation.to_le_bytes());
                 f.seek(SeekFrom::Start(0))?;
-                write_all(f, &contents)
+                write_all(f, &contents)?;
+                Ok(made)
             },
         )?;
+        // Counted for the copy's room (see [`Index::copy_due`]).
+        if made {
+            self.index.files += 1;
+        }
         self.index.set(slot, entry);
         self.index.generation = generation;
         Ok(())

@@ -260,6 +260,32 @@ fn with_store<S: authenticator::platform::StateStorage, R>(
     f(&mut store)
 }
 
+/// Every device file at its largest (before the credentials come); the settings written.
+fn largest_device_files<S: authenticator::platform::StateStorage>(
+    store: &mut Store<'_, S>,
+) -> Settings {
+    store
+        .save_large_blob_array(&vec![0xA5; MAX_LARGE_BLOB_ARRAY])
+        .unwrap();
+    let mut settings = Settings::default();
+    for i in 0..settings.min_pin_length_rp_ids.capacity() {
+        settings
+            .min_pin_length_rp_ids
+            .push(string(&long_rp(1000 + i)))
+            .unwrap();
+    }
+    store.save_settings(&settings).unwrap();
+    store.save_pin(&PinState::default()).unwrap();
+    let (batch, enterprise) = largest_attestations();
+    store
+        .save_attestation(&batch, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
+        .unwrap();
+    store
+        .save_enterprise_attestation(enterprise, &mut rand_chacha::ChaCha20Rng::seed_from_u64(3))
+        .unwrap();
+    settings
+}
+
 #[test]
 fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
     let mut flash = PicoFlash::new();
@@ -267,29 +293,7 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
     eprintln!("Pico capacity: {capacity} discoverable credentials of any size");
     assert!(capacity >= 1000, "the Pico holds 1,000 maximal credentials");
     with_store(&mut flash, |store| {
-        // Every device file at its largest before the credentials come.
-        store
-            .save_large_blob_array(&vec![0xA5; MAX_LARGE_BLOB_ARRAY])
-            .unwrap();
-        let mut settings = Settings::default();
-        for i in 0..settings.min_pin_length_rp_ids.capacity() {
-            settings
-                .min_pin_length_rp_ids
-                .push(string(&long_rp(1000 + i)))
-                .unwrap();
-        }
-        store.save_settings(&settings).unwrap();
-        store.save_pin(&PinState::default()).unwrap();
-        let (batch, enterprise) = largest_attestations();
-        store
-            .save_attestation(&batch, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
-            .unwrap();
-        store
-            .save_enterprise_attestation(
-                enterprise,
-                &mut rand_chacha::ChaCha20Rng::seed_from_u64(3),
-            )
-            .unwrap();
+        let settings = largest_device_files(store);
         assert_eq!(store.remaining_resident_slots(), capacity);
 
         for i in 0..capacity {
@@ -936,4 +940,54 @@ fn the_index_copy_survives_a_power_cut_at_every_write() {
             });
         }
     }
+}
+
+/// A key two slot files short of full, every device file at its largest: the idle work
+/// stores no copy (it would take blocks of the device files' reserve), and the device files
+/// are still written many times over and the remaining count is still exact.
+#[test]
+fn the_index_copy_never_takes_room_the_store_counts_on() {
+    let mut flash = PicoFlash::new();
+    let capacity = capacity(PICO_BLOCKS);
+    let settings = with_store(&mut flash, |store| {
+        let settings = largest_device_files(store);
+        for i in 0..capacity - 2 * store::SLOTS_PER_FILE {
+            store.save_resident(&maximal(&long_rp(i), i)).unwrap();
+        }
+        settings
+    });
+    with_store(&mut flash, idle);
+    assert!(
+        raw_file(&mut flash, "/cr/index").is_none(),
+        "no room: no copy"
+    );
+    with_store(&mut flash, |store| {
+        for round in 0..4u8 {
+            store
+                .save_large_blob_array(&vec![round; MAX_LARGE_BLOB_ARRAY])
+                .unwrap();
+            store.save_settings(&settings).unwrap();
+            store.save_pin(&PinState { retries: 8 - round }).unwrap();
+        }
+        assert_eq!(store.remaining_resident_slots(), 2 * store::SLOTS_PER_FILE);
+        for i in capacity - 2 * store::SLOTS_PER_FILE..capacity {
+            store.save_resident(&maximal(&long_rp(i), i)).unwrap();
+        }
+        assert_eq!(store.remaining_resident_slots(), 0);
+        assert_eq!(
+            store.save_resident(&maximal(&long_rp(5000), 5000)),
+            Err(StoreError::Full)
+        );
+        store
+            .save_large_blob_array(&vec![9; MAX_LARGE_BLOB_ARRAY])
+            .unwrap();
+    });
+    // A key with room stores one, and it takes none of the count either.
+    let mut roomy = key_with(40);
+    with_store(&mut roomy, |store| {
+        let before = store.remaining_resident_slots();
+        idle(store);
+        assert_eq!(store.remaining_resident_slots(), before);
+    });
+    assert!(raw_file(&mut roomy, "/cr/index").is_some());
 }
