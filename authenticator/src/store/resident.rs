@@ -232,7 +232,7 @@ impl Index {
     ) -> Result<Self> {
         let mut index = Self::empty(capacity)?;
         if capacity > 0 {
-            index.read_copy(fs)?;
+            index.read_copy(fs);
         }
         if !index.copy.matches {
             index.check_all(fs)?;
@@ -261,7 +261,7 @@ impl Index {
 
     /// Fill the index from its copy, if a usable one is stored; one that is not (cut short by
     /// a power cut, or of another geometry) is noted present, to be removed.
-    fn read_copy<S: littlefs2::driver::Storage>(&mut self, fs: &Filesystem<'_, S>) -> Result<()> {
+    fn read_copy<S: littlefs2::driver::Storage>(&mut self, fs: &Filesystem<'_, S>) {
         let read = fs.open_file_and_then(&path(COPY_PATH), |f| {
             let mut head = [0u8; COPY_HEADER_LEN];
             if f.read(&mut head)? != COPY_HEADER_LEN || head[..4] != COPY_MAGIC {
@@ -296,18 +296,13 @@ impl Index {
                     written: false,
                 };
             }
-            Ok(None) => {
-                self.clear();
-                self.copy.present = true;
-            }
             Err(e) if e == FsError::NO_SUCH_ENTRY => {}
-            Err(e) => {
+            // Unusable, or unreadable: the slot files decide, and it goes once they have.
+            Ok(None) | Err(_) => {
                 self.clear();
                 self.copy.present = true;
-                return Err(e.into());
             }
         }
-        Ok(())
     }
 
     /// Every entry free (a copy that proved unusable half way).

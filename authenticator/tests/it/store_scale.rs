@@ -892,6 +892,12 @@ fn a_stale_index_copy_is_never_trusted_over_the_slot_files() {
         assert!(holds_all(store, 0..31));
     });
     assert!(raw_file(&mut flash, "/cr/index").is_none());
+    // One that is no copy at all (cut short): the slot files decide at once, and it goes.
+    put_raw_file(&mut flash, "/cr/index", &stale[..stale.len() - 1]);
+    with_store(&mut flash, |store| {
+        assert_eq!(store.resident_count().unwrap(), 31);
+    });
+    assert!(raw_file(&mut flash, "/cr/index").is_none());
 }
 
 /// The copy's write and its removal before a registration, cut at every program and erase,
