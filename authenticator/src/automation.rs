@@ -75,9 +75,10 @@ impl From<StoreError> for ImportError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Full => ImportError::Full,
-            StoreError::Filesystem(_) | StoreError::Io | StoreError::OutOfMemory => {
-                ImportError::Storage
-            }
+            StoreError::Filesystem(_)
+            | StoreError::Io
+            | StoreError::OutOfMemory
+            | StoreError::VaultUnreadable => ImportError::Storage,
             StoreError::Locked => ImportError::Locked,
         }
     }

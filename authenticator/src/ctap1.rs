@@ -107,6 +107,12 @@ fn dispatch<P: Platform>(
     if apdu.cla != 0 {
         return Err(sw::CLA_NOT_SUPPORTED);
     }
+    // A key whose vault is unreadable serves nothing until reset (see `Store::refused`):
+    // "no precise diagnosis", as the Pico's RNG refusal answers, not 0x6985, which a host
+    // takes for "touch the key" and repeats.
+    if auth.store.refused() {
+        return Err(sw::UNKNOWN);
+    }
     // alwaysUv turns U2F off: U2F cannot verify the user (CTAP 2.1 §7.2.1). So does the PIN
     // lock until the PIN is given (see `Authenticator::always_uv`): a touch-only request must
     // not use the sealed secrets.
@@ -209,7 +215,10 @@ fn write(out: &mut Vec<u8>, pieces: &[&[u8]]) -> Result<(), u16> {
 fn store_error(error: StoreError) -> u16 {
     match error {
         StoreError::OutOfMemory => sw::NOT_ENOUGH_MEMORY,
-        StoreError::Full | StoreError::Filesystem(_) | StoreError::Io => sw::UNKNOWN,
+        StoreError::Full
+        | StoreError::Filesystem(_)
+        | StoreError::Io
+        | StoreError::VaultUnreadable => sw::UNKNOWN,
         // Not reached: a locked key answers no U2F request (see `dispatch`).
         StoreError::Locked => sw::COMMAND_NOT_ALLOWED,
     }

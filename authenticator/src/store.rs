@@ -97,6 +97,11 @@ pub enum StoreError {
     OutOfMemory,
     /// The secrets are sealed under the PIN, which has not been given since power-up.
     Locked,
+    /// The vault was written once but holds no readable record now: both slots damaged
+    /// (tampering with the flash, bit rot), its record undecodable, or both slots erased while
+    /// littlefs still holds the state that went with it. No power cut leaves this (see
+    /// [`vault`]). The key refuses to serve until authenticatorReset starts it over.
+    VaultUnreadable,
 }
 
 impl From<OutOfMemory> for StoreError {
@@ -307,6 +312,9 @@ pub struct Store<'a, S: littlefs2::driver::Storage + Vault> {
     index: Option<Index>,
     /// A runner's limit on discoverable credentials, below what the geometry holds.
     capacity_limit: Option<usize>,
+    /// The vault was unreadable at power-up ([`StoreError::VaultUnreadable`]): until a reset,
+    /// the key serves nothing (see [`Store::refused`]).
+    refused: bool,
 }
 
 /// What the first correct PIN of a power-up leaves in RAM: the key the secrets are sealed
@@ -351,6 +359,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
             unlocked: None,
             index: None,
             capacity_limit: None,
+            refused: false,
         }
     }
 
@@ -373,13 +382,25 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// power cut interrupted, move credentials of the first layout into slots, and read the
     /// index, so that requests find it ready. A failed step does not stop the others; the
     /// failures are returned for the platform to log, and surface again at first real use (an
-    /// unfinished step resumes at the next power-up).
+    /// unfinished step resumes at the next power-up). A vault that will not read stops them
+    /// all: the key then refuses until reset (see [`Store::refused`]).
     pub fn prepare(
         &mut self,
         rng: &mut impl CryptoRng,
         kdf: PinKdf,
     ) -> heapless::Vec<PrepareFailure, 4> {
         let vault = self.open_vault(rng, kdf);
+        self.refused = vault == Err(StoreError::VaultUnreadable);
+        if self.refused {
+            // The other steps would only fail for want of the secrets, or read what the
+            // refusal keeps back: the one failure to report is the vault's.
+            let mut failures = heapless::Vec::new();
+            let _ = failures.push(PrepareFailure {
+                step: PrepareStep::Vault,
+                error: StoreError::VaultUnreadable,
+            });
+            return failures;
+        }
         let directories = match self.fs() {
             Ok(fs) => fs.create_dir_all(&path("/cr")).map_err(StoreError::from),
             Err(error) => Err(error),
@@ -406,11 +427,22 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     fn open_vault(&mut self, rng: &mut impl CryptoRng, kdf: PinKdf) -> Result<()> {
         match self.with_device(|storage| vault::recover(storage))? {
             Some((position, body)) => {
-                self.device = Some(Device::from_cbor(&body)?);
+                // Kept even if the record does not decode: a reset's record must follow it.
                 self.position = Some(position);
+                let device = Device::from_cbor(&body).map_err(|error| match error {
+                    StoreError::Io => StoreError::VaultUnreadable,
+                    error => error,
+                })?;
+                self.device = Some(device);
             }
             None => {
                 let device = self.device_from_littlefs(rng, kdf)?;
+                // No vault and no secrets of the layout before it, yet littlefs holds what only
+                // a key with secrets writes: the vault that went with it is gone. Starting
+                // over would serve the owner's records from a key without their PIN.
+                if !device.scrub && self.holds_state()? {
+                    return Err(StoreError::VaultUnreadable);
+                }
                 self.commit(device, None, rng)?;
             }
         }
@@ -426,6 +458,38 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
 
     fn device(&self) -> Result<&Device> {
         self.device.as_ref().ok_or(StoreError::Io)
+    }
+
+    /// Does littlefs hold anything a key writes only after its vault: a file in `/dev`
+    /// (counter, PIN retries, settings, large blobs, UV counters) or in `/cr` (credentials)?
+    /// A new key's littlefs, and a wiped one's before its counter is written back, holds none.
+    fn holds_state(&self) -> Result<bool> {
+        let fs = self.fs()?;
+        for dir in ["/dev", "/cr"] {
+            let dir = path(dir);
+            if !fs.exists(&dir) {
+                continue;
+            }
+            let any = fs.read_dir_and_then(&dir, |entries| {
+                for entry in entries {
+                    if !matches!(entry?.file_name().as_str(), "." | "..") {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })?;
+            if any {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the key refuses to serve: its vault was unreadable at power-up (see
+    /// [`StoreError::VaultUnreadable`]). Only getInfo, selection and authenticatorReset are
+    /// answered; the reset clears it.
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Write `device` as the vault's record, sealing its secrets under `seal` (or the key of
@@ -764,6 +828,10 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
 
     /// The discoverable credentials: their slot files and the RAM index, read at first use.
     fn slots(&mut self) -> Result<Residents<'_, 'a, S>> {
+        // A refusing key keeps its records back from every path (see `Store::refused`).
+        if self.refused {
+            return Err(StoreError::VaultUnreadable);
+        }
         if self.index.is_none() {
             // Slot files must fit in one block: a geometry of smaller blocks holds none.
             let capacity = if S::BLOCK_SIZE >= resident::FILE_LEN {
@@ -1207,6 +1275,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         device.wipe_floor = Some(floor);
         self.unlocked = None;
         self.commit(device, None, rng)?;
+        self.refused = false;
         self.finish_wipe(floor, rng)
     }
 

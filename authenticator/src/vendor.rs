@@ -37,6 +37,9 @@ pub(crate) fn provision<P: Platform>(
     auth: &mut Authenticator<'_, P>,
     request: &[u8],
 ) -> Result<u8, KeepaliveStatus> {
+    if auth.store.refused() {
+        return Ok(crate::ctap2::VAULT_UNREADABLE as u8);
+    }
     let result = cbor_smol::cbor_deserialize::<ProvisionRequest<'_>>(request)
         .map_err(|_| Halt::Fail(Error::InvalidCbor))
         .and_then(|request| install(auth, &request));

@@ -417,6 +417,7 @@ fn failed(power: &Power, result: Result<(), StoreError>) -> End {
         Err(StoreError::Filesystem(_) | StoreError::Io) => panic!("an I/O error with the power on"),
         Err(StoreError::OutOfMemory) => panic!("out of memory with the heap free"),
         Err(StoreError::Locked) => panic!("locked after the PIN was given"),
+        Err(StoreError::VaultUnreadable) => panic!("a power cut left the vault unreadable"),
     }
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import RunningKey
-from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap import CtapError
 from fido2.ctap1 import Ctap1, ApduError
 from fido2.ctap2 import Config, Ctap2
@@ -86,5 +86,77 @@ def test_a_locked_key_asks_for_its_pin_after_power_up(tmp_path):
     device = key.device()
     assert Ctap2(device).get_info().options["alwaysUv"] is False
     assert Ctap1(device).get_version() == "U2F_V2"
+    device.close()
+    key.stop()
+
+
+VAULT = 4096 * 4096
+SLOT = 8192
+
+
+def spoil_vault(state_file):
+    """Both slots hold the key's record, each with a byte changed: what bit rot or someone with
+    the state file leaves, and no power cut does."""
+    image = bytearray(state_file.read_bytes())
+    slots = [VAULT, VAULT + SLOT]
+    record = next(s for s in slots if image[s : s + 8] == b"OFKVAULT")
+    other = next(s for s in slots if s != record)
+    image[record + 40] ^= 1
+    image[other : other + SLOT] = image[record : record + SLOT]
+    image[other + 41] ^= 1
+    state_file.write_bytes(bytes(image))
+
+
+def test_a_spoiled_vault_is_refused_until_reset(tmp_path):
+    """python-fido2's view of a key whose vault will not read (docs/pin-lock.md): getInfo
+    answers, everything else raises CtapError VENDOR_FIRST (0xF0), the client's sign-in fails
+    with that cause instead of "no credentials", and a reset gives a working key."""
+    state = ["--state", str(tmp_path), "--presence", "auto"]
+    server = Fido2Server(PublicKeyCredentialRpEntity(id="example.com", name="Example"))
+    key = RunningKey(*state)
+    device = key.device()
+    ClientPin(Ctap2(device)).set_pin(PIN)
+    client = Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(PIN))
+    options, reg_state = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"user-1", name="alice"), resident_key_requirement="required"
+    )
+    credential = server.register_complete(reg_state, client.make_credential(options.public_key)).credential_data
+    device.close()
+    key.stop()
+    spoil_vault(tmp_path / "state.lfs")
+
+    key = RunningKey(*state)
+    device = key.device()
+    info = Ctap2(device).get_info()
+    assert info.options["clientPin"] is True
+    assert info.remaining_disc_creds == 0
+    for allow in ([{"type": "public-key", "id": credential.credential_id}], None):
+        with pytest.raises(CtapError) as error:
+            Ctap2(device).get_assertion("example.com", b"\x01" * 32, allow)
+        assert error.value.code == CtapError.ERR.VENDOR_FIRST
+    with pytest.raises(CtapError) as error:
+        ClientPin(Ctap2(device)).set_pin("a new pin")
+    assert error.value.code == CtapError.ERR.VENDOR_FIRST
+    with pytest.raises(ApduError) as error:
+        Ctap1(device).get_version()
+    assert error.value.code == 0x6F00
+    client = Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(PIN))
+    options, _ = server.authenticate_begin([credential], user_verification="discouraged")
+    with pytest.raises(ClientError) as error:
+        client.get_assertion(options.public_key)
+    assert isinstance(error.value.cause, CtapError), error.value
+    assert error.value.cause.code == CtapError.ERR.VENDOR_FIRST
+
+    # authenticatorReset within 10 s of start, with a touch: a working blank key.
+    Ctap2(device).reset()
+    assert Ctap2(device).get_info().options["clientPin"] is False
+    client = Fido2Client(device, DefaultClientDataCollector("https://example.com"), PinInteraction(PIN))
+    options, reg_state = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"user-2", name="bob"), user_verification="discouraged"
+    )
+    credential = server.register_complete(reg_state, client.make_credential(options.public_key)).credential_data
+    options, auth_state = server.authenticate_begin([credential], user_verification="discouraged")
+    response = client.get_assertion(options.public_key).get_response(0)
+    server.authenticate_complete(auth_state, [credential], response)
     device.close()
     key.stop()

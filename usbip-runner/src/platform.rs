@@ -9,7 +9,7 @@ use authenticator::platform::{
     BuiltinUv, Indicator, Platform, PresenceAnswer, Touch, Verification,
     USER_VERIFY_FINGERPRINT_INTERNAL,
 };
-use authenticator::store::PrepareFailure;
+use authenticator::store::{PrepareFailure, StoreError};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -90,6 +90,8 @@ pub struct RunnerPlatform<S> {
     touch: Touch,
     /// Built-in user verification (`--uv builtin`): how attempts are answered.
     uv: Option<UvMode>,
+    /// The key's state file (`None`: `--ephemeral`), named when it will not open.
+    state_file: Option<std::path::PathBuf>,
     _storage: std::marker::PhantomData<S>,
 }
 
@@ -111,8 +113,15 @@ impl<S> RunnerPlatform<S> {
             label,
             touch: Touch::Short,
             uv: None,
+            state_file: None,
             _storage: std::marker::PhantomData,
         })
+    }
+
+    /// Name the key's state file in what it logs.
+    pub fn with_state_file(mut self, path: std::path::PathBuf) -> Self {
+        self.state_file = Some(path);
+        self
     }
 
     /// Give the key built-in user verification (a simulated fingerprint sensor, enrolled),
@@ -219,6 +228,23 @@ impl<S: authenticator::platform::StateStorage> Platform for RunnerPlatform<S> {
     }
 
     fn store_failed(&mut self, failure: PrepareFailure) {
+        if failure.error == StoreError::VaultUnreadable {
+            let state = self
+                .state_file
+                .as_ref()
+                .map_or_else(|| "(in memory)".into(), |p| p.display().to_string());
+            tracing::error!(
+                key = %self.label,
+                %state,
+                "the key's vault (its secrets and PIN) is unreadable, though it was written: \
+                 the state file was damaged or tampered with. The key refuses every request \
+                 (CTAP2 0xF0, U2F 0x6F00) but getInfo, selection and reset. To start over \
+                 with a blank key, losing its credentials: authenticatorReset within 10 s of \
+                 starting the runner (e.g. `fido2-token -R`), or stop the runner and delete \
+                 {state}"
+            );
+            return;
+        }
         tracing::error!(
             key = %self.label,
             step = ?failure.step,

@@ -473,7 +473,7 @@ fn spawn_keys(
             let storage = shared
                 .state_dir
                 .as_ref()
-                .map(|dir| key_storage(dir, i))
+                .map(|dir| Ok::<_, io::Error>((key_storage(dir, i)?, key_state_file(dir, i))))
                 .transpose()?;
             spawn_key(bus_id, config, shared, storage, trace.clone())
         })
@@ -519,12 +519,23 @@ fn key_storage(dir: &PrivateDir, index: usize) -> io::Result<FileStorage> {
     FileStorage::new(file)
 }
 
-/// Start key `bus_id`, its state in `storage` (in memory if `None`).
+/// Key `index`'s state file's path, for the log.
+fn key_state_file(dir: &PrivateDir, index: usize) -> std::path::PathBuf {
+    match index {
+        0 => dir.path().join("state.lfs"),
+        _ => dir
+            .path()
+            .join(format!("key-{}", index + 1))
+            .join("state.lfs"),
+    }
+}
+
+/// Start key `bus_id`, its state in `storage` (a file, and its path; in memory if `None`).
 fn spawn_key(
     bus_id: &str,
     config: &ServerConfig,
     shared: &Shared,
-    storage: Option<FileStorage>,
+    storage: Option<(FileStorage, std::path::PathBuf)>,
     trace: Option<TraceSink>,
 ) -> io::Result<(KeySlot, JoinHandle<()>)> {
     let serial = key_serial(config, bus_id);
@@ -535,6 +546,7 @@ fn spawn_key(
     let key = KeyThread {
         name: format!("key-{bus_id}"),
         label: bus_id.to_string(),
+        state_file: storage.as_ref().map(|(_, path)| path.clone()),
         serial,
         body,
         setup: KeySetup {
@@ -546,7 +558,7 @@ fn spawn_key(
         trace,
     };
     let thread = match storage {
-        Some(storage) => key.spawn(storage, config, shared)?,
+        Some((storage, _)) => key.spawn(storage, config, shared)?,
         None => key.spawn(RamStorage::default(), config, shared)?,
     };
     let slot = KeySlot {
@@ -573,6 +585,8 @@ fn key_serial(config: &ServerConfig, bus_id: &str) -> String {
 struct KeyThread {
     name: String,
     label: String,
+    /// Where the key's state is (`None`: in memory).
+    state_file: Option<std::path::PathBuf>,
     serial: String,
     body: Body,
     setup: KeySetup,
@@ -591,6 +605,10 @@ impl KeyThread {
         S: authenticator::platform::StateStorage + Send + 'static,
     {
         let platform = key_platform(config, shared, self.label)?;
+        let platform = match self.state_file {
+            Some(path) => platform.with_state_file(path),
+            None => platform,
+        };
         let (body, serial, setup, trace) = (self.body, self.serial, self.setup, self.trace);
         std::thread::Builder::new()
             .name(self.name)

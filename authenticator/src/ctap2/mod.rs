@@ -81,9 +81,20 @@ impl From<StoreError> for Halt {
             StoreError::Filesystem(_) | StoreError::Io | StoreError::OutOfMemory => Error::Other,
             // A locked key's secrets open with the PIN: what alwaysUv answers without a token.
             StoreError::Locked => Error::PinRequired,
+            StoreError::VaultUnreadable => VAULT_UNREADABLE,
         })
     }
 }
+
+/// What a key whose vault is unreadable (see `Store::refused`) answers every request but
+/// getInfo, selection and authenticatorReset with: CTAP2_ERR_VENDOR_FIRST (0xF0). The spec
+/// (§8.2) keeps 0xF0..=0xFF for errors a vendor defines, and this one is ours: the state the
+/// owner's credentials need is gone until a reset. It is not CTAP1_ERR_OTHER (0x7F), which this
+/// key also answers for a full heap or a flash error that the next request may not meet, so a
+/// client or a script can tell "reset this key" from "try again". 0xF0 is the vendor code
+/// clients name (python-fido2 `CtapError.ERR.VENDOR_FIRST`, Chromium `kCtap2ErrVendorFirst`);
+/// one that knows none treats it as any failure. See docs/pin-lock.md.
+pub(crate) const VAULT_UNREADABLE: Error = Error::VendorFirst;
 
 impl From<NotGranted> for Halt {
     fn from(refusal: NotGranted) -> Self {
@@ -131,6 +142,9 @@ pub(crate) fn handle<P: Platform>(
     response.push(Error::Success as u8);
     let result = match command {
         _ if !has_command(auth.profile, command) => Err(Halt::Fail(Error::InvalidCommand)),
+        _ if auth.store.refused() && !serves_while_refused(command) => {
+            Err(Halt::Fail(VAULT_UNREADABLE))
+        }
         command::GET_INFO => get_info::get_info(auth, response),
         command::MAKE_CREDENTIAL => parse(payload)
             .and_then(|r| make_credential::make_credential(auth, &r))
@@ -167,6 +181,16 @@ pub(crate) fn handle<P: Platform>(
         }
     }
     Outcome::Done
+}
+
+/// The commands a key whose vault is unreadable still answers: it shows itself (getInfo), can
+/// be picked among several (selection) and reset, the way out; nothing that reads or writes
+/// what the owner stored.
+fn serves_while_refused(command: u8) -> bool {
+    matches!(
+        command,
+        command::GET_INFO | command::SELECTION | command::RESET
+    )
 }
 
 /// Does a key of `profile` have `command`? A CTAP 2.0 key has CTAP 2.0's commands only (and,

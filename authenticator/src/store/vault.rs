@@ -14,6 +14,14 @@
 //! fails) beside the old record, and one during the erase leaves half an old record, which is
 //! erased then too. So after every write and every power-up exactly one slot holds a record, and
 //! an old secret stays in the vault only until the write that replaced it returns.
+//!
+//! No power cut leaves both slots begun and neither whole: only the first write ever made leaves
+//! no whole record behind if cut, and then the other slot is blank. Two slots that both begin
+//! with the magic but hold no whole record are damage (tampering with the flash, bit rot),
+//! which [`recover`] reports as [`StoreError::VaultUnreadable`] and leaves as it is. Slots
+//! without the magic hold no record of ours (erased, zeros of a new state file, what another
+//! firmware left on a Pico): the key starts over, unless littlefs says a vault was there (see
+//! `Store::open_vault`).
 
 use alloc::vec::Vec;
 
@@ -47,6 +55,11 @@ fn read_slot<S: Vault>(storage: &mut S, slot: usize) -> Result<SlotBytes> {
     Ok(bytes)
 }
 
+/// Erased flash: never programmed since.
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0xff)
+}
+
 /// The record in a slot, if it holds a whole valid one: (sequence, body range).
 fn parse(bytes: &[u8]) -> Option<(u32, core::ops::Range<usize>)> {
     let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
@@ -65,11 +78,17 @@ fn parse(bytes: &[u8]) -> Option<(u32, core::ops::Range<usize>)> {
 }
 
 /// At power-up: the newest valid record's position and body, after erasing the other slot if
-/// it is not blank. `None`: the vault is empty (a new key, or a state from before the vault).
+/// it is not blank. `None`: the vault holds no record (a new key, a state from before the
+/// vault, or the first write cut short). Both slots begun and neither whole:
+/// [`StoreError::VaultUnreadable`], and nothing is erased.
 pub fn recover<S: Vault>(storage: &mut S) -> Result<Option<(Position, SlotBytes)>> {
     let mut best: Option<(Position, SlotBytes)> = None;
+    let mut begun = 0;
     for slot in 0..2 {
         let bytes = read_slot(storage, slot)?;
+        if bytes.starts_with(&MAGIC) {
+            begun += 1;
+        }
         let Some((sequence, _)) = parse(&bytes) else {
             continue;
         };
@@ -77,13 +96,16 @@ pub fn recover<S: Vault>(storage: &mut S) -> Result<Option<(Position, SlotBytes)
             best = Some((Position { slot, sequence }, bytes));
         }
     }
+    if best.is_none() && begun == 2 {
+        return Err(StoreError::VaultUnreadable);
+    }
     // Every slot but the winner must be blank, so that the next write finds one erased and no
     // older record (or half of one) lingers.
     for slot in 0..2 {
         if best.as_ref().is_some_and(|(p, _)| p.slot == slot) {
             continue;
         }
-        if !read_slot(storage, slot)?.iter().all(|&b| b == 0xff) {
+        if !is_blank(&read_slot(storage, slot)?) {
             storage.vault_erase(slot * VAULT_SLOT_SIZE)?;
         }
     }
@@ -129,7 +151,7 @@ pub fn write<S: Vault>(
     record.resize(padded, 0xff);
     // The slot should be blank (every write and power-up leaves it so); make sure, as a
     // program over anything else would corrupt the new record.
-    if !read_slot(storage, next.slot)?.iter().all(|&b| b == 0xff) {
+    if !is_blank(&read_slot(storage, next.slot)?) {
         storage.vault_erase(next.slot * VAULT_SLOT_SIZE)?;
     }
     storage.vault_program(next.slot * VAULT_SLOT_SIZE, &record)?;
@@ -264,5 +286,34 @@ mod tests {
                 .iter()
                 .all(|&b| b == 0xff)
         );
+    }
+
+    /// Only the first write, cut, leaves no whole record: one slot begun, the other blank.
+    /// Both slots begun and neither whole is damage: refused, and left as found.
+    #[test]
+    fn two_begun_slots_without_a_whole_record_are_refused_and_kept() {
+        let mut first = RamVault::default();
+        let position = write(&mut first, None, b"one").unwrap();
+        first.bytes[position.slot * VAULT_SLOT_SIZE + 30] ^= 1;
+        assert!(recover(&mut first).unwrap().is_none(), "a torn first write");
+
+        let mut vault = RamVault::default();
+        let position = write(&mut vault, None, b"one").unwrap();
+        let position = write(&mut vault, Some(position), b"two").unwrap();
+        let record = position.slot * VAULT_SLOT_SIZE;
+        let other = (1 - position.slot) * VAULT_SLOT_SIZE;
+        vault
+            .bytes
+            .copy_within(record..record + VAULT_SLOT_SIZE, other);
+        vault.bytes[record + 30] ^= 1;
+        vault.bytes[other + 31] ^= 1;
+        let damaged = vault.bytes.clone();
+        assert_eq!(recover(&mut vault).err(), Some(StoreError::VaultUnreadable));
+        assert_eq!(vault.bytes, damaged, "nothing erased");
+
+        // Slots without the magic hold no record of ours (zeros, another firmware's code).
+        let mut foreign = RamVault::from_image(&[0; 2 * VAULT_SLOT_SIZE]);
+        assert!(recover(&mut foreign).unwrap().is_none());
+        assert!(foreign.image().iter().all(|&b| b == 0xff));
     }
 }

@@ -2,8 +2,8 @@
 // the key say alwaysUv and refuse U2F after a power cycle until the PIN is given; and a dump of
 // the whole flash, attacked by the workspace's flash-copy program (tests/src/flash_copy.rs),
 // gives no key-wrapping key without the PIN, while with the PIN (or without the lock) the same
-// program forges a signature that verifies. Needs `cargo build -p e2e-tests --bin
-// flash-copy-attack` (ci.sh does it).
+// program forges a signature that verifies; a Pico whose vault was spoiled refuses until reset
+// (docs/pin-lock.md). Needs `cargo build -p e2e-tests --bin flash-copy-attack` (ci.sh does it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -148,6 +148,46 @@ test('after a reset the Pico\'s flash holds no byte of the old key or a user nam
   assert.deepEqual(used.filter((o) => !erased.has(o)), [], 'a sector that held data was not erased');
   assert.ok(erased.size < STATE_SECTORS, `the wipe erased all ${erased.size} sectors, blank ones too`);
   console.log(`reset of a key with one credential: ${used.length} of ${STATE_SECTORS} sectors held data; ${erased.size} erased (the wipe, then littlefs's format); ${ms.toFixed(0)} ms from request to answer (flash timing: ${m2.flashTimingName})`);
+});
+
+test('a Pico whose vault was spoiled refuses (0xF0) all but getInfo and reset, and reset recovers it', async () => {
+  const VAULT = 0x7b000;
+  const SLOT = 8192;
+  const VAULT_UNREADABLE = 0xf0;
+  const { machine, id } = await registered(false);
+  // Both slots hold the key's record, each with a byte changed: no power cut leaves that.
+  const flash = machine.snapshotFlash();
+  const begun = (at) => Buffer.from(flash.subarray(at, at + 8)).toString() === 'OFKVAULT';
+  const record = begun(VAULT) ? VAULT : VAULT + SLOT;
+  const other = record === VAULT ? VAULT + SLOT : VAULT;
+  flash[record + 40] ^= 1;
+  flash.copyWithin(other, record, record + SLOT);
+  flash[other + 41] ^= 1;
+
+  const { machine: m2, hid } = await bootKey({ flash });
+  m2.bootselPressed = true;
+  await hid.init();
+  const info = await hid.cbor(0x04);
+  assert.equal(info.status, 0, 'getInfo answers');
+  assert.equal(decodeCbor(info.body).get(4).get('clientPin'), true, 'a PIN counts as set');
+  const ga = await hid.cbor(0x02, ctap2.getAssertionRequest(id).payload);
+  assert.equal(ga.status, VAULT_UNREADABLE, 'the owner\'s credential fails with the refusal, not "no credentials"');
+  const pin = await hid.cbor(0x06, encodeCbor(new Map([[1, 2], [2, 2]])));
+  assert.equal(pin.status, VAULT_UNREADABLE, 'no PIN protocol, so no new PIN');
+  assert.equal((await u2f.u2f(hid, 0x03, 0x00)).sw, 0x6f00, 'U2F: no precise diagnosis');
+
+  // authenticatorReset within 10 s of power-up, with a touch: a working blank key.
+  assert.equal((await hid.cbor(0x07, undefined, { maxCycles: 200 * m2.clockHz })).status, 0, 'reset');
+  assert.equal((await hid.cbor(0x02, ctap2.getAssertionRequest(id).payload)).status, 0x2e, 'forgotten');
+  const mc = await hid.cbor(0x01, ctap2.makeCredentialRequest().payload);
+  assert.equal(mc.status, 0);
+  const auth = ctap2.parseAuthData(decodeCbor(mc.body).get(2));
+  const req = ctap2.getAssertionRequest(auth.credentialId);
+  const signed = await hid.cbor(0x02, req.payload);
+  assert.equal(signed.status, 0);
+  const body = decodeCbor(signed.body);
+  assert.ok(ctap2.verifyEs256(ctap2.coseToKey(auth.coseKey),
+    Buffer.concat([body.get(2), req.clientDataHash]), body.get(3)));
 });
 
 /** The littlefs partition's sectors (flash.rs: STATE_OFFSET to the end of the 2 MiB flash). */

@@ -3,6 +3,7 @@
 //! signs for a credential registered before it nor gives up the PIN to a dictionary that lacks
 //! it; given the real PIN it does both (so the test can fail); without the lock it signs at once
 //! (that is what the lock is for). And a reset leaves no byte of the old key or of a user name.
+//! A copy whose vault was spoiled is refused, not served as a blank key, until reset.
 
 use e2e_tests::ctap::*;
 use e2e_tests::flash_copy::{attack, Layout};
@@ -168,6 +169,113 @@ fn after_reset_the_state_holds_no_byte_of_the_old_key_or_a_user_name() {
         0,
         "the PIN's hash survived"
     );
+}
+
+/// Someone with the state file spoils the vault (both slots hold the key's record, each with a
+/// byte changed), hoping for a key without a PIN over the owner's records. The key refuses
+/// (CTAP2_ERR_VENDOR_FIRST, U2F 0x6F00) all but getInfo and reset, says so in the runner's log
+/// with the state file and the fix, and a reset within 10 s of start gives a working key.
+#[test]
+fn a_spoiled_vault_is_refused_and_logged_until_reset() {
+    const VAULT_UNREADABLE: u8 = 0xF0;
+    const VAULT: usize = 4096 * 4096;
+    const SLOT: usize = 8192;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let args = ["--presence", "auto", "--state", state];
+    let key = Key::spawn(&args);
+    let mut channel = key.channel();
+    let Value::Map(mut request) = make_credential_request(RP, b"alice", &[-7], true) else {
+        unreachable!()
+    };
+    request[2].1 = map(vec![
+        (text("id"), bytes(b"alice")),
+        (text("name"), text(MARKER)),
+    ]);
+    let (status, body) = call(&mut channel, 0x01, Some(Value::Map(request)));
+    assert_eq!(status, 0);
+    let id = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap()).credential_id;
+    let client = PinClient::new(&mut channel, 2, 9);
+    assert_eq!(client.set_pin(&mut channel, PIN), 0);
+    drop(channel);
+    assert!(key.terminate());
+
+    let path = dir.path().join("state.lfs");
+    let mut image = std::fs::read(&path).unwrap();
+    let vault = &mut image[VAULT..VAULT + 2 * SLOT];
+    let slot = vault
+        .chunks(SLOT)
+        .position(|s| s.starts_with(b"OFKVAULT"))
+        .unwrap();
+    vault[slot * SLOT + 40] ^= 1;
+    vault.copy_within(slot * SLOT..(slot + 1) * SLOT, (1 - slot) * SLOT);
+    vault[(1 - slot) * SLOT + 41] ^= 1;
+    std::fs::write(&path, &image).unwrap();
+
+    let log_path = dir.path().join("runner.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let key = Key::spawn_logging(&args, &[], "warn", log);
+    let mut channel = key.channel();
+    let (status, info) = call(&mut channel, 0x04, None);
+    assert_eq!(status, 0, "getInfo answers");
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&info.unwrap(), &mut encoded).unwrap();
+    assert!(!encoded
+        .windows(MARKER.len())
+        .any(|w| w == MARKER.as_bytes()));
+    let cdh = [9u8; 32];
+    for allow in [&[&id[..]][..], &[]] {
+        let request = get_assertion_request(RP, &cdh, allow);
+        assert_eq!(
+            call(&mut channel, 0x02, Some(request)).0,
+            VAULT_UNREADABLE,
+            "the owner's credential fails with the refusal, not 'no credentials'"
+        );
+    }
+    let key_agreement = map(vec![(int(1), int(2)), (int(2), int(2))]);
+    assert_eq!(
+        call(&mut channel, 0x06, Some(key_agreement)).0,
+        VAULT_UNREADABLE,
+        "no PIN protocol, so no new PIN"
+    );
+    let enumerate_rps = map(vec![(int(1), int(2))]);
+    assert_eq!(
+        call(&mut channel, 0x0A, Some(enumerate_rps)).0,
+        VAULT_UNREADABLE
+    );
+    let (_, sw) = channel.msg(&[0, 3, 0, 0]).unwrap();
+    assert_eq!(sw, 0x6F00, "U2F VERSION");
+    drop(channel);
+    assert!(key.terminate());
+    let said = std::fs::read_to_string(&log_path).unwrap();
+    eprintln!("{said}");
+    assert!(
+        said.contains("vault") && said.contains(path.to_str().unwrap()) && said.contains("reset"),
+        "the log names the state file and the way out: {said}"
+    );
+
+    // authenticatorReset within 10 s of start, with a touch: a working key again.
+    let key = Key::spawn(&args);
+    let mut channel = key.channel();
+    assert_eq!(call(&mut channel, 0x07, None).0, 0);
+    let request = get_assertion_request(RP, &cdh, &[&id[..]]);
+    assert_eq!(call(&mut channel, 0x02, Some(request)).0, 0x2E, "forgotten");
+    let request = make_credential_request(RP, b"carol", &[-7], true);
+    let (status, body) = call(&mut channel, 0x01, Some(request));
+    assert_eq!(status, 0);
+    let data = parse_auth_data(get(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+    let request = get_assertion_request(RP, &cdh, &[&data.credential_id[..]]);
+    let (status, body) = call(&mut channel, 0x02, Some(request));
+    assert_eq!(status, 0);
+    let body = body.unwrap();
+    let signed = [get(&body, 2).unwrap().as_bytes().unwrap(), &cdh[..]].concat();
+    verify(
+        &data.public_key.unwrap(),
+        &signed,
+        get(&body, 3).unwrap().as_bytes().unwrap(),
+    );
+    drop(channel);
+    assert!(key.terminate());
 }
 
 use ciborium::Value;
