@@ -863,6 +863,9 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// failed step fails no request: a change checks the index first anyway, and a missing
     /// copy only makes the next power-up read every slot file.
     pub fn index_step(&mut self, write_copy: bool) -> Option<bool> {
+        if self.refused {
+            return None;
+        }
         let (Some(fs), Some(index)) = (&self.fs, &mut self.index) else {
             return None;
         };
