@@ -273,9 +273,17 @@ fn main_loop(
             }
             continue;
         }
+        // Between requests: the credential index's idle work (checking an index read from its
+        // copy, one slot file a step of ~1 ms, then storing a copy once the key is quiet).
+        let index_work = auth.index_step();
+        if index_work == Some(0) {
+            continue;
+        }
         auth.platform().tick_indicator();
         if auth.platform().indicator_busy() {
             let _ = alarm1.schedule(MicrosDurationU32::millis(50));
+        } else if let Some(ms) = index_work {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(ms.clamp(1, 1000) as u32));
         }
         // Sleep until an interrupt, without missing one that fires between the check and wfi:
         // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.
@@ -299,8 +307,12 @@ fn wait_for_button(
 ) {
     let since = auth.platform().now_ms();
     loop {
-        let _ = alarm1.schedule(MicrosDurationU32::millis(10));
-        cortex_m::asm::wfi();
+        // While the user decides, the index's idle work goes on (a check step is ~1 ms): a
+        // registration right after power-up then finds the index checked.
+        if auth.index_step() != Some(0) {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(10));
+            cortex_m::asm::wfi();
+        }
         let now = auth.platform().now_ms();
         auth.platform().blink(now);
         let news = critical_section::with(|cs| !MAILBOX.borrow_ref(cs).idle());
