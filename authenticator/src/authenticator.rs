@@ -44,6 +44,9 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) large_blob_write: Option<PendingWrite>,
     /// What kind of key this one presents itself as.
     pub(crate) profile: Profile,
+    /// When the last request came ([`Platform::now_ms`]): idle work that takes long waits
+    /// for a quiet key (see [`Authenticator::index_step`]).
+    pub(crate) last_request_ms: u64,
 }
 
 impl<T, P> Authenticator<'_, P>
@@ -64,6 +67,11 @@ where
     }
 }
 
+/// How long the key must have had no request before idle work writes the index's copy (a few
+/// blocks erased and programmed): a request that follows another at once (a sign-in right
+/// after a registration) does not wait for it.
+const INDEX_COPY_QUIET_MS: u64 = 2000;
+
 impl<'a, P: Platform> Authenticator<'a, P> {
     /// Build the authenticator on a mounted filesystem (see [`crate::store::mount`]).
     pub fn new(mut platform: P, fs: Filesystem<'a, P::Storage>, config: Config) -> Self {
@@ -72,6 +80,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             platform.store_failed(failure);
         }
         let pin = PinRuntime::power_up(&mut platform);
+        let last_request_ms = platform.now_ms();
         Self {
             platform,
             store,
@@ -83,7 +92,20 @@ impl<'a, P: Platform> Authenticator<'a, P> {
             enumeration: None,
             large_blob_write: None,
             profile: Profile::Full,
+            last_request_ms,
         }
+    }
+
+    /// Idle work for the credential index, one short step a call (see
+    /// [`crate::store::Store::index_step`]): check an index read at power-up from its copy
+    /// against the slot files, one file a step, then, once the key has been quiet for
+    /// [`INDEX_COPY_QUIET_MS`], store a copy if none matching is, so the next power-up reads
+    /// the index in one pass. Call it only between requests; returns in how many ms it has
+    /// more work (0: at once), or `None`.
+    pub fn index_step(&mut self) -> Option<u64> {
+        let quiet = self.platform.now_ms().saturating_sub(self.last_request_ms);
+        let more = self.store.index_step(quiet >= INDEX_COPY_QUIET_MS)?;
+        Some(if more { 0 } else { INDEX_COPY_QUIET_MS - quiet })
     }
 
     /// Present the key as another kind of key (see [`Profile`]); a runner chooses before the
@@ -294,6 +316,7 @@ impl<P: Platform> App for Authenticator<'_, P> {
         {
             return Outcome::Done;
         }
+        self.last_request_ms = self.platform.now_ms();
         let mut digest = Sha256::new();
         digest.update([transaction as u8]);
         digest.update(request);

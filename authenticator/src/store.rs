@@ -872,6 +872,41 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         }
     }
 
+    /// [`Self::slots`], with the index checked against the slot files first (if it was read
+    /// from its copy): a change starts from what the slot files hold, never from the copy.
+    fn slots_to_change(&mut self) -> Result<Residents<'_, 'a, S>> {
+        let slots = self.slots()?;
+        slots.index.check_all(slots.fs)?;
+        Ok(slots)
+    }
+
+    /// One step of the index's idle work, for a platform to run between requests: check one
+    /// slot file against an index read from its copy, or (`write_copy`, once the key has been
+    /// quiet a while) store a copy of the index if none matching is stored (see
+    /// [`resident`]'s `Index::save_copy`). Returns `Some(true)` if more steps have work now,
+    /// `Some(false)` if only the copy waits (for `write_copy`), `None` when all is done. A
+    /// failed step fails no request: a change checks the index first anyway, and a missing
+    /// copy only makes the next power-up read every slot file.
+    pub fn index_step(&mut self, write_copy: bool) -> Option<bool> {
+        if self.refused {
+            return None;
+        }
+        let (Some(fs), Some(index)) = (&self.fs, &mut self.index) else {
+            return None;
+        };
+        if index.check_pending() {
+            return index.check_step(fs).is_ok().then_some(true);
+        }
+        if !index.copy_due::<S>() {
+            return None;
+        }
+        if write_copy {
+            let _ = index.save_copy(fs);
+            return None;
+        }
+        Some(false)
+    }
+
     /// Hold at most `limit` discoverable credentials (fewer than the geometry allows): how a
     /// runner gives a test key a small, exact capacity. Credentials already stored stay.
     pub fn set_capacity_limit(&mut self, limit: usize) {
@@ -881,7 +916,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// Store a discoverable credential, replacing the one of the same RP and user.id.
     pub fn save_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
         let limit = self.capacity_limit;
-        let mut slots = self.slots()?;
+        let mut slots = self.slots_to_change()?;
         if limit.is_some_and(|limit| slots.index.used() >= limit)
             && !slots.holds_user(credential)?
         {
@@ -894,7 +929,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// against the capacity like any discoverable credential.
     pub fn save_imported(&mut self, credential: &ResidentCredential) -> Result<()> {
         let limit = self.capacity_limit;
-        let mut slots = self.slots()?;
+        let mut slots = self.slots_to_change()?;
         if limit.is_some_and(|limit| slots.index.used() >= limit) {
             return Err(StoreError::Full);
         }
@@ -908,12 +943,12 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
         reference: &ResidentRef,
         credential: &ResidentCredential,
     ) -> Result<bool> {
-        self.slots()?.rewrite(reference, credential)
+        self.slots_to_change()?.rewrite(reference, credential)
     }
 
     /// Delete the stored credential with this ID, discoverable or imported; `false` if none.
     pub fn delete_resident_id(&mut self, id: &[u8]) -> Result<bool> {
-        self.slots()?.delete_id(id)
+        self.slots_to_change()?.delete_id(id)
     }
 
     /// Every stored credential in turn, discoverable or not: the one after `after` (the first
@@ -962,7 +997,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
 
     /// Delete a discoverable credential (by its RP and user.id).
     pub fn delete_resident(&mut self, credential: &ResidentCredential) -> Result<()> {
-        self.slots()?.delete(credential)
+        self.slots_to_change()?.delete(credential)
     }
 
     /// The credential a reference names, unless it was deleted or replaced since.
@@ -1108,7 +1143,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
                     record.cred_protect =
                         crate::credential::Credential::open(&kwk, &rp_id_hash, &record.id)
                             .map_or(1, |credential| credential.cred_protect as u8);
-                    self.slots()?.save(&record)?;
+                    self.slots_to_change()?.save(&record)?;
                 }
                 self.fs()?.remove(name)?;
             }

@@ -294,17 +294,26 @@ fn main_loop(
             }
             continue;
         }
+        // Between requests: the credential index's idle work (checking an index read from its
+        // copy, one slot file a step of ~1 ms, then storing a copy once the key is quiet). Its
+        // writes end an erase-ahead plan: plan again after them.
+        let index_work = auth.index_step();
+        if index_work == Some(0) {
+            ahead_work = true;
+            continue;
+        }
         auth.platform().tick_indicator();
         // Idle and quiet for long enough: one step of erasing ahead (a plan, or one erase), then
         // look again; not yet quiet: wake up when it will be.
-        let mut wake_ms = None;
+        let mut wake_ms = index_work.map(|ms| ms.clamp(1, 1000));
         if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
             let quiet = auth.platform().now_ms().saturating_sub(last_request_ms);
             if quiet >= ERASE_AHEAD_QUIET_MS {
                 ahead_work = auth.erase_ahead_step();
                 continue;
             }
-            wake_ms = Some(ERASE_AHEAD_QUIET_MS - quiet);
+            let until_quiet = ERASE_AHEAD_QUIET_MS - quiet;
+            wake_ms = Some(wake_ms.map_or(until_quiet, |ms| ms.min(until_quiet)));
         }
         if auth.platform().indicator_busy() {
             wake_ms = Some(wake_ms.map_or(50, |ms| ms.min(50)));
@@ -339,7 +348,11 @@ fn wait_for_button(
 ) {
     let since = auth.platform().now_ms();
     loop {
-        if *ahead_work {
+        // While the user decides, the index's idle work goes on (a check step is ~1 ms: a
+        // registration right after power-up then finds the index checked), then erasing ahead.
+        if auth.index_step() == Some(0) {
+            *ahead_work = true;
+        } else if *ahead_work {
             *ahead_work = auth.erase_ahead_step();
         } else {
             let _ = alarm1.schedule(MicrosDurationU32::millis(10));

@@ -43,6 +43,24 @@ const _: () = assert!(FILE_LEN <= 4096);
 /// encCredStoreState); files written before it existed end earlier and count as 0.
 const GENERATION_LEN: usize = 4;
 const GENERATION_OFFSET: usize = HEADER_LEN + SLOTS_PER_FILE * RECORD_LEN;
+/// The index's copy (see [`Index::save_copy`]): a head of [`COPY_MAGIC`], the capacity, the
+/// store's generation and the count of entries (u32 each, little endian), then the entries.
+const COPY_PATH: &str = "/cr/index";
+const COPY_MAGIC: [u8; 4] = *b"cri1";
+const COPY_HEADER_LEN: usize = 16;
+/// Entries are read and written 16 at a time, through a buffer on the stack.
+const COPY_CHUNK: usize = 256;
+
+fn copy_len(end: usize) -> usize {
+    COPY_HEADER_LEN + end * ENTRY_LEN
+}
+
+/// The blocks a copy of `end` entries may take: its data (littlefs's block pointers take a
+/// few words a block) and one more.
+fn copy_blocks(end: usize, block_size: usize) -> usize {
+    copy_len(end).div_ceil(block_size - 16) + 1
+}
+
 /// Slot files per directory: keeps each directory to one metadata pair, so opening a file
 /// reads a bounded number of metadata blocks.
 const FILES_PER_DIR: usize = 64;
@@ -172,6 +190,25 @@ pub(super) struct Index {
     end: usize,
     /// The store's generation: the highest any slot file carries.
     generation: u32,
+    /// While the index, read from its copy, is not yet checked against the slot files: the
+    /// next slot file to check (see [`Index::check_step`]).
+    check_from: Option<usize>,
+    /// The highest generation the check has read so far.
+    checked_generation: u32,
+    /// Slot files the check found: what the copy may not take room from.
+    files: usize,
+    copy: CopyState,
+}
+
+/// The index's copy on storage (`/cr/index`, see [`Index::save_copy`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct CopyState {
+    /// A copy file exists (or may: one a power cut left half made).
+    present: bool,
+    /// The index was read from it and the slot files have not (yet) shown it wrong.
+    matches: bool,
+    /// A copy was written since power-up: at most one is, so its wear is one a power-up.
+    written: bool,
 }
 
 /// How many slots a filesystem of `blocks` blocks holds: every block but the reserved ones and
@@ -186,61 +223,225 @@ pub fn capacity(blocks: usize) -> usize {
 }
 
 impl Index {
-    /// Read every slot file's header. Memory: `capacity` entries, allocated once.
+    /// The index at power-up: from its copy if one is stored (a few blocks read in one pass),
+    /// to be checked against the slot files later ([`Self::check_step`]); else from every slot
+    /// file's header. Memory: `capacity` entries, allocated once.
     pub(super) fn load<S: littlefs2::driver::Storage>(
         fs: &Filesystem<'_, S>,
         capacity: usize,
     ) -> Result<Self> {
+        let mut index = Self::empty(capacity)?;
+        if capacity > 0 {
+            index.read_copy(fs);
+        }
+        if !index.copy.matches {
+            index.check_all(fs)?;
+        }
+        Ok(index)
+    }
+
+    /// An index of `capacity` free slots, not checked against the slot files yet.
+    fn empty(capacity: usize) -> Result<Self> {
         let mut entries = alloc::vec::Vec::new();
         entries
             .try_reserve_exact(capacity)
             .map_err(|_| StoreError::OutOfMemory)?;
         entries.resize(capacity, Entry::default());
-        let mut index = Self {
+        Ok(Self {
             entries,
             used: 0,
             end: 0,
             generation: 0,
-        };
-        let mut skip_dir = false;
-        for file in 0..capacity.div_ceil(SLOTS_PER_FILE) {
-            // A directory not made yet holds none of its files: skip them all at once (each
-            // open of a missing file would walk the path again), so a key holding few
-            // credentials starts fast.
-            if file % FILES_PER_DIR == 0 {
-                skip_dir = match fs.metadata(&dir_path(file)) {
-                    Ok(_) => false,
-                    Err(e) if e == FsError::NO_SUCH_ENTRY => true,
-                    Err(e) => return Err(e.into()),
+            check_from: Some(0),
+            checked_generation: 0,
+            files: 0,
+            copy: CopyState::default(),
+        })
+    }
+
+    /// Fill the index from its copy, if a usable one is stored; one that is not (cut short by
+    /// a power cut, or of another geometry) is noted present, to be removed.
+    fn read_copy<S: littlefs2::driver::Storage>(&mut self, fs: &Filesystem<'_, S>) {
+        let read = fs.open_file_and_then(&path(COPY_PATH), |f| {
+            let mut head = [0u8; COPY_HEADER_LEN];
+            if f.read(&mut head)? != COPY_HEADER_LEN || head[..4] != COPY_MAGIC {
+                return Ok(None);
+            }
+            let word =
+                |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+            let (capacity, generation, end) = (word(4) as usize, word(8), word(12) as usize);
+            if capacity != self.capacity() || end > capacity || f.len()? != copy_len(end) {
+                return Ok(None);
+            }
+            let mut chunk = [0u8; COPY_CHUNK];
+            let mut slot = 0;
+            while slot < end {
+                let n = (end - slot).min(COPY_CHUNK / ENTRY_LEN) * ENTRY_LEN;
+                if f.read(&mut chunk[..n])? != n {
+                    return Ok(None);
+                }
+                for bytes in chunk[..n].chunks(ENTRY_LEN) {
+                    self.set(slot, Entry::from_bytes(bytes));
+                    slot += 1;
+                }
+            }
+            Ok(Some(generation))
+        });
+        match read {
+            Ok(Some(generation)) => {
+                self.generation = generation;
+                self.copy = CopyState {
+                    present: true,
+                    matches: true,
+                    written: false,
                 };
             }
-            if skip_dir {
-                continue;
-            }
-            let mut header = [0u8; HEADER_LEN];
-            let mut generation = [0u8; GENERATION_LEN];
-            let read = fs.open_file_and_then(&file_path(file), |f| {
-                let n = f.read(&mut header)?;
-                if f.len()? >= FILE_LEN {
-                    f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
-                    f.read(&mut generation)?;
-                }
-                Ok(n)
-            });
-            index.generation = index.generation.max(u32::from_le_bytes(generation));
-            let n = match read {
-                Ok(n) => n,
-                Err(e) if e == FsError::NO_SUCH_ENTRY => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for (i, bytes) in header[..n].chunks(ENTRY_LEN).enumerate() {
-                let entry = Entry::from_bytes(bytes);
-                if !entry.is_free() {
-                    index.set(file * SLOTS_PER_FILE + i, entry);
-                }
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+            // Unusable, or unreadable: the slot files decide, and it goes once they have.
+            Ok(None) | Err(_) => {
+                self.clear();
+                self.copy.present = true;
             }
         }
-        Ok(index)
+    }
+
+    /// Every entry free (a copy that proved unusable half way).
+    fn clear(&mut self) {
+        self.entries.fill(Entry::default());
+        (self.used, self.end, self.generation) = (0, 0, 0);
+    }
+
+    /// Check the index against one slot file (or one directory not made yet), correcting it
+    /// where the file says otherwise: a few hundred thousand cycles on the Pico, so the idle
+    /// loop can run it between requests. After the last file: the generation, and a copy
+    /// found wrong is removed. Nothing to do once checked.
+    pub(super) fn check_step<S: littlefs2::driver::Storage>(
+        &mut self,
+        fs: &Filesystem<'_, S>,
+    ) -> Result<()> {
+        let Some(file) = self.check_from else {
+            return Ok(());
+        };
+        let files = self.capacity() / SLOTS_PER_FILE;
+        if file >= files {
+            if self.checked_generation != self.generation {
+                self.generation = self.checked_generation;
+                self.copy.matches = false;
+            }
+            self.check_from = None;
+            if self.copy.present && !self.copy.matches {
+                self.remove_copy(fs)?;
+            }
+            return Ok(());
+        }
+        // A directory not made yet holds none of its files: all of them at once (each open
+        // of a missing file would walk the path again), so a key holding few starts fast.
+        if file % FILES_PER_DIR == 0 && !exists(fs, &dir_path(file))? {
+            let last = files.min(file + FILES_PER_DIR);
+            for f in file..last {
+                self.correct(f, &[Entry::default(); SLOTS_PER_FILE]);
+            }
+            self.check_from = Some(last);
+            return Ok(());
+        }
+        let mut header = [Entry::default(); SLOTS_PER_FILE];
+        if let Some(generation) = read_header(fs, file, &mut header)? {
+            self.files += 1;
+            self.checked_generation = self.checked_generation.max(generation);
+        }
+        self.correct(file, &header);
+        self.check_from = Some(file + 1);
+        Ok(())
+    }
+
+    pub(super) fn check_pending(&self) -> bool {
+        self.check_from.is_some()
+    }
+
+    /// Finish the check: before a change, which must start from what the slot files hold.
+    pub(super) fn check_all<S: littlefs2::driver::Storage>(
+        &mut self,
+        fs: &Filesystem<'_, S>,
+    ) -> Result<()> {
+        while self.check_from.is_some() {
+            self.check_step(fs)?;
+        }
+        Ok(())
+    }
+
+    /// Set file `file`'s entries as its header has them, noting whether the index differed.
+    fn correct(&mut self, file: usize, header: &[Entry; SLOTS_PER_FILE]) {
+        for (i, entry) in header.iter().enumerate() {
+            let slot = file * SLOTS_PER_FILE + i;
+            if self.entries[slot] != *entry {
+                self.set(slot, *entry);
+                self.copy.matches = false;
+            }
+        }
+    }
+
+    /// Is the index checked, with no copy of it stored, none written since power-up, and room
+    /// for one? Then [`Self::save_copy`] has work to do.
+    pub(super) fn copy_due<S: littlefs2::driver::Storage>(&self) -> bool {
+        let room = (self.capacity() / SLOTS_PER_FILE).saturating_sub(self.files);
+        self.check_from.is_none()
+            && !self.copy.present
+            && !self.copy.written
+            && self.capacity() > 0
+            && copy_blocks(self.end, S::BLOCK_SIZE) <= room
+    }
+
+    /// Store a copy of the index (`/cr/index`: a 16-byte head, then `end` entries), so the
+    /// next power-up reads a few blocks rather than every slot file's header. Written at most
+    /// once a power-up, only when none matching is stored, and removed before any change to
+    /// the slot files (see [`Residents::write_at`]): a stored copy therefore says what the slot
+    /// files said when it was written and still say. A power cut while it is written leaves
+    /// none, or one cut short, which [`Self::read_copy`] refuses. It only takes room slot files
+    /// have not: removed before any slot write, it is gone before a slot file could need it.
+    pub(super) fn save_copy<S: littlefs2::driver::Storage>(
+        &mut self,
+        fs: &Filesystem<'_, S>,
+    ) -> Result<()> {
+        if !self.copy_due::<S>() {
+            return Ok(());
+        }
+        self.copy.written = true;
+        self.copy.present = true;
+        let mut head = [0u8; COPY_HEADER_LEN];
+        head[..4].copy_from_slice(&COPY_MAGIC);
+        head[4..8].copy_from_slice(&(self.capacity() as u32).to_le_bytes());
+        head[8..12].copy_from_slice(&self.generation.to_le_bytes());
+        head[12..16].copy_from_slice(&(self.end as u32).to_le_bytes());
+        let entries = &self.entries[..self.end];
+        fs.open_file_with_options_and_then(
+            |options| options.write(true).create(true).truncate(true),
+            &path(COPY_PATH),
+            |f| {
+                write_all(f, &head)?;
+                let mut chunk = [0u8; COPY_CHUNK];
+                for group in entries.chunks(COPY_CHUNK / ENTRY_LEN) {
+                    for (bytes, entry) in chunk.chunks_mut(ENTRY_LEN).zip(group) {
+                        bytes.copy_from_slice(&entry.to_bytes());
+                    }
+                    write_all(f, &chunk[..group.len() * ENTRY_LEN])?;
+                }
+                Ok(())
+            },
+        )?;
+        self.copy.matches = true;
+        Ok(())
+    }
+
+    /// Remove the stored copy: it would no longer say what the slot files say.
+    fn remove_copy<S: littlefs2::driver::Storage>(&mut self, fs: &Filesystem<'_, S>) -> Result<()> {
+        match fs.remove(&path(COPY_PATH)) {
+            Ok(()) => {}
+            Err(e) if e == FsError::NO_SUCH_ENTRY => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.copy.present = false;
+        self.copy.matches = false;
+        Ok(())
     }
 
     pub(super) fn capacity(&self) -> usize {
@@ -409,11 +610,17 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
         if record.len() > RECORD_LEN {
             return Err(StoreError::Io);
         }
+        // A change to what the index holds: the copy would no longer say it (a signature
+        // counter's rewrite changes neither the entry nor the generation, and keeps it).
+        if self.index.entries[slot] != entry || self.index.generation != generation {
+            self.index.remove_copy(self.fs)?;
+        }
         let mut contents = [0u8; FILE_LEN];
-        self.fs.open_file_with_options_and_then(
+        let made = self.fs.open_file_with_options_and_then(
             |options| options.read(true).write(true).create(true),
             &file_path(file),
             |f| {
+                let made = f.len()? == 0;
                 read_all(f, &mut contents)?;
                 contents[header_offset..header_offset + ENTRY_LEN]
                     .copy_from_slice(&entry.to_bytes());
@@ -421,9 +628,14 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
                 contents[record_at..record_at + record.len()].copy_from_slice(record);
                 contents[GENERATION_OFFSET..].copy_from_slice(&generation.to_le_bytes());
                 f.seek(SeekFrom::Start(0))?;
-                write_all(f, &contents)
+                write_all(f, &contents)?;
+                Ok(made)
             },
         )?;
+        // Counted for the copy's room (see [`Index::copy_due`]).
+        if made {
+            self.index.files += 1;
+        }
         self.index.set(slot, entry);
         self.index.generation = generation;
         Ok(())
@@ -623,6 +835,45 @@ impl<S: littlefs2::driver::Storage> Residents<'_, '_, S> {
     }
 }
 
+/// Slot file `file`'s header entries (free past its end) and the generation it carries, or
+/// `None` if there is no such file.
+fn read_header<S: littlefs2::driver::Storage>(
+    fs: &Filesystem<'_, S>,
+    file: usize,
+    entries: &mut [Entry; SLOTS_PER_FILE],
+) -> Result<Option<u32>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut generation = [0u8; GENERATION_LEN];
+    let read = fs.open_file_and_then(&file_path(file), |f| {
+        let n = f.read(&mut header)?;
+        if f.len()? >= FILE_LEN {
+            f.seek(SeekFrom::Start(GENERATION_OFFSET as u32))?;
+            f.read(&mut generation)?;
+        }
+        Ok(n)
+    });
+    let n = match read {
+        Ok(n) => n,
+        Err(e) if e == FsError::NO_SUCH_ENTRY => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for (entry, bytes) in entries.iter_mut().zip(header[..n].chunks(ENTRY_LEN)) {
+        *entry = Entry::from_bytes(bytes);
+    }
+    Ok(Some(u32::from_le_bytes(generation)))
+}
+
+fn exists<S: littlefs2::driver::Storage>(
+    fs: &Filesystem<'_, S>,
+    at: &littlefs2::path::Path,
+) -> Result<bool> {
+    match fs.metadata(at) {
+        Ok(_) => Ok(true),
+        Err(e) if e == FsError::NO_SUCH_ENTRY => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Read from the start until `buf` is full or the file ends (what is not read stays as it is).
 fn read_all<S: littlefs2::driver::Storage>(
     file: &littlefs2::fs::File<'_, '_, S>,
@@ -713,12 +964,7 @@ mod tests {
 
     #[test]
     fn scans_end_at_the_highest_slot_in_use() {
-        let mut index = Index {
-            entries: alloc::vec![Entry::default(); 10],
-            used: 0,
-            end: 0,
-            generation: 0,
-        };
+        let mut index = Index::empty(10).unwrap();
         let entry = |created| Entry {
             rp: [7; 8],
             created,

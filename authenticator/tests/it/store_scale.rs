@@ -260,6 +260,32 @@ fn with_store<S: authenticator::platform::StateStorage, R>(
     f(&mut store)
 }
 
+/// Every device file at its largest (before the credentials come); the settings written.
+fn largest_device_files<S: authenticator::platform::StateStorage>(
+    store: &mut Store<'_, S>,
+) -> Settings {
+    store
+        .save_large_blob_array(&vec![0xA5; MAX_LARGE_BLOB_ARRAY])
+        .unwrap();
+    let mut settings = Settings::default();
+    for i in 0..settings.min_pin_length_rp_ids.capacity() {
+        settings
+            .min_pin_length_rp_ids
+            .push(string(&long_rp(1000 + i)))
+            .unwrap();
+    }
+    store.save_settings(&settings).unwrap();
+    store.save_pin(&PinState::default()).unwrap();
+    let (batch, enterprise) = largest_attestations();
+    store
+        .save_attestation(&batch, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
+        .unwrap();
+    store
+        .save_enterprise_attestation(enterprise, &mut rand_chacha::ChaCha20Rng::seed_from_u64(3))
+        .unwrap();
+    settings
+}
+
 #[test]
 fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
     let mut flash = PicoFlash::new();
@@ -267,29 +293,7 @@ fn the_pico_holds_its_capacity_with_every_device_file_at_its_largest() {
     eprintln!("Pico capacity: {capacity} discoverable credentials of any size");
     assert!(capacity >= 1000, "the Pico holds 1,000 maximal credentials");
     with_store(&mut flash, |store| {
-        // Every device file at its largest before the credentials come.
-        store
-            .save_large_blob_array(&vec![0xA5; MAX_LARGE_BLOB_ARRAY])
-            .unwrap();
-        let mut settings = Settings::default();
-        for i in 0..settings.min_pin_length_rp_ids.capacity() {
-            settings
-                .min_pin_length_rp_ids
-                .push(string(&long_rp(1000 + i)))
-                .unwrap();
-        }
-        store.save_settings(&settings).unwrap();
-        store.save_pin(&PinState::default()).unwrap();
-        let (batch, enterprise) = largest_attestations();
-        store
-            .save_attestation(&batch, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
-            .unwrap();
-        store
-            .save_enterprise_attestation(
-                enterprise,
-                &mut rand_chacha::ChaCha20Rng::seed_from_u64(3),
-            )
-            .unwrap();
+        let settings = largest_device_files(store);
         assert_eq!(store.remaining_resident_slots(), capacity);
 
         for i in 0..capacity {
@@ -755,4 +759,241 @@ fn a_replaced_record_leaves_nothing_of_the_longer_one() {
             "the replaced record's {run} is still in the slot file"
         );
     }
+}
+
+/// A file's bytes, read through littlefs alone (`None` if there is none).
+fn raw_file(flash: &mut PicoFlash, name: &str) -> Option<Vec<u8>> {
+    let mut alloc = Allocation::new();
+    let fs = Filesystem::mount(&mut alloc, flash).unwrap();
+    let path = littlefs2::path::PathBuf::try_from(name).unwrap();
+    fs.open_file_and_then(&path, |f| {
+        let mut bytes = vec![0u8; f.len()?];
+        let n = f.read(&mut bytes)?;
+        bytes.truncate(n);
+        Ok(bytes)
+    })
+    .ok()
+}
+
+/// Write a file through littlefs alone, as a firmware that knows nothing of it would leave it.
+fn put_raw_file(flash: &mut PicoFlash, name: &str, bytes: &[u8]) {
+    let mut alloc = Allocation::new();
+    let fs = Filesystem::mount(&mut alloc, flash).unwrap();
+    let path = littlefs2::path::PathBuf::try_from(name).unwrap();
+    fs.write(&path, bytes).unwrap();
+}
+
+/// Run the index's idle work to its end, storing a copy (as a quiet key does).
+fn idle(store: &mut Store<'_, PicoFlash>) {
+    while store.index_step(true).is_some() {}
+}
+
+/// A key holding `n` maximal credentials of one RP, made without the idle work: no copy of
+/// the index is stored.
+fn key_with(n: usize) -> PicoFlash {
+    let mut flash = PicoFlash::new();
+    with_store(&mut flash, |store| {
+        for i in 0..n {
+            store.save_resident(&maximal(&long_rp(0), i)).unwrap();
+        }
+    });
+    flash
+}
+
+/// Every credential made by [`key_with`] and after, by ID.
+fn holds_all(store: &mut Store<'_, PicoFlash>, made: impl Iterator<Item = usize>) -> bool {
+    made.into_iter()
+        .all(|i| store.find_resident(&[i as u8; 107]).unwrap().is_some())
+}
+
+/// The bytes a power-up reads from the partition (the vault aside).
+fn power_up_reads(flash: &mut PicoFlash) -> usize {
+    let before = flash.counts.read_bytes.get();
+    with_store(flash, |_| {});
+    flash.counts.read_bytes.get() - before
+}
+
+#[test]
+fn a_power_up_reads_the_index_from_its_copy() {
+    let mut flash = key_with(40);
+    let without = power_up_reads(&mut flash);
+    with_store(&mut flash, idle);
+    let with = power_up_reads(&mut flash);
+    eprintln!("power-up with 40 stored reads {without} B without the index copy, {with} B with it");
+    assert!(
+        with * 4 < without,
+        "{with} B read with the copy, {without} B without"
+    );
+    with_store(&mut flash, |store| {
+        assert_eq!(store.resident_count().unwrap(), 40);
+        assert!(holds_all(store, 0..40));
+        let rp = rp_hash(&long_rp(0));
+        assert_eq!(store.resident_count_of(&rp, Visibility::All).unwrap(), 40);
+        // A sign-in's counter rewrite keeps the copy: the next power-up still reads it.
+        let (reference, record) = store
+            .next_resident_record(&rp, Visibility::All, None)
+            .unwrap()
+            .unwrap();
+        assert!(store.rewrite_resident(&reference, &record).unwrap());
+    });
+    let after_sign_in = power_up_reads(&mut flash);
+    assert!(
+        after_sign_in * 4 < without,
+        "{after_sign_in} B read after a sign-in"
+    );
+    // A registration removes it (and a quiet while stores it again)...
+    with_store(&mut flash, |store| {
+        store.save_resident(&maximal(&long_rp(0), 40)).unwrap();
+    });
+    let after_registration = power_up_reads(&mut flash);
+    assert!(
+        after_registration >= without,
+        "{after_registration} B read after a registration"
+    );
+    with_store(&mut flash, idle);
+    let again = power_up_reads(&mut flash);
+    assert!(again * 4 < without, "{again} B read once stored again");
+    with_store(&mut flash, |store| assert!(holds_all(store, 0..41)));
+}
+
+/// A copy that no longer says what the slot files say (left by a firmware that knew nothing
+/// of it, which then made credentials): a change first checks every slot file, so it
+/// overwrites none, and the idle work corrects the index and removes the copy.
+#[test]
+fn a_stale_index_copy_is_never_trusted_over_the_slot_files() {
+    let mut flash = key_with(20);
+    with_store(&mut flash, idle);
+    let stale = raw_file(&mut flash, "/cr/index").unwrap();
+    with_store(&mut flash, |store| {
+        for i in 20..30 {
+            store.save_resident(&maximal(&long_rp(0), i)).unwrap();
+        }
+    });
+    put_raw_file(&mut flash, "/cr/index", &stale);
+    with_store(&mut flash, |store| {
+        // Until checked, the index is the copy's: it misses the ten newer credentials...
+        assert_eq!(store.resident_count().unwrap(), 20);
+        // ...but a registration starts from the slot files: it takes a free slot.
+        store.save_resident(&maximal(&long_rp(0), 30)).unwrap();
+        assert_eq!(store.resident_count().unwrap(), 31);
+        assert!(holds_all(store, 0..31));
+    });
+    with_store(&mut flash, |store| {
+        assert_eq!(store.resident_count().unwrap(), 31);
+        assert!(holds_all(store, 0..31));
+    });
+    // Without a change, the idle check alone corrects the index and removes the copy.
+    with_store(&mut flash, idle);
+    put_raw_file(&mut flash, "/cr/index", &stale);
+    with_store(&mut flash, |store| {
+        assert_eq!(store.resident_count().unwrap(), 20);
+        while store.index_step(false) == Some(true) {}
+        assert_eq!(store.resident_count().unwrap(), 31);
+        assert!(holds_all(store, 0..31));
+    });
+    assert!(raw_file(&mut flash, "/cr/index").is_none());
+    // One that is no copy at all (cut short): the slot files decide at once, and it goes.
+    put_raw_file(&mut flash, "/cr/index", &stale[..stale.len() - 1]);
+    with_store(&mut flash, |store| {
+        assert_eq!(store.resident_count().unwrap(), 31);
+    });
+    assert!(raw_file(&mut flash, "/cr/index").is_none());
+}
+
+/// The copy's write and its removal before a registration, cut at every program and erase,
+/// clean and torn: the next power-up's index (from a copy or not) says what the slot files
+/// say, and no credential is lost.
+#[test]
+fn the_index_copy_survives_a_power_cut_at_every_write() {
+    let image = key_with(12);
+    let session = |flash: &mut PicoFlash| {
+        let mut alloc = Allocation::new();
+        if let Ok(fs) = store::mount(&mut alloc, flash) {
+            let mut store = Store::new(fs);
+            store.prepare(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1), TEST_KDF);
+            idle(&mut store);
+            let _ = store.save_resident(&maximal(&long_rp(0), 12));
+            idle(&mut store);
+        }
+    };
+    let mut probe = image.copy();
+    session(&mut probe);
+    let ops = probe.counts.programs.get() + probe.counts.erases.get();
+    eprintln!("the index copy's session: {ops} program/erase operations");
+    for tear in [false, true] {
+        for cut in 1..=ops {
+            let mut flash = image.copy();
+            flash.counts.budget.set(Some(cut));
+            flash.counts.tear.set(tear);
+            session(&mut flash);
+            flash.counts.budget.set(None);
+            with_store(&mut flash, |store| {
+                let at_power_up = store.resident_count().unwrap();
+                let generation = store.resident_generation().unwrap();
+                assert!(
+                    holds_all(store, 0..12),
+                    "cut {cut} (torn: {tear}): none lost"
+                );
+                while store.index_step(false) == Some(true) {}
+                assert_eq!(
+                    (
+                        store.resident_count().unwrap(),
+                        store.resident_generation().unwrap()
+                    ),
+                    (at_power_up, generation),
+                    "cut {cut} (torn: {tear}): the index at power-up is the slot files'"
+                );
+            });
+        }
+    }
+}
+
+/// A key two slot files short of full, every device file at its largest: the idle work
+/// stores no copy (it would take blocks of the device files' reserve), and the device files
+/// are still written many times over and the remaining count is still exact.
+#[test]
+fn the_index_copy_never_takes_room_the_store_counts_on() {
+    let mut flash = PicoFlash::new();
+    let capacity = capacity(PICO_BLOCKS);
+    let settings = with_store(&mut flash, |store| {
+        let settings = largest_device_files(store);
+        for i in 0..capacity - 2 * store::SLOTS_PER_FILE {
+            store.save_resident(&maximal(&long_rp(i), i)).unwrap();
+        }
+        settings
+    });
+    with_store(&mut flash, idle);
+    assert!(
+        raw_file(&mut flash, "/cr/index").is_none(),
+        "no room: no copy"
+    );
+    with_store(&mut flash, |store| {
+        for round in 0..4u8 {
+            store
+                .save_large_blob_array(&vec![round; MAX_LARGE_BLOB_ARRAY])
+                .unwrap();
+            store.save_settings(&settings).unwrap();
+            store.save_pin(&PinState { retries: 8 - round }).unwrap();
+        }
+        assert_eq!(store.remaining_resident_slots(), 2 * store::SLOTS_PER_FILE);
+        for i in capacity - 2 * store::SLOTS_PER_FILE..capacity {
+            store.save_resident(&maximal(&long_rp(i), i)).unwrap();
+        }
+        assert_eq!(store.remaining_resident_slots(), 0);
+        assert_eq!(
+            store.save_resident(&maximal(&long_rp(5000), 5000)),
+            Err(StoreError::Full)
+        );
+        store
+            .save_large_blob_array(&vec![9; MAX_LARGE_BLOB_ARRAY])
+            .unwrap();
+    });
+    // A key with room stores one, and it takes none of the count either.
+    let mut roomy = key_with(40);
+    with_store(&mut roomy, |store| {
+        let before = store.remaining_resident_slots();
+        idle(store);
+        assert_eq!(store.remaining_resident_slots(), before);
+    });
+    assert!(raw_file(&mut roomy, "/cr/index").is_some());
 }

@@ -225,19 +225,26 @@ export class Machine {
 
   /** Run until `until()` holds or `maxCycles` more cycles pass. `until` is checked every
    * `chunk` steps (an instruction, or one jump over a sleep), then Node's event loop runs. */
-  async run({ until = () => false, maxCycles = 125_000_000, chunk = 5_000 } = {}) {
+  /** Run until `until()` holds, or `maxCycles` pass; `untilMs`: a time (ms since power-up) a
+   * sleep is never jumped past, for a caller that waits until then. */
+  async run({ until = () => false, maxCycles = 125_000_000, chunk = 5_000, untilMs = Infinity } = {}) {
     const limit = this.core.cycles + maxCycles;
     while (!until()) {
       if (this.core.cycles >= limit) return false;
       for (let step = 0; step < chunk && this.core.cycles < limit; step++) {
         if (this.core.waiting) {
+          // Asleep, and what the caller waits for has happened (the answer's last packet):
+          // return before time jumps, so a request the host sends next finds the clock where
+          // it is (on a chip it would wake the core at once, whatever alarm is set).
+          if (until()) return true;
           // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled, and
           // never more than 0.1 ms: the host acts between jumps, and a packet it sends wakes the
           // core at once on the chip, not at the firmware's next alarm.
           const nsPerCycle = this.nsPerCycle;
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, MAX_SLEEP_JUMP_NS, (limit - this.core.cycles) * nsPerCycle);
+          ns = Math.min(ns, MAX_SLEEP_JUMP_NS, (limit - this.core.cycles) * nsPerCycle,
+            untilMs * 1e6 - this.clock.nanos);
           const cycles = Math.max(1, Math.ceil(ns / nsPerCycle));
           this.clock.tick(cycles * nsPerCycle);
           this.core.cycles += cycles;

@@ -116,7 +116,7 @@ export class UsbHost {
   /** Emulated time passes (the device runs meanwhile). */
   async wait(ms) {
     const until = this.m.nowMs + ms;
-    await this.m.run({ until: () => this.m.nowMs >= until, maxCycles: Infinity });
+    await this.m.run({ until: () => this.m.nowMs >= until, untilMs: until, maxCycles: Infinity });
   }
 
   /** Enumerate as a host OS would, with the waits USB 2.0 prescribes (§7.1.7.3): 100 ms of
