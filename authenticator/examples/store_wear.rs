@@ -2,10 +2,16 @@
 //! registrations and per 100,000 assertions, and how evenly littlefs spreads the erases over
 //! the 384 blocks (block_cycles 500). Prints figures.
 //!
+//! Then the same registrations with erasing ahead (`authenticator::store::ahead`): the key idle
+//! between requests long enough for every step, powered off and on every so many
+//! registrations (trust is lost at each power-up), at several depths: erases during the
+//! requests, erases done ahead, and the most-erased block.
+//!
 //! `cargo run --release -p authenticator --example store_wear`
 
 use authenticator::ctaphid::{App, Outcome, Transaction};
 use authenticator::platform::{Indicator, Platform, PresenceAnswer, Touch};
+use authenticator::store::ahead::{Counts, EraseAhead};
 use authenticator::{Authenticator, Config};
 use ciborium::Value;
 use littlefs2::fs::Allocation;
@@ -64,11 +70,11 @@ impl littlefs2::driver::Storage for CountingFlash {
     }
 }
 
-struct Host(rand_chacha::ChaCha20Rng);
+struct Host<S>(rand_chacha::ChaCha20Rng, std::marker::PhantomData<S>);
 
-impl Platform for Host {
+impl<S: littlefs2::driver::Storage + authenticator::platform::Vault> Platform for Host<S> {
     type Rng = rand_chacha::ChaCha20Rng;
-    type Storage = CountingFlash;
+    type Storage = S;
     fn rng(&mut self) -> &mut Self::Rng {
         &mut self.0
     }
@@ -127,16 +133,68 @@ fn make(rp: &str, user: usize) -> Value {
     ])
 }
 
-fn main() {
-    let mut flash = CountingFlash {
+fn blank_flash() -> CountingFlash {
+    CountingFlash {
         bytes: vec![0xff; BLOCK_SIZE * BLOCK_COUNT],
         erases: vec![0; BLOCK_COUNT],
         programs: 0,
         vault: Default::default(),
-    };
+    }
+}
+
+fn config() -> Config {
+    Config {
+        aaguid: [0; 16],
+        firmware_version: 0,
+        pin_kdf: authenticator::store::PinKdf::Pbkdf2 { iterations: 1 },
+    }
+}
+
+/// 1,000 registrations with `depth` blocks erased ahead, idle steps run to the end between
+/// requests, the power cycled every `power_cycle` registrations. The flash and the summed
+/// counts of erasing ahead.
+fn erase_ahead(depth: usize, power_cycle: usize) -> (CountingFlash, Counts) {
+    let mut flash = blank_flash();
+    let mut total = Counts::default();
+    let mut made = 0;
+    while made < 1000 {
+        let mut ahead = EraseAhead::new(flash, depth);
+        let mut alloc = Allocation::new();
+        let fs = authenticator::store::mount(&mut alloc, &mut ahead).expect("mount");
+        let platform = Host(
+            rand_chacha::ChaCha20Rng::seed_from_u64(made as u64),
+            std::marker::PhantomData,
+        );
+        let mut key = Authenticator::new(platform, fs, config());
+        while key.erase_ahead_step() {}
+        for _ in 0..power_cycle.min(1000 - made) {
+            call(
+                &mut key,
+                0x01,
+                &make(&format!("rp{}.example", made % 50), made),
+            );
+            made += 1;
+            while key.erase_ahead_step() {}
+        }
+        let counts = key.erase_ahead_counts().expect("mounted");
+        drop(key);
+        total.erased_ahead += counts.erased_ahead;
+        total.erased += counts.erased;
+        total.skipped += counts.skipped;
+        total.plans += counts.plans;
+        flash = ahead.into_inner();
+    }
+    (flash, total)
+}
+
+fn main() {
+    let mut flash = blank_flash();
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, &mut flash).expect("format");
-    let platform = Host(rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    let platform = Host(
+        rand_chacha::ChaCha20Rng::seed_from_u64(1),
+        std::marker::PhantomData,
+    );
     let mut key = Authenticator::new(
         platform,
         fs,
@@ -160,7 +218,10 @@ fn main() {
 
     let mut alloc = Allocation::new();
     let fs = authenticator::store::mount(&mut alloc, &mut flash).expect("mount");
-    let platform = Host(rand_chacha::ChaCha20Rng::seed_from_u64(2));
+    let platform = Host(
+        rand_chacha::ChaCha20Rng::seed_from_u64(2),
+        std::marker::PhantomData,
+    );
     let mut key = Authenticator::new(
         platform,
         fs,
@@ -208,4 +269,17 @@ fn main() {
         "at 100,000 erase cycles per block (W25Q16), the assertions' most-erased block lasts {:.0} million assertions",
         100_000.0 * 100_000.0 / f64::from(assertions.iter().max().copied().unwrap_or(1).max(1)) / 1e6
     );
+
+    println!("1,000 discoverable registrations with erasing ahead (idle between requests):");
+    for depth in [1, 2, 3] {
+        for power_cycle in [1000, 10, 1] {
+            let (flash, counts) = erase_ahead(depth, power_cycle);
+            let all: u64 = flash.erases.iter().map(|&e| u64::from(e)).sum();
+            let max = flash.erases.iter().max().copied().unwrap_or(0);
+            println!(
+                "  depth {depth}, power cycled every {power_cycle:>4}: {} erases during requests, {} ahead ({} of them used), {all} in all, at most {max} on a block, {} plans",
+                counts.erased, counts.erased_ahead, counts.skipped, counts.plans
+            );
+        }
+    }
 }

@@ -49,6 +49,24 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) last_request_ms: u64,
 }
 
+impl<T, P> Authenticator<'_, P>
+where
+    T: littlefs2::driver::Storage + crate::platform::Vault,
+    P: Platform<Storage = crate::store::ahead::EraseAhead<T>>,
+{
+    /// Idle work for a platform whose flash erases slowly: one step of erasing ahead the
+    /// blocks the next writes will take (see [`crate::store::ahead`]). Call it only between
+    /// requests or while a request waits for the user; returns whether more steps have work.
+    pub fn erase_ahead_step(&mut self) -> bool {
+        self.store.erase_ahead_step()
+    }
+
+    /// What erasing ahead did since power-up.
+    pub fn erase_ahead_counts(&mut self) -> Option<crate::store::ahead::Counts> {
+        self.store.erase_ahead_counts()
+    }
+}
+
 /// How long the key must have had no request before idle work writes the index's copy (a few
 /// blocks erased and programmed): a request that follows another at once (a sign-in right
 /// after a registration) does not wait for it.

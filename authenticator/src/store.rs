@@ -52,6 +52,7 @@ const MAX_DEVICE_RECORD_LEN: usize = 1280;
 /// The most a discoverable credential of the first layout takes.
 const MAX_RECORD_LEN: usize = resident::RECORD_LEN;
 
+pub mod ahead;
 mod device;
 mod resident;
 pub mod vault;
@@ -343,6 +344,30 @@ impl Unlocked {
         device::hmac(&self.boot_key[..], pin_hash)
             .ct_eq(&*self.fast)
             .into()
+    }
+}
+
+impl<T: littlefs2::driver::Storage + Vault> Store<'_, ahead::EraseAhead<T>> {
+    /// One step of erasing ahead (see [`ahead`]), for a platform to run while no request is
+    /// using the store (between requests, or while one waits for the user): make the plan or
+    /// erase one planned block, with littlefs unmounted meanwhile and mounted again after, so
+    /// its allocator starts where the plan says. Returns whether another step has work. A
+    /// failed step fails no request: littlefs then erases as it always did.
+    pub fn erase_ahead_step(&mut self) -> bool {
+        self.with_device(|storage| {
+            if storage.needs_plan() {
+                storage.plan();
+            } else {
+                storage.erase_next()?;
+            }
+            Ok(storage.has_work())
+        })
+        .unwrap_or(false)
+    }
+
+    /// The flash under the store, with what erasing ahead did (benchmarks, wear figures).
+    pub fn erase_ahead_counts(&mut self) -> Option<ahead::Counts> {
+        self.with_device(|storage| Ok(storage.counts())).ok()
     }
 }
 

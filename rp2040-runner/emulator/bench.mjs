@@ -22,14 +22,24 @@ const ok = (name) => (r) => {
 const { machine, host, hid } = await bootKey();
 const rows = new Rows(machine);
 const record = async (name, run) => ok(name)(await rows.measure(name, run));
+// The key left idle for `ms` (no request): the erase-ahead steps run then (a plan, one erase).
+const idle = (name, ms) => {
+  const end = machine.nowMs + ms;
+  return rows.measure(name, () => machine.run({ until: () => machine.nowMs >= end, maxCycles: 2_000_000_000 }));
+};
 rows.note('power-up to USB enabled (first boot)', host.enabledAt.ms);
 machine.bootselPressed = true;
 await hid.init();
 await record('PING 64 B', () => hid.transact(CMD.PING, new Uint8Array(64)));
 await record('getInfo', () => hid.cbor(0x04));
+await idle('idle 500 ms after power-up (erasing ahead)', 500);
 const mc = await record('makeCredential (ES256)', () => hid.cbor(0x01, ctap2.makeCredentialRequest().payload));
 const credId = ctap2.parseAuthData(decodeCbor(mc.body).get(2)).credentialId;
-await record('makeCredential (discoverable)', () => hid.cbor(0x01, ctap2.makeCredentialRequest({ rk: true }).payload));
+await idle('idle 500 ms (erasing ahead)', 500);
+await record('makeCredential (discoverable), after 500 ms idle', () => hid.cbor(0x01, ctap2.makeCredentialRequest({ rk: true }).payload));
+// The same user again (its credential is replaced), sent as soon as the previous answer is
+// in: the key is planning its erase ahead then, and finishes that step first.
+await record('makeCredential (discoverable), sent at once', () => hid.cbor(0x01, ctap2.makeCredentialRequest({ rk: true }).payload));
 await record('getAssertion (allowList)', () => hid.cbor(0x02, ctap2.getAssertionRequest(credId).payload));
 
 // clientPIN (pinUvAuthProtocol 2): a PIN is set, then a platform asks for a token as it does

@@ -29,6 +29,7 @@ use core::fmt::Write as _;
 use authenticator::ctaphid::App as _;
 use authenticator::ctaphid::{Ctaphid, DeviceVersion, KeepaliveStatus, Outcome, Packet};
 use authenticator::platform::Platform as _;
+use authenticator::store::ahead::EraseAhead;
 use authenticator::usb::FidoHid;
 use authenticator::{Authenticator, Config};
 use critical_section::Mutex;
@@ -96,6 +97,15 @@ const FIRMWARE_VERSION: u32 = 0x00_01_00;
 /// iteration) to add at most 300 ms to getPinToken at 200 MHz (293 ms); at another clock use
 /// 0.3 s × f / 15,440.
 const PIN_PBKDF2_ITERATIONS: u32 = 3800;
+/// How many of littlefs's next blocks are kept erased: one covers a passkey registration's
+/// copy of its slot file; deeper wastes erases at every power-off for little gain
+/// (`store_wear`'s figures, docs/pico-performance.md).
+const ERASE_AHEAD_DEPTH: usize = 1;
+/// How long the key must have been without a request before it erases ahead: clients send
+/// their next request within milliseconds of an answer (getKeyAgreement then the token, getInfo
+/// then makeCredential), and one that arrived during an erase would wait it out (45 ms, 400 ms
+/// at the datasheet's maximum) with interrupts off.
+const ERASE_AHEAD_QUIET_MS: u64 = 100;
 
 /// Everything the USB interrupt owns.
 struct UsbSide {
@@ -166,7 +176,12 @@ fn main() -> ! {
 
     fill_basepoint_table();
     // The filesystem borrows its storage and buffers for as long as the firmware runs.
-    let storage: &'static mut flash::FlashStorage = Box::leak(Box::new(flash::FlashStorage));
+    // Erasing ahead: the block littlefs allocates next is erased while the key is idle (see
+    // `authenticator::store::ahead`), one block deep (docs/pico-performance.md).
+    let storage = Box::leak(Box::new(EraseAhead::new(
+        flash::FlashStorage,
+        ERASE_AHEAD_DEPTH,
+    )));
     let fs_alloc = Box::leak(Box::new(littlefs2::fs::Filesystem::allocate()));
     let fs = authenticator::store::mount(fs_alloc, storage).expect("flash filesystem");
     let platform = PicoPlatform::new(rng, timer, led);
@@ -243,6 +258,10 @@ fn main_loop(
     alarm1: &mut hal::timer::Alarm1,
 ) -> ! {
     let mut job: Option<bridge::Job> = None;
+    // Whether erasing ahead may have work: at power-up, and after any request (it may have
+    // written); a step says whether another has work.
+    let mut ahead_work = true;
+    let mut last_request_ms = auth.platform().now_ms();
     loop {
         let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
         if events.wink {
@@ -261,6 +280,8 @@ fn main_loop(
             }
             let mut response = Vec::new();
             let outcome = auth.call(*transaction, request, &mut response);
+            ahead_work = true;
+            last_request_ms = auth.platform().now_ms();
             let over = critical_section::with(|cs| {
                 MAILBOX.borrow_ref_mut(cs).finish(*id, outcome, response)
             });
@@ -269,21 +290,36 @@ fn main_loop(
             if over {
                 job = None;
             } else if outcome == Outcome::Waiting(KeepaliveStatus::UpNeeded) {
-                wait_for_button(auth, alarm1);
+                wait_for_button(auth, alarm1, &mut ahead_work);
             }
             continue;
         }
         // Between requests: the credential index's idle work (checking an index read from its
-        // copy, one slot file a step of ~1 ms, then storing a copy once the key is quiet).
+        // copy, one slot file a step of ~1 ms, then storing a copy once the key is quiet). Its
+        // writes end an erase-ahead plan: plan again after them.
         let index_work = auth.index_step();
         if index_work == Some(0) {
+            ahead_work = true;
             continue;
         }
         auth.platform().tick_indicator();
+        // Idle and quiet for long enough: one step of erasing ahead (a plan, or one erase), then
+        // look again; not yet quiet: wake up when it will be.
+        let mut wake_ms = index_work.map(|ms| ms.clamp(1, 1000));
+        if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
+            let quiet = auth.platform().now_ms().saturating_sub(last_request_ms);
+            if quiet >= ERASE_AHEAD_QUIET_MS {
+                ahead_work = auth.erase_ahead_step();
+                continue;
+            }
+            let until_quiet = ERASE_AHEAD_QUIET_MS - quiet;
+            wake_ms = Some(wake_ms.map_or(until_quiet, |ms| ms.min(until_quiet)));
+        }
         if auth.platform().indicator_busy() {
-            let _ = alarm1.schedule(MicrosDurationU32::millis(50));
-        } else if let Some(ms) = index_work {
-            let _ = alarm1.schedule(MicrosDurationU32::millis(ms.clamp(1, 1000) as u32));
+            wake_ms = Some(wake_ms.map_or(50, |ms| ms.min(50)));
+        }
+        if let Some(ms) = wake_ms {
+            let _ = alarm1.schedule(MicrosDurationU32::millis(ms as u32));
         }
         // Sleep until an interrupt, without missing one that fires between the check and wfi:
         // with PRIMASK set, a pending interrupt still ends wfi and runs once PRIMASK clears.
@@ -301,15 +337,24 @@ fn main_loop(
 /// re-reads its state (about 1 M cycles), so rather than do that at every look, watch BOOTSEL
 /// here every 10 ms and call it again once the button is down, a host message arrived (cancel,
 /// abort, a new request), or 100 ms passed (its own timeout and bookkeeping).
+///
+/// While the user has not pressed, the erase-ahead steps run instead of sleeping: the store is
+/// not in use between calls, and a passkey registration's own slot-file block is then erased
+/// before the touch that lets it write.
 fn wait_for_button(
     auth: &mut Authenticator<'static, PicoPlatform>,
     alarm1: &mut hal::timer::Alarm1,
+    ahead_work: &mut bool,
 ) {
     let since = auth.platform().now_ms();
     loop {
-        // While the user decides, the index's idle work goes on (a check step is ~1 ms): a
-        // registration right after power-up then finds the index checked.
-        if auth.index_step() != Some(0) {
+        // While the user decides, the index's idle work goes on (a check step is ~1 ms: a
+        // registration right after power-up then finds the index checked), then erasing ahead.
+        if auth.index_step() == Some(0) {
+            *ahead_work = true;
+        } else if *ahead_work {
+            *ahead_work = auth.erase_ahead_step();
+        } else {
             let _ = alarm1.schedule(MicrosDurationU32::millis(10));
             cortex_m::asm::wfi();
         }

@@ -9,6 +9,8 @@ use rp2040_hal::gpio::{bank0::Gpio25, FunctionSioOutput, Pin, PullDown};
 use rp2040_hal::timer::Timer;
 
 use crate::bootsel;
+use authenticator::store::ahead::EraseAhead;
+
 use crate::flash::FlashStorage;
 
 pub type Led = Pin<Gpio25, FunctionSioOutput, PullDown>;
@@ -68,7 +70,7 @@ impl PicoPlatform {
 
 impl Platform for PicoPlatform {
     type Rng = ChaCha20Rng;
-    type Storage = FlashStorage;
+    type Storage = EraseAhead<FlashStorage>;
 
     fn rng(&mut self) -> &mut Self::Rng {
         &mut self.rng

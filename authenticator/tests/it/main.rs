@@ -13,6 +13,7 @@ mod ctap1;
 mod ctap2;
 mod ctaphid;
 mod enterprise_attestation;
+mod erase_ahead;
 mod extensions;
 /// The virtual key's fault knobs (feature `faults`, which test-support turns on).
 mod faults;

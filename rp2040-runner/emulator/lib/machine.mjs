@@ -19,6 +19,8 @@ const VREG_AND_CHIP_RESET = 0x40064;
 const VREG_RESET = 0xb1; // VSEL 1.10 V (0b1011 in bits 7:4), enabled
 const MAX_HARDWARE_IRQ = 25; // rp2040js: IRQs 0..25 come from peripherals, 26..31 are software
 
+/** The longest the emulator lets the sleeping core's clock jump before the host may act. */
+const MAX_SLEEP_JUMP_NS = 100_000;
 const DEFAULT_FLASH_UID = [0xe6, 0x60, 0x58, 0x38, 0x83, 0x2a, 0x6d, 0x2c];
 
 /** How long the W25Q16JV takes to erase a 4 KiB sector (tSE) and to program a 256-byte page
@@ -53,7 +55,7 @@ export class Machine {
     // Before loading flash: loadBootrom resets the chip, which erases rp2040js's flash.
     installStubRom(this.mcu, {
       onFlash: (op, off, len) => {
-        this.flashOps.push({ op, off, len });
+        this.flashOps.push({ op, off, len, atMs: this.nowMs });
         this.flashBusy(op === 'erase' ? (len / 4096) * this.flashTiming.eraseMs : (len / 256) * this.flashTiming.programMs);
       },
     });
@@ -235,16 +237,18 @@ export class Machine {
           // return before time jumps, so a request the host sends next finds the clock where
           // it is (on a chip it would wake the core at once, whatever alarm is set).
           if (until()) return true;
-          // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled
-          // (the host may act in between).
+          // Asleep: jump to the next timer/USB event, or 10 µs when nothing is scheduled, and
+          // never more than 0.1 ms: the host acts between jumps, and a packet it sends wakes the
+          // core at once on the chip, not at the firmware's next alarm.
           const nsPerCycle = this.nsPerCycle;
           let ns = this.clock.nanosToNextAlarm;
           if (!(ns > 0 && ns < 1e12)) ns = 10_000;
-          ns = Math.min(ns, (limit - this.core.cycles) * nsPerCycle, untilMs * 1e6 - this.clock.nanos);
+          ns = Math.min(ns, MAX_SLEEP_JUMP_NS, (limit - this.core.cycles) * nsPerCycle,
+            untilMs * 1e6 - this.clock.nanos);
           const cycles = Math.max(1, Math.ceil(ns / nsPerCycle));
           this.clock.tick(cycles * nsPerCycle);
           this.core.cycles += cycles;
-          if (!(this.clock.nanosToNextAlarm > 0)) break; // idle: let the host act, check until()
+          break; // let the host act, check until()
         } else {
           const c = this.core.executeInstruction();
           this.activeCycles += c;
