@@ -36,7 +36,8 @@ pub const READ_SIZE: usize = 16;
 pub const BLOCK_CYCLES: isize = 500;
 /// littlefs's cache size (one page).
 pub type CacheSize = littlefs2::consts::U256;
-/// littlefs's lookahead buffer, in bytes (8 bytes: 64 blocks at a time).
+/// littlefs's lookahead buffer, in multiples of 8 bytes (littlefs2's unit): 64 bytes, 512 blocks
+/// at a time, so one scan of the allocator covers all 384.
 pub type LookaheadSize = littlefs2::consts::U8;
 
 const _: () = assert!(VAULT_OFFSET + 2 * VAULT_SLOT_SIZE <= SEED_OFFSET);
