@@ -99,7 +99,7 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// Idle work for the credential index, one short step a call (see
     /// [`crate::store::Store::index_step`]): check an index read at power-up from its copy
     /// against the slot files, one file a step, then, once the key has been quiet for
-    /// [`INDEX_COPY_QUIET_MS`], store a copy if none matching is, so the next power-up reads
+    /// `INDEX_COPY_QUIET_MS`, store a copy if none matching is, so the next power-up reads
     /// the index in one pass. Call it only between requests; returns in how many ms it has
     /// more work (0: at once), or `None`.
     pub fn index_step(&mut self) -> Option<u64> {

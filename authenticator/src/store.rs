@@ -883,7 +883,7 @@ impl<'a, S: littlefs2::driver::Storage + Vault> Store<'a, S> {
     /// One step of the index's idle work, for a platform to run between requests: check one
     /// slot file against an index read from its copy, or (`write_copy`, once the key has been
     /// quiet a while) store a copy of the index if none matching is stored (see
-    /// [`resident`]'s `Index::save_copy`). Returns `Some(true)` if more steps have work now,
+    /// `resident`'s `Index::save_copy`). Returns `Some(true)` if more steps have work now,
     /// `Some(false)` if only the copy waits (for `write_copy`), `None` when all is done. A
     /// failed step fails no request: a change checks the index first anyway, and a missing
     /// copy only makes the next power-up read every slot file.
