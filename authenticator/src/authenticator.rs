@@ -44,8 +44,8 @@ pub struct Authenticator<'a, P: Platform> {
     pub(crate) large_blob_write: Option<PendingWrite>,
     /// What kind of key this one presents itself as.
     pub(crate) profile: Profile,
-    /// When the last request came ([`Platform::now_ms`]): idle work that takes long waits
-    /// for a quiet key (see [`Authenticator::index_step`]).
+    /// When the last call ended ([`Platform::now_ms`]): idle work that takes long waits for
+    /// a quiet key (see [`Authenticator::quiet_ms`]).
     pub(crate) last_request_ms: u64,
 }
 
@@ -103,9 +103,16 @@ impl<'a, P: Platform> Authenticator<'a, P> {
     /// the index in one pass. Call it only between requests; returns in how many ms it has
     /// more work (0: at once), or `None`.
     pub fn index_step(&mut self) -> Option<u64> {
-        let quiet = self.platform.now_ms().saturating_sub(self.last_request_ms);
+        let quiet = self.quiet_ms();
         let more = self.store.index_step(quiet >= INDEX_COPY_QUIET_MS)?;
         Some(if more { 0 } else { INDEX_COPY_QUIET_MS - quiet })
+    }
+
+    /// How long since the last call to [`App::call`] ended: how long the key has been without
+    /// a request, for a platform's idle work (erasing ahead waits for a quiet key, as the
+    /// index's copy does).
+    pub fn quiet_ms(&self) -> u64 {
+        self.platform.now_ms().saturating_sub(self.last_request_ms)
     }
 
     /// Present the key as another kind of key (see [`Profile`]); a runner chooses before the
@@ -316,12 +323,11 @@ impl<P: Platform> App for Authenticator<'_, P> {
         {
             return Outcome::Done;
         }
-        self.last_request_ms = self.platform.now_ms();
         let mut digest = Sha256::new();
         digest.update([transaction as u8]);
         digest.update(request);
         self.request_digest = digest.finalize().into();
-        match transaction {
+        let outcome = match transaction {
             Transaction::Msg => {
                 crate::ctap1::handle(self, request, response);
                 Outcome::Done
@@ -334,7 +340,10 @@ impl<P: Platform> App for Authenticator<'_, P> {
                 }
                 Err(status) => Outcome::Waiting(status),
             },
-        }
+        };
+        // From the answer, not the request: a client's next request follows the answer.
+        self.last_request_ms = self.platform.now_ms();
+        outcome
     }
 
     fn cancel(&mut self) {

@@ -261,7 +261,6 @@ fn main_loop(
     // Whether erasing ahead may have work: at power-up, and after any request (it may have
     // written); a step says whether another has work.
     let mut ahead_work = true;
-    let mut last_request_ms = auth.platform().now_ms();
     loop {
         let events = critical_section::with(|cs| MAILBOX.borrow_ref_mut(cs).take_events());
         if events.wink {
@@ -281,7 +280,6 @@ fn main_loop(
             let mut response = Vec::new();
             let outcome = auth.call(*transaction, request, &mut response);
             ahead_work = true;
-            last_request_ms = auth.platform().now_ms();
             let over = critical_section::with(|cs| {
                 MAILBOX.borrow_ref_mut(cs).finish(*id, outcome, response)
             });
@@ -307,7 +305,7 @@ fn main_loop(
         // look again; not yet quiet: wake up when it will be.
         let mut wake_ms = index_work.map(|ms| ms.clamp(1, 1000));
         if ahead_work && critical_section::with(|cs| MAILBOX.borrow_ref(cs).idle()) {
-            let quiet = auth.platform().now_ms().saturating_sub(last_request_ms);
+            let quiet = auth.quiet_ms();
             if quiet >= ERASE_AHEAD_QUIET_MS {
                 ahead_work = auth.erase_ahead_step();
                 continue;
